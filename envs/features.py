@@ -1,0 +1,455 @@
+"""Transferable features: detector scores made dataset-relative.
+
+A policy trained on one dataset must act on another of a different width and scale, so
+it never sees raw columns.  The :class:`Featurizer` fits a bank of PyOD detectors on
+unlabelled rows and describes each row by how anomalous every detector finds it *relative
+to the dataset it came from*:
+
+- per detector, the score's percentile rank among the fitting rows' scores (0..1) and a
+  log-compressed robust z-score (median / MAD of the fitting rows' scores);
+- consensus across the bank: mean, max, min and spread of the percentile ranks, and the
+  mean robust z-score;
+- dataset-level descriptors (the same for every row of a dataset): its size and width,
+  the share of discrete columns, and how much the detectors agree with each other.
+
+Every feature has a fixed, finite range (see :meth:`Featurizer.feature_bounds`) and means
+the same thing on every dataset.  Scores point one way: higher = more anomalous.
+
+Large inputs are fitted on a seeded subsample of ``max_fit_rows`` rows and scored in chunks.
+:func:`featurize_task` caches the features of a task on disk, keyed by the task's content
+hash and the featurizer's configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DETECTORS = ("iforest", "ecod", "copod", "hbos", "knn", "lof", "pca", "cblof")
+
+#: Robust z-scores are clipped here before log-compression: sign(z) * log1p(|z|).
+Z_CLIP = 50.0
+_Z_BOUND = float(np.log1p(Z_CLIP))
+
+CONSENSUS_FEATURES = ("pct_mean", "pct_max", "pct_min", "pct_std", "z_mean")
+DESCRIPTOR_FEATURES = ("log_rows", "log_cols", "discrete_share", "agreement")
+
+
+def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"knn"`` or ``"knn:n_neighbors=20,method=mean"`` -> (name, params)."""
+    name, _, rest = spec.partition(":")
+    name = name.strip().lower()
+    if name not in _DETECTOR_FACTORIES:
+        raise ValueError(f"unknown detector {name!r}; choose from {sorted(_DETECTOR_FACTORIES)}")
+    params: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"detector spec {spec!r}: parameter {item!r} must look like key=value")
+        params[key.strip()] = _parse_value(value.strip())
+    return name, params
+
+
+def _parse_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _build_detector(name: str, params: dict[str, Any], n_fit: int, seed: int):
+    return _DETECTOR_FACTORIES[name](dict(params), n_fit, seed)
+
+
+def _neighbours(params: dict, n_fit: int, default: int) -> dict:
+    params["n_neighbors"] = max(1, min(int(params.get("n_neighbors", default)), n_fit - 1))
+    return params
+
+
+def _iforest(p, n, seed):
+    from pyod.models.iforest import IForest
+
+    p.setdefault("random_state", seed)
+    return IForest(**p)
+
+
+def _ecod(p, n, seed):
+    from pyod.models.ecod import ECOD
+
+    return ECOD(**p)
+
+
+def _copod(p, n, seed):
+    from pyod.models.copod import COPOD
+
+    return COPOD(**p)
+
+
+def _hbos(p, n, seed):
+    from pyod.models.hbos import HBOS
+
+    return HBOS(**p)
+
+
+def _knn(p, n, seed):
+    from pyod.models.knn import KNN
+
+    return KNN(**_neighbours(p, n, 5))
+
+
+def _lof(p, n, seed):
+    from pyod.models.lof import LOF
+
+    return LOF(**_neighbours(p, n, 20))
+
+
+def _pca(p, n, seed):
+    from pyod.models.pca import PCA
+
+    p.setdefault("random_state", seed)
+    return PCA(**p)
+
+
+def _cblof(p, n, seed):
+    from pyod.models.cblof import CBLOF
+
+    p.setdefault("random_state", seed)
+    p["n_clusters"] = max(2, min(int(p.get("n_clusters", 8)), n // 10))
+    return CBLOF(**p)
+
+
+def _ocsvm(p, n, seed):
+    from pyod.models.ocsvm import OCSVM
+
+    return OCSVM(**p)
+
+
+def _gmm(p, n, seed):
+    from pyod.models.gmm import GMM
+
+    p.setdefault("random_state", seed)
+    return GMM(**p)
+
+
+_DETECTOR_FACTORIES = {
+    "iforest": _iforest,
+    "ecod": _ecod,
+    "copod": _copod,
+    "hbos": _hbos,
+    "knn": _knn,
+    "lof": _lof,
+    "pca": _pca,
+    "cblof": _cblof,
+    "ocsvm": _ocsvm,
+    "gmm": _gmm,
+}
+
+
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    """What the featurizer computes; part of every policy bundle and of the feature cache key."""
+
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    """Detector specs, ``name`` or ``name:key=value,...`` (PyOD parameters)."""
+    max_fit_rows: int = 5000
+    """Detectors are fitted on a seeded subsample of at most this many rows."""
+    chunk_size: int = 50_000
+    """Rows scored per chunk in ``transform`` (bounds memory on large inputs)."""
+    per_detector: bool = True
+    """Include each detector's percentile rank and robust z-score."""
+    consensus: bool = True
+    """Include the bank's consensus features (mean/max/min/std of percentiles, mean z)."""
+    descriptors: bool = True
+    """Include dataset-level descriptors (size, width, discrete share, detector agreement)."""
+    seed: int = 0
+    """Seed of the fitting subsample and of the randomised detectors."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detectors", tuple(self.detectors))
+        if not self.detectors:
+            raise ValueError("FeaturizerConfig.detectors is empty; name at least one detector")
+        for spec in self.detectors:
+            parse_detector_spec(spec)
+        if self.max_fit_rows < 20:
+            raise ValueError(f"max_fit_rows must be at least 20, got {self.max_fit_rows}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
+        if not (self.per_detector or self.consensus or self.descriptors):
+            raise ValueError("the featurizer must produce something: enable per_detector, consensus or descriptors")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeaturizerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown featurizer option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["detectors"] = list(self.detectors)
+        return out
+
+    def key(self) -> str:
+        """Stable digest of everything that changes the features (``chunk_size`` does not)."""
+        data = self.to_dict()
+        data.pop("chunk_size")
+        data["version"] = FEATURE_VERSION
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()[:16]
+
+    def feature_names(self) -> list[str]:
+        names: list[str] = []
+        if self.per_detector:
+            for spec in self.detectors:
+                names += [f"{spec}/pct", f"{spec}/z"]
+        if self.consensus:
+            names += [f"consensus/{n}" for n in CONSENSUS_FEATURES]
+        if self.descriptors:
+            names += [f"dataset/{n}" for n in DESCRIPTOR_FEATURES]
+        return names
+
+
+#: Bump when the meaning of any feature changes: it invalidates cached features.
+FEATURE_VERSION = 1
+
+
+class Featurizer:
+    """Fit a detector bank on unlabelled rows; turn rows into dataset-relative features.
+
+    Args:
+        config: A :class:`FeaturizerConfig`; keyword overrides are applied on top of it.
+        **overrides: Fields of :class:`FeaturizerConfig`, e.g. ``detectors=("iforest", "knn")``.
+
+    Example:
+        >>> feat = Featurizer(detectors=("iforest", "ecod")).fit(X)
+        >>> obs = feat.transform(X)          # (n, feat.n_features), float32
+    """
+
+    def __init__(self, config: FeaturizerConfig | None = None, **overrides: Any) -> None:
+        config = config or FeaturizerConfig()
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+
+    # -- shape -------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return len(self.config.feature_names())
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.config.feature_names()
+
+    def feature_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Finite lower and upper bounds of every feature, for the observation space."""
+        lows, highs = [], []
+        if self.config.per_detector:
+            for _ in self.config.detectors:
+                lows += [0.0, -_Z_BOUND]
+                highs += [1.0, _Z_BOUND]
+        if self.config.consensus:
+            lows += [0.0, 0.0, 0.0, 0.0, -_Z_BOUND]
+            highs += [1.0, 1.0, 1.0, 0.5, _Z_BOUND]
+        if self.config.descriptors:
+            lows += [0.0, 0.0, 0.0, -1.0]
+            highs += [2.0, 2.0, 1.0, 1.0]
+        return np.asarray(lows, dtype=np.float32), np.asarray(highs, dtype=np.float32)
+
+    # -- fitting -----------------------------------------------------------------------
+    def fit(self, X) -> Featurizer:
+        """Fit the detector bank on the rows of ``X`` (no labels are used)."""
+        X = self._check_X(X, fitting=True)
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        n, d = X.shape
+        if n > cfg.max_fit_rows:
+            X_fit = X[np.sort(rng.choice(n, size=cfg.max_fit_rows, replace=False))]
+        else:
+            X_fit = X
+        self.n_columns_ = d
+        self.n_rows_seen_ = n
+        # Min-max scale on the fitting rows; constant columns get span 1 (they stay constant).
+        self.lo_ = X_fit.min(axis=0)
+        span = X_fit.max(axis=0) - self.lo_
+        span[span <= 0] = 1.0
+        self.span_ = span
+        Z_fit = self._scale(X_fit)
+
+        self.detectors_ = []
+        ref_scores = []
+        for spec in cfg.detectors:
+            name, params = parse_detector_spec(spec)
+            detector = _build_detector(name, params, len(Z_fit), cfg.seed)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    detector.fit(Z_fit)
+                    scores = self._score_one(detector, Z_fit)
+                if not np.isfinite(scores).any():
+                    raise ValueError("all scores are NaN or infinite")
+            except Exception as exc:  # one failing detector must not sink the bank
+                logger.warning("detector %s failed to fit (%s); its features are set to neutral values", spec, exc)
+                warnings.warn(f"detector {spec} failed to fit ({exc}); its features are neutral", RuntimeWarning, stacklevel=2)
+                detector, scores = None, np.zeros(len(Z_fit))
+            self.detectors_.append(detector)
+            ref_scores.append(scores)
+
+        ref = np.column_stack(ref_scores)
+        self.sorted_scores_ = np.sort(ref, axis=0)
+        med = np.median(ref, axis=0)
+        mad = 1.4826 * np.median(np.abs(ref - med), axis=0)
+        iqr = (np.percentile(ref, 75, axis=0) - np.percentile(ref, 25, axis=0)) / 1.349
+        std = ref.std(axis=0)
+        scale = np.where(mad > 1e-12, mad, np.where(iqr > 1e-12, iqr, np.where(std > 1e-12, std, 1.0)))
+        self.median_ = med
+        self.scale_ = scale
+        self.descriptors_ = self._dataset_descriptors(X_fit, ref)
+        return self
+
+    # -- transforming ------------------------------------------------------------------
+    def transform(self, X) -> np.ndarray:
+        """Features of every row of ``X``: float32, shape (n, ``n_features``), inside the bounds."""
+        self._check_fitted()
+        X = self._check_X(X, fitting=False)
+        out = np.empty((len(X), self.n_features), dtype=np.float32)
+        step = self.config.chunk_size
+        for start in range(0, len(X), step):
+            out[start : start + step] = self._transform_chunk(X[start : start + step])
+        return out
+
+    def fit_transform(self, X) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def raw_scores(self, X) -> np.ndarray:
+        """Each detector's raw score (higher = more anomalous), shape (n, n_detectors)."""
+        self._check_fitted()
+        Z = self._scale(self._check_X(X, fitting=False))
+        return np.column_stack([self._score_one(det, Z) for det in self.detectors_])
+
+    def _transform_chunk(self, X: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        scores = self.raw_scores(X)
+        n = len(X)
+        ref = self.sorted_scores_
+        m = len(ref)
+        pct = np.empty_like(scores)
+        for j in range(scores.shape[1]):
+            left = np.searchsorted(ref[:, j], scores[:, j], side="left")
+            right = np.searchsorted(ref[:, j], scores[:, j], side="right")
+            pct[:, j] = (left + right) / (2.0 * m)
+        z = (scores - self.median_) / self.scale_
+        z = np.clip(np.nan_to_num(z, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP), -Z_CLIP, Z_CLIP)
+        z = np.sign(z) * np.log1p(np.abs(z))
+        dead = np.array([det is None for det in self.detectors_])
+        pct[:, dead], z[:, dead] = 0.5, 0.0
+        parts = []
+        if cfg.per_detector:
+            parts.append(np.stack([pct, z], axis=2).reshape(n, -1))
+        if cfg.consensus:
+            live = ~dead if (~dead).any() else np.ones_like(dead)
+            p, zz = pct[:, live], z[:, live]
+            parts.append(np.column_stack([p.mean(1), p.max(1), p.min(1), p.std(1), zz.mean(1)]))
+        if cfg.descriptors:
+            parts.append(np.broadcast_to(self.descriptors_, (n, len(self.descriptors_))))
+        feats = np.concatenate(parts, axis=1)
+        lo, hi = self.feature_bounds()
+        return np.clip(np.nan_to_num(feats, nan=0.0), lo, hi).astype(np.float32)
+
+    # -- helpers -----------------------------------------------------------------------
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.lo_) / self.span_).astype(np.float64)
+
+    @staticmethod
+    def _score_one(detector, Z: np.ndarray) -> np.ndarray:
+        if detector is None:
+            return np.zeros(len(Z))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = np.asarray(detector.decision_function(Z), dtype=np.float64).reshape(-1)
+        return np.nan_to_num(scores, nan=np.nanmedian(scores) if np.isfinite(scores).any() else 0.0,
+                             posinf=np.finfo(np.float64).max / 4, neginf=-np.finfo(np.float64).max / 4)
+
+    def _dataset_descriptors(self, X_fit: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        n, d = self.n_rows_seen_, self.n_columns_
+        distinct = np.array([len(np.unique(X_fit[:, j])) for j in range(X_fit.shape[1])])
+        discrete_share = float(np.mean(distinct <= 10))
+        live = [j for j, det in enumerate(self.detectors_) if det is not None]
+        agreement = 0.0
+        if len(live) >= 2:
+            ranks = np.argsort(np.argsort(ref[:, live], axis=0), axis=0).astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = np.corrcoef(ranks, rowvar=False)
+            upper = corr[np.triu_indices(len(live), k=1)]
+            agreement = float(np.nanmean(upper)) if np.isfinite(upper).any() else 0.0
+        return np.array([np.log10(max(n, 1)) / 3.0, np.log10(max(d, 1)) / 2.0, discrete_share, agreement], dtype=np.float32)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "detectors_"):
+            raise RuntimeError("this Featurizer is not fitted yet; call fit(X) first")
+
+    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows, columns), got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X has NaN or infinite values; clean or impute them before featurizing")
+        if fitting:
+            if len(X) < 10:
+                raise ValueError(f"the featurizer needs at least 10 rows to fit, got {len(X)}")
+        elif X.shape[1] != self.n_columns_:
+            raise ValueError(f"X has {X.shape[1]} columns but the featurizer was fitted on {self.n_columns_}")
+        return X
+
+    def __repr__(self) -> str:
+        fitted = "fitted" if hasattr(self, "detectors_") else "unfitted"
+        return f"Featurizer({len(self.config.detectors)} detectors, {self.n_features} features, {fitted})"
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    """``$ANOMALY_GYM_CACHE``, else ``~/.cache/anomaly-gym``."""
+    env = os.environ.get("ANOMALY_GYM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "anomaly-gym"
+
+
+def featurize_task(task, config: FeaturizerConfig | None = None, *, cache_dir: str | Path | None | bool = None) -> np.ndarray:
+    """Features of every row of ``task``, with the featurizer fitted on the task's own rows.
+
+    Cached on disk under ``cache_dir/features/{task.hash}-{config.key()}.npy``; pass
+    ``cache_dir=False`` to neither read nor write the cache.
+    """
+    config = config or FeaturizerConfig()
+    path = None
+    if cache_dir is not False:
+        root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
+        path = root / "features" / f"{task.hash}-{config.key()}.npy"
+        if path.is_file():
+            try:
+                feats = np.load(path, allow_pickle=False)
+                if feats.shape == (task.n_rows, len(config.feature_names())):
+                    return feats
+            except (OSError, ValueError):
+                pass  # a truncated or foreign file: recompute and overwrite
+    feats = Featurizer(config).fit_transform(task.X)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, feats)
+            os.replace(tmp, path)
+        except OSError as exc:
+            logger.warning("could not write the feature cache %s: %s", path, exc)
+    return feats
