@@ -1,12 +1,14 @@
 """Anomaly-detection tasks as Gymnasium environments.
 
-Importing this package registers ``AnomalyGym/Detect-v0``.
+Importing this package registers ``AnomalyGym/Detect-v0``.  ``BatchedDetectEnv`` (a
+stable-baselines3 VecEnv) is imported on first use, so that importing the package does
+not import stable-baselines3 and torch.
 """
 
 from gymnasium.envs.registration import register, registry
 
 from anomaly_gym.envs.detect import AnomalyDetectionEnv
-from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_task
+from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_split, featurize_task
 from anomaly_gym.envs.sources import builtin_suite, load_adbench_dir, load_csv, load_npz, load_tasks, make_synthetic_task
 from anomaly_gym.envs.tasks import Split, Task, benchmark_split, check_training_task, make_task, subsample
 
@@ -15,9 +17,19 @@ ENV_ID = "AnomalyGym/Detect-v0"
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="anomaly_gym.envs.detect:AnomalyDetectionEnv")
 
+
+def __getattr__(name: str):
+    if name == "BatchedDetectEnv":
+        from anomaly_gym.envs.vector import BatchedDetectEnv
+
+        return BatchedDetectEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ENV_ID",
     "AnomalyDetectionEnv",
+    "BatchedDetectEnv",
     "Featurizer",
     "FeaturizerConfig",
     "Split",
@@ -25,6 +37,7 @@ __all__ = [
     "benchmark_split",
     "builtin_suite",
     "check_training_task",
+    "featurize_split",
     "featurize_task",
     "load_adbench_dir",
     "load_csv",

@@ -86,16 +86,51 @@ def _iforest(p, n, seed):
     return IForest(**p)
 
 
-def _ecod(p, n, seed):
-    from pyod.models.ecod import ECOD
+class _TailProbabilityDetector:
+    """ECOD or COPOD, scoring every row against the fitting rows alone.
 
-    return ECOD(**p)
+    PyOD's ECOD and COPOD rebuild their empirical CDFs over the fitting rows *and the
+    whole batch being scored*, so there a row's score depends on the rows scored with it
+    (and so on ``chunk_size``).  Here a row gets the score PyOD gives it when it is scored
+    on its own: tail probabilities over the fitting rows plus that row, and the fitting
+    rows' skewness.  ``contamination`` and ``n_jobs`` are PyOD's arguments (unused).
+    """
+
+    def __init__(self, method: str, contamination: float = 0.1, n_jobs: int = 1) -> None:
+        self.method = method
+        self.contamination = contamination
+        self.n_jobs = n_jobs
+
+    def fit(self, X) -> _TailProbabilityDetector:
+        from scipy.stats import skew
+
+        X = np.asarray(X, dtype=np.float64)
+        self.sorted_ = np.sort(X, axis=0)
+        self.skew_sign_ = np.sign(np.nan_to_num(skew(X, axis=0)))
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        n = len(self.sorted_)
+        columns = range(X.shape[1])
+        at_most = np.column_stack([np.searchsorted(self.sorted_[:, j], X[:, j], side="right") for j in columns])
+        at_least = n - np.column_stack([np.searchsorted(self.sorted_[:, j], X[:, j], side="left") for j in columns])
+        u_left = -np.log((at_most + 1.0) / (n + 1.0))
+        u_right = -np.log((at_least + 1.0) / (n + 1.0))
+        u_skew = -u_left * np.sign(self.skew_sign_ - 1) + u_right * np.sign(self.skew_sign_ + 1)
+        if self.method == "ecod":
+            outlying = np.maximum(np.maximum(u_left, u_right), u_skew)
+        else:  # copod
+            outlying = np.maximum(u_skew, (u_left + u_right) / 2)
+        return outlying.sum(axis=1)
+
+
+def _ecod(p, n, seed):
+    return _TailProbabilityDetector("ecod", **p)
 
 
 def _copod(p, n, seed):
-    from pyod.models.copod import COPOD
-
-    return COPOD(**p)
+    return _TailProbabilityDetector("copod", **p)
 
 
 def _hbos(p, n, seed):
@@ -223,7 +258,7 @@ class FeaturizerConfig:
 
 
 #: Bump when the meaning of any feature changes: it invalidates cached features.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 
 class Featurizer:
@@ -295,9 +330,10 @@ class Featurizer:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     detector.fit(Z_fit)
-                    scores = self._score_one(detector, Z_fit)
-                if not np.isfinite(scores).any():
+                    raw = np.asarray(detector.decision_function(Z_fit), dtype=np.float64).reshape(-1)
+                if not np.isfinite(raw).any():
                     raise ValueError("all scores are NaN or infinite")
+                scores = self._finite(raw)
             except Exception as exc:  # one failing detector must not sink the bank
                 logger.warning("detector %s failed to fit (%s); its features are set to neutral values", spec, exc)
                 warnings.warn(f"detector {spec} failed to fit ({exc}); its features are neutral", RuntimeWarning, stacklevel=2)
@@ -310,7 +346,8 @@ class Featurizer:
         med = np.median(ref, axis=0)
         mad = 1.4826 * np.median(np.abs(ref - med), axis=0)
         iqr = (np.percentile(ref, 75, axis=0) - np.percentile(ref, 25, axis=0)) / 1.349
-        std = ref.std(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # scores clipped near float64's max
+            std = ref.std(axis=0)
         scale = np.where(mad > 1e-12, mad, np.where(iqr > 1e-12, iqr, np.where(std > 1e-12, std, 1.0)))
         self.median_ = med
         self.scale_ = scale
@@ -377,6 +414,10 @@ class Featurizer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = np.asarray(detector.decision_function(Z), dtype=np.float64).reshape(-1)
+        return Featurizer._finite(scores)
+
+    @staticmethod
+    def _finite(scores: np.ndarray) -> np.ndarray:
         return np.nan_to_num(scores, nan=np.nanmedian(scores) if np.isfinite(scores).any() else 0.0,
                              posinf=np.finfo(np.float64).max / 4, neginf=-np.finfo(np.float64).max / 4)
 
@@ -425,25 +466,20 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "anomaly-gym"
 
 
-def featurize_task(task, config: FeaturizerConfig | None = None, *, cache_dir: str | Path | None | bool = None) -> np.ndarray:
-    """Features of every row of ``task``, with the featurizer fitted on the task's own rows.
-
-    Cached on disk under ``cache_dir/features/{task.hash}-{config.key()}.npy``; pass
-    ``cache_dir=False`` to neither read nor write the cache.
-    """
-    config = config or FeaturizerConfig()
+def _cached(name: str, n_rows: int, config: FeaturizerConfig, cache_dir, compute) -> np.ndarray:
+    """Load ``cache_dir/features/{name}-{config.key()}.npy`` if valid, else compute and store it."""
     path = None
     if cache_dir is not False:
         root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
-        path = root / "features" / f"{task.hash}-{config.key()}.npy"
+        path = root / "features" / f"{name}-{config.key()}.npy"
         if path.is_file():
             try:
                 feats = np.load(path, allow_pickle=False)
-                if feats.shape == (task.n_rows, len(config.feature_names())):
+                if feats.shape == (n_rows, len(config.feature_names())):
                     return feats
             except (OSError, ValueError):
                 pass  # a truncated or foreign file: recompute and overwrite
-    feats = Featurizer(config).fit_transform(task.X)
+    feats = compute()
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -453,3 +489,29 @@ def featurize_task(task, config: FeaturizerConfig | None = None, *, cache_dir: s
         except OSError as exc:
             logger.warning("could not write the feature cache %s: %s", path, exc)
     return feats
+
+
+def featurize_task(task, config: FeaturizerConfig | None = None, *, cache_dir: str | Path | None | bool = None) -> np.ndarray:
+    """Features of every row of ``task``, with the featurizer fitted on the task's own rows.
+
+    Cached on disk under ``cache_dir/features/{task.hash}-{config.key()}.npy``; pass
+    ``cache_dir=False`` to neither read nor write the cache.
+    """
+    config = config or FeaturizerConfig()
+    return _cached(task.hash, task.n_rows, config, cache_dir, lambda: Featurizer(config).fit_transform(task.X))
+
+
+def featurize_split(fit_task, score_task, config: FeaturizerConfig | None = None, *, cache_dir: str | Path | None | bool = None) -> np.ndarray:
+    """Features of ``score_task``'s rows with the featurizer fitted on ``fit_task``'s rows.
+
+    The inductive setting of the benchmark protocol: fit on a target's training part
+    (labels unused), score its test part.  Cached like :func:`featurize_task`.
+    """
+    config = config or FeaturizerConfig()
+    return _cached(
+        f"{fit_task.hash}-{score_task.hash}",
+        score_task.n_rows,
+        config,
+        cache_dir,
+        lambda: Featurizer(config).fit(fit_task.X).transform(score_task.X),
+    )

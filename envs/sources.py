@@ -258,6 +258,11 @@ def load_tasks(spec: str | Path, **task_kwargs) -> list[Task]:
         return [load_npz(path, **task_kwargs)]
     if path.suffix == ".csv":
         return [load_csv(path, **task_kwargs)]
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no such data directory: {path}. Give 'builtin', a folder of ADBench-format NAME.npz files "
+            "(e.g. ../shared/data/adbench), a .npz file or a .csv file."
+        )
     raise ValueError(
-        f"cannot load tasks from {spec!r}: give 'builtin', a directory of NAME.npz files, a .npz file or a .csv file"
+        f"cannot load tasks from {str(spec)!r}: give 'builtin', a directory of NAME.npz files, a .npz file or a .csv file"
     )

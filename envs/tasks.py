@@ -130,6 +130,8 @@ def make_task(
         ValueError: the data cannot be used as it is; the message says why and how to fix it.
         TypeError: ``X`` holds non-numeric values.
     """
+    if nan_policy not in ("error", "median"):
+        raise ValueError(f"nan_policy must be 'error' or 'median', got {nan_policy!r}")
     X = _as_numeric_matrix(name, X)
     n, d = X.shape
     if n < min_rows:
@@ -150,8 +152,6 @@ def make_task(
                 f"task {name!r} has NaN or infinite values ({where}). Clean the data, or pass "
                 "nan_policy='median' (CLI: --impute median) to replace them with column medians."
             )
-        if nan_policy != "median":
-            raise ValueError(f"nan_policy must be 'error' or 'median', got {nan_policy!r}")
         X = X.copy()
         for j in np.unique(cols):
             finite = X[np.isfinite(X[:, j]), j]

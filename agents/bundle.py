@@ -1,0 +1,163 @@
+"""Policy bundles: one file with everything needed to score new data.
+
+A bundle is a zip archive holding
+
+- ``bundle.json``: the format marker and version, the algorithm, the featurizer
+  configuration, and metadata (training tasks, seed, package version, validation
+  metrics, what adaptation did);
+- ``model.zip``: the stable-baselines3 model (policy weights and hyperparameters);
+- ``featurizer.pkl`` (optional): a featurizer already fitted on a target's rows, written
+  by adaptation so the bundle scores that target's new rows without refitting.
+
+**Security.** Loading a bundle unpickles objects (SB3 stores parts of the model with
+cloudpickle, and ``featurizer.pkl`` is a pickle), which can execute arbitrary code.
+Load bundles only from sources you trust, exactly as with ``torch.load`` or
+``pickle.load``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba, resolve_device
+from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
+
+BUNDLE_FORMAT = "anomaly-gym-policy-bundle"
+BUNDLE_VERSION = 1
+
+
+def package_version() -> str:
+    try:
+        return importlib_metadata.version("anomaly-gym")
+    except importlib_metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+@dataclass
+class PolicyBundle:
+    """A trained policy and what it needs to turn raw rows into anomaly scores.
+
+    Attributes:
+        model: The SB3 model (PPO, A2C or DQN) acting on featurizer outputs.
+        featurizer_config: The featurizer the policy was trained with.
+        metadata: Free-form record: ``train_tasks``, ``seed``, ``package_version``,
+            ``val_metrics``, ``adaptation``, ...
+        featurizer: Optionally, a featurizer already fitted on a target's rows.
+    """
+
+    model: BaseAlgorithm
+    featurizer_config: FeaturizerConfig
+    metadata: dict[str, Any] = field(default_factory=dict)
+    featurizer: Featurizer | None = None
+
+    @property
+    def algo(self) -> str:
+        for name, cls in ALGORITHMS.items():
+            if isinstance(self.model, cls):
+                return name
+        raise TypeError(f"unsupported model type {type(self.model).__name__}")
+
+    # -- scoring -----------------------------------------------------------------------
+    def anomaly_proba(self, features: np.ndarray) -> np.ndarray:
+        """P(anomaly) for rows already featurized with this bundle's featurizer config."""
+        return anomaly_proba(self.model, features)
+
+    def fit_featurizer(self, X) -> Featurizer:
+        """Fit a featurizer with this bundle's config on ``X`` (unlabelled) and keep it."""
+        self.featurizer = Featurizer(self.featurizer_config).fit(X)
+        return self.featurizer
+
+    def score(self, X, *, refit: bool = True) -> np.ndarray:
+        """Anomaly scores in [0, 1] for the rows of ``X``.
+
+        With ``refit=True`` (default) the featurizer is fitted on ``X`` itself (the rows
+        are judged relative to each other, as in batch detection); with ``refit=False``
+        the bundle's stored featurizer is used (fitted earlier on the target's rows).
+        """
+        if refit or self.featurizer is None:
+            if not refit:
+                raise ValueError("this bundle has no fitted featurizer; call score(X, refit=True) or fit_featurizer first")
+            self.fit_featurizer(X)
+        return self.anomaly_proba(self.featurizer.transform(X))
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle to ``path`` (a single zip file); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model_bytes = io.BytesIO()
+        self.model.save(model_bytes)
+        header = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "algo": self.algo,
+            "featurizer": self.featurizer_config.to_dict(),
+            "metadata": {"package_version": package_version(), **self.metadata},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("bundle.json", json.dumps(header, indent=2, default=_json_default))
+            zf.writestr("model.zip", model_bytes.getvalue())
+            if self.featurizer is not None:
+                zf.writestr("featurizer.pkl", pickle.dumps(self.featurizer, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto") -> PolicyBundle:
+        """Read a bundle written by :meth:`save`.  Only load bundles from trusted sources."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such policy bundle: {path}")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not an anomaly-gym policy bundle (not a zip archive)")
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "bundle.json" not in names:
+                hint = " It looks like a bare stable-baselines3 model; wrap it with PolicyBundle(model, config).save()." if "policy.pth" in names else ""
+                raise ValueError(f"{path} is not an anomaly-gym policy bundle (no bundle.json).{hint}")
+            header = json.loads(zf.read("bundle.json"))
+            if header.get("format") != BUNDLE_FORMAT:
+                raise ValueError(f"{path} is not an anomaly-gym policy bundle (format {header.get('format')!r})")
+            if header.get("format_version", 0) > BUNDLE_VERSION:
+                raise ValueError(
+                    f"{path} was written by a newer anomaly-gym (bundle format {header['format_version']}); upgrade to load it"
+                )
+            algo = header["algo"]
+            if algo not in ALGORITHMS:
+                raise ValueError(f"{path}: unknown algorithm {algo!r} in bundle")
+            model = ALGORITHMS[algo].load(io.BytesIO(zf.read("model.zip")), device=resolve_device(device))
+            featurizer = pickle.loads(zf.read("featurizer.pkl")) if "featurizer.pkl" in names else None
+        return cls(
+            model=model,
+            featurizer_config=FeaturizerConfig.from_dict(header["featurizer"]),
+            metadata=header.get("metadata", {}),
+            featurizer=featurizer,
+        )
+
+
+def load_bundle(path: str | Path, *, device: str = "auto") -> PolicyBundle:
+    """Shorthand for :meth:`PolicyBundle.load`."""
+    return PolicyBundle.load(path, device=device)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} in bundle metadata")

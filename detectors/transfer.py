@@ -1,0 +1,536 @@
+"""Transfer-clustering baselines: learn normal structure on source datasets, score a target.
+
+Every detector here takes ``source=(X_source, y_source)`` in ``fit`` (one or several
+source datasets, see :func:`anomaly_gym.detectors.base.check_source`); **without a
+source, ``fit`` raises ``ValueError``** — there is nothing to transfer from, and a
+silent fallback would pass a plain clustering detector off as a transfer result.
+
+The shared feature space (``feature_space``):
+
+- ``"raw"``: the columns themselves; every source must have the target's width.
+- ``"features"``: the transferable features of :class:`~anomaly_gym.envs.features.Featurizer`,
+  with a featurizer fitted on each dataset's own rows (each source's, and the target's) and
+  each dataset transformed by its own featurizer, so every row is described relative to
+  the dataset it comes from.
+- ``"auto"`` (default): ``"raw"`` when every source has the target's number of columns,
+  else ``"features"``.
+
+Where a source has labels, only its normal rows (``y == 0``) shape the clusters.
+Apart from :class:`FeatureTransferKMeans` (the no-adaptation baseline, which scales the
+target with the source's statistics), each dataset is standardised with its own mean and
+standard deviation in the shared space.  Scores are distances: higher = more anomalous.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import pairwise_distances_argmin_min
+from sklearn.preprocessing import StandardScaler
+
+from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
+from anomaly_gym.detectors.base import BaseDetector, SourceData
+from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
+
+logger = logging.getLogger(__name__)
+
+FEATURE_SPACES = ("auto", "raw", "features")
+
+#: The featurizer of the ``"features"`` space when none is given: the default bank,
+#: without the dataset-level descriptors (constant within a dataset, they would only
+#: offset every target row from the source clusters).
+DEFAULT_TRANSFER_FEATURIZER = FeaturizerConfig(descriptors=False)
+
+
+class TransferDetector(BaseDetector):
+    """Base of the transfer baselines: builds the shared feature space.
+
+    Attributes:
+        feature_space_: ``"raw"`` or ``"features"``, as resolved in ``fit``.
+        target_featurizer_: The featurizer fitted on the target rows (``"features"`` space),
+            else ``None``.
+    """
+
+    uses_source = True
+
+    def _shared_space(self, X: np.ndarray, sources: list[SourceData]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Resolve the space; return each source's normal rows and the target rows in it."""
+        space = getattr(self, "feature_space", "auto")
+        if space not in FEATURE_SPACES:
+            raise ValueError(f"feature_space must be one of {FEATURE_SPACES}, got {space!r}")
+        same_width = all(Xs.shape[1] == X.shape[1] for Xs, _ in sources)
+        if space == "auto":
+            space = "raw" if same_width else "features"
+        if space == "raw" and not same_width:
+            widths = sorted({Xs.shape[1] for Xs, _ in sources})
+            raise ValueError(
+                f"feature_space='raw' needs every source to have the target's {X.shape[1]} columns, got {widths}; "
+                "use feature_space='features' (or 'auto') to transfer through dataset-relative features"
+            )
+        self.feature_space_ = space
+        self.target_featurizer_ = None
+        source_rows = []
+        for i, (Xs, ys) in enumerate(sources):
+            Zs = self._featurize(Xs) if space == "features" else Xs
+            source_rows.append(_normal_rows(Zs, ys, i))
+        if space == "features":
+            self.target_featurizer_ = self._new_featurizer().fit(X)
+            Zt = self.target_featurizer_.transform(X).astype(np.float64)
+        else:
+            Zt = X
+        return source_rows, Zt
+
+    def _to_space(self, X: np.ndarray) -> np.ndarray:
+        """Target rows in the shared space (the target's own featurizer, or the columns)."""
+        if self.target_featurizer_ is None:
+            return X
+        return self.target_featurizer_.transform(X).astype(np.float64)
+
+    def _new_featurizer(self) -> Featurizer:
+        config = getattr(self, "featurizer", None)
+        if config is None:
+            config = DEFAULT_TRANSFER_FEATURIZER
+        if not isinstance(config, FeaturizerConfig):
+            raise TypeError(f"featurizer must be a FeaturizerConfig or None, got {type(config).__name__}")
+        return Featurizer(config)
+
+    def _featurize(self, X: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return self._new_featurizer().fit_transform(X).astype(np.float64)
+
+
+def _normal_rows(Z: np.ndarray, y: np.ndarray | None, index: int) -> np.ndarray:
+    """The rows labelled 0 when labels are given (all rows when too few are)."""
+    if y is None:
+        return Z
+    normal = Z[y == 0]
+    if len(normal) < 2:
+        warnings.warn(f"source dataset {index} has fewer than 2 rows labelled normal; all its rows are used",
+                      RuntimeWarning, stacklevel=4)
+        return Z
+    return normal
+
+
+def _scaler(Z: np.ndarray) -> StandardScaler:
+    return StandardScaler().fit(Z)
+
+
+def _kmeans(Z: np.ndarray, n_clusters: int, seed: int, sample_weight=None) -> np.ndarray:
+    """Cluster centres of seeded k-means, with ``n_clusters`` clipped to the distinct rows."""
+    k = max(1, min(int(n_clusters), len(np.unique(Z, axis=0))))
+    model = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(Z, sample_weight=sample_weight)
+    return model.cluster_centers_
+
+
+def lloyd_steps(Z: np.ndarray, centers: np.ndarray, n_steps: int) -> np.ndarray:
+    """``n_steps`` k-means (Lloyd) steps on ``Z`` from ``centers``; an empty cluster keeps its centre."""
+    centers = np.array(centers, dtype=np.float64, copy=True)
+    for _ in range(int(n_steps)):
+        labels, _ = pairwise_distances_argmin_min(Z, centers)
+        moved = False
+        for k in range(len(centers)):
+            members = Z[labels == k]
+            if len(members):
+                new = members.mean(axis=0)
+                moved |= not np.allclose(new, centers[k])
+                centers[k] = new
+        if not moved:
+            break
+    return centers
+
+
+def nearest_distance(Z: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each row of ``Z`` to its nearest centre."""
+    return pairwise_distances_argmin_min(Z, centers)[1]
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+class FeatureTransferKMeans(TransferDetector):
+    """Feature transfer without adaptation: a scaler and k-means fitted on the source.
+
+    The pooled source rows fix a standard scaler and ``n_clusters`` centroids; a target row
+    is scaled with the *source's* statistics and scored by its distance to the nearest
+    source centroid.
+
+    Args:
+        n_clusters: Source clusters.
+        feature_space: ``"auto"``, ``"raw"`` or ``"features"`` (see the module docstring).
+        featurizer: Featurizer configuration of the ``"features"`` space (``None``: the
+            default bank without dataset descriptors).
+        random_state: Seed of k-means.
+
+    Attributes:
+        scaler_: Standard scaler fitted on the pooled source rows.
+        cluster_centers_: Source centroids in the scaled shared space.
+    """
+
+    def __init__(self, n_clusters: int = 8, feature_space: str = "auto", featurizer: FeaturizerConfig | None = None,
+                 random_state: int | None = 0):
+        self.n_clusters = n_clusters
+        self.feature_space = feature_space
+        self.featurizer = featurizer
+        self.random_state = random_state
+
+    def _fit(self, X, y, source) -> None:
+        _check_positive(n_clusters=self.n_clusters)
+        source_rows, _ = self._shared_space(X, source)
+        pooled = np.vstack(source_rows)
+        self.scaler_ = _scaler(pooled)
+        self.cluster_centers_ = _kmeans(self.scaler_.transform(pooled), self.n_clusters, seed_int(self.random_state))
+
+    def _decision_function(self, X):
+        return nearest_distance(self.scaler_.transform(self._to_space(X)), self.cluster_centers_)
+
+
+class ModelTransferKMeans(TransferDetector):
+    """Model transfer: k-means initialised at the source centroids, fine-tuned on the target.
+
+    The source centroids (k-means on the pooled, per-dataset standardised source rows) start
+    up to ``fine_tune_steps`` Lloyd steps on the standardised target rows; a target row is
+    scored by its distance to the nearest fine-tuned centroid.
+
+    Args:
+        n_clusters: Clusters.
+        fine_tune_steps: Lloyd steps on the target (stops early once the centroids settle).
+        feature_space: ``"auto"``, ``"raw"`` or ``"features"``.
+        featurizer: Featurizer configuration of the ``"features"`` space.
+        random_state: Seed of the source k-means.
+
+    Attributes:
+        source_centers_: Centroids learned on the source (the fine-tuning's start).
+        cluster_centers_: Centroids after fine-tuning on the target.
+        target_scaler_: Standard scaler fitted on the target rows.
+    """
+
+    def __init__(self, n_clusters: int = 8, fine_tune_steps: int = 20, feature_space: str = "auto",
+                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+        self.n_clusters = n_clusters
+        self.fine_tune_steps = fine_tune_steps
+        self.feature_space = feature_space
+        self.featurizer = featurizer
+        self.random_state = random_state
+
+    def _fit(self, X, y, source) -> None:
+        _check_positive(n_clusters=self.n_clusters)
+        if self.fine_tune_steps < 0:
+            raise ValueError(f"fine_tune_steps must be >= 0, got {self.fine_tune_steps}")
+        source_rows, Zt = self._shared_space(X, source)
+        pooled = np.vstack([_scaler(Z).transform(Z) for Z in source_rows])
+        self.source_centers_ = _kmeans(pooled, self.n_clusters, seed_int(self.random_state))
+        self.target_scaler_ = _scaler(Zt)
+        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.source_centers_, self.fine_tune_steps)
+
+    def _decision_function(self, X):
+        return nearest_distance(self.target_scaler_.transform(self._to_space(X)), self.cluster_centers_)
+
+
+def _sqrtm(C: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """Symmetric (inverse) square root of a symmetric positive definite matrix."""
+    w, V = np.linalg.eigh(C)
+    w = np.clip(w, 1e-12, None)
+    return (V * (w ** (-0.5 if inverse else 0.5))) @ V.T
+
+
+class CORALKMeans(TransferDetector):
+    """CORAL alignment (Sun, Feng & Saenko, AAAI 2016), then distance to source clusters.
+
+    In the source's standardised coordinates, the target rows are centred, whitened with
+    their own covariance and re-coloured with the source's:
+    ``T_aligned = (T - mean_T) C_T^{-1/2} C_S^{1/2}``, where ``C = cov + reg * mean(diag(cov)) * I``.
+    (CORAL as published re-colours the source to the target and retrains on it; aligning
+    the target to the source is the mirror image and lets the source clusters stay fixed.)
+    A target row is scored by its aligned distance to the nearest source centroid.
+
+    Args:
+        n_clusters: Source clusters.
+        reg: Ridge added to both covariances, relative to their mean variance.  The paper
+            adds the identity to covariances of raw features; here the columns are
+            standardised first, so a small ridge is enough.
+        feature_space: ``"auto"``, ``"raw"`` or ``"features"``.
+        featurizer: Featurizer configuration of the ``"features"`` space.
+        random_state: Seed of the source k-means.
+
+    Attributes:
+        scaler_: Standard scaler of the pooled source rows.
+        target_mean_: Mean of the target rows in the source's standardised coordinates.
+        transform_matrix_: ``C_T^{-1/2} C_S^{1/2}``.
+        cluster_centers_: Source centroids in the source's standardised coordinates.
+    """
+
+    def __init__(self, n_clusters: int = 8, reg: float = 1e-3, feature_space: str = "auto",
+                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+        self.n_clusters = n_clusters
+        self.reg = reg
+        self.feature_space = feature_space
+        self.featurizer = featurizer
+        self.random_state = random_state
+
+    def _fit(self, X, y, source) -> None:
+        _check_positive(n_clusters=self.n_clusters)
+        if not self.reg > 0:
+            raise ValueError(f"reg must be positive (it keeps the covariances invertible), got {self.reg}")
+        source_rows, Zt = self._shared_space(X, source)
+        pooled = np.vstack(source_rows)
+        self.scaler_ = _scaler(pooled)
+        S = self.scaler_.transform(pooled)
+        T = self.scaler_.transform(Zt)
+        self.target_mean_ = T.mean(axis=0)
+        C_s, C_t = self._covariance(S), self._covariance(T)
+        self.transform_matrix_ = _sqrtm(C_t, inverse=True) @ _sqrtm(C_s)
+        self.cluster_centers_ = _kmeans(S, self.n_clusters, seed_int(self.random_state))
+
+    def _covariance(self, Z: np.ndarray) -> np.ndarray:
+        C = np.atleast_2d(np.cov(Z, rowvar=False))
+        ridge = self.reg * max(float(np.mean(np.diag(C))), 1e-12)
+        return C + ridge * np.eye(len(C))
+
+    def _align(self, X: np.ndarray) -> np.ndarray:
+        return (self.scaler_.transform(self._to_space(X)) - self.target_mean_) @ self.transform_matrix_
+
+    def transform(self, X) -> np.ndarray:
+        """Target rows aligned to the source, in the source's original shared-space units."""
+        from anomaly_gym.detectors.base import check_X
+
+        if not hasattr(self, "transform_matrix_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this CORALKMeans is not fitted yet; call fit(X, source=...) first")
+        return self.scaler_.inverse_transform(self._align(check_X(X)))
+
+    def _decision_function(self, X):
+        return nearest_distance(self._align(X), self.cluster_centers_)
+
+
+class PrototypeMetaClustering(TransferDetector):
+    """Prototypes of normal structure learned across source tasks, refined on the target.
+
+    Each source task (standardised with its own statistics, normal rows only) is clustered
+    into ``clusters_per_task`` centroids; the centroids of all tasks are clustered again
+    into ``n_prototypes`` prototypes, weighted so that every task counts equally whatever
+    its size.  On the target, ``refine_steps`` Lloyd steps move the prototypes to the
+    standardised target rows; a row is scored by its distance to the nearest prototype.
+
+    Args:
+        n_prototypes: Prototypes.
+        clusters_per_task: Centroids per source task.
+        refine_steps: Lloyd steps on the target.
+        feature_space: ``"auto"``, ``"raw"`` or ``"features"``.
+        featurizer: Featurizer configuration of the ``"features"`` space.
+        random_state: Seed of the k-means runs.
+
+    Attributes:
+        prototypes_: Prototypes learned on the sources.
+        cluster_centers_: Prototypes after refinement on the target.
+        target_scaler_: Standard scaler fitted on the target rows.
+    """
+
+    def __init__(self, n_prototypes: int = 8, clusters_per_task: int = 8, refine_steps: int = 3,
+                 feature_space: str = "auto", featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+        self.n_prototypes = n_prototypes
+        self.clusters_per_task = clusters_per_task
+        self.refine_steps = refine_steps
+        self.feature_space = feature_space
+        self.featurizer = featurizer
+        self.random_state = random_state
+
+    def _fit(self, X, y, source) -> None:
+        _check_positive(n_prototypes=self.n_prototypes, clusters_per_task=self.clusters_per_task)
+        if self.refine_steps < 0:
+            raise ValueError(f"refine_steps must be >= 0, got {self.refine_steps}")
+        seed = seed_int(self.random_state)
+        source_rows, Zt = self._shared_space(X, source)
+        centers, weights = [], []
+        for Z in source_rows:
+            Z = _scaler(Z).transform(Z)
+            task_centers = _kmeans(Z, self.clusters_per_task, seed)
+            labels, _ = pairwise_distances_argmin_min(Z, task_centers)
+            share = np.bincount(labels, minlength=len(task_centers)) / len(Z)
+            centers.append(task_centers)
+            weights.append(share / len(source_rows))
+        centers, weights = np.vstack(centers), np.concatenate(weights)
+        keep = weights > 0
+        self.prototypes_ = _kmeans(centers[keep], self.n_prototypes, seed, sample_weight=weights[keep])
+        self.target_scaler_ = _scaler(Zt)
+        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.prototypes_, self.refine_steps)
+
+    def _decision_function(self, X):
+        return nearest_distance(self.target_scaler_.transform(self._to_space(X)), self.cluster_centers_)
+
+
+# --------------------------------------------------------------------------- deep transfer clustering
+
+
+def gaussian_mmd(a, b, bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)):
+    """Biased squared MMD between two batches with a sum of Gaussian kernels.
+
+    The kernel widths are ``bandwidths`` times the median pairwise squared distance of the
+    pooled batch (detached: the scale does not take gradients).
+    """
+    import torch
+
+    pooled = torch.cat([a, b])
+    d2 = torch.cdist(pooled, pooled).pow(2)
+    scale = d2.detach().median().clamp_min(1e-6)
+    kernel = sum(torch.exp(-d2 / (scale * w)) for w in bandwidths)
+    n = len(a)
+    return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
+
+
+def _robust_standardise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    med = np.median(reference)
+    spread = np.percentile(reference, 75) - np.percentile(reference, 25)
+    if spread <= 1e-12:
+        spread = reference.std() if reference.std() > 1e-12 else 1.0
+    return (values - med) / spread
+
+
+class DeepTransferClustering(TransferDetector):
+    """Deep transfer clustering (in the spirit of DTC): an autoencoder shared by source and target.
+
+    1. A small autoencoder is pretrained on the (per-dataset standardised) source rows.
+    2. It is fine-tuned on target and source batches together: reconstruction error of both
+       plus ``mmd_weight`` times the MMD between source and target latent codes, which pulls
+       the target's codes onto the source's.
+    3. k-means on the source's latent codes gives ``n_clusters`` latent centroids.
+
+    A target row's score is ``recon_weight`` times its reconstruction error plus
+    ``1 - recon_weight`` times its latent distance to the nearest centroid, each robustly
+    standardised (median / IQR) on the target's training rows.  Runs on the CPU by default
+    in about a second for a thousand rows; the fitted network is kept on the CPU.
+
+    Args:
+        latent_dim: Width of the latent code.
+        hidden: Width of the hidden layer of encoder and decoder.
+        n_clusters: Latent clusters.
+        pretrain_epochs: Epochs on the source.
+        finetune_epochs: Epochs on the target (with the source and the MMD term).
+        mmd_weight: Weight of the MMD alignment term.
+        recon_weight: Share of the reconstruction error in the score (0..1).
+        lr: Adam learning rate.
+        batch_size: Rows per batch (of each domain).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        feature_space: ``"auto"``, ``"raw"`` or ``"features"``.
+        featurizer: Featurizer configuration of the ``"features"`` space.
+        random_state: Seed of the weights, batches and k-means.
+
+    Attributes:
+        network_: The fine-tuned autoencoder (``encoder`` and ``decoder`` modules).
+        cluster_centers_: Latent centroids.
+        target_scaler_: Standard scaler fitted on the target rows.
+        recon_reference_ / distance_reference_: The target training rows' reconstruction
+            errors and latent distances, the reference of the robust standardisation.
+    """
+
+    def __init__(self, latent_dim: int = 8, hidden: int = 64, n_clusters: int = 8, pretrain_epochs: int = 30,
+                 finetune_epochs: int = 20, mmd_weight: float = 1.0, recon_weight: float = 0.5, lr: float = 1e-3,
+                 batch_size: int = 128, device: str = "auto", feature_space: str = "auto",
+                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.n_clusters = n_clusters
+        self.pretrain_epochs = pretrain_epochs
+        self.finetune_epochs = finetune_epochs
+        self.mmd_weight = mmd_weight
+        self.recon_weight = recon_weight
+        self.lr = lr
+        self.batch_size = batch_size
+        self.device = device
+        self.feature_space = feature_space
+        self.featurizer = featurizer
+        self.random_state = random_state
+
+    def _fit(self, X, y, source) -> None:
+        import torch
+        from torch import nn
+
+        _check_positive(latent_dim=self.latent_dim, hidden=self.hidden, n_clusters=self.n_clusters,
+                        batch_size=self.batch_size)
+        if not 0.0 <= self.recon_weight <= 1.0:
+            raise ValueError(f"recon_weight must be in [0, 1], got {self.recon_weight}")
+        if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
+            raise ValueError("pretrain_epochs and finetune_epochs must be >= 0")
+        device = resolve_device(self.device)
+        seed = seed_int(self.random_state)
+        source_rows, Zt = self._shared_space(X, source)
+        Zs = np.vstack([_scaler(Z).transform(Z) for Z in source_rows])
+        self.target_scaler_ = _scaler(Zt)
+        Zt = self.target_scaler_.transform(Zt)
+        S = torch.as_tensor(Zs, dtype=torch.float32, device=device)
+        T = torch.as_tensor(Zt, dtype=torch.float32, device=device)
+        d = Zt.shape[1]
+        with seeded(seed):
+            net = nn.ModuleDict({
+                "encoder": nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.latent_dim)),
+                "decoder": nn.Sequential(nn.Linear(self.latent_dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, d)),
+            }).to(device)
+            optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+
+            def recon(batch):
+                return (net["decoder"](net["encoder"](batch)) - batch).pow(2).mean()
+
+            net.train()
+            for _ in range(self.pretrain_epochs):
+                for index in _batches(len(S), self.batch_size, generator):
+                    optimizer.zero_grad()
+                    loss = recon(S[index])
+                    loss.backward()
+                    optimizer.step()
+            for _ in range(self.finetune_epochs):
+                for index in _batches(len(T), self.batch_size, generator):
+                    source_index = torch.randint(len(S), (min(len(index), len(S)),), generator=generator)
+                    xs, xt = S[source_index], T[index]
+                    optimizer.zero_grad()
+                    loss = recon(xt) + recon(xs)
+                    if self.mmd_weight > 0:
+                        loss = loss + self.mmd_weight * gaussian_mmd(net["encoder"](xs), net["encoder"](xt))
+                    loss.backward()
+                    optimizer.step()
+        self.network_ = net.cpu().eval()
+        self.cluster_centers_ = _kmeans(self._encode(Zs), self.n_clusters, seed)
+        self.recon_reference_, self.distance_reference_ = self._parts(Zt)
+        self.decision_scores_ = self._combine(self.recon_reference_, self.distance_reference_)
+
+    def _encode(self, Z: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.network_["encoder"](torch.as_tensor(Z, dtype=torch.float32)).double().numpy()
+
+    def _parts(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            x = torch.as_tensor(Z, dtype=torch.float32)
+            codes = self.network_["encoder"](x)
+            error = (self.network_["decoder"](codes) - x).pow(2).mean(dim=1).double().numpy()
+        return error, nearest_distance(codes.double().numpy(), self.cluster_centers_)
+
+    def _combine(self, error: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        w = self.recon_weight
+        return (w * _robust_standardise(error, self.recon_reference_)
+                + (1.0 - w) * _robust_standardise(distance, self.distance_reference_))
+
+    def _decision_function(self, X):
+        error, distance = self._parts(self.target_scaler_.transform(self._to_space(X)))
+        return self._combine(error, distance)
+
+
+def _batches(n: int, batch_size: int, generator):
+    import torch
+
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        if len(index) >= 2 or n < 2:  # a single-row batch gives no MMD and a noisy step
+            yield index

@@ -1,0 +1,137 @@
+"""The training configuration: one typed, documented dataclass, loaded from TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anomaly_gym.envs.features import FeaturizerConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``anomaly-gym train`` needs; every field can be set in TOML or overridden on the command line."""
+
+    name: str = "default"
+    """Config name; the first part of the run folder's name."""
+    sources: list[str] = field(default_factory=lambda: ["builtin"])
+    """Task sources: 'builtin', folders of ADBench NAME.npz files, or single .npz/.csv files."""
+    datasets: list[str] = field(default_factory=list)
+    """Keep only these task names from the sources (empty: all)."""
+    val_tasks: Any = 0.2
+    """Tasks held out for validation: a count, a share in (0, 1), or a list of names. Never trained on."""
+    algo: str = "ppo"
+    """SB3 algorithm: ppo, a2c or dqn."""
+    meta: str = "multitask"
+    """Meta-learner: 'multitask' (each episode a fresh source task) or 'reptile' (first-order MAML)."""
+    total_steps: int = 300_000
+    """Environment steps of training in all."""
+    n_envs: int = 64
+    """Parallel environments of the batched environment."""
+    episode_length: int = 64
+    """Rows per episode."""
+    anomaly_fraction: float = 0.5
+    """Probability that a drawn row is an anomaly (balanced by default)."""
+    max_task_rows: int = 10_000
+    """Source tasks above this many rows are subsampled (stratified, seeded) before featurizing."""
+    net_arch: list[int] = field(default_factory=lambda: [32])
+    """Hidden layers of the policy network ([] = a linear policy on the features)."""
+    learning_rate: float = 3e-4
+    """Optimizer step size."""
+    n_steps: int = 32
+    """PPO/A2C rollout length per environment between updates."""
+    batch_size: int = 512
+    """PPO minibatch size."""
+    n_epochs: int = 4
+    """PPO epochs per update."""
+    gamma: float = 0.0
+    """Discount. Each row is judged on its own and the next row does not depend on the action, so 0 is exact."""
+    ent_coef: float = 0.0
+    """Entropy bonus."""
+    weight_decay: float = 1e-4
+    """L2 weight decay of the policy optimizer (generalisation to unseen datasets)."""
+    reptile_inner_steps: int = 2048
+    """Reptile: environment steps of inner PPO updates on one task."""
+    reptile_meta_lr: float = 0.3
+    """Reptile: fraction of the way the meta-parameters move toward the adapted ones."""
+    eval_every: int = 25_000
+    """Validate (zero-shot AUROC/AUPRC on validation tasks) every this many steps."""
+    val_seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds of the benchmark split used for validation."""
+    checkpoint_every: int = 50_000
+    """Write a resumable checkpoint every this many steps."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    seed: int = 0
+    """Seed of task sampling, environments and the agent."""
+    run_dir: str = "runs"
+    """Parent folder of run folders."""
+    featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
+    """The observation features ([featurizer] table in TOML)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.featurizer, dict):
+            self.featurizer = FeaturizerConfig.from_dict(self.featurizer)
+        if isinstance(self.sources, str):
+            self.sources = [self.sources]
+        if self.algo not in ("ppo", "a2c", "dqn"):
+            raise ValueError(f"algo must be ppo, a2c or dqn, got {self.algo!r}")
+        if self.meta not in ("multitask", "reptile"):
+            raise ValueError(f"meta must be 'multitask' or 'reptile', got {self.meta!r}")
+        if self.meta == "reptile" and self.algo == "dqn":
+            raise ValueError("Reptile needs an on-policy algorithm here: use --algo ppo or a2c")
+        for key in ("total_steps", "n_envs", "episode_length", "max_task_rows", "n_steps", "batch_size", "n_epochs", "eval_every", "checkpoint_every", "reptile_inner_steps"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        if not 0.0 < self.anomaly_fraction < 1.0:
+            raise ValueError(f"anomaly_fraction must be in (0, 1), got {self.anomaly_fraction}")
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's one-line documentation (the docstring under it in this file)."""
+        import ast
+        import inspect
+
+        tree = ast.parse(inspect.getsource(cls))
+        body = tree.body[0].body
+        docs = {}
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                docs[node.target.id] = str(nxt.value.value)
+        return docs
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such config file: {path}")
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        data.setdefault("name", path.stem)
+        return cls.from_dict({**data, **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("featurizer"), dict):
+            base = FeaturizerConfig().to_dict()
+            base.update(data["featurizer"])
+            data["featurizer"] = FeaturizerConfig.from_dict(base)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["featurizer"] = self.featurizer.to_dict()
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())

@@ -1,0 +1,138 @@
+"""``anomaly-gym train``: meta-train a policy across source tasks, with TensorBoard logs."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="meta-train a policy across many source tasks",
+        description="Meta-train one policy across source tasks and validate it zero-shot on held-out tasks. "
+        "Logs go to RUN_DIR/{config}__{seed}__{time}/ (open TensorBoard on RUN_DIR). "
+        "Ctrl-C writes a checkpoint; --resume continues it.",
+    )
+    p.add_argument("--config", type=Path, default=None, help="TOML config (default: the built-in defaults; see configs/default.toml)")
+    p.add_argument("--sources", nargs="+", default=None, help="'builtin', folders of NAME.npz files, or .npz/.csv files")
+    p.add_argument("--algo", choices=("ppo", "a2c", "dqn"), default=None)
+    p.add_argument("--meta", choices=("multitask", "reptile"), default=None)
+    p.add_argument("--total-steps", type=int, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--run-dir", default=None, help="parent folder of run folders (default: runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field, e.g. --set net_arch=[16] --set featurizer.max_fit_rows=2000")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue the run in this run folder from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")
+    p.set_defaults(func=run)
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    return key.strip(), parsed
+
+
+def resolve_config(args: argparse.Namespace):
+    from anomaly_gym.meta.config import TrainConfig
+
+    overrides: dict = {}
+    for flag, key in (("sources", "sources"), ("algo", "algo"), ("meta", "meta"), ("total_steps", "total_steps"),
+                      ("device", "device"), ("seed", "seed"), ("run_dir", "run_dir")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    featurizer: dict = {}
+    for item in args.set:
+        key, value = _parse_override(item)
+        if key.startswith("featurizer."):
+            featurizer[key.removeprefix("featurizer.")] = value
+        else:
+            overrides[key] = value
+    if args.resume is not None:
+        base = TrainConfig.from_toml(args.resume / "config.toml")
+        data = base.to_dict()
+    elif args.config is not None:
+        base = TrainConfig.from_toml(args.config)
+        data = base.to_dict()
+    else:
+        data = TrainConfig().to_dict()
+    data.update(overrides)
+    if featurizer:
+        data["featurizer"] = {**data["featurizer"], **featurizer}
+    return TrainConfig.from_dict(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from anomaly_gym.meta.config import TrainConfig
+    from anomaly_gym.meta.evaluate import mean_metric
+    from anomaly_gym.meta.training import MetaTrainer, make_run_path
+
+    cfg = resolve_config(args)
+    console = Console(stderr=True)
+    if args.show_config:
+        docs = TrainConfig.field_help()
+        for key, value in cfg.to_dict().items():
+            print(f"# {docs.get(key, '')}\n{key} = {value!r}")
+        return 0
+    run_path = args.resume if args.resume is not None else make_run_path(cfg)
+    console.print(f"[bold]run folder[/bold] {run_path}   (tensorboard --logdir {Path(cfg.run_dir)})")
+    trainer = MetaTrainer(cfg, run_path, resume=args.resume is not None)
+    console.print(f"{len(trainer.sampler.train_tasks)} training tasks, {len(trainer.sampler.val_tasks)} validation tasks; "
+                  f"{cfg.algo.upper()} {cfg.meta} on {trainer.device}, {cfg.total_steps:,} steps")
+    baselines = trainer.log_setup()
+    try:
+        bundle = trainer.train(progress=not args.no_progress)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: checkpoint written at step {trainer.agent.num_timesteps:,}; "
+                      f"continue with: anomaly-gym train --resume {run_path}")
+        return 130
+    metrics = bundle.metadata.get("val_metrics", {})
+    if metrics:
+        print_validation_table(metrics, baselines, cfg.featurizer)
+        console.print(f"best mean validation AUROC {trainer.best_auroc:.4f}; IForest {mean_metric(baselines['iforest']):.4f}")
+    console.print(f"bundles: {run_path / 'best.bundle.zip'}  {run_path / 'final.bundle.zip'}")
+    return 0
+
+
+def print_validation_table(metrics: dict, baselines: dict, featurizer_config) -> None:
+    """Per validation task: the policy, IForest and the best single detector of the bank."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    detectors = [k for k in baselines if k.startswith("bank/") and k != "bank/mean_rank"]
+    best = max(detectors, key=lambda k: np.mean([m["auroc"] for m in baselines[k].values()])) if detectors else None
+    table = Table(title="zero-shot validation AUROC (test part of the benchmark split)")
+    for col in ("task", "policy", "IForest", "mean-rank ensemble", f"best bank detector ({best.removeprefix('bank/') if best else '-'})"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    rows = sorted(metrics)
+    for name in rows:
+        table.add_row(
+            name,
+            f"{metrics[name]['auroc']:.3f}",
+            f"{baselines['iforest'][name]['auroc']:.3f}",
+            f"{baselines['bank/mean_rank'][name]['auroc']:.3f}" if "bank/mean_rank" in baselines else "-",
+            f"{baselines[best][name]['auroc']:.3f}" if best else "-",
+        )
+    mean = lambda d: np.mean([d[n]["auroc"] for n in rows])  # noqa: E731
+    table.add_row(
+        "[bold]mean[/bold]",
+        f"[bold]{mean(metrics):.3f}[/bold]",
+        f"{mean(baselines['iforest']):.3f}",
+        f"{mean(baselines['bank/mean_rank']):.3f}" if "bank/mean_rank" in baselines else "-",
+        f"{mean(baselines[best]):.3f}" if best else "-",
+    )
+    Console(file=sys.stdout).print(table)
