@@ -17,8 +17,18 @@ The shared feature space (``feature_space``):
 
 Where a source has labels, only its normal rows (``y == 0``) shape the clusters.
 Apart from :class:`FeatureTransferKMeans` (the no-adaptation baseline, which scales the
-target with the source's statistics), each dataset is standardised with its own mean and
-standard deviation in the shared space.  Scores are distances: higher = more anomalous.
+target with the source's statistics), each dataset is standardised with its own robust
+statistics (median, IQR) in the shared space.
+
+The target is unlabelled and contaminated, so whatever is estimated on it is trimmed:
+the share ``trim`` of target rows farthest from the current model is left out of each
+k-means step (trimmed k-means, Cuesta-Albertos et al. 1997), of CORAL's covariance (a few
+MCD-style concentration steps) and of the deep model's fine-tuning loss.  Without the
+trimming, a cluster settles on the anomalies themselves as soon as they are grouped (in
+the ``"features"`` space, where all of a dataset's anomalies share high percentile ranks,
+they always are) and the ranking inverts.  Set ``trim=0`` for the untrimmed methods.
+
+Scores are distances: higher = more anomalous.
 """
 
 from __future__ import annotations
@@ -29,11 +39,12 @@ from collections.abc import Sequence
 
 import numpy as np
 from sklearn.cluster import KMeans
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import pairwise_distances_argmin_min
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import RobustScaler
 
 from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
-from anomaly_gym.detectors.base import BaseDetector, SourceData
+from anomaly_gym.detectors.base import BaseDetector, SourceData, check_X
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 
 logger = logging.getLogger(__name__)
@@ -116,8 +127,14 @@ def _normal_rows(Z: np.ndarray, y: np.ndarray | None, index: int) -> np.ndarray:
     return normal
 
 
-def _scaler(Z: np.ndarray) -> StandardScaler:
-    return StandardScaler().fit(Z)
+def _scaler(Z: np.ndarray) -> RobustScaler:
+    """Median / IQR scaler, scaled so that Gaussian columns get unit variance."""
+    return RobustScaler(unit_variance=True).fit(Z)
+
+
+def _check_trim(trim: float) -> None:
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim!r}")
 
 
 def _kmeans(Z: np.ndarray, n_clusters: int, seed: int, sample_weight=None) -> np.ndarray:
@@ -127,21 +144,60 @@ def _kmeans(Z: np.ndarray, n_clusters: int, seed: int, sample_weight=None) -> np
     return model.cluster_centers_
 
 
-def lloyd_steps(Z: np.ndarray, centers: np.ndarray, n_steps: int) -> np.ndarray:
-    """``n_steps`` k-means (Lloyd) steps on ``Z`` from ``centers``; an empty cluster keeps its centre."""
+def lloyd_steps(Z: np.ndarray, centers: np.ndarray, n_steps: int, trim: float = 0.0) -> np.ndarray:
+    """Up to ``n_steps`` (trimmed) k-means steps on ``Z`` starting from ``centers``.
+
+    Each step assigns every row to its nearest centre, leaves out the share ``trim`` of rows
+    farthest from their centre, and moves each centre to the mean of its remaining rows; a
+    centre left with no row stays where it is.  Stops early once no centre moves.
+    """
     centers = np.array(centers, dtype=np.float64, copy=True)
     for _ in range(int(n_steps)):
-        labels, _ = pairwise_distances_argmin_min(Z, centers)
-        moved = False
+        labels, dist = pairwise_distances_argmin_min(Z, centers)
+        keep = _kept(dist, trim)
+        new = centers.copy()
         for k in range(len(centers)):
-            members = Z[labels == k]
+            members = Z[keep & (labels == k)]
             if len(members):
-                new = members.mean(axis=0)
-                moved |= not np.allclose(new, centers[k])
-                centers[k] = new
-        if not moved:
+                new[k] = members.mean(axis=0)
+        if np.allclose(new, centers):
             break
+        centers = new
     return centers
+
+
+def _kept(values: np.ndarray, trim: float) -> np.ndarray:
+    """Mask of the ``1 - trim`` share of smallest values."""
+    if trim <= 0:
+        return np.ones(len(values), dtype=bool)
+    n_keep = max(1, int(np.ceil((1.0 - trim) * len(values))))
+    keep = np.zeros(len(values), dtype=bool)
+    keep[np.argsort(values, kind="stable")[:n_keep]] = True
+    return keep
+
+
+def trimmed_mean_cov(Z: np.ndarray, trim: float, n_steps: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the ``1 - trim`` share of rows closest to the bulk.
+
+    Starts from the rows nearest the coordinate-wise median and runs concentration steps
+    (as in FastMCD): keep the rows of smallest Mahalanobis distance, re-estimate.  No
+    consistency correction: callers compare two estimates trimmed alike.  ``trim=0`` gives
+    the plain mean and covariance.
+    """
+    if trim <= 0:
+        return Z.mean(axis=0), np.atleast_2d(np.cov(Z, rowvar=False))
+    keep = _kept(np.linalg.norm(Z - np.median(Z, axis=0), axis=1), trim)
+    for _ in range(n_steps):
+        mean = Z[keep].mean(axis=0)
+        cov = np.atleast_2d(np.cov(Z[keep], rowvar=False))
+        ridge = 1e-9 * max(float(np.mean(np.diag(cov))), 1e-12)
+        centred = Z - mean
+        d2 = np.einsum("ij,ij->i", centred @ np.linalg.pinv(cov + ridge * np.eye(len(cov))), centred)
+        new_keep = _kept(d2, trim)
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return Z[keep].mean(axis=0), np.atleast_2d(np.cov(Z[keep], rowvar=False))
 
 
 def nearest_distance(Z: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -158,9 +214,10 @@ def _check_positive(**values) -> None:
 class FeatureTransferKMeans(TransferDetector):
     """Feature transfer without adaptation: a scaler and k-means fitted on the source.
 
-    The pooled source rows fix a standard scaler and ``n_clusters`` centroids; a target row
+    The pooled source rows fix a robust scaler and ``n_clusters`` centroids; a target row
     is scaled with the *source's* statistics and scored by its distance to the nearest
-    source centroid.
+    source centroid.  Nothing is estimated on the target (except its featurizer in the
+    ``"features"`` space).
 
     Args:
         n_clusters: Source clusters.
@@ -170,7 +227,7 @@ class FeatureTransferKMeans(TransferDetector):
         random_state: Seed of k-means.
 
     Attributes:
-        scaler_: Standard scaler fitted on the pooled source rows.
+        scaler_: Robust scaler fitted on the pooled source rows.
         cluster_centers_: Source centroids in the scaled shared space.
     """
 
@@ -196,12 +253,13 @@ class ModelTransferKMeans(TransferDetector):
     """Model transfer: k-means initialised at the source centroids, fine-tuned on the target.
 
     The source centroids (k-means on the pooled, per-dataset standardised source rows) start
-    up to ``fine_tune_steps`` Lloyd steps on the standardised target rows; a target row is
-    scored by its distance to the nearest fine-tuned centroid.
+    up to ``fine_tune_steps`` trimmed Lloyd steps on the standardised target rows; a target
+    row is scored by its distance to the nearest fine-tuned centroid.
 
     Args:
         n_clusters: Clusters.
         fine_tune_steps: Lloyd steps on the target (stops early once the centroids settle).
+        trim: Share of target rows, the farthest from their centroid, left out of each step.
         feature_space: ``"auto"``, ``"raw"`` or ``"features"``.
         featurizer: Featurizer configuration of the ``"features"`` space.
         random_state: Seed of the source k-means.
@@ -209,13 +267,14 @@ class ModelTransferKMeans(TransferDetector):
     Attributes:
         source_centers_: Centroids learned on the source (the fine-tuning's start).
         cluster_centers_: Centroids after fine-tuning on the target.
-        target_scaler_: Standard scaler fitted on the target rows.
+        target_scaler_: Robust scaler fitted on the target rows.
     """
 
-    def __init__(self, n_clusters: int = 8, fine_tune_steps: int = 20, feature_space: str = "auto",
+    def __init__(self, n_clusters: int = 8, fine_tune_steps: int = 20, trim: float = 0.1, feature_space: str = "auto",
                  featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
         self.n_clusters = n_clusters
         self.fine_tune_steps = fine_tune_steps
+        self.trim = trim
         self.feature_space = feature_space
         self.featurizer = featurizer
         self.random_state = random_state
@@ -224,11 +283,13 @@ class ModelTransferKMeans(TransferDetector):
         _check_positive(n_clusters=self.n_clusters)
         if self.fine_tune_steps < 0:
             raise ValueError(f"fine_tune_steps must be >= 0, got {self.fine_tune_steps}")
+        _check_trim(self.trim)
         source_rows, Zt = self._shared_space(X, source)
         pooled = np.vstack([_scaler(Z).transform(Z) for Z in source_rows])
         self.source_centers_ = _kmeans(pooled, self.n_clusters, seed_int(self.random_state))
         self.target_scaler_ = _scaler(Zt)
-        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.source_centers_, self.fine_tune_steps)
+        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.source_centers_, self.fine_tune_steps,
+                                            self.trim)
 
     def _decision_function(self, X):
         return nearest_distance(self.target_scaler_.transform(self._to_space(X)), self.cluster_centers_)
@@ -244,39 +305,47 @@ def _sqrtm(C: np.ndarray, inverse: bool = False) -> np.ndarray:
 class CORALKMeans(TransferDetector):
     """CORAL alignment (Sun, Feng & Saenko, AAAI 2016), then distance to source clusters.
 
-    In the source's standardised coordinates, the target rows are centred, whitened with
+    In the source's robustly scaled coordinates, the target rows are centred, whitened with
     their own covariance and re-coloured with the source's:
-    ``T_aligned = (T - mean_T) C_T^{-1/2} C_S^{1/2}``, where ``C = cov + reg * mean(diag(cov)) * I``.
-    (CORAL as published re-colours the source to the target and retrains on it; aligning
-    the target to the source is the mirror image and lets the source clusters stay fixed.)
-    A target row is scored by its aligned distance to the nearest source centroid.
+    ``T_aligned = (T - mean_T) C_T^{-1/2} C_S^{1/2} + mean_S``, where each
+    ``C = cov + reg * mean(diag(cov)) * I``.  (CORAL as published re-colours the source to
+    the target and retrains on it; aligning the target to the source is the mirror image
+    and lets the source clusters stay fixed.)  A target row is scored by its aligned
+    distance to the nearest source centroid.
+
+    Means and covariances of both domains are estimated on the ``1 - trim`` share of rows
+    closest to the bulk (:func:`trimmed_mean_cov`), alike for both, so that the target's
+    anomalies do not take part in the alignment.
 
     Args:
         n_clusters: Source clusters.
         reg: Ridge added to both covariances, relative to their mean variance.  The paper
             adds the identity to covariances of raw features; here the columns are
-            standardised first, so a small ridge is enough.
+            scaled first, so a small ridge is enough.
+        trim: Share of rows left out of the mean and covariance estimates.
         feature_space: ``"auto"``, ``"raw"`` or ``"features"``.
         featurizer: Featurizer configuration of the ``"features"`` space.
         random_state: Seed of the source k-means.
 
     Attributes:
-        scaler_: Standard scaler of the pooled source rows.
-        target_mean_: Mean of the target rows in the source's standardised coordinates.
+        scaler_: Robust scaler of the pooled source rows.
+        source_mean_ / target_mean_: Means in the source's scaled coordinates.
         transform_matrix_: ``C_T^{-1/2} C_S^{1/2}``.
-        cluster_centers_: Source centroids in the source's standardised coordinates.
+        cluster_centers_: Source centroids in the source's scaled coordinates.
     """
 
-    def __init__(self, n_clusters: int = 8, reg: float = 1e-3, feature_space: str = "auto",
+    def __init__(self, n_clusters: int = 8, reg: float = 1e-3, trim: float = 0.2, feature_space: str = "auto",
                  featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
         self.n_clusters = n_clusters
         self.reg = reg
+        self.trim = trim
         self.feature_space = feature_space
         self.featurizer = featurizer
         self.random_state = random_state
 
     def _fit(self, X, y, source) -> None:
         _check_positive(n_clusters=self.n_clusters)
+        _check_trim(self.trim)
         if not self.reg > 0:
             raise ValueError(f"reg must be positive (it keeps the covariances invertible), got {self.reg}")
         source_rows, Zt = self._shared_space(X, source)
@@ -284,28 +353,27 @@ class CORALKMeans(TransferDetector):
         self.scaler_ = _scaler(pooled)
         S = self.scaler_.transform(pooled)
         T = self.scaler_.transform(Zt)
-        self.target_mean_ = T.mean(axis=0)
-        C_s, C_t = self._covariance(S), self._covariance(T)
-        self.transform_matrix_ = _sqrtm(C_t, inverse=True) @ _sqrtm(C_s)
+        self.source_mean_, C_s = trimmed_mean_cov(S, self.trim)
+        self.target_mean_, C_t = trimmed_mean_cov(T, self.trim)
+        self.transform_matrix_ = _sqrtm(self._regularise(C_t), inverse=True) @ _sqrtm(self._regularise(C_s))
         self.cluster_centers_ = _kmeans(S, self.n_clusters, seed_int(self.random_state))
 
-    def _covariance(self, Z: np.ndarray) -> np.ndarray:
-        C = np.atleast_2d(np.cov(Z, rowvar=False))
+    def _regularise(self, C: np.ndarray) -> np.ndarray:
         ridge = self.reg * max(float(np.mean(np.diag(C))), 1e-12)
         return C + ridge * np.eye(len(C))
 
     def _align(self, X: np.ndarray) -> np.ndarray:
-        return (self.scaler_.transform(self._to_space(X)) - self.target_mean_) @ self.transform_matrix_
+        T = self.scaler_.transform(self._to_space(X))
+        return (T - self.target_mean_) @ self.transform_matrix_ + self.source_mean_
 
     def transform(self, X) -> np.ndarray:
         """Target rows aligned to the source, in the source's original shared-space units."""
-        from anomaly_gym.detectors.base import check_X
-
         if not hasattr(self, "transform_matrix_"):
-            from sklearn.exceptions import NotFittedError
-
             raise NotFittedError("this CORALKMeans is not fitted yet; call fit(X, source=...) first")
-        return self.scaler_.inverse_transform(self._align(check_X(X)))
+        X = check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} columns but CORALKMeans was fitted on {self.n_features_in_}")
+        return self.scaler_.inverse_transform(self._align(X))
 
     def _decision_function(self, X):
         return nearest_distance(self._align(X), self.cluster_centers_)
@@ -317,13 +385,14 @@ class PrototypeMetaClustering(TransferDetector):
     Each source task (standardised with its own statistics, normal rows only) is clustered
     into ``clusters_per_task`` centroids; the centroids of all tasks are clustered again
     into ``n_prototypes`` prototypes, weighted so that every task counts equally whatever
-    its size.  On the target, ``refine_steps`` Lloyd steps move the prototypes to the
-    standardised target rows; a row is scored by its distance to the nearest prototype.
+    its size.  On the target, ``refine_steps`` trimmed Lloyd steps move the prototypes to
+    the standardised target rows; a row is scored by its distance to the nearest prototype.
 
     Args:
         n_prototypes: Prototypes.
         clusters_per_task: Centroids per source task.
         refine_steps: Lloyd steps on the target.
+        trim: Share of target rows, the farthest from their prototype, left out of each step.
         feature_space: ``"auto"``, ``"raw"`` or ``"features"``.
         featurizer: Featurizer configuration of the ``"features"`` space.
         random_state: Seed of the k-means runs.
@@ -331,14 +400,15 @@ class PrototypeMetaClustering(TransferDetector):
     Attributes:
         prototypes_: Prototypes learned on the sources.
         cluster_centers_: Prototypes after refinement on the target.
-        target_scaler_: Standard scaler fitted on the target rows.
+        target_scaler_: Robust scaler fitted on the target rows.
     """
 
-    def __init__(self, n_prototypes: int = 8, clusters_per_task: int = 8, refine_steps: int = 3,
+    def __init__(self, n_prototypes: int = 8, clusters_per_task: int = 8, refine_steps: int = 3, trim: float = 0.1,
                  feature_space: str = "auto", featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
         self.n_prototypes = n_prototypes
         self.clusters_per_task = clusters_per_task
         self.refine_steps = refine_steps
+        self.trim = trim
         self.feature_space = feature_space
         self.featurizer = featurizer
         self.random_state = random_state
@@ -347,6 +417,7 @@ class PrototypeMetaClustering(TransferDetector):
         _check_positive(n_prototypes=self.n_prototypes, clusters_per_task=self.clusters_per_task)
         if self.refine_steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {self.refine_steps}")
+        _check_trim(self.trim)
         seed = seed_int(self.random_state)
         source_rows, Zt = self._shared_space(X, source)
         centers, weights = [], []
@@ -361,7 +432,8 @@ class PrototypeMetaClustering(TransferDetector):
         keep = weights > 0
         self.prototypes_ = _kmeans(centers[keep], self.n_prototypes, seed, sample_weight=weights[keep])
         self.target_scaler_ = _scaler(Zt)
-        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.prototypes_, self.refine_steps)
+        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.prototypes_, self.refine_steps,
+                                            self.trim)
 
     def _decision_function(self, X):
         return nearest_distance(self.target_scaler_.transform(self._to_space(X)), self.cluster_centers_)
@@ -400,7 +472,9 @@ class DeepTransferClustering(TransferDetector):
     1. A small autoencoder is pretrained on the (per-dataset standardised) source rows.
     2. It is fine-tuned on target and source batches together: reconstruction error of both
        plus ``mmd_weight`` times the MMD between source and target latent codes, which pulls
-       the target's codes onto the source's.
+       the target's codes onto the source's.  In every batch the share ``trim`` of rows
+       reconstructed worst is left out of the loss (of both terms), so the model does not
+       learn to reconstruct the anomalies.
     3. k-means on the source's latent codes gives ``n_clusters`` latent centroids.
 
     A target row's score is ``recon_weight`` times its reconstruction error plus
@@ -416,6 +490,7 @@ class DeepTransferClustering(TransferDetector):
         finetune_epochs: Epochs on the target (with the source and the MMD term).
         mmd_weight: Weight of the MMD alignment term.
         recon_weight: Share of the reconstruction error in the score (0..1).
+        trim: Share of each batch's worst-reconstructed rows left out of the loss.
         lr: Adam learning rate.
         batch_size: Rows per batch (of each domain).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -426,13 +501,14 @@ class DeepTransferClustering(TransferDetector):
     Attributes:
         network_: The fine-tuned autoencoder (``encoder`` and ``decoder`` modules).
         cluster_centers_: Latent centroids.
-        target_scaler_: Standard scaler fitted on the target rows.
+        target_scaler_: Robust scaler fitted on the target rows.
         recon_reference_ / distance_reference_: The target training rows' reconstruction
             errors and latent distances, the reference of the robust standardisation.
     """
 
     def __init__(self, latent_dim: int = 8, hidden: int = 64, n_clusters: int = 8, pretrain_epochs: int = 30,
-                 finetune_epochs: int = 20, mmd_weight: float = 1.0, recon_weight: float = 0.5, lr: float = 1e-3,
+                 finetune_epochs: int = 20, mmd_weight: float = 1.0, recon_weight: float = 0.5, trim: float = 0.1,
+                 lr: float = 1e-3,
                  batch_size: int = 128, device: str = "auto", feature_space: str = "auto",
                  featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
         self.latent_dim = latent_dim
@@ -442,6 +518,7 @@ class DeepTransferClustering(TransferDetector):
         self.finetune_epochs = finetune_epochs
         self.mmd_weight = mmd_weight
         self.recon_weight = recon_weight
+        self.trim = trim
         self.lr = lr
         self.batch_size = batch_size
         self.device = device
@@ -459,6 +536,7 @@ class DeepTransferClustering(TransferDetector):
             raise ValueError(f"recon_weight must be in [0, 1], got {self.recon_weight}")
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
             raise ValueError("pretrain_epochs and finetune_epochs must be >= 0")
+        _check_trim(self.trim)
         device = resolve_device(self.device)
         seed = seed_int(self.random_state)
         source_rows, Zt = self._shared_space(X, source)
@@ -476,24 +554,30 @@ class DeepTransferClustering(TransferDetector):
             optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
             generator = torch.Generator(device="cpu").manual_seed(seed)
 
-            def recon(batch):
-                return (net["decoder"](net["encoder"](batch)) - batch).pow(2).mean()
+            def trimmed(batch):
+                """Codes and mean reconstruction error of the rows kept after trimming."""
+                codes = net["encoder"](batch)
+                error = (net["decoder"](codes) - batch).pow(2).mean(dim=1)
+                n_keep = max(2, int(np.ceil((1.0 - self.trim) * len(batch))))
+                kept = torch.argsort(error.detach())[:n_keep]
+                return codes[kept], error[kept].mean()
 
             net.train()
             for _ in range(self.pretrain_epochs):
                 for index in _batches(len(S), self.batch_size, generator):
                     optimizer.zero_grad()
-                    loss = recon(S[index])
+                    _, loss = trimmed(S[index])
                     loss.backward()
                     optimizer.step()
             for _ in range(self.finetune_epochs):
                 for index in _batches(len(T), self.batch_size, generator):
                     source_index = torch.randint(len(S), (min(len(index), len(S)),), generator=generator)
-                    xs, xt = S[source_index], T[index]
                     optimizer.zero_grad()
-                    loss = recon(xt) + recon(xs)
+                    codes_s, loss_s = trimmed(S[source_index])
+                    codes_t, loss_t = trimmed(T[index])
+                    loss = loss_s + loss_t
                     if self.mmd_weight > 0:
-                        loss = loss + self.mmd_weight * gaussian_mmd(net["encoder"](xs), net["encoder"](xt))
+                        loss = loss + self.mmd_weight * gaussian_mmd(codes_s, codes_t)
                     loss.backward()
                     optimizer.step()
         self.network_ = net.cpu().eval()

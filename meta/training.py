@@ -106,6 +106,10 @@ class MetaTrainer:
         self.cfg = cfg
         self.run_path = Path(run_path)
         self.device = resolve_device(cfg.device)
+        if self.device == "cpu":
+            # The policy is small: one thread beats torch's default pool, which
+            # oversubscribes cores shared with the environment and the featurizer.
+            torch.set_num_threads(1)
         tasks = load_sources(cfg)
         self.sampler = TaskSampler(tasks, val_tasks=cfg.val_tasks, seed=cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import anomaly_gym.envs  # noqa: F401  (registers the environments)
 from anomaly_gym.envs import ENV_ID, AnomalyDetectionEnv, Featurizer, FeaturizerConfig, featurize_task
 from anomaly_gym.envs.sources import make_synthetic_task
-from anomaly_gym.envs.tasks import make_task
+from anomaly_gym.envs.tasks import Task, make_task
 
 TINY = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
 REGISTERED = sorted(env_id for env_id in gym.registry if env_id.startswith("AnomalyGym/"))
@@ -32,7 +31,7 @@ def _env(tasks, **kwargs) -> AnomalyDetectionEnv:
     return AnomalyDetectionEnv(tasks, featurizer=TINY, **kwargs)
 
 
-def _normal_only(n: int = 60) -> object:
+def _normal_only(n: int = 60) -> Task:
     X = np.random.default_rng(0).normal(size=(n, 3))
     return make_task("normal-only", X, np.zeros(n))
 

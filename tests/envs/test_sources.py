@@ -70,7 +70,8 @@ def test_global_anomalies_lie_further_from_the_normal_rows():
     normal, anomalous = task.X[task.y == 0], task.X[task.y == 1]
     centre, spread = normal.mean(axis=0), normal.std(axis=0)
 
-    distance = lambda rows: np.linalg.norm((rows - centre) / spread, axis=1)  # noqa: E731
+    def distance(rows: np.ndarray) -> np.ndarray:
+        return np.linalg.norm((rows - centre) / spread, axis=1)
 
     assert np.median(distance(anomalous)) > 2 * np.median(distance(normal))
 

@@ -18,7 +18,10 @@ CFG = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
 @pytest.fixture(scope="module")
 def tasks():
     kinds = ("local", "global", "clustered")
-    return [make_synthetic_task(kind, n_rows=300 + 20 * i, n_features=4 + i, contamination=0.05 + 0.03 * i, seed=i) for i, kind in enumerate(kinds)]
+    return [
+        make_synthetic_task(kind, n_rows=300 + 20 * i, n_features=4 + i, contamination=0.05 + 0.03 * i, seed=i)
+        for i, kind in enumerate(kinds)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +233,12 @@ def test_vecenv_attribute_and_method_api(tasks):
 
 @pytest.mark.parametrize(
     "actions, match",
-    [(np.full(4, 2), "0 \\(normal\\) or 1"), (np.full(4, -1), "0 \\(normal\\) or 1"), (np.zeros(4, dtype=np.float32), "integer"), (np.zeros(3, dtype=np.int64), "shape")],
+    [
+        (np.full(4, 2), r"0 \(normal\) or 1"),
+        (np.full(4, -1), r"0 \(normal\) or 1"),
+        (np.zeros(4, dtype=np.float32), "integer"),
+        (np.zeros(3, dtype=np.int64), "shape"),
+    ],
 )
 def test_bad_actions_raise(tasks, actions, match):
     venv = _batched(tasks, 4)
