@@ -73,7 +73,8 @@ def anomaly_proba(model: BaseAlgorithm, features: np.ndarray, batch_size: int = 
     """The policy's probability of action 1 ("anomaly") for each row of ``features``.
 
     This is the anomaly score used everywhere (AUROC, AUPRC, ``detect``).  For PPO and
-    A2C it is the categorical policy's probability; for DQN, which has no stochastic
+    A2C it is the categorical policy's probability (computed in float64 from the logits,
+    so confident scores keep their order); for DQN, which has no stochastic
     policy, it is ``sigmoid(Q(s, 1) - Q(s, 0))``, monotone in the greedy preference.
     """
     features = np.asarray(features, dtype=np.float32)
@@ -89,8 +90,11 @@ def anomaly_proba(model: BaseAlgorithm, features: np.ndarray, batch_size: int = 
         obs = torch.as_tensor(features[start : start + batch_size], device=model.device)
         if isinstance(model, DQN):
             q = policy.q_net(obs)
-            p = torch.sigmoid(q[:, 1] - q[:, 0])
+            margin = q[:, 1] - q[:, 0]
         else:
-            p = policy.get_distribution(obs).distribution.probs[:, 1]
-        out[start : start + batch_size] = p.double().cpu().numpy()
+            logits = policy.get_distribution(obs).distribution.logits
+            margin = logits[:, 1] - logits[:, 0]
+        # sigmoid of the margin in float64: a confident policy's float32 probabilities
+        # round to exactly 0 or 1 and would turn its ranking into ties.
+        out[start : start + batch_size] = torch.sigmoid(margin.double()).cpu().numpy()
     return out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -44,21 +46,24 @@ def resolve_device(device: str):
 def seeded(seed: int) -> Iterator[None]:
     """Seed Python's, NumPy's and torch's global generators for a block, then restore them.
 
-    Library code inside the block (PyOD's deep detectors, DataLoader shuffling, dropout)
-    draws from the global generators; restoring them afterwards keeps a ``fit`` from
-    changing the caller's random streams.
+    Library code inside the block (PyOD's deep detectors, libsvm, DataLoader shuffling,
+    dropout) draws from the global generators; restoring them afterwards keeps a ``fit``
+    from changing the caller's random streams.  torch is seeded only when it is already
+    imported (code that needs it imports it before entering the block), so detectors
+    without torch do not pay for importing it.
     """
-    import torch
-
     py_state = random.getstate()
     np_state = np.random.get_state()
     hash_seed = os.environ.get("PYTHONHASHSEED")
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    torch = sys.modules.get("torch")
     try:
-        with torch.random.fork_rng(devices=devices):
+        with contextlib.ExitStack() as stack:
+            if torch is not None:
+                devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+                stack.enter_context(torch.random.fork_rng(devices=devices))
+                torch.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed)
-            torch.manual_seed(seed)
             yield
     finally:
         random.setstate(py_state)

@@ -231,7 +231,9 @@ def _is_matrix(obj) -> bool:
 
 
 def _is_vector(obj) -> bool:
-    return not _has_arrays(obj) and _ndim(obj) == 1
+    if isinstance(obj, np.ndarray):
+        return obj.ndim == 1
+    return isinstance(obj, Sequence) and not isinstance(obj, str) and not _has_arrays(obj) and _ndim(obj) == 1
 
 
 def _ndim(obj) -> int:
@@ -247,12 +249,10 @@ def _has_arrays(obj) -> bool:
 
 def _looks_like_labels(obj) -> bool:
     """``None``, a 1-D label array, or a list of 1-D arrays / ``None``."""
-    if obj is None:
+    if obj is None or _is_vector(obj):
         return True
-    if isinstance(obj, np.ndarray):
-        return obj.ndim == 1
     if isinstance(obj, Sequence) and not isinstance(obj, str):
-        return all(o is None or _ndim(o) == 1 for o in obj)
+        return all(o is None or _is_vector(o) for o in obj)
     return False
 
 

@@ -28,12 +28,17 @@ trimming, a cluster settles on the anomalies themselves as soon as they are grou
 the ``"features"`` space, where all of a dataset's anomalies share high percentile ranks,
 they always are) and the ranking inverts.  Set ``trim=0`` for the untrimmed methods.
 
+Known limit: trimming reduces but does not remove that effect.  In the ``"features"``
+space, centroids estimated on rows that include grouped anomalies (an unlabelled source,
+or the target during :class:`ModelTransferKMeans`' fine-tuning and
+:class:`PrototypeMetaClustering`'s refinement) can still sit on them.  Give the sources'
+labels where they exist, so that their anomalies are left out.
+
 Scores are distances: higher = more anomalous.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 
@@ -47,7 +52,6 @@ from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
 from anomaly_gym.detectors.base import BaseDetector, SourceData, check_X
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 
-logger = logging.getLogger(__name__)
 
 FEATURE_SPACES = ("auto", "raw", "features")
 
@@ -479,8 +483,9 @@ class DeepTransferClustering(TransferDetector):
 
     A target row's score is ``recon_weight`` times its reconstruction error plus
     ``1 - recon_weight`` times its latent distance to the nearest centroid, each robustly
-    standardised (median / IQR) on the target's training rows.  Runs on the CPU by default
-    in about a second for a thousand rows; the fitted network is kept on the CPU.
+    standardised (median / IQR) on the target's training rows.  The network is small: a
+    thousand rows train in about a second on a CPU core.  Training runs on ``device``; the
+    fitted network is kept on the CPU.
 
     Args:
         latent_dim: Width of the latent code.

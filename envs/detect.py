@@ -68,6 +68,9 @@ class AnomalyDetectionEnv(gym.Env):
     - ``anomaly_fraction``: probability that a drawn row is an anomaly, in (0, 1), or None.
     - ``featurizer``: a :class:`FeaturizerConfig` (default: the default bank).
     - ``cache_dir``: feature cache folder (None: the default; False: no disk cache).
+    - ``features``: optional precomputed observations, one array per task (rows x
+      ``n_features``), used instead of featurizing each task on its own rows — for rows
+      featurized relative to a larger dataset, as few-shot adaptation does.
     - ``render_mode``: None or ``"ansi"``.
 
     ## Version History
@@ -84,6 +87,7 @@ class AnomalyDetectionEnv(gym.Env):
         anomaly_fraction: float | None = 0.5,
         featurizer: FeaturizerConfig | None = None,
         cache_dir=None,
+        features: Sequence[np.ndarray] | None = None,
         render_mode: str | None = None,
     ) -> None:
         if tasks is None:
@@ -116,6 +120,11 @@ class AnomalyDetectionEnv(gym.Env):
         self.action_space = spaces.Discrete(2)
 
         self._features: dict[str, np.ndarray] = {}
+        if features is not None:
+            if len(features) != len(tasks):
+                raise ValueError(f"features must hold one array per task: {len(features)} arrays for {len(tasks)} tasks")
+            for task, feats in zip(tasks, features):
+                self.add_features(task, feats)
         self._index = 0
         self._steps = 0
         self.set_task(tasks[0])
@@ -144,6 +153,15 @@ class AnomalyDetectionEnv(gym.Env):
 
     def get_task(self) -> Task:
         return self._task
+
+    def add_features(self, task: Task, features: np.ndarray) -> None:
+        """Use ``features`` as the observations of ``task``'s rows instead of featurizing the task."""
+        feats = np.asarray(features, dtype=np.float32)
+        if feats.shape != (task.n_rows, self.observation_space.shape[0]):
+            raise ValueError(
+                f"features for task {task.name!r} must have shape ({task.n_rows}, {self.observation_space.shape[0]}), got {feats.shape}"
+            )
+        self._features[task.hash] = np.clip(feats, self.observation_space.low, self.observation_space.high)
 
     # -- Gymnasium API -----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -1,0 +1,545 @@
+"""Fast scoring of a fitted featurizer, and a sliding-window featurizer for streams.
+
+:class:`FastFeaturizer` takes a fitted :class:`~anomaly_gym.envs.features.Featurizer` and
+precomputes, per detector, what scoring a row needs, so that one row is featurized in
+well under a millisecond (the PyOD ``decision_function`` path costs several milliseconds a
+row, most of it per-call overhead; IForest alone is ~10 ms).  Its features are those of
+``Featurizer.transform`` for the same fitted state:
+
+=========  ====================================================================================
+detector   fast path
+=========  ====================================================================================
+ecod,      the fitting rows' sorted columns, shared by the two: ``np.searchsorted`` per column
+copod      (the same arithmetic as the featurizer's own implementation: identical scores).
+hbos       bin edges and the per-bin scores, read back from PyOD's own scoring function at
+           compile time; one ``searchsorted`` per column (identical scores).
+knn, lof   one neighbour search shared by both (they are fitted on the same rows): brute force
+           in numpy for a few rows, scikit-learn's brute-force ``ArgKmin`` for many; distances
+           are then recomputed exactly as the KD-tree does (sum of squares in column order,
+           then the square root).  Identical, except that when the k-th and (k+1)-th nearest
+           fitting rows are at exactly the same distance the two searches may keep a
+           different one of them, which can change a LOF score.
+iforest    the fitted trees flattened into padded arrays and walked level by level for all
+           trees at once (path lengths, leaf corrections and the sum over trees in the order
+           scikit-learn uses: identical scores).  Many rows go to scikit-learn's own ``apply``.
+pca        standardisation and the distance to the selected components in numpy (equal to
+           PyOD's ``cdist`` up to the last bit of rounding).
+cblof      nearest-centre labels and distances in numpy (same, up to rounding; a row exactly
+           equidistant from two centres may take the other label).
+others     the detector's own ``decision_function`` (correct, not fast).
+=========  ====================================================================================
+
+After the detector scores, the featurizer's own code turns them into features
+(``Featurizer._transform_chunk``), so the feature definitions exist in one place only.
+``tests/envs/test_stream.py`` checks the agreement; the tolerance is float rounding
+(``1e-6`` on the features) outside the tie case above.
+
+:class:`SlidingWindowFeaturizer` keeps the last ``window`` rows of a stream in a bounded
+deque, fits after ``warmup`` rows and refits every ``refit_every`` rows, so its memory does
+not grow with the stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from collections import deque
+from typing import Any, Callable
+
+import numpy as np
+
+from anomaly_gym.envs import features as _features
+from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
+
+logger = logging.getLogger(__name__)
+
+#: The ``FEATURE_VERSION`` whose detector scoring this module mirrors; on any other version
+#: :class:`FastFeaturizer` warns and delegates every row to the featurizer itself.
+MIRRORED_FEATURE_VERSION = 2
+
+#: At most this many rows are scored with the per-row numpy paths; larger batches use the
+#: vectorised library paths (scikit-learn's brute-force neighbour search, tree ``apply``).
+SMALL_BATCH = 64
+
+
+def _sq_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Squared euclidean distances, (n, d) x (m, d) -> (n, m), summed in column order.
+
+    The sum runs over the columns left to right, as scikit-learn's KD-tree does, so the
+    square root of the result is bit-identical to its distances.
+    """
+    diff = A[:, None, :] - B[None, :, :]
+    np.multiply(diff, diff, out=diff)
+    return np.cumsum(diff, axis=2)[:, :, -1]
+
+
+def _sq_distances_paired(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Squared euclidean distances between A (n, d) and each of B (n, k, d) -> (n, k)."""
+    diff = B - A[:, None, :]
+    np.multiply(diff, diff, out=diff)
+    return np.cumsum(diff, axis=2)[:, :, -1]
+
+
+class _Neighbours:
+    """The ``k`` nearest fitting rows of each query row, shared by KNN and LOF.
+
+    A few rows are looked up in the detectors' own fitted KD- or ball tree (the neighbours,
+    ties included, are exactly those PyOD finds); many rows go to scikit-learn's
+    brute-force search, whose distances are then recomputed as the tree computes them.
+    """
+
+    def __init__(self, fit_X: np.ndarray) -> None:
+        self.fit_X = np.ascontiguousarray(fit_X, dtype=np.float64)
+        self.fit_T = np.ascontiguousarray(self.fit_X.T)
+        self.k = 1
+        self.tree = None
+        self._nn = None
+
+    def use_tree(self, estimator, *, prefer: bool) -> None:
+        tree = getattr(estimator, "_tree", None)
+        if tree is not None and (prefer or self.tree is None):
+            self.tree = tree
+
+    def query(self, Z: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), each (n, k), nearest first."""
+        key = ("neighbours", id(self))
+        if key in cache:
+            return cache[key]
+        k = min(self.k, len(self.fit_X))
+        if len(Z) <= SMALL_BATCH and self.tree is not None:
+            dist, idx = self.tree.query(Z, k=k)
+        elif len(Z) <= SMALL_BATCH:
+            d2 = np.empty((len(Z), len(self.fit_X)))
+            for r, z in enumerate(Z):  # sum of squares in column order, as the tree does
+                diff = self.fit_T - z[:, None]
+                np.multiply(diff, diff, out=diff)
+                acc = d2[r]
+                acc[:] = diff[0]
+                for j in range(1, len(z)):
+                    acc += diff[j]
+            idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(np.arange(d2.shape[1]), (len(Z), 1))
+            dist, idx = self._sorted(np.take_along_axis(d2, idx, axis=1), idx)
+        else:
+            if self._nn is None:
+                from sklearn.neighbors import NearestNeighbors
+
+                self._nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(self.fit_X)
+            # One neighbour more than needed, to see whether the k-th is (nearly) tied.
+            k1 = min(k + 1, len(self.fit_X))
+            idx = self._nn.kneighbors(Z, n_neighbors=k1, return_distance=False)
+            d2 = np.empty(idx.shape)
+            step = max(1, 200_000 // max(1, k1 * self.fit_X.shape[1]))
+            for s in range(0, len(Z), step):
+                d2[s : s + step] = _sq_distances_paired(Z[s : s + step], self.fit_X[idx[s : s + step]])
+            full_dist, full_idx = self._sorted(d2, idx)
+            dist, idx = full_dist[:, :k].copy(), full_idx[:, :k].copy()
+            if k1 > k and self.tree is not None:
+                # Where the k-th and (k+1)-th are (nearly) tied, which one is kept is the tree's choice.
+                kth, after = full_dist[:, k - 1], full_dist[:, k]
+                tied = np.flatnonzero(after - kth <= 1e-9 * after)
+                if len(tied):
+                    dist[tied], idx[tied] = self.tree.query(Z[tied], k=k)
+        cache[key] = (dist, idx)
+        return dist, idx
+
+    @staticmethod
+    def _sorted(d2: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.lexsort((idx, d2), axis=1)
+        return np.sqrt(np.take_along_axis(d2, order, axis=1)), np.take_along_axis(idx, order, axis=1)
+
+
+class _KNN:
+    def __init__(self, det, neighbours: _Neighbours) -> None:
+        self.k = int(det.n_neighbors)
+        self.method = det.method
+        self.neighbours = neighbours
+        neighbours.k = max(neighbours.k, self.k)
+
+    def __call__(self, Z, cache):
+        dist, _ = self.neighbours.query(Z, cache)
+        dist = dist[:, : self.k]
+        if self.method == "largest":
+            return dist[:, -1]
+        if self.method == "mean":
+            return np.mean(dist, axis=1)
+        return np.median(dist, axis=1)
+
+
+class _LOF:
+    def __init__(self, det, neighbours: _Neighbours) -> None:
+        lof = det.detector_
+        self.k = int(lof.n_neighbors_)
+        self.dist_k = np.asarray(lof._distances_fit_X_[:, self.k - 1], dtype=np.float64)
+        self.lrd = np.asarray(lof._lrd, dtype=np.float64)
+        self.neighbours = neighbours
+        neighbours.k = max(neighbours.k, self.k)
+
+    def __call__(self, Z, cache):
+        dist, idx = self.neighbours.query(Z, cache)
+        dist, idx = dist[:, : self.k], idx[:, : self.k]
+        reach = np.maximum(dist, self.dist_k[idx])
+        lrd_x = 1.0 / (np.mean(reach, axis=1) + 1e-10)
+        ratios = self.lrd[idx] / lrd_x[:, np.newaxis]
+        return -(-np.mean(ratios, axis=1))
+
+
+class _TailProbability:
+    """ECOD and COPOD; detectors fitted on the same rows share one set of tail counts."""
+
+    def __init__(self, det) -> None:
+        self.method = det.method
+        self.sorted_T = np.ascontiguousarray(det.sorted_.T)
+        self.skew_sign = det.skew_sign_
+        self.group: _TailProbability = self
+
+    def _tails(self, Z, cache):
+        key = ("tails", id(self.group))
+        if key not in cache:
+            sorted_T = self.group.sorted_T
+            n = sorted_T.shape[1]
+            cols = range(Z.shape[1])
+            if len(Z) == 1:  # counting beats d binary searches for one row
+                at_most = (sorted_T <= Z.T).sum(axis=1)[None, :]
+                at_least = n - (sorted_T < Z.T).sum(axis=1)[None, :]
+            else:
+                at_most = np.column_stack([np.searchsorted(sorted_T[j], Z[:, j], side="right") for j in cols])
+                at_least = n - np.column_stack([np.searchsorted(sorted_T[j], Z[:, j], side="left") for j in cols])
+            cache[key] = (-np.log((at_most + 1.0) / (n + 1.0)), -np.log((at_least + 1.0) / (n + 1.0)))
+        return cache[key]
+
+    def __call__(self, Z, cache):
+        u_left, u_right = self._tails(Z, cache)
+        u_skew = -u_left * np.sign(self.skew_sign - 1) + u_right * np.sign(self.skew_sign + 1)
+        if self.method == "ecod":
+            outlying = np.maximum(np.maximum(u_left, u_right), u_skew)
+        else:  # copod
+            outlying = np.maximum(u_skew, (u_left + u_right) / 2)
+        return outlying.sum(axis=1)
+
+
+class _HBOS:
+    def __init__(self, det) -> None:
+        from pyod.models.hbos import _calculate_outlier_scores
+
+        if isinstance(det.n_bins, str):
+            raise NotImplementedError("n_bins='auto'")
+        edges = np.asarray(det.bin_edges_, dtype=np.float64)
+        hist = np.asarray(det.hist_, dtype=np.float64)
+        n_bins = int(det.n_bins)
+        # Read the per-bin scores back from PyOD's own function: probe each bin at its
+        # (inclusive) upper edge, and one point far below the range for the floor value.
+        width = edges[1] - edges[0]
+        probes = np.vstack([edges[1:], edges[0] - 10.0 * (np.abs(width) * det.tol + 1.0)])
+        table = np.asarray(_calculate_outlier_scores(probes, edges, hist, n_bins, det.alpha, det.tol))
+        self.edges_T = np.ascontiguousarray(edges.T)
+        self.bin_scores = table[:n_bins]  # (n_bins, d)
+        self.floor = table[n_bins]  # (d,)
+        self.n_bins = n_bins
+        self.tol = float(det.tol)
+
+    def __call__(self, Z, cache):
+        n, d = Z.shape
+        e = self.edges_T  # (d, n_bins + 1)
+        if n <= SMALL_BATCH:
+            ind = (e[None, :, :] < Z[:, :, None]).sum(axis=2)  # == np.digitize(x, e, right=True)
+        else:
+            ind = np.column_stack([np.searchsorted(e[i], Z[:, i], side="left") for i in range(d)])
+        cols = np.arange(d)
+        out = self.bin_scores[np.clip(ind - 1, 0, self.n_bins - 1), cols]
+        inside = (ind >= 1) & (ind <= self.n_bins)
+        out = np.where(inside, out, self.floor)
+        near_below = (ind == 0) & ((e[:, 0] - Z) <= (e[:, 1] - e[:, 0]) * self.tol)
+        near_above = (ind == self.n_bins + 1) & ((Z - e[:, -1]) <= (e[:, -1] - e[:, -2]) * self.tol)
+        out = np.where(near_below, self.bin_scores[0], out)
+        out = np.where(near_above, self.bin_scores[self.n_bins - 1], out)
+        return -np.sum(out, axis=1)
+
+
+class _IForest:
+    def __init__(self, det) -> None:
+        from sklearn.ensemble._iforest import _average_path_length
+
+        self.det = det
+        forest = det.detector_
+        trees = [est.tree_ for est in forest.estimators_]
+        n_features = forest.n_features_in_
+        subsample = forest._max_features != n_features
+        width = max(t.node_count for t in trees)
+        n_trees = len(trees)
+        feature = np.zeros((n_trees, width), dtype=np.intp)
+        threshold = np.full((n_trees, width), np.inf)
+        left = np.tile(np.arange(width), (n_trees, 1))
+        right = left.copy()
+        value = np.zeros((n_trees, width))
+        for t, (tree, feats) in enumerate(zip(trees, forest.estimators_features_)):
+            m = tree.node_count
+            internal = tree.children_left[:m] != -1
+            f = tree.feature[:m].astype(np.intp)
+            if subsample:
+                f = np.asarray(feats, dtype=np.intp)[np.clip(f, 0, None)]
+            feature[t, :m] = np.where(internal, f, 0)
+            threshold[t, :m] = np.where(internal, tree.threshold[:m], np.inf)
+            left[t, :m] = np.where(internal, tree.children_left[:m], np.arange(m))
+            right[t, :m] = np.where(internal, tree.children_right[:m], np.arange(m))
+            value[t, :m] = forest._decision_path_lengths[t][:m] + forest._average_path_length_per_tree[t][:m] - 1.0
+        offset = (np.arange(n_trees) * width)[:, None]
+        self.feature = feature.ravel()
+        self.threshold = threshold.ravel()
+        self.left = (left + offset).ravel()
+        self.right = (right + offset).ravel()
+        self.value = value.ravel()
+        self.roots = offset.ravel()
+        self.depth = int(max(int(np.max(forest._decision_path_lengths[t])) for t in range(n_trees)))
+        self.denominator = n_trees * _average_path_length([forest._max_samples])
+        self.offset_ = forest.offset_
+
+    def __call__(self, Z, cache):
+        if len(Z) > SMALL_BATCH:
+            return self.det.decision_function(Z)
+        X32 = Z.astype(np.float32)
+        rows = np.arange(len(Z))[:, None]
+        node = np.broadcast_to(self.roots, (len(Z), len(self.roots)))
+        for _ in range(self.depth):
+            go_left = X32[rows, self.feature[node]] <= self.threshold[node]
+            node = np.where(go_left, self.left[node], self.right[node])
+        depths = np.cumsum(self.value[node], axis=1)[:, -1]
+        scores = 2 ** (-np.divide(depths, self.denominator, out=np.ones_like(depths), where=self.denominator != 0))
+        return -((-scores) - self.offset_)
+
+
+class _PCA:
+    def __init__(self, det) -> None:
+        self.standardize = bool(det.standardization)
+        if self.standardize:
+            self.mean = np.asarray(det.scaler_.mean_, dtype=np.float64)
+            self.scale = np.asarray(det.scaler_.scale_, dtype=np.float64)
+        self.components = np.asarray(det.selected_components_, dtype=np.float64)
+        self.weights = np.asarray(det.selected_w_components_, dtype=np.float64)
+
+    def __call__(self, Z, cache):
+        if self.standardize:
+            Z = (Z - self.mean) / self.scale
+        return np.sum(np.sqrt(_sq_distances(Z, self.components)) / self.weights, axis=1).ravel()
+
+
+class _CBLOF:
+    def __init__(self, det) -> None:
+        from sklearn.cluster import KMeans
+
+        if not isinstance(det.clustering_estimator_, KMeans):
+            raise NotImplementedError("a clustering estimator other than KMeans")
+        self.centers = np.asarray(det.cluster_centers_, dtype=np.float64)
+        self.small = np.asarray(det.small_cluster_labels_)
+        self.large = np.asarray(det.large_cluster_labels_)
+        self.large_centers = np.asarray(det._large_cluster_centers, dtype=np.float64)
+        self.weights = np.asarray(det.cluster_sizes_, dtype=np.float64) if det.use_weights else None
+
+    def __call__(self, Z, cache):
+        labels = np.argmin(_sq_distances(Z, self.centers), axis=1)
+        scores = np.zeros(len(Z))
+        small = np.isin(labels, self.small)
+        large = np.isin(labels, self.large)
+        if small.any():
+            scores[small] = np.min(np.sqrt(_sq_distances(Z[small], self.large_centers)), axis=1)
+        if large.any():
+            scores[large] = np.sqrt(np.sum(np.square(self.centers[labels[large]] - Z[large]), axis=1)).ravel()
+        if self.weights is not None:
+            scores = scores * self.weights[labels]
+        return scores.ravel()
+
+
+class _Fallback:
+    def __init__(self, det) -> None:
+        self.det = det
+
+    def __call__(self, Z, cache):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(self.det.decision_function(Z), dtype=np.float64).reshape(-1)
+
+
+class _Dead:
+    def __call__(self, Z, cache):
+        return np.zeros(len(Z))
+
+
+def _compile(det, neighbour_sets: list[_Neighbours]) -> Callable[[np.ndarray, dict], np.ndarray]:
+    """The fast scorer of one fitted detector (or its own decision_function)."""
+    if det is None:
+        return _Dead()
+    cls = f"{type(det).__module__}.{type(det).__name__}"
+    try:
+        if cls == "anomaly_gym.envs.features._TailProbabilityDetector":
+            return _TailProbability(det)
+        if cls == "pyod.models.hbos.HBOS":
+            return _HBOS(det)
+        if cls == "pyod.models.iforest.IForest":
+            return _IForest(det)
+        if cls == "pyod.models.pca.PCA":
+            return _PCA(det)
+        if cls == "pyod.models.cblof.CBLOF":
+            return _CBLOF(det)
+        if cls in ("pyod.models.knn.KNN", "pyod.models.lof.LOF"):
+            est = det.neigh_ if cls.endswith("KNN") else det.detector_
+            euclidean = (est.metric == "euclidean" or (est.metric == "minkowski" and est.p == 2)) and not est.metric_params
+            if cls.endswith("KNN"):
+                euclidean = euclidean and det.method in ("largest", "mean", "median")
+            if euclidean:
+                fit_X = est._fit_X
+                group = next((g for g in neighbour_sets if g.fit_X.shape == fit_X.shape and np.array_equal(g.fit_X, fit_X)), None)
+                if group is None:
+                    group = _Neighbours(fit_X)
+                    neighbour_sets.append(group)
+                group.use_tree(est, prefer=cls.endswith("LOF"))  # LOF's neighbours matter beyond their distances
+                return _KNN(det, group) if cls.endswith("KNN") else _LOF(det, group)
+    except (AttributeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
+        logger.info("no fast path for %s (%s); using its decision_function", cls, exc)
+    return _Fallback(det)
+
+
+class FastFeaturizer:
+    """A fitted :class:`Featurizer`, compiled for fast scoring of single rows and batches.
+
+    Args:
+        featurizer: A fitted featurizer.  It is not modified; the compiled scorers hold
+            references to its fitted detectors.
+
+    Example:
+        >>> feat = Featurizer(config).fit(X_window)
+        >>> fast = FastFeaturizer(feat)
+        >>> fast.transform_row(x)          # == feat.transform(x[None])[0]
+    """
+
+    def __init__(self, featurizer: Featurizer) -> None:
+        featurizer._check_fitted()
+        self.featurizer = featurizer
+        self.exact = _features.FEATURE_VERSION == MIRRORED_FEATURE_VERSION
+        if not self.exact:
+            warnings.warn(
+                f"FastFeaturizer mirrors feature version {MIRRORED_FEATURE_VERSION} but the featurizer is at "
+                f"{_features.FEATURE_VERSION}; scoring falls back to Featurizer.transform (slow)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        neighbour_sets: list[_Neighbours] = []
+        self._scorers = [_compile(det, neighbour_sets) for det in featurizer.detectors_]
+        tails = [s for s in self._scorers if isinstance(s, _TailProbability)]
+        for s in tails:  # ECOD and COPOD fitted on the same rows share their tail counts
+            s.group = next(t for t in tails if t.sorted_T.shape == s.sorted_T.shape and np.array_equal(t.sorted_T, s.sorted_T))
+        # The featurizer's own feature code, fed with the fast detector scores.
+        self._proxy = copy.copy(featurizer)
+        self._proxy.raw_scores = self.raw_scores
+        self._lo, self._span = featurizer.lo_, featurizer.span_
+        self.n_columns = featurizer.n_columns_
+        self.n_features = featurizer.n_features
+
+    @property
+    def fast_detectors(self) -> list[str]:
+        """The detector specs that have a fast path (the others use ``decision_function``)."""
+        return [spec for spec, s in zip(self.featurizer.config.detectors, self._scorers) if not isinstance(s, _Fallback)]
+
+    def raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """Each detector's raw score of the (unscaled) rows ``X``, shape (n, n_detectors)."""
+        Z = ((X - self._lo) / self._span).astype(np.float64)
+        cache: dict = {}
+        out = np.empty((len(Z), len(self._scorers)))
+        for j, scorer in enumerate(self._scorers):
+            scores = np.asarray(scorer(Z, cache), dtype=np.float64).reshape(-1)
+            out[:, j] = scores if np.isfinite(scores).all() else Featurizer._finite(scores)
+        return out
+
+    def transform(self, X) -> np.ndarray:
+        """Features of every row of ``X``, as ``Featurizer.transform`` gives them."""
+        if not self.exact:
+            return self.featurizer.transform(X)
+        X = self.featurizer._check_X(X, fitting=False)
+        out = np.empty((len(X), self.n_features), dtype=np.float32)
+        step = self.featurizer.config.chunk_size
+        for start in range(0, len(X), step):
+            out[start : start + step] = self._proxy._transform_chunk(X[start : start + step])
+        return out
+
+    def transform_row(self, x: np.ndarray) -> np.ndarray:
+        """Features of one row (1-D, finite, ``n_columns`` values): a 1-D float32 array."""
+        x = np.asarray(x, dtype=np.float64).reshape(1, -1)
+        if x.shape[1] != self.n_columns or not np.isfinite(x).all():
+            return self.transform(x)[0]  # raises the featurizer's own message
+        if not self.exact:
+            return self.featurizer.transform(x)[0]
+        return self._proxy._transform_chunk(x)[0]
+
+
+class SlidingWindowFeaturizer:
+    """Featurize a stream row by row with a featurizer fitted on its recent rows.
+
+    The first ``warmup`` rows only fill the window (:meth:`update` returns ``None``); then
+    the featurizer is fitted on the window and every later row is featurized *before* it
+    joins the window (a row never influences its own features).  Every ``refit_every``
+    rows the featurizer is refitted on the last ``window`` rows.  Refits run inline, so
+    the output is deterministic: the same stream always gives the same features.
+
+    Args:
+        config: The featurizer configuration (a policy bundle's ``featurizer_config``).
+        n_columns: Number of feature columns of each row.
+        warmup: Rows collected before the first fit (at least 10).
+        window: Rows kept for fitting (a bounded deque; at least ``warmup``).
+        refit_every: Rows between refits.
+    """
+
+    def __init__(self, config: FeaturizerConfig, n_columns: int, *, warmup: int = 256, window: int = 2048, refit_every: int = 1024) -> None:
+        if warmup < 10:
+            raise ValueError(f"warmup must be at least 10 rows (the featurizer needs 10 to fit), got {warmup}")
+        if window < warmup:
+            raise ValueError(f"window ({window}) must be at least warmup ({warmup})")
+        if refit_every < 1:
+            raise ValueError(f"refit_every must be a positive number of rows, got {refit_every}")
+        if n_columns < 1:
+            raise ValueError("a stream needs at least one feature column")
+        self.config = config
+        self.n_columns = n_columns
+        self.warmup = warmup
+        self.window = window
+        self.refit_every = refit_every
+        self._rows: deque[np.ndarray] = deque(maxlen=window)
+        self._since_fit = 0
+        self.n_seen = 0
+        self.fast: FastFeaturizer | None = None
+        self.n_fits = 0
+        self.fit_seconds = 0.0
+
+    @property
+    def fitted(self) -> bool:
+        return self.fast is not None
+
+    def window_array(self) -> np.ndarray:
+        """The rows now in the window, oldest first, shape (n, n_columns)."""
+        return np.array(self._rows, dtype=np.float64).reshape(-1, self.n_columns)
+
+    def update(self, x: np.ndarray) -> np.ndarray | None:
+        """Features of row ``x`` (then added to the window), or ``None`` during warm-up.
+
+        Raises:
+            ValueError: if ``x`` has the wrong length or a non-finite value.
+        """
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.shape[0] != self.n_columns:
+            raise ValueError(f"row has {x.shape[0]} values, expected {self.n_columns}")
+        if not np.isfinite(x).all():
+            raise ValueError("row has a NaN or infinite value")
+        feats = self.fast.transform_row(x) if self.fast is not None else None
+        self._rows.append(x)
+        self.n_seen += 1
+        self._since_fit += 1
+        if (self.fast is None and self.n_seen >= self.warmup) or (self.fast is not None and self._since_fit >= self.refit_every):
+            self.refit()
+        return feats
+
+    def refit(self) -> None:
+        """Fit the featurizer on the rows now in the window."""
+        t0 = time.perf_counter()
+        self.fast = FastFeaturizer(Featurizer(self.config).fit(self.window_array()))
+        self.fit_seconds += time.perf_counter() - t0
+        self.n_fits += 1
+        self._since_fit = 0

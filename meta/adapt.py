@@ -1,0 +1,316 @@
+"""Fast adaptation of a meta-trained policy to a new target dataset.
+
+:func:`adapt` returns a new :class:`~anomaly_gym.agents.bundle.PolicyBundle` tuned to the
+target, with a record of what was done in ``metadata["adaptation"]``:
+
+- **zero-shot** (no labels): the featurizer is fitted on the target's rows and the
+  meta-policy is used as it is;
+- **few-shot** (some rows labelled): the policy is fine-tuned with a few PPO/A2C updates in
+  a ±1 environment built from the labelled rows (featurized relative to the whole target),
+  early-stopped on a held-out part of the labelled rows;
+- **unsupervised** (``mode="unsupervised"``): self-training on the policy's most confident
+  pseudo-labels (top-scored rows as anomalies, low-scored rows as normal).
+
+A **negative-transfer guard** protects the last two: the adapted policy is kept only when
+it beats the unadapted one on the held-out labels (few-shot) or on held-out pseudo-labels
+while staying close in ranking to it (unsupervised); otherwise the unadapted policy is
+kept and the record says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from anomaly_gym.agents.bundle import PolicyBundle
+from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba
+from anomaly_gym.envs.tasks import Task, make_task
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["auto", "zero-shot", "few-shot", "unsupervised"]
+UNKNOWN = -1
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """How fine-tuning runs (few-shot and unsupervised)."""
+
+    max_updates: int = 40
+    """Most policy updates (each one rollout of ``n_envs * n_steps`` steps)."""
+    patience: int = 10
+    """Stop after this many updates without a better held-out AUROC."""
+    n_envs: int = 8
+    """Environments collecting the rollouts."""
+    n_steps: int = 64
+    """Steps per environment per update."""
+    learning_rate: float = 1e-3
+    """Step size of the fine-tuning updates."""
+    holdout: float = 0.3
+    """Share of the labelled rows held out for early stopping and the guard."""
+    pseudo_anomaly_share: float = 0.03
+    """Unsupervised: the top-scored share of rows taken as pseudo-anomalies."""
+    pseudo_normal_share: float = 0.5
+    """Unsupervised: the lowest-scored share of rows taken as pseudo-normal."""
+    min_rank_agreement: float = 0.7
+    """Unsupervised guard: the adapted scores' Spearman correlation with the unadapted ones must stay above this."""
+
+
+def few_shot_labels(y: np.ndarray, n_anomalies: int, n_normals: int, seed: int = 0) -> np.ndarray:
+    """Reveal ``n_anomalies`` anomaly and ``n_normals`` normal labels of ``y`` at random; the rest are ``-1``."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    out = np.full(len(y), UNKNOWN, dtype=np.int8)
+    for value, k in ((1, n_anomalies), (0, n_normals)):
+        idx = np.flatnonzero(y == value)
+        if k > len(idx):
+            raise ValueError(f"asked for {k} labelled {'anomalies' if value else 'normal rows'} but the data has {len(idx)}")
+        out[rng.choice(idx, size=k, replace=False)] = value
+    return out
+
+
+def adapt(
+    bundle: PolicyBundle,
+    target,
+    labels: np.ndarray | None = None,
+    *,
+    mode: Mode = "auto",
+    seed: int = 0,
+    settings: AdaptSettings | None = None,
+    device: str = "cpu",
+) -> PolicyBundle:
+    """Adapt ``bundle`` to ``target`` and return a new bundle (``bundle`` is not modified).
+
+    Args:
+        bundle: A meta-trained policy bundle.
+        target: The target's rows: a :class:`Task` (its labels are ignored; pass them as
+            ``labels``) or an array of shape (n, d).
+        labels: Optional, length n: 1 = anomaly, 0 = normal, -1 = unknown.
+        mode: ``"auto"`` picks few-shot when labels are given, else zero-shot;
+            ``"unsupervised"`` self-trains on pseudo-labels.
+        seed: Seed of the held-out split, the environments and the updates.
+        settings: Fine-tuning settings.
+        device: Where fine-tuning runs.
+
+    Raises:
+        ValueError: bad labels (wrong length, values outside {-1, 0, 1}, too few of a class).
+    """
+    settings = settings or AdaptSettings()
+    X = target.X if isinstance(target, Task) else np.asarray(target, dtype=np.float32)
+    name = target.name if isinstance(target, Task) else "target"
+    if labels is not None:
+        labels = _check_labels(labels, len(X))
+        if mode == "auto":
+            mode = "few-shot"
+    elif mode == "auto":
+        mode = "zero-shot"
+    if mode == "few-shot" and labels is None:
+        raise ValueError("few-shot adaptation needs labels (1 = anomaly, 0 = normal, -1 = unknown)")
+    if mode not in ("zero-shot", "few-shot", "unsupervised"):
+        raise ValueError(f"mode must be auto, zero-shot, few-shot or unsupervised, got {mode!r}")
+
+    adapted = PolicyBundle(_clone_model(bundle.model, device), bundle.featurizer_config, copy.deepcopy(bundle.metadata))
+    featurizer = adapted.fit_featurizer(X)
+    features = featurizer.transform(X)
+    record: dict = {"mode": mode, "target": name, "rows": int(len(X)), "seed": seed}
+
+    if mode == "few-shot":
+        record.update(_fine_tune(adapted, features, labels, settings, seed, name, pseudo=False))
+    elif mode == "unsupervised":
+        base = anomaly_proba(adapted.model, features)
+        pseudo = _pseudo_labels(base, _consensus(features, bundle.featurizer_config), settings)
+        record["pseudo_anomalies"] = int((pseudo == 1).sum())
+        record["pseudo_normals"] = int((pseudo == 0).sum())
+        record.update(_fine_tune(adapted, features, pseudo, settings, seed, name, pseudo=True))
+        if record["kept"] == "adapted":
+            rho = float(spearmanr(base, anomaly_proba(adapted.model, features)).statistic)
+            record["rank_agreement"] = rho
+            if not rho >= settings.min_rank_agreement:
+                adapted.model = _clone_model(bundle.model, device)
+                record["kept"] = "unadapted"
+                record["reason"] = (
+                    f"adapted scores drifted from the unadapted ones (Spearman {rho:.3f} < {settings.min_rank_agreement})"
+                )
+    else:
+        record["kept"] = "unadapted"
+        record["reason"] = "zero-shot: the featurizer was fitted on the target; the policy is unchanged"
+    if record.get("kept") == "unadapted" and mode != "zero-shot":
+        logger.warning("adaptation kept the unadapted policy: %s", record["reason"])
+    adapted.metadata["adaptation"] = record
+    return adapted
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _check_labels(labels, n: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(f"labels must have one entry per target row ({n}), got shape {labels.shape}")
+    if labels.dtype.kind == "f":
+        labels = np.where(np.isnan(labels), UNKNOWN, labels)
+    bad = ~np.isin(labels, [UNKNOWN, 0, 1])
+    if bad.any():
+        raise ValueError(
+            f"labels must be 1 (anomaly), 0 (normal) or -1 (unknown); found {np.unique(labels[bad])[:5].tolist()}"
+        )
+    labels = labels.astype(np.int8)
+    n_anom, n_norm = int((labels == 1).sum()), int((labels == 0).sum())
+    if n_anom < 2 or n_norm < 2:
+        raise ValueError(
+            f"few-shot adaptation needs at least 2 labelled anomalies and 2 labelled normal rows, got {n_anom} and {n_norm}"
+        )
+    return labels
+
+
+def _clone_model(model, device: str):
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    for name, cls in ALGORITHMS.items():
+        if isinstance(model, cls):
+            return cls.load(buffer, device=device)
+    raise TypeError(f"unsupported model type {type(model).__name__}")
+
+
+def _constant(value: float):
+    def schedule(_progress: float) -> float:
+        return value
+
+    return schedule
+
+
+def _holdout_split(labels: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of the labelled rows into (fit, held-out), at least one of each class on each side."""
+    fit, held = [], []
+    for value in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == value))
+        k = min(max(1, int(round(share * len(idx)))), len(idx) - 1)
+        held.append(idx[:k])
+        fit.append(idx[k:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(held))
+
+
+def _consensus(features: np.ndarray, config) -> np.ndarray:
+    """The detector bank's own verdict: its mean percentile rank (or the mean of per-detector ranks)."""
+    names = config.feature_names()
+    if "consensus/pct_mean" in names:
+        return features[:, names.index("consensus/pct_mean")]
+    cols = [i for i, n in enumerate(names) if n.endswith("/pct")]
+    return features[:, cols].mean(axis=1) if cols else np.zeros(len(features))
+
+
+def _pseudo_labels(policy_scores: np.ndarray, bank_scores: np.ndarray, settings: AdaptSettings) -> np.ndarray:
+    """Confident pseudo-labels: rows that the policy and the detector bank rank alike.
+
+    Confidence is the mean of the two rank percentiles; the top share become anomalies and
+    the bottom share normal.  Taking the bank's view as well as the policy's keeps the
+    held-out criterion meaningful (the policy alone would agree with itself perfectly).
+    """
+    from scipy.stats import rankdata
+
+    n = len(policy_scores)
+    joint = (rankdata(policy_scores) + rankdata(bank_scores)) / (2.0 * n)
+    order = np.argsort(-joint, kind="stable")
+    out = np.full(n, UNKNOWN, dtype=np.int8)
+    n_anom = max(2, int(round(settings.pseudo_anomaly_share * n)))
+    n_norm = max(2, int(round(settings.pseudo_normal_share * n)))
+    out[order[:n_anom]] = 1
+    out[order[n - n_norm :]] = 0
+    return out
+
+
+def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, settings: AdaptSettings, seed: int, name: str, *, pseudo: bool) -> dict:
+    """PPO/A2C updates on the labelled rows; keeps the adapted weights only if they beat the unadapted ones on held-out rows."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from anomaly_gym.envs.detect import AnomalyDetectionEnv
+
+    model = bundle.model
+    if bundle.algo == "dqn":
+        raise ValueError("fine-tuning supports on-policy bundles (PPO, A2C); this bundle holds a DQN policy")
+    rng = np.random.default_rng(seed)
+    fit_idx, held_idx = _holdout_split(labels, settings.holdout, rng)
+    y_held = labels[held_idx]
+    kind = "pseudo-labelled" if pseudo else "labelled"
+
+    def held_out() -> tuple[float, float]:
+        """(AUROC, -balanced log-loss) on the held-out rows: compared as a tuple, AUROC first.
+
+        On pseudo-labels AUROC saturates (confident rows are easy to rank), so there the
+        likelihood decides: self-training must make the policy surer of held-out pseudo-labels.
+        """
+        p = np.clip(anomaly_proba(model, features[held_idx]), 1e-6, 1 - 1e-6)
+        auc = float(roc_auc_score(y_held, p))
+        pos, neg = y_held == 1, y_held == 0
+        loss = 0.5 * (-np.log(p[pos]).mean() - np.log(1 - p[neg]).mean())
+        return (round(auc, 6), -float(loss))
+
+    before = held_out()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant columns of feature rows are fine here
+        task = make_task(f"{name}/{kind}", features[fit_idx], labels[fit_idx], source="adaptation", drop_constant=False, min_rows=2)
+    feats_fit = features[fit_idx]
+
+    def make_env():
+        return AnomalyDetectionEnv(
+            tasks=[task], features=[feats_fit], featurizer=bundle.featurizer_config, episode_length=settings.n_steps, cache_dir=False
+        )
+
+    env = DummyVecEnv([make_env for _ in range(settings.n_envs)])
+    env.seed(seed)
+    # Reload with the new environments and fine-tuning hyperparameters (SB3 sizes the
+    # rollout buffer, schedules and optimizer when a model is built or loaded).
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    custom = {"n_steps": settings.n_steps, "learning_rate": settings.learning_rate, "lr_schedule": _constant(settings.learning_rate)}
+    if hasattr(model, "batch_size"):
+        custom["batch_size"] = min(model.batch_size, settings.n_envs * settings.n_steps)
+    model = type(model).load(buffer, env=env, device=model.device, custom_objects=custom)
+    model.set_random_seed(seed)
+    bundle.model = model
+    initial = copy.deepcopy(model.policy.state_dict())
+    best_auc, best_state, best_update, curve = before, None, 0, [before]
+    stale = 0
+    for update in range(1, settings.max_updates + 1):
+        model.learn(settings.n_envs * settings.n_steps, reset_num_timesteps=False, progress_bar=False)
+        auc = held_out()
+        curve.append(auc)
+        if auc > best_auc:
+            best_auc, best_update, stale = auc, update, 0
+            best_state = copy.deepcopy(model.policy.state_dict())
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                break
+    env.close()
+    record = {
+        f"{kind}_rows": int((labels != UNKNOWN).sum()),
+        "fine_tune_rows": int(len(fit_idx)),
+        "held_out_rows": int(len(held_idx)),
+        "held_out_auroc_before": before[0],
+        "held_out_logloss_before": -before[1],
+        "held_out_auroc_curve": [c[0] for c in curve],
+        "updates": len(curve) - 1,
+    }
+    if best_state is None:
+        model.policy.load_state_dict(initial)
+        record.update(kept="unadapted", held_out_auroc_after=before[0],
+                      reason=f"no update beat the unadapted policy on the {len(held_idx)} held-out {kind} rows "
+                      f"(AUROC {before[0]:.3f}, log-loss {-before[1]:.3f})")
+    else:
+        model.policy.load_state_dict(best_state)
+        record.update(kept="adapted", held_out_auroc_after=best_auc[0], held_out_logloss_after=-best_auc[1], best_update=best_update,
+                      reason=f"held-out {kind} AUROC {before[0]:.3f} -> {best_auc[0]:.3f}, log-loss {-before[1]:.3f} -> "
+                      f"{-best_auc[1]:.3f} after {best_update} update(s)")
+    return record
+

@@ -1,0 +1,555 @@
+"""``anomaly-gym detect``: score the rows of a CSV file or stream with a policy bundle."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUNDLE = ("models", "default.bundle.zip")  # inside the anomaly_gym.agents package
+BATCH_COLUMNS = ("anomaly_score", "is_anomaly", "error")
+STREAM_COLUMNS = ("anomaly_score", "is_anomaly", "status", "error")
+
+EPILOG = """\
+output:
+  every input row, in input order, with anomaly_score (the policy's P(anomaly), 0..1) and
+  is_anomaly (1 when the score is above the threshold) appended; stream mode adds status
+  (ok / warmup / error); error gives the reason for a bad row.  Columns that are not
+  feature columns (timestamps, ids, labels) pass through unchanged.
+
+feature columns:
+  --columns when given; otherwise, in batch mode, the columns whose non-empty values are
+  mostly (over half) numbers, and in stream mode the columns whose value in the first
+  well-formed data row is a number.  A numeric id or epoch-time column is therefore a
+  feature unless --columns leaves it out.
+
+threshold:
+  default --threshold 0.5: flag a row when the policy would act "anomaly" (the policy is
+  trained on class-balanced episodes, so 0.5 is its own decision boundary, and a row's
+  flag does not depend on the other rows).  --contamination C flags the top C share
+  instead: above the (1-C) quantile of all scores (batch) or of the last --window scores
+  (stream; seeded with the warm-up rows' in-sample scores).
+
+stream mode:
+  the first --warmup valid rows are echoed with status=warmup and no score; then each row
+  is scored as it arrives by detectors fitted on the last --window rows, refitted every
+  --refit-every rows (inline, so results are reproducible; a refit pauses the stream for
+  about a second).  Each output row is flushed at once; memory stays bounded.
+
+bad input (--on-error):
+  empty lines, rows with the wrong number of fields, and empty, non-numeric or NaN/inf
+  values in feature columns are bad rows: mark (default) writes them with an error
+  (score left empty), skip leaves them out, fail stops at the first one.  A summary
+  (rows read, scored, in warm-up, errors, flagged) always goes to stderr.
+
+exit codes:
+  0    success (bad rows marked or skipped count as success)
+  1    runtime failure (I/O error, a failing model)
+  2    bad usage or input: unknown option, missing file or model, no header, unknown
+       --columns, too few valid rows to fit (batch: 10), or a bad row under --on-error fail
+  130  interrupted (Ctrl-C); rows already written stay written
+  141  the reader of the output went away (broken pipe)
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "detect",
+        help="score the rows of a CSV file or stream with a policy bundle",
+        description="Flag anomalous rows of a CSV file (batch) or of a stream of CSV rows (stream) "
+        "with a trained policy bundle.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="*", default=["-"], metavar="INPUT",
+                   help="CSV files with a header row, read as one table; '-' (default) reads standard input")
+    p.add_argument("--model", type=Path, default=None,
+                   help="policy bundle (.bundle.zip) from `anomaly-gym train`; default: the bundled default policy")
+    p.add_argument("--mode", choices=("batch", "stream"), default="batch",
+                   help="batch: fit on all rows, then score them (default); stream: score each row as it arrives")
+    p.add_argument("--warmup", type=int, default=256, help="stream: valid rows collected before scoring starts (default 256)")
+    p.add_argument("--window", type=int, default=2048, help="stream: the detectors are fitted on the last N valid rows (default 2048)")
+    p.add_argument("--refit-every", type=int, default=1024, help="stream: refit the detectors every N valid rows (default 1024)")
+    thr = p.add_mutually_exclusive_group()
+    thr.add_argument("--threshold", type=float, default=None, help="flag rows whose score is above T (default 0.5)")
+    thr.add_argument("--contamination", type=float, default=None, help="flag the top C share of the scores, 0 < C < 1")
+    p.add_argument("--columns", action="append", default=None, metavar="A,B,...",
+                   help="feature columns, comma-separated (default: the numeric columns); others pass through")
+    p.add_argument("--format", choices=("csv", "jsonl"), default=None,
+                   help="output format (default: jsonl when --output ends in .jsonl or .ndjson, else csv)")
+    p.add_argument("-o", "--output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
+    p.add_argument("--on-error", choices=("mark", "skip", "fail"), default="mark",
+                   help="what to do with a bad row: mark it (default), skip it, or stop with exit code 2")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of the policy network (default auto)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads of numpy/scikit-learn/torch (default 1: best on shared or busy cores)")
+    p.add_argument("--no-progress", action="store_true", help="batch: no progress bar (it only shows on a terminal)")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def default_bundle_path() -> Path:
+    """The policy bundle shipped inside the package (it may be absent in a source tree)."""
+    from importlib import resources
+
+    return Path(str(resources.files("anomaly_gym.agents").joinpath(*DEFAULT_BUNDLE)))
+
+
+def load_model(path: Path | None, device: str):
+    from anomaly_gym.agents import load_bundle
+
+    if path is None:
+        path = default_bundle_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no --model given and the default policy bundle is not installed ({path}); "
+                "train one with `anomaly-gym train` and pass --model RUN_DIR/best.bundle.zip"
+            )
+    return load_bundle(path, device=device)
+
+
+class PolicyScorer:
+    """P(anomaly) of featurized rows with a bundle's policy.
+
+    Batches go through the policy network (torch, on its device).  Single rows go through
+    the same network evaluated in numpy, which avoids ~0.1 ms of torch overhead a call; it
+    is checked against torch when built and used only if they agree to 1e-5.
+    """
+
+    def __init__(self, bundle) -> None:
+        self.bundle = bundle
+        self._row = _numpy_policy(bundle.model)
+        if self._row is not None:
+            lo, hi = (np.asarray(b, dtype=np.float64) for b in _bounds(bundle.featurizer_config))
+            probe = np.random.default_rng(0).uniform(lo, hi, size=(16, len(lo))).astype(np.float32)
+            ref = bundle.anomaly_proba(probe)
+            got = np.array([self._row(x) for x in probe])
+            if not np.allclose(got, ref, atol=1e-5, rtol=0):
+                logger.info("numpy policy head disagrees with torch (max %.2g); using torch for single rows", np.abs(got - ref).max())
+                self._row = None
+
+    def batch(self, features: np.ndarray) -> np.ndarray:
+        return self.bundle.anomaly_proba(features)
+
+    def row(self, features: np.ndarray) -> float:
+        if self._row is not None:
+            return self._row(features)
+        return float(self.bundle.anomaly_proba(features[None, :])[0])
+
+
+def _bounds(config):
+    from anomaly_gym.envs.features import Featurizer
+
+    return Featurizer(config).feature_bounds()
+
+
+def _numpy_policy(model) -> Callable[[np.ndarray], float] | None:
+    """The policy's P(anomaly) of one feature row in numpy, or None for unsupported nets."""
+    import torch.nn as nn
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    policy = model.policy
+    if isinstance(model, DQN):
+        extractor, layers = policy.q_net.features_extractor, list(policy.q_net.q_net)
+    else:
+        extractor = policy.features_extractor if policy.share_features_extractor else policy.pi_features_extractor
+        layers = list(policy.mlp_extractor.policy_net) + [policy.action_net]
+    if not isinstance(extractor, FlattenExtractor):
+        return None
+    ops: list = []
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            ops.append((layer.weight.detach().cpu().double().numpy().T.copy(), layer.bias.detach().cpu().double().numpy().copy()))
+        elif isinstance(layer, nn.Tanh):
+            ops.append(np.tanh)
+        elif isinstance(layer, nn.ReLU):
+            ops.append(lambda h: np.maximum(h, 0.0))
+        else:
+            return None
+
+    def proba(x: np.ndarray) -> float:
+        h = np.asarray(x, dtype=np.float64)
+        for op in ops:
+            h = h @ op[0] + op[1] if isinstance(op, tuple) else op(h)
+        return 1.0 / (1.0 + math.exp(min(700.0, h[0] - h[1])))  # softmax / sigmoid of (1 vs 0)
+
+    return proba
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+class RunningQuantile:
+    """Flags a score above the (1 - contamination) quantile of the last ``window`` scores."""
+
+    def __init__(self, contamination: float, window: int) -> None:
+        import bisect
+        from collections import deque
+
+        self.q = 1.0 - contamination
+        self._order: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._window = window
+        self._insort, self._bisect = bisect.insort, bisect.bisect_left
+
+    def add(self, score: float) -> None:
+        self._order.append(score)
+        self._insort(self._sorted, score)
+        if len(self._order) > self._window:
+            old = self._order.popleft()
+            del self._sorted[self._bisect(self._sorted, old)]
+
+    def value(self) -> float:
+        s = self._sorted
+        if not s:
+            return math.inf
+        pos = self.q * (len(s) - 1)  # numpy's default ("linear") quantile
+        lo = int(pos)
+        return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
+
+    def __call__(self, score: float) -> bool:
+        self.add(score)
+        return score > self.value()
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass
+class Summary:
+    """What happened to the rows; printed to stderr at the end."""
+
+    mode: str
+    on_error: str
+    rule: str = ""
+    read: int = 0
+    scored: int = 0
+    warmup: int = 0
+    errors: int = 0
+    flagged: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    extra: list[str] = field(default_factory=list)
+    t0: float = field(default_factory=time.perf_counter)
+
+    def error(self, reason: str) -> None:
+        self.errors += 1
+        self.reasons[_error_kind(reason)] += 1
+
+    def text(self) -> str:
+        fate = {"mark": "marked", "skip": "skipped", "fail": "stopped the run"}[self.on_error]
+        parts = [f"{self.read:,} rows read", f"{self.scored:,} scored"]
+        if self.mode == "stream":
+            parts.append(f"{self.warmup:,} in warm-up")
+        parts.append(f"{self.errors:,} errors" + (f" ({fate})" if self.errors else ""))
+        parts.append(f"{self.flagged:,} flagged{' (' + self.rule + ')' if self.rule else ''}")
+        lines = [f"anomaly-gym detect: {', '.join(parts)}; {time.perf_counter() - self.t0:.1f}s"]
+        if self.reasons:
+            lines.append("  errors: " + ", ".join(f"{kind} {n:,}" for kind, n in self.reasons.most_common()))
+        lines += [f"  {e}" for e in self.extra]
+        return "\n".join(lines)
+
+
+def _error_kind(reason: str) -> str:
+    for prefix, kind in (("empty line", "empty line"), ("expected", "wrong number of fields"), ("missing", "missing value"),
+                         ("non-numeric", "non-numeric value"), ("non-finite", "NaN or infinite value")):
+        if reason.startswith(prefix):
+            return kind
+    return reason
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from anomaly_gym.scripts._csvio import parse_columns
+
+    _check_args(args)
+    columns = parse_columns(args.columns)
+    fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".ndjson")) else "csv")
+    if args.inputs == ["-"] and sys.stdin.isatty():
+        raise ValueError("no input: give CSV files, or pipe rows into standard input (INPUT '-')")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads), _quiet_repeated_warnings():
+        t0 = time.perf_counter()
+        bundle = load_model(args.model, args.device)
+        logger.info("policy bundle loaded in %.2fs (%s, %d detectors)", time.perf_counter() - t0,
+                    bundle.algo, len(bundle.featurizer_config.detectors))
+        if args.mode == "batch":
+            return run_batch(args, bundle, columns, fmt)
+        return run_stream(args, bundle, columns, fmt)
+
+
+def _check_args(args) -> None:
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ValueError(f"--threshold must be a number, got {args.threshold}")
+    if args.contamination is not None and not 0.0 < args.contamination < 1.0:
+        raise ValueError(f"--contamination must be between 0 and 1 (exclusive), got {args.contamination}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.mode == "stream":
+        if args.warmup < 10:
+            raise ValueError(f"--warmup must be at least 10 rows (the detectors need 10 to fit), got {args.warmup}")
+        if args.window < args.warmup:
+            raise ValueError(f"--window ({args.window}) must be at least --warmup ({args.warmup})")
+        if args.refit_every < 1:
+            raise ValueError(f"--refit-every must be at least 1, got {args.refit_every}")
+    if args.inputs.count("-") > 1:
+        raise ValueError("standard input ('-') can be read only once")
+
+
+@contextlib.contextmanager
+def _quiet_repeated_warnings():
+    """Each distinct featurizer warning once (a failing detector would repeat at every refit)."""
+    import warnings
+
+    seen: set[str] = set()
+
+    class Once(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            msg = record.getMessage()
+            if msg in seen:
+                return False
+            seen.add(msg)
+            return True
+
+    target = logging.getLogger("anomaly_gym.envs.features")
+    once = Once()
+    target.addFilter(once)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="detector .* failed to fit")  # the logger reports it
+            yield
+    finally:
+        target.removeFilter(once)
+
+
+@contextlib.contextmanager
+def _open_output(path: str, *, atomic: bool):
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise FileNotFoundError(f"the folder of --output {path} does not exist")
+    tmp = target.with_name(target.name + ".partial") if atomic else target
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        yield fh
+    if atomic:
+        os.replace(tmp, target)
+
+
+def _describe_rule(args, value: float | None = None) -> str:
+    if args.contamination is not None:
+        where = f"= {value:.4g}" if value is not None else "of the window"
+        return f"score > the {1 - args.contamination:.4g} quantile {where}"
+    return f"score > {args.threshold if args.threshold is not None else 0.5:g}"
+
+
+def _broken_pipe(summary: Summary) -> int:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+    summary.extra.append("the output was closed early (broken pipe); stopped")
+    print(summary.text(), file=sys.stderr)
+    return 141
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def run_batch(args, bundle, columns, fmt: str) -> int:
+    from anomaly_gym.envs.features import Featurizer
+    from anomaly_gym.envs.stream import FastFeaturizer
+    from anomaly_gym.scripts._csvio import read_batch
+
+    summary = Summary("batch", args.on_error)
+    t = time.perf_counter()
+    data = read_batch(args.inputs, columns, args.on_error, BATCH_COLUMNS)
+    logger.info("read %d rows x %d feature columns in %.2fs", data.n_rows, len(data.feature_idx), time.perf_counter() - t)
+    for note in data.notes:
+        print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
+    n = data.n_rows
+    summary.read = n
+    for reason in data.errors.values():
+        summary.error(reason)
+    if data.errors and args.on_error == "fail":
+        first = min(data.errors)
+        print(summary.text(), file=sys.stderr)
+        raise ValueError(f"{data.where(first)}: {data.errors[first]} (--on-error fail)")
+    valid = np.ones(n, dtype=bool)
+    valid[list(data.errors)] = False
+    n_valid = int(valid.sum())
+    if n_valid < 10:
+        raise ValueError(f"only {n_valid} valid row(s); the detectors need at least 10 to fit")
+
+    t = time.perf_counter()
+    fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(data.X[valid]))
+    logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
+    t = time.perf_counter()
+    scorer = PolicyScorer(bundle)
+    scores = np.full(n, np.nan)
+    rows = np.flatnonzero(valid)
+    step = bundle.featurizer_config.chunk_size
+    for start in _progress(range(0, len(rows), step), len(rows) // step + 1, args):
+        idx = rows[start : start + step]
+        scores[idx] = scorer.batch(fast.transform(data.X[idx]))
+    logger.info("featurized and scored %d rows in %.2fs", n_valid, time.perf_counter() - t)
+
+    if args.contamination is not None:
+        cut = float(np.quantile(scores[valid], 1.0 - args.contamination))
+        summary.rule = _describe_rule(args, cut)
+    else:
+        cut = 0.5 if args.threshold is None else args.threshold
+        summary.rule = _describe_rule(args)
+    flags = np.zeros(n, dtype=np.int8)
+    flags[valid] = scores[valid] > cut
+    summary.scored = n_valid
+    summary.flagged = int(flags.sum())
+
+    t = time.perf_counter()
+    try:
+        with _open_output(args.output, atomic=True) as out:
+            _write_batch(out, data, scores, flags, valid, fmt, skip=args.on_error == "skip")
+    except BrokenPipeError:
+        return _broken_pipe(summary)
+    logger.info("wrote the output in %.2fs", time.perf_counter() - t)
+    print(summary.text(), file=sys.stderr)
+    return 0
+
+
+def _progress(iterable, total: int, args):
+    if args.no_progress or not sys.stderr.isatty() or total < 2:
+        return iterable
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(iterable, total=total, description="scoring", transient=True, console=Console(stderr=True))
+
+
+def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bool) -> None:
+    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput, csv_field
+
+    if fmt == "csv" and data.raw is not None:
+        # Fast path: each input line unchanged, the new fields appended.
+        score_txt = [repr(s) for s in scores.tolist()]
+        flag_txt = flags.astype(str).tolist()
+        errors = data.errors
+        out.write(data.header_raw + "," + ",".join(BATCH_COLUMNS) + "\n")
+        step = 65_536
+        for start in range(0, data.n_rows, step):
+            chunk = []
+            for i in range(start, min(start + step, data.n_rows)):
+                if i in errors:
+                    if not skip:
+                        chunk.append(f"{data.raw[i]},,,{csv_field(errors[i])}\n")
+                else:
+                    chunk.append(f"{data.raw[i]},{score_txt[i]},{flag_txt[i]},\n")
+            out.write("".join(chunk))
+        return
+    header = data.header
+    writer = (CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False) if fmt == "csv"
+              else JsonlOutput(out, header, BATCH_COLUMNS, data.feature_idx, flush_rows=False))
+    for i, fields in enumerate(data.row_fields()):
+        if valid[i]:
+            writer.write(fields, (float(scores[i]), int(flags[i]), None))
+        elif not skip:
+            writer.write(fields, (None, None, data.errors[i]))
+
+
+# --------------------------------------------------------------------------- stream
+
+
+def run_stream(args, bundle, columns, fmt: str, *, timings: list[float] | None = None) -> int:
+    """Score rows as they arrive.  ``timings`` (benchmarks) receives each scored row's
+    seconds from reading it to having written and flushed its output, refits included."""
+    from anomaly_gym.envs.stream import SlidingWindowFeaturizer
+    from anomaly_gym.scripts._csvio import CsvOutput, InputError, JsonlOutput, RowReader
+
+    summary = Summary("stream", args.on_error, rule=_describe_rule(args))
+    reader = RowReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS)
+    scorer = PolicyScorer(bundle)
+    threshold = _stream_threshold(args)
+    window: SlidingWindowFeaturizer | None = None
+    records = iter(reader)
+    status = 0
+    try:
+        with _open_output(args.output, atomic=False) as out:
+            t_row = time.perf_counter()
+            first = next(records, None)  # reads the header
+            writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
+                      else JsonlOutput(out, reader.header, STREAM_COLUMNS, (), flush_rows=True))
+            noted = 0
+            rec = first
+            while rec is not None:
+                summary.read += 1
+                if len(reader.notes) > noted:
+                    for note in reader.notes[noted:]:
+                        print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
+                    noted = len(reader.notes)
+                if rec.error is not None:
+                    summary.error(rec.error)
+                    if args.on_error == "fail":
+                        raise InputError(rec.source, rec.line, f"{rec.error} (--on-error fail)")
+                    if args.on_error == "mark":
+                        writer.write(rec.fields, (None, None, "error", rec.error))
+                else:
+                    if window is None:
+                        window = SlidingWindowFeaturizer(bundle.featurizer_config, len(rec.values), warmup=args.warmup,
+                                                         window=args.window, refit_every=args.refit_every)
+                        if fmt == "jsonl":
+                            writer.numeric = set(reader.feature_idx)
+                    feats = window.transform_row(rec.values)
+                    if feats is None:
+                        summary.warmup += 1
+                        writer.write(rec.fields, (None, None, "warmup", None))
+                    else:
+                        score = scorer.row(feats)
+                        flag = threshold(score)
+                        summary.scored += 1
+                        summary.flagged += flag
+                        writer.write(rec.fields, (score, int(flag), "ok", None))
+                    if window.add(rec.values) and window.n_fits == 1 and isinstance(threshold, RunningQuantile):
+                        for s in scorer.batch(window.fast.transform(window.window_array())):  # seed the quantile
+                            threshold.add(float(s))
+                    if timings is not None and feats is not None:
+                        timings.append(time.perf_counter() - t_row)
+                t_row = time.perf_counter()
+                rec = next(records, None)
+    except BrokenPipeError:
+        return _broken_pipe(summary)
+    except KeyboardInterrupt:
+        summary.extra.append("interrupted")
+        status = 130
+    except (ValueError, OSError):
+        print(summary.text(), file=sys.stderr)
+        raise
+    if window is not None and window.n_fits:
+        summary.extra.append(f"detectors fitted {window.n_fits} time(s), {window.fit_seconds / window.n_fits:.2f}s each")
+    print(summary.text(), file=sys.stderr)
+    return status
+
+
+def _stream_threshold(args) -> Callable[[float], bool]:
+    if args.contamination is not None:
+        return RunningQuantile(args.contamination, args.window)
+    cut = 0.5 if args.threshold is None else args.threshold
+    return lambda score: score > cut
