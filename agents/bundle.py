@@ -91,10 +91,8 @@ class PolicyBundle:
         return self.anomaly_proba(self.featurizer.transform(X))
 
     # -- persistence -------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Write the bundle to ``path`` (a single zip file); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def to_bytes(self) -> bytes:
+        """The bundle's zip archive as bytes (what :meth:`save` writes)."""
         model_bytes = io.BytesIO()
         self.model.save(model_bytes)
         header = {
@@ -104,38 +102,44 @@ class PolicyBundle:
             "featurizer": self.featurizer_config.to_dict(),
             "metadata": {"package_version": package_version(), **self.metadata},
         }
-        tmp = path.with_name(path.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("bundle.json", json.dumps(header, indent=2, default=_json_default))
             zf.writestr("model.zip", model_bytes.getvalue())
             if self.featurizer is not None:
                 zf.writestr("featurizer.pkl", pickle.dumps(self.featurizer, protocol=pickle.HIGHEST_PROTOCOL))
+        return archive.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle to ``path`` (a single zip file, written atomically); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(self.to_bytes())
         tmp.replace(path)
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "auto") -> PolicyBundle:
-        """Read a bundle written by :meth:`save`.  Only load bundles from trusted sources."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such policy bundle: {path}")
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{path} is not an anomaly-gym policy bundle (not a zip archive)")
-        with zipfile.ZipFile(path) as zf:
+    def from_bytes(cls, data: bytes, *, device: str = "auto", origin: str = "data") -> PolicyBundle:
+        """Read a bundle from the bytes of its zip archive.  Only load bundles from trusted sources."""
+        buffer = io.BytesIO(data)
+        if not zipfile.is_zipfile(buffer):
+            raise ValueError(f"{origin} is not an anomaly-gym policy bundle (not a zip archive)")
+        with zipfile.ZipFile(buffer) as zf:
             names = set(zf.namelist())
             if "bundle.json" not in names:
                 hint = " It looks like a bare stable-baselines3 model; wrap it with PolicyBundle(model, config).save()." if "policy.pth" in names else ""
-                raise ValueError(f"{path} is not an anomaly-gym policy bundle (no bundle.json).{hint}")
+                raise ValueError(f"{origin} is not an anomaly-gym policy bundle (no bundle.json).{hint}")
             header = json.loads(zf.read("bundle.json"))
             if header.get("format") != BUNDLE_FORMAT:
-                raise ValueError(f"{path} is not an anomaly-gym policy bundle (format {header.get('format')!r})")
+                raise ValueError(f"{origin} is not an anomaly-gym policy bundle (format {header.get('format')!r})")
             if header.get("format_version", 0) > BUNDLE_VERSION:
                 raise ValueError(
-                    f"{path} was written by a newer anomaly-gym (bundle format {header['format_version']}); upgrade to load it"
+                    f"{origin} was written by a newer anomaly-gym (bundle format {header['format_version']}); upgrade to load it"
                 )
             algo = header["algo"]
             if algo not in ALGORITHMS:
-                raise ValueError(f"{path}: unknown algorithm {algo!r} in bundle")
+                raise ValueError(f"{origin}: unknown algorithm {algo!r} in bundle")
             model = ALGORITHMS[algo].load(io.BytesIO(zf.read("model.zip")), device=resolve_device(device))
             featurizer = pickle.loads(zf.read("featurizer.pkl")) if "featurizer.pkl" in names else None
         return cls(
@@ -144,6 +148,22 @@ class PolicyBundle:
             metadata=header.get("metadata", {}),
             featurizer=featurizer,
         )
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto") -> PolicyBundle:
+        """Read a bundle written by :meth:`save`.  Only load bundles from trusted sources."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such policy bundle: {path}")
+        return cls.from_bytes(path.read_bytes(), device=device, origin=str(path))
+
+    def __reduce__(self):
+        # SB3 models do not pickle directly (loggers, environments); their zip format does.
+        return (_bundle_from_bytes, (self.to_bytes(), str(self.model.device)))
+
+
+def _bundle_from_bytes(data: bytes, device: str) -> PolicyBundle:
+    return PolicyBundle.from_bytes(data, device="cuda" if device.startswith("cuda") and resolve_device("auto") == "cuda" else "cpu")
 
 
 def load_bundle(path: str | Path, *, device: str = "auto") -> PolicyBundle:

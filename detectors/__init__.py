@@ -134,3 +134,12 @@ __all__ = [
     "percentile_rank",
     "register_detector",
 ]
+
+
+def _register_policy() -> None:
+    from anomaly_gym.detectors.policy import PolicyDetector
+
+    register_detector("policy", PolicyDetector)
+
+
+_register_policy()

@@ -517,23 +517,33 @@ class SlidingWindowFeaturizer:
         """The rows now in the window, oldest first, shape (n, n_columns)."""
         return np.array(self._rows, dtype=np.float64).reshape(-1, self.n_columns)
 
-    def update(self, x: np.ndarray) -> np.ndarray | None:
-        """Features of row ``x`` (then added to the window), or ``None`` during warm-up.
+    def transform_row(self, x: np.ndarray) -> np.ndarray | None:
+        """Features of row ``x`` with the current fit, or ``None`` before the first fit."""
+        return self.fast.transform_row(x) if self.fast is not None else None
+
+    def add(self, x: np.ndarray) -> bool:
+        """Add row ``x`` to the window; refit when it is due.  True when it refitted.
 
         Raises:
             ValueError: if ``x`` has the wrong length or a non-finite value.
         """
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        x = np.array(x, dtype=np.float64).reshape(-1)
         if x.shape[0] != self.n_columns:
             raise ValueError(f"row has {x.shape[0]} values, expected {self.n_columns}")
         if not np.isfinite(x).all():
-            raise ValueError("row has a NaN or infinite value")
-        feats = self.fast.transform_row(x) if self.fast is not None else None
+            raise ValueError("row has a NaN or infinite value; such rows cannot join the window")
         self._rows.append(x)
         self.n_seen += 1
         self._since_fit += 1
-        if (self.fast is None and self.n_seen >= self.warmup) or (self.fast is not None and self._since_fit >= self.refit_every):
+        due = self._since_fit >= self.refit_every if self.fast is not None else self.n_seen >= self.warmup
+        if due:
             self.refit()
+        return due
+
+    def update(self, x: np.ndarray) -> np.ndarray | None:
+        """Features of row ``x`` (``None`` during warm-up), then add it to the window."""
+        feats = self.transform_row(x)
+        self.add(x)
         return feats
 
     def refit(self) -> None:

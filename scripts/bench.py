@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
                    help="torch CPU threads (default 1: small MLPs gain nothing from more, and shared cores lose a lot)")
     e.add_argument("--seed", type=int, default=0, help="seed of the environments, actions and PPO")
     e.set_defaults(func=run_env)
+    from anomaly_gym.scripts import _bench_detect
+
+    _bench_detect.add_parser(bsub)  # `bench detect`, kept in its own module
 
 
 def _find_donors(path: Path | None) -> Path:

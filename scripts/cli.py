@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("tasks", "train", "demo", "bench")
+COMMANDS = ("tasks", "train", "adapt", "detect", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

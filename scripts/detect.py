@@ -293,9 +293,15 @@ def run(args: argparse.Namespace) -> int:
         bundle = load_model(args.model, args.device)
         logger.info("policy bundle loaded in %.2fs (%s, %d detectors)", time.perf_counter() - t0,
                     bundle.algo, len(bundle.featurizer_config.detectors))
-        if args.mode == "batch":
-            return run_batch(args, bundle, columns, fmt)
-        return run_stream(args, bundle, columns, fmt)
+        try:
+            if args.mode == "batch":
+                return run_batch(args, bundle, columns, fmt)
+            return run_stream(args, bundle, columns, fmt)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise
+        except OSError as exc:  # a runtime failure, not bad usage: exit code 1
+            print(f"anomaly-gym detect: error: {exc}", file=sys.stderr)
+            return 1
 
 
 def _check_args(args) -> None:
@@ -478,9 +484,10 @@ def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bo
 # --------------------------------------------------------------------------- stream
 
 
-def run_stream(args, bundle, columns, fmt: str, *, timings: list[float] | None = None) -> int:
-    """Score rows as they arrive.  ``timings`` (benchmarks) receives each scored row's
-    seconds from reading it to having written and flushed its output, refits included."""
+def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, float]] | None = None) -> int:
+    """Score rows as they arrive.  ``timings`` (benchmarks) receives, for each scored row,
+    the wall-clock and the CPU seconds from reading it to having written and flushed its
+    output, refits included."""
     from anomaly_gym.envs.stream import SlidingWindowFeaturizer
     from anomaly_gym.scripts._csvio import CsvOutput, InputError, JsonlOutput, RowReader
 
@@ -493,7 +500,7 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[float] | None =
     status = 0
     try:
         with _open_output(args.output, atomic=False) as out:
-            t_row = time.perf_counter()
+            t_row, c_row = time.perf_counter(), time.thread_time()
             first = next(records, None)  # reads the header
             writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
                       else JsonlOutput(out, reader.header, STREAM_COLUMNS, (), flush_rows=True))
@@ -531,8 +538,8 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[float] | None =
                         for s in scorer.batch(window.fast.transform(window.window_array())):  # seed the quantile
                             threshold.add(float(s))
                     if timings is not None and feats is not None:
-                        timings.append(time.perf_counter() - t_row)
-                t_row = time.perf_counter()
+                        timings.append((time.perf_counter() - t_row, time.thread_time() - c_row))
+                t_row, c_row = time.perf_counter(), time.thread_time()
                 rec = next(records, None)
     except BrokenPipeError:
         return _broken_pipe(summary)

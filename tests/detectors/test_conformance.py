@@ -10,6 +10,10 @@ source made by the same generator with another seed.
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
+
 import pickle
 from dataclasses import dataclass
 
@@ -53,8 +57,25 @@ TEST_PARAMS: dict[str, dict] = {
 AUROC_FLOOR = 0.8
 
 
+@functools.lru_cache(maxsize=1)
+def tiny_policy_bundle() -> str:
+    """A policy bundle trained briefly on synthetic 'global' tasks (the policy detector's model)."""
+    from anomaly_gym.agents import PolicyBundle, make_agent
+    from anomaly_gym.envs import AnomalyDetectionEnv
+
+    tasks = [make_synthetic_task("global", n_rows=300, n_features=4, seed=200 + s, name=f"src{s}") for s in range(2)]
+    env = AnomalyDetectionEnv(tasks=tasks, featurizer=SMALL_FEATURIZER, episode_length=64)
+    model = make_agent("ppo", env, net_arch=[8], device="cpu", seed=0, n_steps=256, batch_size=128, ent_coef=0.01)
+    model.learn(2048)
+    path = Path(tempfile.mkdtemp(prefix="policy-detector-")) / "policy.zip"
+    return str(PolicyBundle(model, SMALL_FEATURIZER).save(path))
+
+
 def build(name: str, **overrides) -> BaseDetector:
-    return make_detector(name, **{**TEST_PARAMS.get(name, {}), **overrides})
+    params = dict(TEST_PARAMS.get(name, {}))
+    if name == "policy":
+        params["model"] = tiny_policy_bundle()
+    return make_detector(name, **{**params, **overrides})
 
 
 @dataclass(frozen=True)

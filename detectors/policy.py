@@ -1,0 +1,69 @@
+"""The trained policy as a detector: a policy bundle behind the detector API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from anomaly_gym.detectors._torch import seeded
+from anomaly_gym.detectors.base import BaseDetector, SourceData
+
+
+class PolicyDetector(BaseDetector):
+    """A meta-trained policy bundle used as a detector.
+
+    ``fit(X)`` adapts the bundle zero-shot (the featurizer is fitted on ``X``).  With
+    ``fit(X, y)`` (1 = labelled anomaly, 0 = every other row, the semi-supervised
+    convention of the label-aware baselines) the labelled anomalies and
+    ``normals_per_anomaly`` times as many rows drawn from the 0-rows, taken as normal, are
+    used for few-shot adaptation with the negative-transfer guard
+    (:func:`anomaly_gym.meta.adapt.adapt`).  Scores are the policy's P(anomaly).
+
+    Args:
+        model: Path of a policy bundle, or a loaded :class:`~anomaly_gym.agents.PolicyBundle`;
+            ``None`` for the bundle shipped with the package.
+        adapt_with_labels: Fine-tune on labels when ``y`` has labelled anomalies.
+        normals_per_anomaly: Rows labelled normal per labelled anomaly in few-shot adaptation.
+        random_state: Seed of the normal-row draw and of fine-tuning.
+        device: Where the policy runs.
+    """
+
+    def __init__(self, model=None, adapt_with_labels: bool = True, normals_per_anomaly: int = 5, random_state: int | None = 0, device: str = "cpu") -> None:
+        self.model = model
+        self.adapt_with_labels = adapt_with_labels
+        self.normals_per_anomaly = normals_per_anomaly
+        self.random_state = random_state
+        self.device = device
+
+    def _load(self):
+        from anomaly_gym.agents.bundle import PolicyBundle, load_bundle
+
+        if isinstance(self.model, PolicyBundle):
+            return self.model
+        if self.model is None:
+            from anomaly_gym.scripts.detect import load_model
+
+            return load_model(None, self.device)
+        return load_bundle(Path(self.model), device=self.device)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, source: list[SourceData] | None) -> None:
+        from anomaly_gym.meta.adapt import adapt
+
+        bundle = self._load()
+        labels = None
+        if self.adapt_with_labels and y is not None and y.sum() >= 2:
+            rng = np.random.default_rng(self.random_state)
+            anomalies = np.flatnonzero(y == 1)
+            others = np.flatnonzero(y == 0)
+            k = min(len(others), self.normals_per_anomaly * len(anomalies))
+            labels = np.full(len(X), -1, dtype=np.int8)
+            labels[anomalies] = 1
+            labels[rng.choice(others, size=k, replace=False)] = 0
+        seed = 0 if self.random_state is None else int(self.random_state)
+        with seeded(seed):  # SB3 seeds the global generators when it loads or fine-tunes a model
+            self.bundle_ = adapt(bundle, X, labels, seed=seed, device=self.device)
+        self.adaptation_ = self.bundle_.metadata["adaptation"]
+
+    def _decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.bundle_.score(X, refit=False)

@@ -1,0 +1,109 @@
+"""``anomaly-gym adapt``: tune a meta-trained policy to a new target dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="adapt a policy bundle to a new dataset (zero-shot, few-shot or self-training)",
+        description="Adapt a meta-trained policy to a target dataset and write a new bundle. With no labels the "
+        "featurizer is fitted on the target (zero-shot); with labels the policy is fine-tuned on them (few-shot); "
+        "--mode unsupervised self-trains on confident pseudo-labels. A guard keeps the unadapted policy when "
+        "adaptation does not beat it on held-out rows.",
+    )
+    p.add_argument("--model", type=Path, default=None, help="policy bundle (default: the bundled default policy)")
+    p.add_argument("--data", type=Path, required=True, help="target rows: a .csv file (header row) or an ADBench-style .npz (X, optional y)")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--label-column", default=None, help="CSV column with labels: 1 = anomaly, 0 = normal, empty = unknown")
+    labels.add_argument("--labels", type=Path, default=None, help="CSV file with columns row,label (row = 0-based data row)")
+    p.add_argument("--shots", type=int, default=None, help="reveal only this many labelled anomalies (and --normal-shots normal rows), chosen at random")
+    p.add_argument("--normal-shots", type=int, default=None, help="labelled normal rows to reveal with --shots (default 5 x shots)")
+    p.add_argument("--columns", nargs="+", default=None, help="CSV feature columns (default: every numeric column but the label)")
+    p.add_argument("--mode", choices=("auto", "zero-shot", "few-shot", "unsupervised"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--out", type=Path, required=True, help="where to write the adapted bundle")
+    p.set_defaults(func=run)
+
+
+def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
+    """(X, labels with -1 = unknown, or None)."""
+    import pandas as pd
+
+    from anomaly_gym.envs.tasks import make_task
+
+    path = args.data
+    if not path.is_file():
+        raise FileNotFoundError(f"no such data file: {path}")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            if "X" not in data:
+                raise ValueError(f"{path}: expected an array 'X' (and optionally 'y'); found {list(data.keys())}")
+            X, y = data["X"], (data["y"] if "y" in data else None)
+        if args.label_column or args.columns:
+            raise ValueError("--label-column and --columns apply to CSV input; an .npz holds X and y")
+        labels = None if y is None else np.asarray(y).astype(np.int8)
+    elif path.suffix == ".csv":
+        frame = pd.read_csv(path)
+        labels = None
+        if args.label_column is not None:
+            if args.label_column not in frame.columns:
+                raise ValueError(f"{path}: no label column {args.label_column!r}; the columns are {list(frame.columns)}")
+            labels = frame.pop(args.label_column).to_numpy(dtype=float, na_value=np.nan)
+            labels = np.where(np.isnan(labels), -1, labels)
+        if args.columns:
+            missing = [c for c in args.columns if c not in frame.columns]
+            if missing:
+                raise ValueError(f"{path}: no column(s) {missing}; the columns are {list(frame.columns)}")
+            frame = frame[args.columns]
+        else:
+            frame = frame.select_dtypes("number")
+        X = frame
+    else:
+        raise ValueError(f"--data must be a .csv or .npz file, got {path}")
+    task = make_task(path.stem, X, source="adapt", drop_constant=False)
+    if args.labels is not None:
+        table = pd.read_csv(args.labels)
+        if not {"row", "label"} <= set(table.columns):
+            raise ValueError(f"{args.labels}: expected columns row,label; found {list(table.columns)}")
+        rows = table["row"].to_numpy()
+        if rows.min() < 0 or rows.max() >= task.n_rows:
+            raise ValueError(f"{args.labels}: row numbers must be in 0..{task.n_rows - 1}")
+        labels = np.full(task.n_rows, -1, dtype=np.int8)
+        labels[rows] = table["label"].to_numpy()
+    return task.X, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from anomaly_gym.meta.adapt import adapt, few_shot_labels
+    from anomaly_gym.scripts.detect import load_model
+
+    console = Console(stderr=True)
+    X, labels = _read_target(args)
+    if args.shots is not None:
+        if labels is None:
+            raise ValueError("--shots needs labels to draw from: give --label-column, --labels, or an .npz with y")
+        known = np.where(labels == -1, 0, labels)
+        n_normals = args.normal_shots if args.normal_shots is not None else 5 * args.shots
+        revealed = few_shot_labels(known, args.shots, n_normals, seed=args.seed)
+        labels = np.where(labels == -1, -1, revealed)
+    if labels is not None and args.mode in ("zero-shot", "unsupervised"):
+        console.print(f"--mode {args.mode}: the labels are not used")
+        labels = None
+    bundle = load_model(args.model, args.device)
+    adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, device="cpu" if args.device == "auto" else args.device)
+    adapted.save(args.out)
+    record = adapted.metadata["adaptation"]
+    console.print(f"[bold]{record['mode']}[/bold] on {record['rows']:,} rows: kept the {record['kept']} policy — {record['reason']}")
+    console.print(f"adapted bundle: {args.out}")
+    print(json.dumps({k: v for k, v in record.items() if k != "held_out_auroc_curve"}, default=float))
+    return 0

@@ -1,0 +1,85 @@
+"""Fast adaptation: zero-shot, few-shot with early stopping, self-training, and the guard."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from anomaly_gym.agents import PolicyBundle, make_agent
+from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
+from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
+
+SMALL = FeaturizerConfig(detectors=("iforest", "ecod", "hbos", "knn"))
+FAST = AdaptSettings(max_updates=12, patience=12, n_envs=4, n_steps=32)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """A policy meta-trained briefly on 'global' anomalies."""
+    sources = [make_synthetic_task("global", n_rows=400, n_features=5, seed=s, name=f"g{s}") for s in range(2)]
+    env = AnomalyDetectionEnv(tasks=sources, featurizer=SMALL, episode_length=64)
+    model = make_agent("ppo", env, net_arch=[8], device="cpu", seed=0, n_steps=128, batch_size=128, ent_coef=0.01)
+    model.learn(1024)
+    return PolicyBundle(model, SMALL, {"train_tasks": [t.name for t in sources]})
+
+
+@pytest.fixture(scope="module")
+def target():
+    # 'clustered' anomalies: a tight far cluster the isolation-style bank handles differently than 'global'
+    return make_synthetic_task("clustered", n_rows=600, n_features=6, contamination=0.08, seed=11)
+
+
+def test_zero_shot_fits_the_featurizer_and_keeps_the_policy(bundle, target):
+    adapted = adapt(bundle, target)
+    record = adapted.metadata["adaptation"]
+    assert record["mode"] == "zero-shot" and record["kept"] == "unadapted"
+    assert adapted.featurizer is not None and adapted.featurizer.n_columns_ == target.n_features
+    np.testing.assert_allclose(adapted.score(target.X, refit=False), bundle.score(target.X))
+    assert bundle.metadata.get("adaptation") is None  # the input bundle is untouched
+
+
+def test_few_shot_improves_auroc_on_the_unlabelled_rest(bundle, target):
+    labels = few_shot_labels(target.y, 10, 50, seed=0)
+    rest = labels == -1
+    zero = adapt(bundle, target.X)
+    few = adapt(bundle, target.X, labels, settings=FAST, seed=0)
+    record = few.metadata["adaptation"]
+    assert record["mode"] == "few-shot"
+    assert record["labelled_rows"] == 60 and record["held_out_rows"] + record["fine_tune_rows"] == 60
+    auc_zero = roc_auc_score(target.y[rest], zero.score(target.X[rest], refit=False))
+    auc_few = roc_auc_score(target.y[rest], few.score(target.X[rest], refit=False))
+    if record["kept"] == "adapted":
+        assert record["held_out_auroc_after"] >= record["held_out_auroc_before"]
+    # seeded floor: on this target fine-tuning must not lose ranking quality on unseen rows
+    assert auc_few >= auc_zero - 0.01
+    assert auc_few > 0.9
+
+
+def test_guard_falls_back_on_contradictory_labels(bundle, target):
+    """Labels that call the obvious outliers normal, and normal rows anomalies: adaptation cannot help."""
+    flipped = few_shot_labels(1 - target.y, 10, 10, seed=1)
+    adapted = adapt(bundle, target.X, flipped, settings=FAST, seed=1)
+    record = adapted.metadata["adaptation"]
+    held = record["held_out_auroc_after"]
+    assert held >= record["held_out_auroc_before"]  # never worse on its own held-out labels
+    if record["kept"] == "unadapted":
+        np.testing.assert_allclose(adapted.score(target.X, refit=False), bundle.score(target.X))
+        assert "no update beat" in record["reason"]
+
+
+def test_unsupervised_self_training_records_pseudo_labels(bundle, target):
+    adapted = adapt(bundle, target.X, mode="unsupervised", settings=FAST)
+    record = adapted.metadata["adaptation"]
+    assert record["mode"] == "unsupervised"
+    assert record["pseudo_anomalies"] >= 2 and record["pseudo_normals"] >= 2
+    assert record["kept"] in ("adapted", "unadapted") and record["reason"]
+
+
+def test_bad_labels_are_rejected(bundle, target):
+    with pytest.raises(ValueError, match="one entry per target row"):
+        adapt(bundle, target.X, np.zeros(5))
+    with pytest.raises(ValueError, match="1 \\(anomaly\\), 0 \\(normal\\) or -1"):
+        adapt(bundle, target.X, np.full(target.n_rows, 2))
+    with pytest.raises(ValueError, match="at least 2 labelled anomalies"):
+        adapt(bundle, target.X, few_shot_labels(target.y, 1, 5))
+    with pytest.raises(ValueError, match="asked for 500 labelled anomalies"):
+        few_shot_labels(target.y, 500, 5)
