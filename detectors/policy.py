@@ -50,7 +50,6 @@ class PolicyDetector(BaseDetector):
     def _fit(self, X: np.ndarray, y: np.ndarray | None, source: list[SourceData] | None) -> None:
         from anomaly_gym.meta.adapt import adapt
 
-        bundle = self._load()
         labels = None
         if self.adapt_with_labels and y is not None and y.sum() >= 2:
             rng = np.random.default_rng(self.random_state)
@@ -62,7 +61,7 @@ class PolicyDetector(BaseDetector):
             labels[rng.choice(others, size=k, replace=False)] = 0
         seed = 0 if self.random_state is None else int(self.random_state)
         with seeded(seed):  # SB3 seeds the global generators when it loads or fine-tunes a model
-            self.bundle_ = adapt(bundle, X, labels, seed=seed, device=self.device)
+            self.bundle_ = adapt(self._load(), X, labels, seed=seed, device=self.device)
         self.adaptation_ = self.bundle_.metadata["adaptation"]
 
     def _decision_function(self, X: np.ndarray) -> np.ndarray:
