@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
     from anomaly_gym.scripts import _bench_detect
 
     _bench_detect.add_parser(bsub)  # `bench detect`, kept in its own module
+    from anomaly_gym.scripts import _bench_adapt
+
+    _bench_adapt.add_parser(bsub)  # `bench adapt`
 
 
 def _find_donors(path: Path | None) -> Path:
