@@ -260,6 +260,29 @@ class FeaturizerConfig:
 #: Bump when the meaning of any feature changes: it invalidates cached features.
 FEATURE_VERSION = 2
 
+#: A larger bank: the default eight plus further hyperparameters of the same families and
+#: a Gaussian mixture.  Measured over the 31 ADBench datasets (dataset-level 5-fold CV,
+#: 3 seeds), a monotone linear model on it beats IForest by about 1 AUROC point where the
+#: default bank's gains 0.2; a one-class SVM was tried too and got zero weight.
+RICH_DETECTORS = DEFAULT_DETECTORS + (
+    "knn:n_neighbors=20",
+    "knn:n_neighbors=50",
+    "knn:n_neighbors=20,method=mean",
+    "lof:n_neighbors=10",
+    "lof:n_neighbors=40",
+    "hbos:n_bins=5",
+    "hbos:n_bins=30",
+    "iforest:max_samples=64",
+    "gmm:n_components=4",
+    "cblof:n_clusters=16",
+)
+
+#: Named configurations, e.g. ``Featurizer(PRESETS["rich"])``.
+PRESETS: dict[str, FeaturizerConfig] = {
+    "default": FeaturizerConfig(),
+    "rich": FeaturizerConfig(detectors=RICH_DETECTORS, descriptors=False),
+}
+
 
 class Featurizer:
     """Fit a detector bank on unlabelled rows; turn rows into dataset-relative features.

@@ -13,12 +13,12 @@ ecod,      the fitting rows' sorted columns, shared by the two: ``np.searchsorte
 copod      (the same arithmetic as the featurizer's own implementation: identical scores).
 hbos       bin edges and the per-bin scores, read back from PyOD's own scoring function at
            compile time; one ``searchsorted`` per column (identical scores).
-knn, lof   one neighbour search shared by both (they are fitted on the same rows): brute force
-           in numpy for a few rows, scikit-learn's brute-force ``ArgKmin`` for many; distances
-           are then recomputed exactly as the KD-tree does (sum of squares in column order,
-           then the square root).  Identical, except that when the k-th and (k+1)-th nearest
-           fitting rows are at exactly the same distance the two searches may keep a
-           different one of them, which can change a LOF score.
+knn, lof   one neighbour search shared by both (they are fitted on the same rows): a few
+           rows in the detectors' own fitted KD-tree; many rows with scikit-learn's
+           brute-force ``ArgKmin`` (faster), the distances then recomputed as the tree computes
+           them (sum of squares in column order, then the square root), and the rows with
+           (nearly) tied neighbours looked up in the tree after all, since which tied rows
+           are kept, and in what order, is the tree's choice (identical scores).
 iforest    the fitted trees flattened into padded arrays and walked level by level for all
            trees at once (path lengths, leaf corrections and the sum over trees in the order
            scikit-learn uses: identical scores).  Many rows go to scikit-learn's own ``apply``.
@@ -31,8 +31,11 @@ others     the detector's own ``decision_function`` (correct, not fast).
 
 After the detector scores, the featurizer's own code turns them into features
 (``Featurizer._transform_chunk``), so the feature definitions exist in one place only.
-``tests/envs/test_stream.py`` checks the agreement; the tolerance is float rounding
-(``1e-6`` on the features) outside the tie case above.
+``tests/envs/test_stream.py`` checks the agreement on continuous and on tie-heavy discrete
+data (tolerance ``1e-6`` on the features; in practice they are bit-identical, except PCA
+and CBLOF distances, which may differ from SciPy's ``cdist`` in the last bit).  A detector
+configured off the fast paths (``hbos:n_bins=auto``, ``knn:metric=manhattan``, ``ocsvm``,
+``gmm``) falls back to its own ``decision_function``: still correct, but slow per row.
 
 :class:`SlidingWindowFeaturizer` keeps the last ``window`` rows of a stream in a bounded
 deque, fits after ``warmup`` rows and refits every ``refit_every`` rows, so its memory does
@@ -46,7 +49,7 @@ import logging
 import time
 import warnings
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -70,16 +73,23 @@ def _sq_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     The sum runs over the columns left to right, as scikit-learn's KD-tree does, so the
     square root of the result is bit-identical to its distances.
     """
-    diff = A[:, None, :] - B[None, :, :]
-    np.multiply(diff, diff, out=diff)
-    return np.cumsum(diff, axis=2)[:, :, -1]
+    acc = np.zeros((len(A), len(B)))
+    for j in range(A.shape[1]):
+        diff = A[:, j, None] - B[None, :, j]
+        np.multiply(diff, diff, out=diff)
+        acc += diff
+    return acc
 
 
-def _sq_distances_paired(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Squared euclidean distances between A (n, d) and each of B (n, k, d) -> (n, k)."""
-    diff = B - A[:, None, :]
-    np.multiply(diff, diff, out=diff)
-    return np.cumsum(diff, axis=2)[:, :, -1]
+def _sq_distances_to(A: np.ndarray, B_T: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Squared distances from each row of A (n, d) to the rows ``idx`` (n, k) of B, given
+    as its transpose ``B_T`` (d, m); summed in column order -> (n, k)."""
+    acc = np.zeros(idx.shape)
+    for j in range(A.shape[1]):
+        diff = B_T[j][idx] - A[:, j, None]
+        np.multiply(diff, diff, out=diff)
+        acc += diff
+    return acc
 
 
 class _Neighbours:
@@ -87,7 +97,8 @@ class _Neighbours:
 
     A few rows are looked up in the detectors' own fitted KD- or ball tree (the neighbours,
     ties included, are exactly those PyOD finds); many rows go to scikit-learn's
-    brute-force search, whose distances are then recomputed as the tree computes them.
+    brute-force search, whose distances are then recomputed as the tree computes them, and
+    the rows with (nearly) tied neighbours are looked up in the tree after all.
     """
 
     def __init__(self, fit_X: np.ndarray) -> None:
@@ -111,14 +122,7 @@ class _Neighbours:
         if len(Z) <= SMALL_BATCH and self.tree is not None:
             dist, idx = self.tree.query(Z, k=k)
         elif len(Z) <= SMALL_BATCH:
-            d2 = np.empty((len(Z), len(self.fit_X)))
-            for r, z in enumerate(Z):  # sum of squares in column order, as the tree does
-                diff = self.fit_T - z[:, None]
-                np.multiply(diff, diff, out=diff)
-                acc = d2[r]
-                acc[:] = diff[0]
-                for j in range(1, len(z)):
-                    acc += diff[j]
+            d2 = _sq_distances(Z, self.fit_X)
             idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(np.arange(d2.shape[1]), (len(Z), 1))
             dist, idx = self._sorted(np.take_along_axis(d2, idx, axis=1), idx)
         else:
@@ -129,16 +133,14 @@ class _Neighbours:
             # One neighbour more than needed, to see whether the k-th is (nearly) tied.
             k1 = min(k + 1, len(self.fit_X))
             idx = self._nn.kneighbors(Z, n_neighbors=k1, return_distance=False)
-            d2 = np.empty(idx.shape)
-            step = max(1, 200_000 // max(1, k1 * self.fit_X.shape[1]))
-            for s in range(0, len(Z), step):
-                d2[s : s + step] = _sq_distances_paired(Z[s : s + step], self.fit_X[idx[s : s + step]])
+            d2 = _sq_distances_to(Z, self.fit_T, idx)
             full_dist, full_idx = self._sorted(d2, idx)
             dist, idx = full_dist[:, :k].copy(), full_idx[:, :k].copy()
-            if k1 > k and self.tree is not None:
-                # Where the k-th and (k+1)-th are (nearly) tied, which one is kept is the tree's choice.
-                kth, after = full_dist[:, k - 1], full_dist[:, k]
-                tied = np.flatnonzero(after - kth <= 1e-9 * after)
+            if self.tree is not None:
+                # Among (nearly) tied neighbours, which are kept and in which order (it
+                # changes the rounding of LOF's mean) is the tree's choice: ask the tree.
+                gaps = np.diff(full_dist, axis=1)
+                tied = np.flatnonzero((gaps <= 1e-9 * full_dist[:, 1:]).any(axis=1))
                 if len(tied):
                     dist[tied], idx[tied] = self.tree.query(Z[tied], k=k)
         cache[key] = (dist, idx)

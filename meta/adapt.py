@@ -279,10 +279,15 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
     model.set_random_seed(seed)
     bundle.model = model
     initial = copy.deepcopy(model.policy.state_dict())
+    callback = None
+    if bundle.metadata.get("config", {}).get("monotone"):
+        from anomaly_gym.agents.monotone import MonotoneLogitCallback, monotone_columns
+
+        callback = MonotoneLogitCallback(monotone_columns(bundle.featurizer_config.feature_names()))
     best_auc, best_state, best_update, curve = before, None, 0, [before]
     stale = 0
     for update in range(1, settings.max_updates + 1):
-        model.learn(settings.n_envs * settings.n_steps, reset_num_timesteps=False, progress_bar=False)
+        model.learn(settings.n_envs * settings.n_steps, reset_num_timesteps=False, progress_bar=False, callback=callback)
         auc = held_out()
         curve.append(auc)
         if auc > best_auc:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomaly_gym.envs.features import FeaturizerConfig
+from anomaly_gym.envs.features import PRESETS, FeaturizerConfig
 
 
 @dataclass
@@ -37,8 +37,10 @@ class TrainConfig:
     """Probability that a drawn row is an anomaly (balanced by default)."""
     max_task_rows: int = 10_000
     """Source tasks above this many rows are subsampled (stratified, seeded) before featurizing."""
-    net_arch: list[int] = field(default_factory=lambda: [32])
-    """Hidden layers of the policy network ([] = a linear policy on the features)."""
+    net_arch: list[int] = field(default_factory=list)
+    """Hidden layers of the policy network ([] = a linear policy on the features; the value network gets [64])."""
+    monotone: bool = True
+    """Keep the linear policy non-decreasing in every detector-score feature (needs net_arch = [] and PPO/A2C)."""
     learning_rate: float = 3e-4
     """Optimizer step size."""
     n_steps: int = 32
@@ -69,8 +71,8 @@ class TrainConfig:
     """Seed of task sampling, environments and the agent."""
     run_dir: str = "runs"
     """Parent folder of run folders."""
-    featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
-    """The observation features ([featurizer] table in TOML)."""
+    featurizer: FeaturizerConfig = field(default_factory=lambda: PRESETS["rich"])
+    """The observation features ([featurizer] table in TOML); default: the 'rich' preset of 18 detectors."""
 
     def __post_init__(self) -> None:
         if isinstance(self.featurizer, dict):
@@ -81,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"algo must be ppo, a2c or dqn, got {self.algo!r}")
         if self.meta not in ("multitask", "reptile"):
             raise ValueError(f"meta must be 'multitask' or 'reptile', got {self.meta!r}")
+        if self.monotone and (self.net_arch or self.algo == "dqn"):
+            raise ValueError("monotone = true needs a linear policy (net_arch = []) and PPO or A2C; set monotone = false otherwise")
         if self.meta == "reptile" and self.algo == "dqn":
             raise ValueError("Reptile needs an on-policy algorithm here: use --algo ppo or a2c")
         for key in ("total_steps", "n_envs", "episode_length", "max_task_rows", "n_steps", "batch_size", "n_epochs", "eval_every", "checkpoint_every", "reptile_inner_steps"):
@@ -92,16 +96,7 @@ class TrainConfig:
     @classmethod
     def field_help(cls) -> dict[str, str]:
         """Each field's one-line documentation (the docstring under it in this file)."""
-        import ast
-        import inspect
-
-        tree = ast.parse(inspect.getsource(cls))
-        body = tree.body[0].body
-        docs = {}
-        for node, nxt in zip(body, body[1:]):
-            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
-                docs[node.target.id] = str(nxt.value.value)
-        return docs
+        return _field_docs(cls)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -121,7 +116,7 @@ class TrainConfig:
             raise ValueError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
         data = dict(data)
         if isinstance(data.get("featurizer"), dict):
-            base = FeaturizerConfig().to_dict()
+            base = cls().featurizer.to_dict()
             base.update(data["featurizer"])
             data["featurizer"] = FeaturizerConfig.from_dict(base)
         return cls(**data)
@@ -131,7 +126,44 @@ class TrainConfig:
         out["featurizer"] = self.featurizer.to_dict()
         return out
 
+    def to_documented_toml(self) -> str:
+        """The config as TOML with each field's documentation above it (how configs/default.toml is written)."""
+        import tomli_w
+
+        from anomaly_gym.meta.config import _field_docs
+
+        lines = [
+            f"# anomaly-gym training configuration (anomaly-gym train --config configs/{self.name}.toml).",
+            "# Every field is documented; command-line flags and --set KEY=VALUE override it.",
+            "",
+        ]
+        data = self.to_dict()
+        featurizer = data.pop("featurizer")
+        docs = _field_docs(type(self))
+        for key, value in data.items():
+            lines += [f"# {docs[key]}", tomli_w.dumps({key: value}).strip()]
+        lines += ["", "[featurizer]"]
+        fdocs = _field_docs(FeaturizerConfig)
+        for key, value in featurizer.items():
+            lines += [f"# {fdocs[key]}", tomli_w.dumps({key: value}).strip()]
+        return "\n".join(lines) + "\n"
+
     def to_toml(self) -> str:
         import tomli_w
 
         return tomli_w.dumps(self.to_dict())
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """Field name -> the docstring written under the field in ``cls``'s source."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs

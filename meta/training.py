@@ -71,6 +71,15 @@ def make_vec_env(tasks: Sequence[Task], cfg: TrainConfig, *, resample: bool = Tr
     return VecMonitor(env)
 
 
+def _callbacks(trainer: MetaTrainer) -> list[BaseCallback]:
+    callbacks: list[BaseCallback] = [_MetaCallback(trainer)]
+    if trainer.cfg.monotone:
+        from anomaly_gym.agents.monotone import MonotoneLogitCallback, monotone_columns
+
+        callbacks.append(MonotoneLogitCallback(monotone_columns(trainer.cfg.featurizer.feature_names())))
+    return callbacks
+
+
 class _MetaCallback(BaseCallback):
     """Per-task training reward, periodic validation and checkpoints, as SB3 callbacks do."""
 
@@ -232,7 +241,7 @@ class MetaTrainer:
         try:
             if remaining > 0:
                 if self.cfg.meta == "multitask":
-                    self.agent.learn(remaining, callback=_MetaCallback(self), reset_num_timesteps=False, progress_bar=progress)
+                    self.agent.learn(remaining, callback=_callbacks(self), reset_num_timesteps=False, progress_bar=progress)
                 else:
                     self._train_reptile(remaining, progress)
         except KeyboardInterrupt:
@@ -256,7 +265,7 @@ class MetaTrainer:
         from rich.progress import Progress
 
         reptile = Reptile(self.agent, meta_lr=self.cfg.reptile_meta_lr)
-        callback = _MetaCallback(self)
+        callback = _callbacks(self)
         target = self.agent.num_timesteps + remaining
         with Progress(disable=not progress) as bar:
             job = bar.add_task("reptile", total=remaining)

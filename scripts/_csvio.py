@@ -35,6 +35,7 @@ from typing import IO, Iterator, Sequence
 import numpy as np
 
 STDIN = "-"
+BOM = "\ufeff".encode()
 
 
 class InputError(ValueError):
@@ -163,10 +164,10 @@ class RowReader:
 
     def _open(self, path: str) -> IO[str]:
         if path == STDIN:
-            return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
+            return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="replace", newline="")
         if not Path(path).is_file():
             raise FileNotFoundError(f"no such input file: {path}")
-        return open(path, encoding="utf-8", errors="replace", newline="")
+        return open(path, encoding="utf-8-sig", errors="replace", newline="")
 
     def _records(self) -> Iterator[Record]:
         for n_input, path in enumerate(self.paths):
@@ -274,7 +275,7 @@ class BatchInput:
     raw: list[str] | None = None
     fields: list[list[str]] | None = None
     notes: list[str] = field(default_factory=list)
-    _table: object = None
+    text_table: object = None  # the fast reader's pyarrow table, every column as text
 
     @property
     def n_rows(self) -> int:
@@ -288,7 +289,7 @@ class BatchInput:
         if self.fields is not None:
             yield from self.fields
             return
-        cols = [col.to_pylist() for col in self._table.columns]
+        cols = [col.to_pylist() for col in self.text_table.columns]
         for row in zip(*cols):
             yield list(row)
 
@@ -318,7 +319,7 @@ def _split_lines(data: bytes) -> list[str] | None:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if any(line.endswith("\r") for line in lines[:1]):
+    if "\r" in text:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     return lines
 
@@ -333,8 +334,9 @@ def _read_fast(blobs, columns, reserved) -> BatchInput | None:
     tables, raws, header, header_raw = [], [], None, None
     sources, source_of, lines = [], [], []
     for source, data in blobs:
+        data = data.removeprefix(BOM)
         text_lines = _split_lines(data)
-        if not text_lines:
+        if not text_lines or "" in text_lines:  # empty lines are bad rows: the row reader reports them
             return None
         first = next(csv.reader([text_lines[0]]), [])
         if not first or headerless(first):
@@ -397,7 +399,7 @@ def _read_fast(blobs, columns, reserved) -> BatchInput | None:
     return BatchInput(
         header=header, feature_idx=feature_idx, X=X, errors=errors, sources=sources,
         source_of=np.concatenate(source_of), lines=np.concatenate(lines), header_raw=header_raw, raw=raw,
-        notes=notes, _table=table,
+        notes=notes, text_table=table,
     )
 
 

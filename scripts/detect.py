@@ -102,24 +102,30 @@ def add_parser(sub) -> None:
 # --------------------------------------------------------------------------- model
 
 
-def default_bundle_path() -> Path:
-    """The policy bundle shipped inside the package (it may be absent in a source tree)."""
+def default_bundle_path():
+    """The policy bundle shipped inside the package, ``anomaly_gym/agents/models/default.bundle.zip``
+    (an ``importlib.resources`` Traversable; it may be absent in a source tree)."""
     from importlib import resources
 
-    return Path(str(resources.files("anomaly_gym.agents").joinpath(*DEFAULT_BUNDLE)))
+    return resources.files("anomaly_gym.agents").joinpath(*DEFAULT_BUNDLE)
 
 
 def load_model(path: Path | None, device: str):
+    """The bundle at ``path``, or the default bundle when ``path`` is None."""
+    from importlib import resources
+
     from anomaly_gym.agents import load_bundle
 
-    if path is None:
-        path = default_bundle_path()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no --model given and the default policy bundle is not installed ({path}); "
-                "train one with `anomaly-gym train` and pass --model RUN_DIR/best.bundle.zip"
-            )
-    return load_bundle(path, device=device)
+    if path is not None:
+        return load_bundle(path, device=device)
+    default = default_bundle_path()
+    if not default.is_file():
+        raise FileNotFoundError(
+            f"no --model given and the default policy bundle is not installed ({default}); "
+            "train one with `anomaly-gym train` and pass --model RUN_DIR/best.bundle.zip"
+        )
+    with resources.as_file(default) as local:
+        return load_bundle(local, device=device)
 
 
 class PolicyScorer:
@@ -288,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    cache_pyod_kernels()
     with threadpool_limits(args.threads), _quiet_repeated_warnings():
         t0 = time.perf_counter()
         bundle = load_model(args.model, args.device)
@@ -302,6 +309,28 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:  # a runtime failure, not bad usage: exit code 1
             print(f"anomaly-gym detect: error: {exc}", file=sys.stderr)
             return 1
+
+
+def cache_pyod_kernels() -> None:
+    """Turn on numba's on-disk cache for the PyOD kernels the featurizer runs (HBOS,
+    CBLOF's distances), so that only the first run in an environment pays their ~4 s of
+    compilation.  Harmless when the cache cannot be written."""
+    import importlib
+
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    for name in ("pyod.models.hbos", "pyod.utils.stat_models"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for obj in vars(module).values():
+            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
+                try:
+                    obj.enable_caching()
+                except Exception as exc:  # no writable cache folder: compile as usual
+                    logger.info("numba cache not available for %s (%s)", obj.__name__, exc)
 
 
 def _check_args(args) -> None:

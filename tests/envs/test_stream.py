@@ -1,0 +1,73 @@
+"""FastFeaturizer gives Featurizer.transform's features; SlidingWindowFeaturizer's schedule."""
+
+import numpy as np
+import pytest
+
+from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
+from anomaly_gym.envs.stream import SMALL_BATCH, FastFeaturizer, SlidingWindowFeaturizer, _Fallback
+
+pytestmark = pytest.mark.filterwarnings("ignore:detector .* failed to fit")
+
+
+def _data(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if kind == "continuous":  # two clusters and scattered outliers
+        return np.vstack([rng.normal(size=(250, 4)), rng.normal(loc=5.0, size=(90, 4)), rng.normal(scale=8.0, size=(20, 4))])
+    # few distinct values: many exactly tied neighbour distances and duplicate rows
+    return rng.integers(0, 3, size=(360, 4)).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete"])
+def test_fast_featurizer_gives_the_featurizers_features(kind):
+    X = _data(kind)
+    feat = Featurizer(FeaturizerConfig(max_fit_rows=300)).fit(X[:300])
+    fast = FastFeaturizer(feat)
+    # every detector of the default bank has a fast path (or failed to fit and is neutral)
+    assert not any(isinstance(s, _Fallback) for s in fast._scorers)
+    assert len(X) > SMALL_BATCH  # the vectorised path: brute-force neighbours, tree apply
+    expected = feat.transform(X)
+    np.testing.assert_allclose(fast.transform(X), expected, rtol=0, atol=1e-6)
+    # the single-row path, on rows seen in fitting and new ones
+    for i in range(0, len(X), 9):
+        np.testing.assert_allclose(fast.transform_row(X[i]), expected[i], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fast.raw_scores(X[:5]), feat.raw_scores(X[:5]), rtol=1e-12, atol=1e-12)
+
+
+def test_fast_featurizer_checks_rows_like_the_featurizer():
+    feat = Featurizer(FeaturizerConfig(detectors=("ecod", "pca"))).fit(_data("continuous"))
+    fast = FastFeaturizer(feat)
+    with pytest.raises(ValueError, match="columns"):
+        fast.transform_row(np.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        fast.transform_row(np.array([0.0, np.nan, 0.0, 0.0]))
+
+
+def test_sliding_window_scores_each_row_before_it_joins_and_refits_on_schedule():
+    config = FeaturizerConfig(detectors=("ecod", "hbos", "knn"))
+    X = np.random.default_rng(1).normal(size=(200, 3))
+    sw = SlidingWindowFeaturizer(config, 3, warmup=20, window=50, refit_every=30)
+    out = [sw.update(x) for x in X]
+    assert all(o is None for o in out[:20]) and all(o is not None for o in out[20:])
+    # fitted after the warm-up, then after every 30 further rows
+    assert sw.n_fits == 1 + (200 - 20) // 30
+    # memory is bounded: only the last `window` rows are kept
+    np.testing.assert_array_equal(sw.window_array(), X[-50:])
+    # row 20 was featurized with the fit on rows 0..19, without itself
+    first = Featurizer(config).fit(X[:20]).transform(X[20:21])[0]
+    np.testing.assert_allclose(out[20], first, atol=1e-6)
+    # rows 50..79 with the refit on the window of rows 0..49
+    refit = Featurizer(config).fit(X[:50]).transform(X[50:80])
+    np.testing.assert_allclose(np.array(out[50:80]), refit, atol=1e-6)
+
+
+def test_sliding_window_refuses_bad_settings_and_rows():
+    config = FeaturizerConfig(detectors=("ecod",))
+    with pytest.raises(ValueError, match="warmup"):
+        SlidingWindowFeaturizer(config, 2, warmup=5)
+    with pytest.raises(ValueError, match="window"):
+        SlidingWindowFeaturizer(config, 2, warmup=50, window=20)
+    sw = SlidingWindowFeaturizer(config, 2, warmup=10)
+    with pytest.raises(ValueError, match="NaN"):
+        sw.add(np.array([1.0, np.inf]))
+    with pytest.raises(ValueError, match="expected 2"):
+        sw.add(np.zeros(3))

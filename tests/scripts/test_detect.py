@@ -1,0 +1,315 @@
+"""``anomaly-gym detect``: round trips, streaming through a pipe, bad input, the default model."""
+
+import csv
+import io
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from anomaly_gym.agents import PolicyBundle, load_bundle, make_agent
+from anomaly_gym.envs import AnomalyDetectionEnv, Featurizer, FeaturizerConfig, make_synthetic_task
+from anomaly_gym.scripts import cli, detect
+
+pytestmark = pytest.mark.filterwarnings("ignore:detector .* failed to fit")
+
+CONFIG = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
+HEADER = "ts,a,b,c,label"
+PLANTED = (17, 61, 118, 170)  # rows shifted far from the rest
+
+
+@pytest.fixture(scope="session")
+def bundle_path(tmp_path_factory):
+    env = AnomalyDetectionEnv(tasks=[make_synthetic_task("global", n_rows=300, seed=0)], featurizer=CONFIG)
+    model = make_agent("ppo", env, net_arch=[8], device="cpu", n_steps=64, batch_size=64).learn(512)
+    return PolicyBundle(model, CONFIG).save(tmp_path_factory.mktemp("bundle") / "tiny.bundle.zip")
+
+
+@pytest.fixture(scope="session")
+def bundle(bundle_path):
+    return load_bundle(bundle_path, device="cpu")
+
+
+@pytest.fixture
+def model(monkeypatch, bundle):
+    """detect uses the session's bundle (loaded once) whatever --model says."""
+    monkeypatch.setattr(detect, "load_model", lambda path, device: bundle)
+
+
+def _rows(n: int = 200, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    X = np.round(rng.normal(size=(n, 3)), 4)
+    X[[p for p in PLANTED if p < n]] += 8.0
+    lines = [f"2024-05-01 12:{i // 60:02d}:{i % 60:02d},{x[0]},{x[1]},{x[2]},{'yes' if i in PLANTED else 'no'}"
+             for i, x in enumerate(X)]
+    return X, lines
+
+
+def _write(path, lines, header=HEADER):
+    path.write_text("\n".join(([header] if header else []) + lines) + "\n")
+    return path
+
+
+def _detect(capsys, monkeypatch, *argv, stdin: str | None = None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+    code = cli.main(["detect", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _table(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_batch_round_trip_appends_scores_and_keeps_every_line(tmp_path, model, bundle, capsys, monkeypatch):
+    X, lines = _rows()
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines), "--model", "x")
+    assert code == 0, err
+    out_lines = out.splitlines()
+    assert out_lines[0] == HEADER + ",anomaly_score,is_anomaly,error"
+    assert len(out_lines) == len(lines) + 1
+    for original, written in zip(lines, out_lines[1:]):
+        assert written.startswith(original + ",")  # the input line, untouched
+    rows = _table(out)
+    scores = np.array([float(r["anomaly_score"]) for r in rows])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert [int(r["is_anomaly"]) for r in rows] == [int(s > 0.5) for s in scores]
+    assert all(r["error"] == "" for r in rows)
+    # timestamps and labels are not features: they pass through
+    assert [r["ts"] for r in rows] == [line.split(",")[0] for line in lines]
+    # the far-shifted rows are among the highest scores
+    others = np.delete(scores, PLANTED)
+    assert scores[list(PLANTED)].min() > np.quantile(others, 0.9)
+    # the scores are the policy's on a featurizer fitted on all rows
+    expected = bundle.anomaly_proba(Featurizer(CONFIG).fit(X).transform(X))
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
+    assert "200 rows read, 200 scored, 0 errors" in err
+    assert "passed through: ['ts', 'label']" in err
+
+
+def test_batch_jsonl_has_one_valid_object_per_row(tmp_path, model, capsys, monkeypatch):
+    X, lines = _rows()
+    src = _write(tmp_path / "in.csv", lines)
+    code, out, err = _detect(capsys, monkeypatch, src, "--output", tmp_path / "out.jsonl")
+    assert code == 0, err
+    objs = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(objs) == len(lines)
+    assert list(objs[0]) == ["ts", "a", "b", "c", "label", "anomaly_score", "is_anomaly", "error"]
+    np.testing.assert_array_equal([[o["a"], o["b"], o["c"]] for o in objs], X)
+    assert objs[0]["ts"] == "2024-05-01 12:00:00" and objs[17]["label"] == "yes"
+    assert all(o["error"] is None and o["is_anomaly"] in (0, 1) for o in objs)
+    code, out, _ = _detect(capsys, monkeypatch, src)
+    np.testing.assert_allclose([o["anomaly_score"] for o in objs], [float(r["anomaly_score"]) for r in _table(out)])
+
+
+def test_columns_option_leaves_other_numeric_columns_out(tmp_path, model, capsys, monkeypatch):
+    _, lines = _rows()
+    with_id = [f"{line},{1000 + i}" for i, line in enumerate(lines)]
+    code, out_id, err = _detect(capsys, monkeypatch, _write(tmp_path / "id.csv", with_id, HEADER + ",id"), "--columns", "a,b", "--columns", "c")
+    assert code == 0, err
+    code, out_plain, _ = _detect(capsys, monkeypatch, _write(tmp_path / "plain.csv", lines))
+    rows_id, rows_plain = _table(out_id), _table(out_plain)
+    assert [r["id"] for r in rows_id] == [str(1000 + i) for i in range(len(lines))]
+    assert [r["anomaly_score"] for r in rows_id] == [r["anomaly_score"] for r in rows_plain]
+
+
+def test_contamination_flags_the_top_share(tmp_path, model, capsys, monkeypatch):
+    _, lines = _rows()
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines), "--contamination", "0.1")
+    assert code == 0, err
+    rows = _table(out)
+    scores = np.array([float(r["anomaly_score"]) for r in rows])
+    flags = np.array([int(r["is_anomaly"]) for r in rows])
+    assert flags.sum() == 20
+    np.testing.assert_array_equal(flags, scores > np.quantile(scores, 0.9))
+
+
+@pytest.mark.parametrize("contamination", [None, 0.2])
+def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, model, bundle, capsys, monkeypatch, contamination):
+    X, lines = _rows()
+    extra = ["--contamination", contamination] if contamination else []
+    code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
+                             "--refit-every", 50, *extra, stdin="\n".join([HEADER, *lines]) + "\n")
+    assert code == 0, err
+    rows = _table(out)
+    assert len(rows) == 200 and list(rows[0])[-4:] == ["anomaly_score", "is_anomaly", "status", "error"]
+    assert all(r["status"] == "warmup" and r["anomaly_score"] == "" for r in rows[:40])
+    assert all(r["status"] == "ok" for r in rows[40:])
+    scores = np.array([float(r["anomaly_score"]) for r in rows[40:]])
+    # rows 40..89: fitted on rows 0..39; rows 90..139: refitted on the window, rows 30..89
+    first = Featurizer(CONFIG).fit(X[:40])
+    expected = np.concatenate([bundle.anomaly_proba(first.transform(X[40:90])),
+                               bundle.anomaly_proba(Featurizer(CONFIG).fit(X[30:90]).transform(X[90:140]))])
+    np.testing.assert_allclose(scores[:100], expected, rtol=0, atol=1e-6)
+    flags = [int(r["is_anomaly"]) for r in rows[40:]]
+    if contamination is None:
+        assert flags == [int(s > 0.5) for s in scores]
+    else:  # above the 0.8 quantile of the last 60 scores, seeded with the warm-up rows' own
+        history = list(bundle.anomaly_proba(first.transform(X[:40])))
+        want = []
+        for s in scores:
+            history = (history + [s])[-60:]
+            want.append(int(s > np.quantile(history, 0.8)))
+        assert flags == want
+    assert "200 rows read, 160 scored, 40 in warm-up, 0 errors" in err
+
+
+def test_stream_through_a_pipe_answers_each_row_before_the_next_arrives(bundle_path):
+    _, lines = _rows(60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", "-", "--mode", "stream", "--warmup", "20",
+         "--model", str(bundle_path), "--device", "cpu"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    got: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [got.put(line) for line in proc.stdout], daemon=True)
+    reader.start()
+
+    def next_line(timeout: float) -> str:
+        try:
+            return got.get(timeout=timeout)
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"no output line within {timeout}s; stderr: {proc.stderr.read()[-2000:]}")
+
+    try:
+        proc.stdin.write(HEADER + "\n" + "\n".join(lines[:30]) + "\n")
+        proc.stdin.flush()
+        out = [next_line(180) for _ in range(31)]  # start-up and the first fit included
+        assert out[0].startswith(HEADER) and out[30].rstrip().endswith(",ok,")
+        for line in lines[30:40]:  # a slow writer: one row at a time, each answered at once
+            time.sleep(0.05)
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            answer = next_line(30)
+            assert answer.startswith(line + ",") and answer.rstrip().endswith(",ok,")
+        proc.stdin.write("\n".join(lines[40:]) + "\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        reader.join(timeout=10)
+        assert got.qsize() == 20  # the rest, nothing more
+        assert "60 rows read, 40 scored, 20 in warm-up" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+BAD = {
+    "empty line": ("", "empty line"),
+    "too few fields": ("t,1.0,2.0", "expected 5 fields, got 3"),
+    "too many fields": ("t,1,2,3,no,extra", "expected 5 fields, got 6"),
+    "non-numeric": ("t,abc,2,3,no", "non-numeric value 'abc' in column 'a'"),
+    "NaN": ("t,nan,2,3,no", "non-finite value 'nan' in column 'a'"),
+    "missing value": ("t,,2,3,no", "missing value in column 'a'"),
+}
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+@pytest.mark.parametrize("policy", ["mark", "skip", "fail"])
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_rows_follow_the_on_error_policy(tmp_path, model, capsys, monkeypatch, case, policy, mode):
+    _, lines = _rows(60)
+    bad, reason = BAD[case]
+    src = _write(tmp_path / "in.csv", lines[:30] + [bad] + lines[30:])  # the bad row is line 32
+    code, out, err = _detect(capsys, monkeypatch, src, "--mode", mode, "--warmup", 20, "--on-error", policy)
+    rows = _table(out)
+    if policy == "fail":
+        assert code == 2
+        assert f"in.csv:32: {reason}" in err
+        assert len(rows) == (30 if mode == "stream" else 0)  # stream had answered the rows before it
+        return
+    assert code == 0, err
+    assert f"1 errors ({'marked' if policy == 'mark' else 'skipped'})" in err
+    if policy == "skip":
+        assert len(rows) == 60 and all(r["error"] == "" for r in rows)
+        assert [r["ts"] for r in rows] == [line.split(",")[0] for line in lines]
+        return
+    assert len(rows) == 61
+    marked = rows[30]
+    assert marked["error"].startswith(reason) and marked["anomaly_score"] == "" and marked["is_anomaly"] == ""
+    if mode == "stream":
+        assert marked["status"] == "error"
+    if case not in ("empty line", "too few fields", "too many fields"):
+        assert out.splitlines()[31].startswith(bad + ",")
+    assert all(r["error"] == "" for i, r in enumerate(rows) if i != 30)
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_a_missing_header_is_named_or_fails(tmp_path, model, capsys, monkeypatch, mode):
+    X, _ = _rows(40)
+    src = _write(tmp_path / "nohead.csv", [",".join(map(str, x)) for x in X], header=None)
+    code, out, err = _detect(capsys, monkeypatch, src, "--mode", mode, "--warmup", 10)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("col1,col2,col3,anomaly_score")
+    assert len(_table(out)) == 40 and "no header row" in err
+    code, out, err = _detect(capsys, monkeypatch, src, "--mode", mode, "--on-error", "fail")
+    assert code == 2 and "nohead.csv:1: no header row" in err
+
+
+def test_usage_errors_exit_with_2(tmp_path, model, capsys, monkeypatch):
+    _, lines = _rows(40)
+    src = _write(tmp_path / "in.csv", lines)
+    for argv, message in [
+        ((src, "--contamination", "1.5"), "--contamination must be between 0 and 1"),
+        ((src, "--columns", "a,nope"), "['nope'], which the header does not have"),
+        ((tmp_path / "absent.csv",), "no such input file"),
+        ((src, "--mode", "stream", "--warmup", "5"), "--warmup must be at least 10"),
+    ]:
+        code, _, err = _detect(capsys, monkeypatch, *argv)
+        assert code == 2 and message in err, err
+    (tmp_path / "empty.csv").write_text("")
+    code, _, err = _detect(capsys, monkeypatch, tmp_path / "empty.csv")
+    assert code == 2 and "the input is empty" in err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["detect", str(src), "--mode", "sideways"])
+    assert exc.value.code == 2
+
+
+def test_without_a_default_bundle_the_error_says_what_to_do(tmp_path, capsys, monkeypatch):
+    _, lines = _rows(40)
+    monkeypatch.setattr(detect, "default_bundle_path", lambda: tmp_path / "absent.bundle.zip")
+    code, _, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines))
+    assert code == 2 and "default policy bundle is not installed" in err and "--model" in err
+
+
+@pytest.mark.skipif(not detect.default_bundle_path().is_file(), reason="the default policy bundle is not installed")
+def test_detection_with_the_default_model(tmp_path, capsys, monkeypatch):
+    _, lines = _rows()
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines), "--device", "cpu")
+    assert code == 0, err
+    scores = np.array([float(r["anomaly_score"]) for r in _table(out)])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert scores[list(PLANTED)].mean() > np.delete(scores, PLANTED).mean()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+def test_the_numpy_policy_head_matches_torch(algo, bundle):
+    if algo == "ppo":
+        b = bundle
+    else:
+        config = FeaturizerConfig(detectors=("ecod",))
+        env = AnomalyDetectionEnv(tasks=[make_synthetic_task("global", n_rows=100, seed=1)], featurizer=config)
+        b = PolicyBundle(make_agent(algo, env, net_arch=[16, 16], device="cpu"), config)
+    scorer = detect.PolicyScorer(b)
+    assert scorer._row is not None  # the numpy head passed its own check against torch
+    lo, hi = Featurizer(b.featurizer_config).feature_bounds()
+    feats = np.random.default_rng(2).uniform(lo, hi, size=(50, len(lo))).astype(np.float32)
+    np.testing.assert_allclose([scorer.row(f) for f in feats], b.anomaly_proba(feats), rtol=0, atol=1e-6)
+
+
+def test_running_quantile_is_numpys_quantile_of_the_window():
+    rq = detect.RunningQuantile(0.1, window=25)
+    scores = np.random.default_rng(3).random(100)
+    for i, s in enumerate(scores):
+        flagged = rq(s)
+        window = scores[max(0, i - 24) : i + 1]
+        assert rq.value() == pytest.approx(np.quantile(window, 0.9), abs=1e-12)
+        assert flagged == (s > np.quantile(window, 0.9))
