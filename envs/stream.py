@@ -13,12 +13,12 @@ ecod,      the fitting rows' sorted columns, shared by the two: ``np.searchsorte
 copod      (the same arithmetic as the featurizer's own implementation: identical scores).
 hbos       bin edges and the per-bin scores, read back from PyOD's own scoring function at
            compile time; one ``searchsorted`` per column (identical scores).
-knn, lof   one neighbour search shared by both (they are fitted on the same rows): a few
-           rows in the detectors' own fitted KD-tree; many rows with scikit-learn's
-           brute-force ``ArgKmin`` (faster), the distances then recomputed as the tree computes
-           them (sum of squares in column order, then the square root), and the rows with
-           (nearly) tied neighbours looked up in the tree after all, since which tied rows
-           are kept, and in what order, is the tree's choice (identical scores).
+knn, lof   one neighbour search shared by both (they are fitted on the same rows): brute
+           force in numpy for a few rows, scikit-learn's ``ArgKmin`` for many, the distances
+           computed as the KD-tree computes them (sum of squares in column order, then the
+           square root); rows with (nearly) tied neighbours are looked up in the detectors'
+           own fitted tree, since which tied rows are kept, and in what order, is the tree's
+           choice (identical scores).
 iforest    the fitted trees flattened into padded arrays and walked level by level for all
            trees at once (path lengths, leaf corrections and the sum over trees in the order
            scikit-learn uses: identical scores).  Many rows go to scikit-learn's own ``apply``.
@@ -73,6 +73,9 @@ def _sq_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     The sum runs over the columns left to right, as scikit-learn's KD-tree does, so the
     square root of the result is bit-identical to its distances.
     """
+    if len(A) * len(B) <= 256:  # few pairs: one vectorised pass (cumsum adds in column order too)
+        diff = A[:, None, :] - B[None, :, :]
+        return np.cumsum(diff * diff, axis=2)[:, :, -1]
     acc = np.zeros((len(A), len(B)))
     for j in range(A.shape[1]):
         diff = A[:, j, None] - B[None, :, j]
@@ -95,10 +98,10 @@ def _sq_distances_to(A: np.ndarray, B_T: np.ndarray, idx: np.ndarray) -> np.ndar
 class _Neighbours:
     """The ``k`` nearest fitting rows of each query row, shared by KNN and LOF.
 
-    A few rows are looked up in the detectors' own fitted KD- or ball tree (the neighbours,
-    ties included, are exactly those PyOD finds); many rows go to scikit-learn's
-    brute-force search, whose distances are then recomputed as the tree computes them, and
-    the rows with (nearly) tied neighbours are looked up in the tree after all.
+    A brute-force search (numpy for a few rows, scikit-learn's ``ArgKmin`` for many), with
+    distances computed as the detectors' KD- or ball tree computes them; rows whose
+    neighbours are (nearly) tied are looked up in that tree, so the neighbours, ties
+    included, are exactly those PyOD finds.
     """
 
     def __init__(self, fit_X: np.ndarray) -> None:
@@ -119,12 +122,15 @@ class _Neighbours:
         if key in cache:
             return cache[key]
         k = min(self.k, len(self.fit_X))
-        if len(Z) <= SMALL_BATCH and self.tree is not None:
-            dist, idx = self.tree.query(Z, k=k)
-        elif len(Z) <= SMALL_BATCH:
+        if len(Z) <= SMALL_BATCH:
+            # Brute force in numpy (the tree's own query spends most of its time checking
+            # its input); one neighbour more, to see ties.
+            k1 = min(k + 1, len(self.fit_X))
             d2 = _sq_distances(Z, self.fit_X)
-            idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < d2.shape[1] else np.tile(np.arange(d2.shape[1]), (len(Z), 1))
-            dist, idx = self._sorted(np.take_along_axis(d2, idx, axis=1), idx)
+            idx = np.argpartition(d2, k1 - 1, axis=1)[:, :k1] if k1 < d2.shape[1] else np.tile(np.arange(d2.shape[1]), (len(Z), 1))
+            full_dist, full_idx = self._sorted(np.take_along_axis(d2, idx, axis=1), idx)
+            dist, idx = full_dist[:, :k].copy(), full_idx[:, :k].copy()
+            self._ask_tree_where_tied(Z, full_dist, dist, idx, k)
         else:
             if self._nn is None:
                 from sklearn.neighbors import NearestNeighbors
@@ -136,15 +142,19 @@ class _Neighbours:
             d2 = _sq_distances_to(Z, self.fit_T, idx)
             full_dist, full_idx = self._sorted(d2, idx)
             dist, idx = full_dist[:, :k].copy(), full_idx[:, :k].copy()
-            if self.tree is not None:
-                # Among (nearly) tied neighbours, which are kept and in which order (it
-                # changes the rounding of LOF's mean) is the tree's choice: ask the tree.
-                gaps = np.diff(full_dist, axis=1)
-                tied = np.flatnonzero((gaps <= 1e-9 * full_dist[:, 1:]).any(axis=1))
-                if len(tied):
-                    dist[tied], idx[tied] = self.tree.query(Z[tied], k=k)
+            self._ask_tree_where_tied(Z, full_dist, dist, idx, k)
         cache[key] = (dist, idx)
         return dist, idx
+
+    def _ask_tree_where_tied(self, Z, full_dist, dist, idx, k) -> None:
+        """Among (nearly) tied neighbours, which are kept and in what order (it changes the
+        rounding of LOF's mean) is the tree's choice: look those rows up in the tree."""
+        if self.tree is None:
+            return
+        gaps = np.diff(full_dist, axis=1)
+        tied = np.flatnonzero((gaps <= 1e-9 * full_dist[:, 1:]).any(axis=1))
+        if len(tied):
+            dist[tied], idx[tied] = self.tree.query(Z[tied], k=k)
 
     @staticmethod
     def _sorted(d2: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -333,16 +343,16 @@ class _CBLOF:
         if not isinstance(det.clustering_estimator_, KMeans):
             raise NotImplementedError("a clustering estimator other than KMeans")
         self.centers = np.asarray(det.cluster_centers_, dtype=np.float64)
-        self.small = np.asarray(det.small_cluster_labels_)
-        self.large = np.asarray(det.large_cluster_labels_)
+        self.small = np.isin(np.arange(len(self.centers)), det.small_cluster_labels_)
+        self.large = np.isin(np.arange(len(self.centers)), det.large_cluster_labels_)
         self.large_centers = np.asarray(det._large_cluster_centers, dtype=np.float64)
         self.weights = np.asarray(det.cluster_sizes_, dtype=np.float64) if det.use_weights else None
 
     def __call__(self, Z, cache):
         labels = np.argmin(_sq_distances(Z, self.centers), axis=1)
         scores = np.zeros(len(Z))
-        small = np.isin(labels, self.small)
-        large = np.isin(labels, self.large)
+        small = self.small[labels]
+        large = self.large[labels]
         if small.any():
             scores[small] = np.min(np.sqrt(_sq_distances(Z[small], self.large_centers)), axis=1)
         if large.any():

@@ -662,7 +662,7 @@ def run(args: argparse.Namespace) -> int:
     mode = "model" if args.model is not None else "train" if args.train_config is not None else "default"
     folds = plan_folds(sources, all_targets, args.folds) if mode == "train" else {}
     setup = _setup_record(args, sources, targets, folds, mode)
-    _check_setup(out, setup)
+    _check_setup(out, setup, out / "results.csv")
 
     results = ResultsFile(out / "results.csv")
     if args.retry_errors:
@@ -806,19 +806,24 @@ class _Runner:
 
 
 def _setup_record(args, sources, targets, folds, mode) -> dict:
-    """What results in ``--out`` depend on besides the row keys; a resumed run must match it."""
+    """What results in ``--out`` depend on besides the row keys; a resumed run must match it.
+
+    ``sources``, ``source_rows`` and ``holdout`` (which datasets are left out of a target's
+    sources) shape every transfer and policy row; ``policy`` (the bundle, or the training
+    config) shapes the policy rows only.
+    """
     policy: dict[str, Any] = {"mode": mode}
     if mode == "model":
         policy["bundle_sha256"] = hashlib.sha256(Path(args.model).read_bytes()).hexdigest()
     elif mode == "train":
         policy["config_sha256"] = hashlib.sha256(Path(args.train_config).read_bytes()).hexdigest()
-        policy["folds"] = args.folds
     return {
         "sources": {s.name: s.hash for s in sources},
         "targets": {t.name: t.hash for t in targets},
+        "holdout": {"folds": args.folds, "target_fold": folds} if mode == "train" else "target",
         "policy": policy,
         "source_rows": args.source_rows,
-        "command": _command_line(),
+        "commands": [c for c in [_command_line()] if c],
     }
 
 
@@ -830,11 +835,14 @@ def _command_line() -> str | None:
     return "anomaly-gym " + " ".join(shlex.quote(a) for a in argv[argv.index("benchmark", 1):])
 
 
-def _check_setup(out: Path, setup: dict) -> None:
+def _check_setup(out: Path, setup: dict, results_path: Path) -> None:
     path = out / "run.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        for key in ("sources", "policy", "source_rows"):
+        keys = ["sources", "holdout", "source_rows"]
+        if _has_policy_rows(results_path):
+            keys.append("policy")
+        for key in keys:
             if old.get(key) != setup[key]:
                 raise ValueError(
                     f"{out} holds results of another setup ({key} differ from this command's); use another --out "
@@ -843,9 +851,17 @@ def _check_setup(out: Path, setup: dict) -> None:
         changed = [n for n, h in setup["targets"].items() if old.get("targets", {}).get(n, h) != h]
         if changed:
             raise ValueError(f"target dataset(s) {changed} changed since the results in {out} were written; use another --out")
-        setup = {**setup, "targets": {**old.get("targets", {}), **setup["targets"]}}
+        setup = {**setup, "targets": {**old.get("targets", {}), **setup["targets"]},
+                 "commands": old.get("commands", []) + [c for c in setup["commands"] if c not in old.get("commands", [])]}
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(setup, indent=2))
+
+
+def _has_policy_rows(results_path: Path) -> bool:
+    if not results_path.is_file():
+        return False
+    with results_path.open(newline="") as fh:
+        return any(row.get("method") == POLICY for row in csv.DictReader(fh))
 
 
 def _write_folds(out: Path, sources, targets, folds) -> None:
@@ -948,8 +964,10 @@ def write_summary(out: Path) -> Path:
     frame = load_results(out / "results.csv")
     setup = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
     lines = ["# Benchmark summary", ""]
-    if setup.get("command"):
-        lines += [f"Command: `{setup['command']}`", ""]
+    commands = setup.get("commands", [])
+    if commands:
+        lines += ["Command" + ("s (the rows of each were added to the same results):" if len(commands) > 1 else ":"), ""]
+        lines += [f"    {c}" for c in commands] + [""]
     lines += [
         "Protocol (ADBench): per target and seed, targets above 10,000 rows are subsampled to 10,000, split 70/30 "
         "(stratified), min-max scaled with the training part's statistics; every method is fitted on the training "
@@ -987,8 +1005,9 @@ def _policy_line(setup: dict) -> str:
     policy = setup.get("policy", {})
     mode = policy.get("mode")
     if mode == "train":
-        return (f"trained from a config per fold of a dataset-level {policy.get('folds')}-fold split of the targets that are "
-                "also sources; see folds.json")
+        folds = setup.get("holdout", {}).get("folds") if isinstance(setup.get("holdout"), dict) else None
+        return (f"trained from a config per fold of a dataset-level {folds}-fold split of the targets that are also "
+                "sources, on the sources minus the fold; see folds.json")
     if mode == "model":
         return "one given bundle; targets among its training tasks are error rows"
     if mode == "default":

@@ -156,6 +156,21 @@ def test_other_setup_in_the_same_out_is_refused(run_dir, tiny_config, capsys):
     assert "another setup" in capsys.readouterr().err
 
 
+def test_policy_config_is_pinned_only_once_policy_rows_exist(run_dir, tiny_config, tmp_path, capsys):
+    other = tmp_path / "other.toml"
+    other.write_text(TINY_TOML.replace("total_steps = 1024", "total_steps = 2048"))
+    # run_dir holds policy rows: a different training config would mix two policies
+    assert main(_args(run_dir, other)) == 2
+    assert "policy differ" in capsys.readouterr().err
+    # baseline rows do not depend on the policy's config: adding the policy later with another config is fine
+    out = tmp_path / "out"
+    baselines = ["--methods", "iforest"]
+    assert main(_args(out, tiny_config) + baselines) == 0
+    assert main(_args(out, other) + ["--methods", "iforest,policy"]) == 0
+    assert {r["method"] for r in _rows(out)} == {"iforest", "policy"}
+    assert len(json.loads((out / "run.json").read_text())["commands"]) == 0  # in-process calls record no command line
+
+
 def test_model_whose_training_tasks_hold_the_target_gives_error_rows(run_dir, tmp_path):
     bundle_path = next((run_dir / "models").glob("fold-*.bundle.zip"))
     trained_on = load_bundle(bundle_path, device="cpu").metadata["train_tasks"][0]
