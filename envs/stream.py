@@ -13,12 +13,12 @@ ecod,      the fitting rows' sorted columns, shared by the two: ``np.searchsorte
 copod      (the same arithmetic as the featurizer's own implementation: identical scores).
 hbos       bin edges and the per-bin scores, read back from PyOD's own scoring function at
            compile time; one ``searchsorted`` per column (identical scores).
-knn, lof   one neighbour search shared by both (they are fitted on the same rows): brute
-           force in numpy for a few rows, scikit-learn's ``ArgKmin`` for many, the distances
-           computed as the KD-tree computes them (sum of squares in column order, then the
-           square root); rows with (nearly) tied neighbours are looked up in the detectors'
-           own fitted tree, since which tied rows are kept, and in what order, is the tree's
-           choice (identical scores).
+knn, lof   one neighbour search shared by all of them (they are fitted on the same rows):
+           brute force in numpy for a few rows, scikit-learn's ``ArgKmin`` for many, the
+           distances computed as the KD-tree computes them (sum of squares in column order,
+           then the square root); rows with (nearly) tied neighbours are looked up in each
+           detector's own fitted tree, since which tied rows are kept, and in what order, is
+           the tree's choice (identical scores).
 iforest    the fitted trees flattened into padded arrays and walked level by level for all
            trees at once (path lengths, leaf corrections and the sum over trees in the order
            scikit-learn uses: identical scores).  Many rows go to scikit-learn's own ``apply``.
@@ -26,16 +26,20 @@ pca        standardisation and the distance to the selected components in numpy 
            PyOD's ``cdist`` up to the last bit of rounding).
 cblof      nearest-centre labels and distances in numpy (same, up to rounding; a row exactly
            equidistant from two centres may take the other label).
+gmm        scikit-learn's own weighted log-likelihoods, without its per-call input checks
+           (identical, except that a matrix product of one row and of many rows may round
+           differently in the last bit, as in scikit-learn itself).
 others     the detector's own ``decision_function`` (correct, not fast).
 =========  ====================================================================================
 
 After the detector scores, the featurizer's own code turns them into features
 (``Featurizer._transform_chunk``), so the feature definitions exist in one place only.
-``tests/envs/test_stream.py`` checks the agreement on continuous and on tie-heavy discrete
-data (tolerance ``1e-6`` on the features; in practice they are bit-identical, except PCA
-and CBLOF distances, which may differ from SciPy's ``cdist`` in the last bit).  A detector
-configured off the fast paths (``hbos:n_bins=auto``, ``knn:metric=manhattan``, ``ocsvm``,
-``gmm``) falls back to its own ``decision_function``: still correct, but slow per row.
+``tests/envs/test_stream.py`` checks the agreement, for the default and the rich detector
+banks, on continuous and on tie-heavy discrete data (tolerance ``1e-6`` on the features; in
+practice they are bit-identical, except PCA and CBLOF distances, which may differ from
+SciPy's ``cdist`` in the last bit, and GMM, see above).  A detector
+configured off the fast paths (``hbos:n_bins=auto``, ``knn:metric=manhattan``, ``ocsvm``)
+falls back to its own ``decision_function``: still correct, but slow per row.
 
 :class:`SlidingWindowFeaturizer` keeps the last ``window`` rows of a stream in a bounded
 deque, fits after ``warmup`` rows and refits every ``refit_every`` rows, so its memory does
@@ -96,82 +100,79 @@ def _sq_distances_to(A: np.ndarray, B_T: np.ndarray, idx: np.ndarray) -> np.ndar
 
 
 class _Neighbours:
-    """The ``k`` nearest fitting rows of each query row, shared by KNN and LOF.
+    """The nearest fitting rows of each query row, searched once for every KNN and LOF
+    detector fitted on the same rows.
 
-    A brute-force search (numpy for a few rows, scikit-learn's ``ArgKmin`` for many), with
-    distances computed as the detectors' KD- or ball tree computes them; rows whose
-    neighbours are (nearly) tied are looked up in that tree, so the neighbours, ties
-    included, are exactly those PyOD finds.
+    A brute-force search (numpy for a few rows, scikit-learn's ``ArgKmin`` for many) finds
+    the ``k + 1`` nearest for the largest ``k`` asked for, with distances computed as the
+    detectors' KD- or ball tree computes them.  Each detector then takes its own ``k``;
+    where its neighbours are (nearly) tied, which tied rows are kept and in what order (it
+    changes the rounding of LOF's mean) is its tree's choice, so those rows are looked up
+    in its own tree: the neighbours, ties included, are exactly those PyOD finds.
     """
 
     def __init__(self, fit_X: np.ndarray) -> None:
         self.fit_X = np.ascontiguousarray(fit_X, dtype=np.float64)
         self.fit_T = np.ascontiguousarray(self.fit_X.T)
         self.k = 1
-        self.tree = None
         self._nn = None
 
-    def use_tree(self, estimator, *, prefer: bool) -> None:
-        tree = getattr(estimator, "_tree", None)
-        if tree is not None and (prefer or self.tree is None):
-            self.tree = tree
-
-    def query(self, Z: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, indices), each (n, k), nearest first."""
+    def _search(self, Z: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The ``self.k + 1`` nearest: (distances, indices), sorted by distance then index."""
         key = ("neighbours", id(self))
         if key in cache:
             return cache[key]
-        k = min(self.k, len(self.fit_X))
-        if len(Z) <= SMALL_BATCH:
-            # Brute force in numpy (the tree's own query spends most of its time checking
-            # its input); one neighbour more, to see ties.
-            k1 = min(k + 1, len(self.fit_X))
+        k1 = min(self.k + 1, len(self.fit_X))
+        if len(Z) <= SMALL_BATCH:  # numpy (a tree's own query mostly checks its input)
             d2 = _sq_distances(Z, self.fit_X)
-            idx = np.argpartition(d2, k1 - 1, axis=1)[:, :k1] if k1 < d2.shape[1] else np.tile(np.arange(d2.shape[1]), (len(Z), 1))
-            full_dist, full_idx = self._sorted(np.take_along_axis(d2, idx, axis=1), idx)
-            dist, idx = full_dist[:, :k].copy(), full_idx[:, :k].copy()
-            self._ask_tree_where_tied(Z, full_dist, dist, idx, k)
+            if k1 < d2.shape[1]:
+                idx = np.argpartition(d2, k1 - 1, axis=1)[:, :k1]
+            else:
+                idx = np.tile(np.arange(d2.shape[1]), (len(Z), 1))
+            d2 = np.take_along_axis(d2, idx, axis=1)
         else:
             if self._nn is None:
                 from sklearn.neighbors import NearestNeighbors
 
-                self._nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(self.fit_X)
-            # One neighbour more than needed, to see whether the k-th is (nearly) tied.
-            k1 = min(k + 1, len(self.fit_X))
+                self._nn = NearestNeighbors(algorithm="brute", metric="euclidean").fit(self.fit_X)
             idx = self._nn.kneighbors(Z, n_neighbors=k1, return_distance=False)
-            d2 = _sq_distances_to(Z, self.fit_T, idx)
-            full_dist, full_idx = self._sorted(d2, idx)
-            dist, idx = full_dist[:, :k].copy(), full_idx[:, :k].copy()
-            self._ask_tree_where_tied(Z, full_dist, dist, idx, k)
-        cache[key] = (dist, idx)
-        return dist, idx
-
-    def _ask_tree_where_tied(self, Z, full_dist, dist, idx, k) -> None:
-        """Among (nearly) tied neighbours, which are kept and in what order (it changes the
-        rounding of LOF's mean) is the tree's choice: look those rows up in the tree."""
-        if self.tree is None:
-            return
-        gaps = np.diff(full_dist, axis=1)
-        tied = np.flatnonzero((gaps <= 1e-9 * full_dist[:, 1:]).any(axis=1))
-        if len(tied):
-            dist[tied], idx[tied] = self.tree.query(Z[tied], k=k)
-
-    @staticmethod
-    def _sorted(d2: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            d2 = _sq_distances_to(Z, self.fit_T, idx)  # exact, as the tree computes them
         order = np.lexsort((idx, d2), axis=1)
-        return np.sqrt(np.take_along_axis(d2, order, axis=1)), np.take_along_axis(idx, order, axis=1)
+        cache[key] = (np.sqrt(np.take_along_axis(d2, order, axis=1)), np.take_along_axis(idx, order, axis=1))
+        return cache[key]
+
+    def query(self, Z: np.ndarray, cache: dict, k: int, tree) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest: (distances, indices), each (n, k), nearest first, as ``tree`` finds them.
+
+        Rows with (nearly) tied neighbours among the ``k + 1`` nearest go to ``tree``.
+        "Nearly": squared distances closer than 1e-12 (times 1 + |z|^2), far above the
+        rounding of the brute-force search (~1e-16 of the squared norms), which therefore
+        cannot have swapped two neighbours unseen.
+        """
+        full_dist, full_idx = self._search(Z, cache)
+        k = min(k, full_dist.shape[1])
+        dist, idx = full_dist[:, :k].copy(), full_idx[:, :k].copy()
+        if tree is not None:
+            d2 = full_dist[:, : k + 1] ** 2
+            slack = 1e-12 * (1.0 + np.einsum("ij,ij->i", Z, Z))[:, None]
+            tied = np.flatnonzero((np.diff(d2, axis=1) <= slack + 1e-9 * d2[:, 1:]).any(axis=1))
+            if len(tied):
+                dist[tied], idx[tied] = tree.query(Z[tied], k=k)
+        return dist, idx
 
 
 class _KNN:
     def __init__(self, det, neighbours: _Neighbours) -> None:
         self.k = int(det.n_neighbors)
         self.method = det.method
+        self.tree = getattr(det.neigh_, "_tree", None)
         self.neighbours = neighbours
         neighbours.k = max(neighbours.k, self.k)
 
     def __call__(self, Z, cache):
-        dist, _ = self.neighbours.query(Z, cache)
-        dist = dist[:, : self.k]
+        # Only distances matter here, and equal distances sort the same whoever found them:
+        # a few rows' exact numpy distances need no tree; ArgKmin's selection may, at ties.
+        dist, _ = self.neighbours.query(Z, cache, self.k, self.tree if len(Z) > SMALL_BATCH else None)
         if self.method == "largest":
             return dist[:, -1]
         if self.method == "mean":
@@ -185,16 +186,32 @@ class _LOF:
         self.k = int(lof.n_neighbors_)
         self.dist_k = np.asarray(lof._distances_fit_X_[:, self.k - 1], dtype=np.float64)
         self.lrd = np.asarray(lof._lrd, dtype=np.float64)
+        self.tree = getattr(lof, "_tree", None)
         self.neighbours = neighbours
         neighbours.k = max(neighbours.k, self.k)
 
     def __call__(self, Z, cache):
-        dist, idx = self.neighbours.query(Z, cache)
-        dist, idx = dist[:, : self.k], idx[:, : self.k]
+        dist, idx = self.neighbours.query(Z, cache, self.k, self.tree)
         reach = np.maximum(dist, self.dist_k[idx])
         lrd_x = 1.0 / (np.mean(reach, axis=1) + 1e-10)
         ratios = self.lrd[idx] / lrd_x[:, np.newaxis]
         return -(-np.mean(ratios, axis=1))
+
+
+class _GMM:
+    """PyOD's GMM: minus scikit-learn's ``score_samples``, without its input checks."""
+
+    def __init__(self, det) -> None:
+        from sklearn.mixture import GaussianMixture
+        from sklearn.mixture._base import _logsumexp
+
+        if not isinstance(det.detector_, GaussianMixture):
+            raise NotImplementedError("not a scikit-learn GaussianMixture")
+        self.gm = det.detector_
+        self.logsumexp = _logsumexp
+
+    def __call__(self, Z, cache):
+        return -self.logsumexp(self.gm._estimate_weighted_log_prob(Z), axis=1)
 
 
 class _TailProbability:
@@ -393,6 +410,8 @@ def _compile(det, neighbour_sets: list[_Neighbours]) -> Callable[[np.ndarray, di
             return _PCA(det)
         if cls == "pyod.models.cblof.CBLOF":
             return _CBLOF(det)
+        if cls == "pyod.models.gmm.GMM":
+            return _GMM(det)
         if cls in ("pyod.models.knn.KNN", "pyod.models.lof.LOF"):
             est = det.neigh_ if cls.endswith("KNN") else det.detector_
             euclidean = (est.metric == "euclidean" or (est.metric == "minkowski" and est.p == 2)) and not est.metric_params
@@ -404,7 +423,6 @@ def _compile(det, neighbour_sets: list[_Neighbours]) -> Callable[[np.ndarray, di
                 if group is None:
                     group = _Neighbours(fit_X)
                     neighbour_sets.append(group)
-                group.use_tree(est, prefer=cls.endswith("LOF"))  # LOF's neighbours matter beyond their distances
                 return _KNN(det, group) if cls.endswith("KNN") else _LOF(det, group)
     except (AttributeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
         logger.info("no fast path for %s (%s); using its decision_function", cls, exc)

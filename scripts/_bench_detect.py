@@ -47,18 +47,15 @@ def make_csv(path: Path, n_rows: int, n_columns: int, seed: int = 0) -> None:
 
     rng = np.random.default_rng(seed)
     mix = rng.normal(size=(3, n_columns))
-    columns = {}
-    step = 250_000
     parts = []
-    for start in range(0, n_rows, step):
-        m = min(step, n_rows - start)
+    for start in range(0, n_rows, 250_000):
+        m = min(250_000, n_rows - start)
         X = rng.normal(size=(m, 3)) @ mix + 0.3 * rng.normal(size=(m, n_columns))
         bad = rng.random(m) < 0.005
         X[bad] += rng.normal(scale=4.0, size=(int(bad.sum()), n_columns))
         parts.append(np.round(X, 4))
     X = np.vstack(parts)
-    for j in range(n_columns):
-        columns[f"x{j}"] = pa.array(X[:, j])
+    columns = {f"x{j}": pa.array(X[:, j]) for j in range(n_columns)}
     pacsv.write_csv(pa.table(columns), path, pacsv.WriteOptions(quoting_style="none"))
 
 

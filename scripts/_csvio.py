@@ -170,11 +170,11 @@ class RowReader:
         return open(path, encoding="utf-8-sig", errors="replace", newline="")
 
     def _records(self) -> Iterator[Record]:
-        for n_input, path in enumerate(self.paths):
+        for path in self.paths:
             source = display_name(path)
             stream = self._open(path)
             reader = csv.reader(stream)
-            pending: list[Record] = []  # empty lines before this input's header
+            pending: list[Record] | None = []  # empty lines before this input's header; None after it
             try:
                 for fields in reader:
                     line = reader.line_num
@@ -183,7 +183,7 @@ class RowReader:
                     elif not fields:
                         pending.append(Record(source, line, [], error="empty line"))
                     else:
-                        is_data = self._take_header(fields, source, line, first=n_input == 0)
+                        is_data = self._take_header(fields, source, line, first=self.header is None)
                         for rec in pending:
                             yield self._pad(rec)
                         pending = None
@@ -275,7 +275,9 @@ class BatchInput:
     raw: list[str] | None = None
     fields: list[list[str]] | None = None
     notes: list[str] = field(default_factory=list)
-    text_table: object = None  # the fast reader's pyarrow table, every column as text
+    text_table: object = None  # fast reader: the well-formed rows, every column as text
+    in_table: np.ndarray | None = None  # fast reader: which rows are in text_table
+    bad_fields: dict[int, list[str]] = field(default_factory=dict)  # fast reader: the other rows' fields
 
     @property
     def n_rows(self) -> int:
@@ -289,9 +291,9 @@ class BatchInput:
         if self.fields is not None:
             yield from self.fields
             return
-        cols = [col.to_pylist() for col in self.text_table.columns]
-        for row in zip(*cols):
-            yield list(row)
+        good = zip(*[col.to_pylist() for col in self.text_table.columns])
+        for i, present in enumerate(self.in_table):
+            yield list(next(good)) if present else self.bad_fields[i]
 
 
 def read_batch(paths: Sequence[str], columns: list[str] | None, on_error: str, reserved: Sequence[str]) -> BatchInput:
@@ -325,18 +327,21 @@ def _split_lines(data: bytes) -> list[str] | None:
 
 
 def _read_fast(blobs, columns, reserved) -> BatchInput | None:
-    """pyarrow's reader, everything as text; ``None`` when the row reader must do it
-    (unparseable CSV, empty lines, quoted line breaks, a missing header, bad UTF-8)."""
+    """pyarrow's reader, every column as text, rows with the wrong number of fields set
+    aside with their line numbers; ``None`` when the row reader must do it (a missing
+    header, quoted line breaks, bad UTF-8, CSV pyarrow cannot parse)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     tables, raws, header, header_raw = [], [], None, None
-    sources, source_of, lines = [], [], []
+    sources, source_of, lines, in_table = [], [], [], []
+    malformed: dict[int, str] = {}  # row index (over all inputs) -> reason
+    offset = 0
     for source, data in blobs:
         data = data.removeprefix(BOM)
         text_lines = _split_lines(data)
-        if not text_lines or "" in text_lines:  # empty lines are bad rows: the row reader reports them
+        if not text_lines or not text_lines[0]:
             return None
         first = next(csv.reader([text_lines[0]]), [])
         if not first or headerless(first):
@@ -346,25 +351,49 @@ def _read_fast(blobs, columns, reserved) -> BatchInput | None:
             check_header(header, source, reserved)
         elif first != header:
             raise InputError(source, 1, f"header {first} differs from the first input's {header}")
+        width = len(header)
+        bad_lines: dict[int, str] = {}
+
+        def handler(row, bad_lines=bad_lines, width=width):
+            if row.number is None:
+                raise ValueError("no line number")
+            if not row.text.strip("\r"):
+                bad_lines[row.number] = "empty line"
+            else:
+                extra = " (the extra fields are not in the output)" if row.actual_columns > width else ""
+                bad_lines[row.number] = f"expected {width} fields, got {row.actual_columns}{extra}"
+            return "skip"
+
         try:
             table = pacsv.read_csv(
                 io.BytesIO(data),
-                read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
-                parse_options=pacsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=False),
+                read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),  # line numbers need one thread
+                parse_options=pacsv.ParseOptions(ignore_empty_lines=False, newlines_in_values=False, invalid_row_handler=handler),
                 convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=False),
             )
         except (pa.ArrowInvalid, ValueError):
             return None
-        if table.num_rows != len(text_lines) - 1 or table.column_names != header:
+        n_rows = len(text_lines) - 1
+        if table.num_rows + len(bad_lines) != n_rows or table.column_names != header:
             return None
+        present = np.ones(n_rows, dtype=bool)
+        for number, reason in bad_lines.items():
+            present[number - 2] = False
+            malformed[offset + number - 2] = reason
+        for r, line in enumerate(text_lines[1:]):
+            if not line and present[r]:  # pyarrow reads an empty line as a row of empty values
+                malformed[offset + r] = "empty line"
         sources.append(source)
-        source_of.append(np.full(table.num_rows, len(sources) - 1, dtype=np.int32))
-        lines.append(np.arange(2, table.num_rows + 2, dtype=np.int64))
+        source_of.append(np.full(n_rows, len(sources) - 1, dtype=np.int32))
+        lines.append(np.arange(2, n_rows + 2, dtype=np.int64))
+        in_table.append(present)
         tables.append(table)
         raws.append(text_lines[1:])
+        offset += n_rows
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     raw = raws[0] if len(raws) == 1 else [line for r in raws for line in r]
-    n = table.num_rows
+    present = np.concatenate(in_table)
+    rows = np.flatnonzero(present)  # the rows of the table, in row-index order
 
     notes: list[str] = []
     parsed: dict[int, np.ndarray] = {}
@@ -372,7 +401,7 @@ def _read_fast(blobs, columns, reserved) -> BatchInput | None:
         feature_idx = select_columns(header, columns)
     else:
         feature_idx = []
-        for i, name in enumerate(header):
+        for i in range(len(header)):
             values, share = _parse_column(table.column(i), pc, pa)
             if share > 0.5:
                 feature_idx.append(i)
@@ -382,24 +411,21 @@ def _read_fast(blobs, columns, reserved) -> BatchInput | None:
         if len(feature_idx) < len(header):
             notes.append(f"feature columns {[header[i] for i in feature_idx]}; passed through: "
                          f"{[h for i, h in enumerate(header) if i not in feature_idx]}")
-    X = np.empty((n, len(feature_idx)))
+    X = np.full((len(present), len(feature_idx)), np.nan)
     for j, i in enumerate(feature_idx):
-        X[:, j] = parsed[i] if i in parsed else _parse_column(table.column(i), pc, pa)[0]
-    errors: dict[int, str] = {}
-    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-    if len(bad):
+        X[rows, j] = parsed[i] if i in parsed else _parse_column(table.column(i), pc, pa)[0]
+    errors: dict[int, str] = dict(malformed)
+    bad = [t for t in np.flatnonzero(~np.isfinite(X[rows]).all(axis=1)) if int(rows[t]) not in errors]
+    if bad:
         text_cols = {i: table.column(i).take(pa.array(bad)).to_pylist() for i in feature_idx}
-        for k, row in enumerate(bad):
-            reasons = []
-            for i in feature_idx:
-                _, err = parse_value(text_cols[i][k], header[i])
-                if err:
-                    reasons.append(err)
-            errors[int(row)] = "; ".join(reasons) or "unreadable value"
+        for k, t in enumerate(bad):
+            reasons = [err for i in feature_idx for _, err in [parse_value(text_cols[i][k], header[i])] if err]
+            errors[int(rows[t])] = "; ".join(reasons) or "unreadable value"
+    bad_fields = {r: (next(csv.reader([raw[r]]), []) + [""] * len(header))[: len(header)] for r in malformed}
     return BatchInput(
-        header=header, feature_idx=feature_idx, X=X, errors=errors, sources=sources,
+        header=header, feature_idx=feature_idx, X=X, errors=dict(sorted(errors.items())), sources=sources,
         source_of=np.concatenate(source_of), lines=np.concatenate(lines), header_raw=header_raw, raw=raw,
-        notes=notes, text_table=table,
+        notes=notes, text_table=table, in_table=present, bad_fields=bad_fields,
     )
 
 
@@ -529,7 +555,9 @@ class JsonlOutput:
 
 
 def csv_field(value: str) -> str:
-    """One field as the csv module would write it (quoted only when needed)."""
+    """One field as the csv module would write it in a row (quoted only when needed)."""
+    if not value:
+        return ""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="").writerow([value])
     return buf.getvalue()

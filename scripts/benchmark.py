@@ -17,8 +17,10 @@ part's statistics.  Every method sees the same split:
   target nor, when folds are used, any dataset of the target's fold;
 - **the policy** is trained on source datasets only.  With ``--train-config``, targets
   that are also sources are held out by dataset-level K-fold: the datasets are split
-  into K folds and the policy of fold k is trained on the sources minus fold k's
-  datasets; targets that are not sources use one policy trained on every source.  With
+  into K folds (datasets with the same number of columns, often versions of one original
+  dataset, always in the same fold) and the policy of fold k is trained on the sources
+  minus fold k's datasets; targets that are not sources use one policy trained on every
+  source.  A source counts as the target when their names or their contents agree.  With
   ``--model``, a target among the bundle's training (or validation) tasks gets an
   error row instead of a result.
 
@@ -106,7 +108,8 @@ def add_parser(sub) -> None:
     how.add_argument("--train-config", type=Path, default=None, metavar="CONFIG",
                      help="train the policy with this TOML config, holding each target out (see --folds)")
     p.add_argument("--folds", type=int, default=5,
-                   help="with --train-config: dataset-level folds for targets that are also sources (default 5)")
+                   help="with --train-config: dataset-level folds for targets that are also sources; datasets with "
+                   "the same number of columns share a fold (default 5)")
     p.add_argument("--source-rows", type=int, default=2000,
                    help="rows kept of each source dataset for the transfer baselines (seeded subsample, default 2000)")
     p.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results)")
@@ -264,19 +267,32 @@ def same_dataset(a, b) -> bool:
 def plan_folds(sources: Sequence, targets: Sequence, k: int, seed: int = 0) -> dict[str, str]:
     """Fold of each target: ``"1"`` .. ``"k"`` for targets among the sources, ``"all"`` for the others.
 
-    The targets that are also sources are shuffled (seeded) and cut into ``k`` folds of
-    near-equal size (fewer when there are fewer such targets); the policy of fold ``i`` is
-    trained on the sources minus fold ``i``'s datasets.
+    The targets that are also sources are cut into ``k`` folds of near-equal size (fewer
+    when there are fewer groups); the policy of fold ``i`` is trained on the sources minus
+    fold ``i``'s datasets.  Datasets with the same number of columns are kept in the same
+    fold: benchmark collections hold several versions of one original dataset (ADBench's
+    landsat and satellite, both 36 columns; breastw and WBC, both 9), and one version must
+    not teach the policy that is tested on another.  Groups are shuffled (seeded), then
+    placed largest first, each into the fold with the fewest datasets.
     """
     if k < 2:
         raise ValueError(f"--folds must be at least 2, got {k}")
-    shared = sorted((t.name for t in targets if any(same_dataset(t, s) for s in sources)), key=str.lower)
+    shared = [t for t in targets if any(same_dataset(t, s) for s in sources)]
     folds = {t.name: "all" for t in targets}
-    if shared:
-        order = np.random.default_rng(seed).permutation(len(shared))
-        for i, chunk in enumerate(np.array_split(order, min(k, len(shared)))):
-            for j in chunk:
-                folds[shared[int(j)]] = str(i + 1)
+    if not shared:
+        return folds
+    groups: dict[int, list[str]] = {}
+    for t in sorted(shared, key=lambda t: t.name.lower()):
+        groups.setdefault(t.n_features, []).append(t.name)
+    ordered = [groups[w] for w in sorted(groups)]
+    ordered = [ordered[int(i)] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    ordered.sort(key=len, reverse=True)  # stable: equal sizes keep their shuffled order
+    sizes = [0] * min(k, len(ordered))
+    for group in ordered:
+        fold = int(np.argmin(sizes))
+        sizes[fold] += len(group)
+        for name in group:
+            folds[name] = str(fold + 1)
     return folds
 
 
@@ -660,6 +676,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no labelled source dataset in {args.sources}")
 
     mode = "model" if args.model is not None else "train" if args.train_config is not None else "default"
+    if mode == "default" and POLICY in methods:
+        from anomaly_gym.scripts.detect import default_bundle_path
+
+        if not default_bundle_path().is_file():
+            raise FileNotFoundError(
+                "the 'policy' method needs a policy: pass --train-config CONFIG (trained here, each target held out) "
+                "or --model BUNDLE, or leave 'policy' out of --methods (no default bundle is installed)"
+            )
     folds = plan_folds(sources, all_targets, args.folds) if mode == "train" else {}
     setup = _setup_record(args, sources, targets, folds, mode)
     _check_setup(out, setup, out / "results.csv")
@@ -917,15 +941,26 @@ def load_results(path: Path):
 
 
 def group_tables(frame) -> dict:
-    """Per (protocol, labels): per-dataset mean over seeds of AUROC and AUPRC, one column per method."""
-    ok = frame[frame["status"] == "ok"]
+    """Per (protocol, labels): per-dataset mean over seeds of AUROC and AUPRC, one column per method.
+
+    A method counts on a dataset only when it succeeded on every seed run there (by any
+    method), so that every cell is a mean over the same seeds.
+    """
     tables = {}
-    for (protocol, labels), part in ok.groupby(["protocol", "labels"], sort=False):
-        means = part.groupby(["dataset", "method"])[["auroc", "auprc"]].mean()
+    for (protocol, labels), part in frame.groupby(["protocol", "labels"], sort=False):
+        seeds = part.groupby("dataset")["seed"].nunique()
+        ok = part[part["status"] == "ok"]
+        if ok.empty:
+            continue
+        grouped = ok.groupby(["dataset", "method"])
+        means = grouped[["auroc", "auprc"]].mean()
+        complete = grouped["seed"].nunique() == seeds.reindex(means.index.get_level_values("dataset")).to_numpy()
+        means = means[complete.to_numpy()]
+        if means.empty:
+            continue
         tables[(protocol, labels)] = {
             "auroc": means["auroc"].unstack("method"),
             "auprc": means["auprc"].unstack("method"),
-            "seeds": part.groupby(["dataset", "method"])["seed"].nunique().unstack("method"),
         }
     return tables
 
@@ -1029,7 +1064,8 @@ def _group_section(out: Path, frame, protocol: str, labels: str, tab: dict) -> l
     lines += [
         f"### Mean and median over datasets",
         "",
-        f"Average rank by AUROC (1 = best) over the {len(complete)} datasets where every method has a result.",
+        f"A method counts on a dataset when it succeeded on every seed there. Average rank by AUROC (1 = best) over the "
+        f"{len(complete)} datasets where every method has a result.",
         "",
         "| method | datasets | mean AUROC | median AUROC | mean AUPRC | median AUPRC | avg rank | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

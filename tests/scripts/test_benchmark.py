@@ -17,7 +17,8 @@ from anomaly_gym.scripts import benchmark
 from anomaly_gym.scripts.benchmark import COLUMNS, Setting, draw_labels, plan_folds
 from anomaly_gym.scripts.cli import main
 
-SOURCES = ["synthetic/global-00", "synthetic/local-00", "synthetic/dependency-00", "synthetic/clustered-00",
+# 4, 6, 10, 16, 4 and 13 columns: the two targets (4 columns each) share a fold
+SOURCES = ["synthetic/global-00", "synthetic/local-01", "synthetic/dependency-02", "synthetic/clustered-03",
            "sklearn/iris-1", "sklearn/wine-0"]
 TARGETS = "synthetic/global-00,sklearn/iris-1"
 TINY_TOML = f"""
@@ -98,6 +99,24 @@ def test_summary_statistics_match_the_rows(run_dir):
     assert result["mean_diff"] == pytest.approx(np.mean(diffs), abs=1e-5)
     assert benchmark._wilcoxon(np.zeros(4)) == 1.0  # all-zero differences: no evidence either way
     assert 0.0 < benchmark._wilcoxon(np.array([0.1, 0.2, 0.3, -0.05, 0.0])) <= 1.0
+
+
+def test_a_dataset_counts_for_a_method_only_when_every_seed_succeeded():
+    import pandas as pd
+
+    rows = []
+    for d in ("d1", "d2"):
+        for seed in (0, 1):
+            for m, auroc in (("a", 0.9), ("b", 0.6)):
+                failed = (d, seed, m) == ("d1", 1, "b")
+                rows.append(dict(dataset=d, method=m, protocol="zero-shot", labels="0", seed=seed,
+                                 auroc=np.nan if failed else auroc + seed / 100, auprc=0.5, fit_seconds=0.1,
+                                 score_seconds=0.1, status="error" if failed else "ok", error=""))
+    table = benchmark.group_tables(pd.DataFrame(rows))[("zero-shot", "0")]["auroc"]
+    assert np.isnan(table.loc["d1", "b"]) and table.loc["d2", "b"] == pytest.approx(0.605)
+    assert table.loc["d1", "a"] == pytest.approx(0.905)
+    ranks, complete = benchmark.average_ranks(table)
+    assert complete == ["d2"] and ranks["a"] == 1.0 and ranks["b"] == 2.0
 
 
 def test_no_target_among_its_policys_training_tasks(run_dir):
@@ -276,27 +295,33 @@ def test_draw_labels_counts_ratios_nesting_and_cap():
     assert capped.sum() == 12 and "only 12 anomalies" in note
 
 
-def test_plan_folds_holds_out_shared_datasets_by_name_or_content():
-    def task(name, seed):
-        X = np.random.default_rng(seed).normal(size=(40, 3))
+def test_plan_folds_holds_out_shared_datasets_by_name_content_and_width():
+    def task(name, seed, width=3):
+        X = np.random.default_rng(seed).normal(size=(40, width))
         y = np.r_[np.zeros(36), np.ones(4)]
         return Task(name, X, y)
 
-    sources = [task(f"s{i}", i) for i in range(7)]
-    renamed = Task("copy-of-s6", sources[6].X, sources[6].y)  # same rows under another name
-    targets = sources[:5] + [renamed, task("new", 99)]
+    sources = [task(f"s{i}", i, width=2 + i) for i in range(7)] + [task("s6-rescaled", 50, width=8)]
+    renamed = Task("copy-of-s5", sources[5].X, sources[5].y)  # same rows under another name
+    targets = sources[:5] + [renamed, sources[7], task("new", 99, width=8)]
     folds = plan_folds(sources, targets, k=3)
-    assert folds["new"] == "all"
-    assert folds["copy-of-s6"] != "all"
+    assert folds["new"] == "all"  # not a source: scored by a policy trained on every source
+    assert folds["copy-of-s5"] != "all"
+    assert folds["s6-rescaled"] != "all"
     numbered = [f for f in folds.values() if f != "all"]
-    assert sorted(set(numbered)) == ["1", "2", "3"] and len(numbered) == 6
+    assert sorted(set(numbered)) == ["1", "2", "3"] and len(numbered) == 7
+    assert max(numbered.count(f) for f in "123") - min(numbered.count(f) for f in "123") <= 1
     for fold in ("1", "2", "3"):
         kept = benchmark.fold_sources(sources, targets, folds, fold)
         held = [t for t in targets if folds[t.name] == fold]
         assert not any(benchmark.same_dataset(s, t) for s in kept for t in held)
-        if any(t.name == "copy-of-s6" for t in held):
-            assert sources[6] not in kept
-    assert plan_folds(sources, targets, k=50)  # more folds than datasets: one dataset per fold
+        if any(t.name == "copy-of-s5" for t in held):
+            assert sources[5] not in kept
+    # same width, same fold: a rescaled version of a dataset never teaches the policy tested on the other
+    wide = [task("a", 1, 5), task("b", 2, 5), task("c", 3, 6), task("d", 4, 7), task("e", 5, 8)]
+    f = plan_folds(wide, wide, k=4)
+    assert f["a"] == f["b"] and len({f["a"], f["c"], f["d"], f["e"]}) == 4
+    assert plan_folds(sources, targets, k=50)  # more folds than groups: one group per fold
     with pytest.raises(ValueError, match="at least 2"):
         plan_folds(sources, targets, k=1)
 

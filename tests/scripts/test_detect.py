@@ -80,7 +80,9 @@ def test_batch_round_trip_appends_scores_and_keeps_every_line(tmp_path, model, b
     rows = _table(out)
     scores = np.array([float(r["anomaly_score"]) for r in rows])
     assert ((scores >= 0) & (scores <= 1)).all()
-    assert [int(r["is_anomaly"]) for r in rows] == [int(s > 0.5) for s in scores]
+    # by default the top 5% are flagged
+    assert [int(r["is_anomaly"]) for r in rows] == [int(s > np.quantile(scores, 0.95)) for s in scores]
+    assert sum(int(r["is_anomaly"]) for r in rows) == 10
     assert all(r["error"] == "" for r in rows)
     # timestamps and labels are not features: they pass through
     assert [r["ts"] for r in rows] == [line.split(",")[0] for line in lines]
@@ -120,21 +122,26 @@ def test_columns_option_leaves_other_numeric_columns_out(tmp_path, model, capsys
     assert [r["anomaly_score"] for r in rows_id] == [r["anomaly_score"] for r in rows_plain]
 
 
-def test_contamination_flags_the_top_share(tmp_path, model, capsys, monkeypatch):
+def test_contamination_or_threshold_sets_the_flags(tmp_path, model, capsys, monkeypatch):
     _, lines = _rows()
-    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines), "--contamination", "0.1")
+    src = _write(tmp_path / "in.csv", lines)
+    code, out, err = _detect(capsys, monkeypatch, src, "--contamination", "0.1")
     assert code == 0, err
     rows = _table(out)
     scores = np.array([float(r["anomaly_score"]) for r in rows])
     flags = np.array([int(r["is_anomaly"]) for r in rows])
-    assert flags.sum() == 20
+    assert flags.sum() == 20 and "score > the 0.9 quantile" in err
     np.testing.assert_array_equal(flags, scores > np.quantile(scores, 0.9))
+    code, out, err = _detect(capsys, monkeypatch, src, "--threshold", "0.5")
+    rows = _table(out)
+    assert [int(r["is_anomaly"]) for r in rows] == [int(float(r["anomaly_score"]) > 0.5) for r in rows]
+    assert "(score > 0.5)" in err
 
 
 @pytest.mark.parametrize("contamination", [None, 0.2])
 def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, model, bundle, capsys, monkeypatch, contamination):
     X, lines = _rows()
-    extra = ["--contamination", contamination] if contamination else []
+    extra = ["--contamination", contamination] if contamination else ["--threshold", 0.5]
     code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
                              "--refit-every", 50, *extra, stdin="\n".join([HEADER, *lines]) + "\n")
     assert code == 0, err
@@ -240,6 +247,18 @@ def test_bad_rows_follow_the_on_error_policy(tmp_path, model, capsys, monkeypatc
     if case not in ("empty line", "too few fields", "too many fields"):
         assert out.splitlines()[31].startswith(bad + ",")
     assert all(r["error"] == "" for i, r in enumerate(rows) if i != 30)
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_quoted_text_passes_through(tmp_path, model, capsys, monkeypatch, mode):
+    _, lines = _rows(60)
+    lines = [line.replace(",no", ',"no, really"') for line in lines]
+    lines[40] = lines[40].replace(',"no, really"', ',"two\nlines"')  # a line break inside quotes
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines), "--mode", mode, "--warmup", 20)
+    assert code == 0, err
+    rows = _table(out)
+    assert len(rows) == 60 and all(r["error"] == "" for r in rows)
+    assert rows[0]["label"] == "no, really" and rows[40]["label"] == "two\nlines" and rows[17]["label"] == "yes"
 
 
 @pytest.mark.parametrize("mode", ["batch", "stream"])
