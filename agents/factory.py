@@ -56,7 +56,7 @@ def make_agent(
     if net_arch is not None:
         arch = list(net_arch)
         policy_kwargs["net_arch"] = arch if key == "dqn" else dict(pi=arch, vf=arch or [64])
-    return ALGORITHMS[key](
+    model = ALGORITHMS[key](
         "MlpPolicy",
         env,
         policy_kwargs=policy_kwargs,
@@ -66,6 +66,24 @@ def make_agent(
         verbose=verbose,
         **algo_kwargs,
     )
+    if tensorboard_log is None:
+        quiet_logger(model)
+    return model
+
+
+def quiet_logger(model: BaseAlgorithm) -> BaseAlgorithm:
+    """Give ``model`` a logger that writes to stdout when verbose and nowhere else.
+
+    Without one, every ``learn()`` call makes SB3 create an empty ``SB3-<date>`` folder
+    in the temporary directory.
+    """
+    import sys
+
+    from stable_baselines3.common.logger import HumanOutputFormat, Logger
+
+    formats = [HumanOutputFormat(sys.stdout)] if model.verbose else []
+    model.set_logger(Logger(folder=None, output_formats=formats))
+    return model
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from anomaly_gym.agents.bundle import PolicyBundle
-from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba
+from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba, quiet_logger
 from anomaly_gym.envs.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
     custom = {"n_steps": settings.n_steps, "learning_rate": settings.learning_rate, "lr_schedule": _constant(settings.learning_rate)}
     if hasattr(model, "batch_size"):
         custom["batch_size"] = min(model.batch_size, settings.n_envs * settings.n_steps)
-    model = type(model).load(buffer, env=env, device=model.device, custom_objects=custom)
+    model = quiet_logger(type(model).load(buffer, env=env, device=model.device, custom_objects=custom))
     model.set_random_seed(seed)
     bundle.model = model
     initial = copy.deepcopy(model.policy.state_dict())
