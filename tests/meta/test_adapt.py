@@ -47,10 +47,11 @@ def test_few_shot_improves_auroc_on_the_unlabelled_rest(bundle, target):
     assert record["labelled_rows"] == 60 and record["held_out_rows"] + record["fine_tune_rows"] == 60
     auc_zero = roc_auc_score(target.y[rest], zero.score(target.X[rest], refit=False))
     auc_few = roc_auc_score(target.y[rest], few.score(target.X[rest], refit=False))
-    if record["kept"] == "adapted":
-        assert record["held_out_auroc_after"] >= record["held_out_auroc_before"]
-    # seeded floor: on this target fine-tuning must not lose ranking quality on unseen rows
-    assert auc_few >= auc_zero - 0.01
+    assert record["kept"] == "adapted"
+    assert record["held_out_auroc_after"] > record["held_out_auroc_before"]
+    # seeded floor: the policy meta-trained on 'global' anomalies learns the clustered ones
+    # from 60 labels (0.83 -> 0.96 on the unlabelled rows when this was written)
+    assert auc_few > auc_zero + 0.05
     assert auc_few > 0.9
 
 
