@@ -286,7 +286,8 @@ class CBLOFDetector(PyODDetector):
         random_state: Seed of the k-means clustering.
 
     When PyOD cannot separate large from small clusters with these ``alpha`` / ``beta``
-    (it raises), the fit is retried with fewer clusters, down to 2.
+    (it raises), the fit is retried with fewer clusters and then relaxed splits
+    (:func:`anomaly_gym.envs.features.fit_cblof`).
     """
 
     def __init__(self, n_clusters: int = 8, alpha: float = 0.9, beta: float = 5, use_weights: bool = False,
@@ -298,22 +299,12 @@ class CBLOFDetector(PyODDetector):
         self.random_state = random_state
 
     def _fit(self, X, y, source) -> None:
-        from pyod.models.cblof import CBLOF
+        from anomaly_gym.envs.features import fit_cblof
 
-        k = max(2, min(int(self.n_clusters), len(X) // 10))
-        while True:
-            detector = CBLOF(n_clusters=k, alpha=self.alpha, beta=self.beta, use_weights=self.use_weights,
-                             random_state=self.random_state)
-            try:
-                with seeded(seed_int(self.random_state)), _quiet():
-                    detector.fit(X)
-                break
-            except ValueError as exc:
-                if k <= 2:
-                    raise ValueError(f"CBLOF could not separate large from small clusters ({exc}); "
-                                     "try other alpha / beta values") from exc
-                k -= 1
-        self.n_clusters_ = k
+        with seeded(seed_int(self.random_state)), _quiet():
+            detector = fit_cblof(X, n_clusters=self.n_clusters, alpha=self.alpha, beta=self.beta,
+                                 use_weights=self.use_weights, random_state=self.random_state)
+        self.n_clusters_ = detector.n_clusters
         self.detector_ = detector
         self.decision_scores_ = np.asarray(detector.decision_scores_, dtype=np.float64)
 

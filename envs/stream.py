@@ -399,6 +399,8 @@ def _compile(det, neighbour_sets: list[_Neighbours]) -> Callable[[np.ndarray, di
     if det is None:
         return _Dead()
     cls = f"{type(det).__module__}.{type(det).__name__}"
+    if cls == "anomaly_gym.envs.features._RelaxedCBLOF":  # the bank's CBLOF: PyOD's, fitted with relaxed splits
+        det, cls = det.detector_, "pyod.models.cblof.CBLOF"
     try:
         if cls == "anomaly_gym.envs.features._TailProbabilityDetector":
             return _TailProbability(det)
