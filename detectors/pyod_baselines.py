@@ -28,12 +28,14 @@ import io
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import clone
 
 from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
 from anomaly_gym.detectors.base import BaseDetector
+from anomaly_gym.envs.features import percentile_rank
 
 logger = logging.getLogger(__name__)
 
@@ -134,22 +136,18 @@ class _TailProbabilityDetector(BaseDetector):
     def _decision_function(self, X):
         return self._score(X, training=False)
 
+    method: ClassVar[str]
+
     def _score(self, X: np.ndarray, *, training: bool) -> np.ndarray:
+        from anomaly_gym.envs.features import tail_counts, tail_outlyingness
+
         n = len(self.sorted_)
-        at_most = np.column_stack([np.searchsorted(col, x, side="right") for col, x in zip(self.sorted_.T, X.T)])
-        at_least = n - np.column_stack([np.searchsorted(col, x, side="left") for col, x in zip(self.sorted_.T, X.T)])
+        at_most, at_least = tail_counts(self.sorted_, X)
         if training:
             left, right = at_most / n, at_least / n
         else:
             left, right = (at_most + 1) / (n + 1), (at_least + 1) / (n + 1)
-        u_left, u_right = -np.log(left), -np.log(right)
-        s = self.skew_sign_
-        u_skew = u_left * -np.sign(s - 1) + u_right * np.sign(s + 1)
-        return self._combine(u_left, u_right, u_skew).sum(axis=1)
-
-    @staticmethod
-    def _combine(u_left, u_right, u_skew):
-        raise NotImplementedError
+        return tail_outlyingness(-np.log(left), -np.log(right), self.skew_sign_, self.method)
 
 
 class ECODDetector(_TailProbabilityDetector):
@@ -160,9 +158,7 @@ class ECODDetector(_TailProbabilityDetector):
     CDFs one at a time (see :class:`_TailProbabilityDetector`).
     """
 
-    @staticmethod
-    def _combine(u_left, u_right, u_skew):
-        return np.maximum(np.maximum(u_left, u_right), u_skew)
+    method = "ecod"
 
 
 class COPODDetector(_TailProbabilityDetector):
@@ -173,9 +169,7 @@ class COPODDetector(_TailProbabilityDetector):
     CDFs one at a time (see :class:`_TailProbabilityDetector`).
     """
 
-    @staticmethod
-    def _combine(u_left, u_right, u_skew):
-        return np.maximum(u_skew, (u_left + u_right) / 2)
+    method = "copod"
 
 
 class HBOSDetector(PyODDetector):
@@ -388,13 +382,6 @@ class DeepSVDDDetector(PyODDetector):
 
 
 # --------------------------------------------------------------------------- ensembles and selection
-
-
-def percentile_rank(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Mid-rank percentile (0..1) of each score among ``sorted_reference`` (ties count half)."""
-    left = np.searchsorted(sorted_reference, scores, side="left")
-    right = np.searchsorted(sorted_reference, scores, side="right")
-    return (left + right) / (2.0 * len(sorted_reference))
 
 
 class MeanRankEnsemble(BaseDetector):

@@ -86,6 +86,34 @@ def _iforest(p, n, seed):
     return IForest(**p)
 
 
+def tail_counts(sorted_columns: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and column, how many fitting values are <= and >= the row's value."""
+    n = len(sorted_columns)
+    columns = range(X.shape[1])
+    at_most = np.column_stack([np.searchsorted(sorted_columns[:, j], X[:, j], side="right") for j in columns])
+    at_least = n - np.column_stack([np.searchsorted(sorted_columns[:, j], X[:, j], side="left") for j in columns])
+    return at_most, at_least
+
+
+def tail_outlyingness(u_left: np.ndarray, u_right: np.ndarray, skew_sign: np.ndarray, method: str) -> np.ndarray:
+    """ECOD's or COPOD's score from the negative log tail probabilities (PyOD's formulas)."""
+    u_skew = -u_left * np.sign(skew_sign - 1) + u_right * np.sign(skew_sign + 1)
+    if method == "ecod":
+        outlying = np.maximum(np.maximum(u_left, u_right), u_skew)
+    elif method == "copod":
+        outlying = np.maximum(u_skew, (u_left + u_right) / 2)
+    else:
+        raise ValueError(f"method must be 'ecod' or 'copod', got {method!r}")
+    return outlying.sum(axis=1)
+
+
+def percentile_rank(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Mid-rank percentile (0..1) of each score among ``sorted_reference`` (ties count half)."""
+    left = np.searchsorted(sorted_reference, scores, side="left")
+    right = np.searchsorted(sorted_reference, scores, side="right")
+    return (left + right) / (2.0 * len(sorted_reference))
+
+
 class _TailProbabilityDetector:
     """ECOD or COPOD, scoring every row against the fitting rows alone.
 
@@ -110,19 +138,11 @@ class _TailProbabilityDetector:
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
         n = len(self.sorted_)
-        columns = range(X.shape[1])
-        at_most = np.column_stack([np.searchsorted(self.sorted_[:, j], X[:, j], side="right") for j in columns])
-        at_least = n - np.column_stack([np.searchsorted(self.sorted_[:, j], X[:, j], side="left") for j in columns])
+        at_most, at_least = tail_counts(self.sorted_, np.asarray(X, dtype=np.float64))
         u_left = -np.log((at_most + 1.0) / (n + 1.0))
         u_right = -np.log((at_least + 1.0) / (n + 1.0))
-        u_skew = -u_left * np.sign(self.skew_sign_ - 1) + u_right * np.sign(self.skew_sign_ + 1)
-        if self.method == "ecod":
-            outlying = np.maximum(np.maximum(u_left, u_right), u_skew)
-        else:  # copod
-            outlying = np.maximum(u_skew, (u_left + u_right) / 2)
-        return outlying.sum(axis=1)
+        return tail_outlyingness(u_left, u_right, self.skew_sign_, self.method)
 
 
 def _ecod(p, n, seed):
@@ -440,11 +460,7 @@ class Featurizer:
         n = len(X)
         ref = self.sorted_scores_
         m = len(ref)
-        pct = np.empty_like(scores)
-        for j in range(scores.shape[1]):
-            left = np.searchsorted(ref[:, j], scores[:, j], side="left")
-            right = np.searchsorted(ref[:, j], scores[:, j], side="right")
-            pct[:, j] = (left + right) / (2.0 * m)
+        pct = np.column_stack([percentile_rank(ref[:, j], scores[:, j]) for j in range(scores.shape[1])])
         z = (scores - self.median_) / self.scale_
         z = np.clip(np.nan_to_num(z, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP), -Z_CLIP, Z_CLIP)
         z = np.sign(z) * np.log1p(np.abs(z))

@@ -240,12 +240,7 @@ class _TailProbability:
 
     def __call__(self, Z, cache):
         u_left, u_right = self._tails(Z, cache)
-        u_skew = -u_left * np.sign(self.skew_sign - 1) + u_right * np.sign(self.skew_sign + 1)
-        if self.method == "ecod":
-            outlying = np.maximum(np.maximum(u_left, u_right), u_skew)
-        else:  # copod
-            outlying = np.maximum(u_skew, (u_left + u_right) / 2)
-        return outlying.sum(axis=1)
+        return _features.tail_outlyingness(u_left, u_right, self.skew_sign, self.method)
 
 
 class _HBOS:
