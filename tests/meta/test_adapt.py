@@ -56,15 +56,26 @@ def test_few_shot_improves_auroc_on_the_unlabelled_rest(bundle, target):
 
 
 def test_guard_falls_back_on_contradictory_labels(bundle, target):
-    """Labels that call the obvious outliers normal, and normal rows anomalies: adaptation cannot help."""
-    flipped = few_shot_labels(1 - target.y, 10, 10, seed=1)
-    adapted = adapt(bundle, target.X, flipped, settings=FAST, seed=1)
-    record = adapted.metadata["adaptation"]
-    held = record["held_out_auroc_after"]
-    assert held >= record["held_out_auroc_before"]  # never worse on its own held-out labels
-    if record["kept"] == "unadapted":
-        np.testing.assert_allclose(adapted.score(target.X, refit=False), bundle.score(target.X))
-        assert "no update beat" in record["reason"]
+    """Labels drawn at random carry no signal: fitting them cannot generalise to held-out rows.
+
+    Over several seeds the guard must never end worse than the unadapted policy on its own
+    held-out labels, must fall back at least once, and a fallback must give exactly the
+    unadapted scores.
+    """
+    fallbacks = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        labels = np.full(target.n_rows, -1)
+        rows = rng.choice(target.n_rows, 40, replace=False)
+        labels[rows[:20]], labels[rows[20:]] = 1, 0
+        adapted = adapt(bundle, target.X, labels, settings=FAST, seed=seed)
+        record = adapted.metadata["adaptation"]
+        assert record["held_out_auroc_after"] >= record["held_out_auroc_before"]
+        if record["kept"] == "unadapted":
+            fallbacks += 1
+            assert "no update beat" in record["reason"]
+            np.testing.assert_allclose(adapted.score(target.X, refit=False), bundle.score(target.X))
+    assert fallbacks >= 1
 
 
 def test_unsupervised_self_training_records_pseudo_labels(bundle, target):
