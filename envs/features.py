@@ -459,7 +459,6 @@ class Featurizer:
         scores = self.raw_scores(X)
         n = len(X)
         ref = self.sorted_scores_
-        m = len(ref)
         pct = np.column_stack([percentile_rank(ref[:, j], scores[:, j]) for j in range(scores.shape[1])])
         z = (scores - self.median_) / self.scale_
         z = np.clip(np.nan_to_num(z, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP), -Z_CLIP, Z_CLIP)

@@ -1062,7 +1062,7 @@ def _group_section(out: Path, frame, protocol: str, labels: str, tab: dict) -> l
     errors = part[part["status"] != "ok"].groupby("method").size()
     order = auroc.mean().sort_values(ascending=False).index
     lines += [
-        f"### Mean and median over datasets",
+        "### Mean and median over datasets",
         "",
         f"A method counts on a dataset when it succeeded on every seed there. Average rank by AUROC (1 = best) over the "
         f"{len(complete)} datasets where every method has a result.",

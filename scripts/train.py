@@ -74,7 +74,6 @@ def resolve_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from anomaly_gym.meta.config import TrainConfig
     from anomaly_gym.meta.evaluate import mean_metric
