@@ -171,6 +171,35 @@ def load_bundle(path: str | Path, *, device: str = "auto") -> PolicyBundle:
     return PolicyBundle.load(path, device=device)
 
 
+#: The policy shipped inside the package, relative to ``anomaly_gym.agents``.
+DEFAULT_BUNDLE = ("models", "default.bundle.zip")
+
+
+def default_bundle_path():
+    """``anomaly_gym/agents/models/default.bundle.zip`` as an ``importlib.resources`` Traversable."""
+    from importlib import resources
+
+    return resources.files("anomaly_gym.agents").joinpath(*DEFAULT_BUNDLE)
+
+
+def load_default_bundle(*, device: str = "auto", location=None) -> PolicyBundle:
+    """The policy bundle shipped with the package (or the one at ``location``).
+
+    Raises:
+        FileNotFoundError: the bundle is not installed (for example in a source tree without it).
+    """
+    from importlib import resources
+
+    location = default_bundle_path() if location is None else location
+    if not location.is_file():
+        raise FileNotFoundError(
+            f"no --model given and the default policy bundle is not installed ({location}); "
+            "train one with `anomaly-gym train` and pass --model RUN_DIR/best.bundle.zip"
+        )
+    with resources.as_file(location) as local:
+        return PolicyBundle.load(local, device=device)
+
+
 def _json_default(obj):
     if isinstance(obj, (np.integer,)):
         return int(obj)

@@ -39,14 +39,12 @@ class PolicyDetector(BaseDetector):
         self.device = device
 
     def _load(self):
-        from anomaly_gym.agents.bundle import PolicyBundle, load_bundle
+        from anomaly_gym.agents.bundle import PolicyBundle, load_bundle, load_default_bundle
 
         if isinstance(self.model, PolicyBundle):
             return self.model
         if self.model is None:
-            from anomaly_gym.scripts.detect import load_model
-
-            return load_model(None, self.device)
+            return load_default_bundle(device=self.device)
         return load_bundle(Path(self.model), device=self.device)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, source: list[SourceData] | None) -> None:

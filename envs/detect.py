@@ -6,10 +6,10 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
-
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_task
+from anomaly_gym.envs.sources import training_pool
 from anomaly_gym.envs.tasks import Task, check_training_task
+from gymnasium import spaces
 
 
 class AnomalyDetectionEnv(gym.Env):
@@ -90,17 +90,7 @@ class AnomalyDetectionEnv(gym.Env):
         features: Sequence[np.ndarray] | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if tasks is None:
-            from anomaly_gym.envs.sources import builtin_suite
-
-            tasks = builtin_suite()
-        tasks = list(tasks)
-        if not tasks:
-            raise ValueError("AnomalyDetectionEnv needs at least one task")
-        for task in tasks:
-            if not isinstance(task, Task):
-                raise TypeError(f"tasks must be anomaly_gym Task objects, got {type(task).__name__}")
-            check_training_task(task)
+        tasks = training_pool(tasks, "AnomalyDetectionEnv")
         if int(episode_length) < 1:
             raise ValueError(f"episode_length must be a positive integer, got {episode_length}")
         if anomaly_fraction is not None and not 0.0 < anomaly_fraction < 1.0:

@@ -16,7 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
-from anomaly_gym.envs.tasks import Task, make_task
+from anomaly_gym.envs.tasks import Task, check_training_task, make_task
 
 SYNTHETIC_TYPES = ("local", "global", "dependency", "clustered")
 
@@ -245,6 +245,23 @@ def load_csv(path: str | Path, label_column: str | None = None, columns: list[st
         frame = frame[columns]
     task_kwargs.setdefault("source", "csv")
     return make_task(path.stem, frame, y, **task_kwargs)
+
+
+def training_pool(tasks: Iterable[Task] | None, owner: str) -> list[Task]:
+    """The task pool of an environment: ``tasks`` (default: the built-in suite), each checked.
+
+    Raises:
+        ValueError: the pool is empty, or a task lacks labels or one of the classes.
+        TypeError: an element is not a :class:`Task`.
+    """
+    tasks = builtin_suite() if tasks is None else list(tasks)
+    if not tasks:
+        raise ValueError(f"{owner} needs at least one task")
+    for task in tasks:
+        if not isinstance(task, Task):
+            raise TypeError(f"tasks must be anomaly_gym Task objects, got {type(task).__name__}")
+        check_training_task(task)
+    return tasks
 
 
 def load_tasks(spec: str | Path, **task_kwargs) -> list[Task]:

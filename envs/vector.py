@@ -14,12 +14,17 @@ from typing import Any, Literal, Sequence
 
 import gymnasium as gym
 import numpy as np
+from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_task
+from anomaly_gym.envs.sources import training_pool
+from anomaly_gym.envs.tasks import Task, check_training_task
 from gymnasium import spaces
 from gymnasium.utils import seeding
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
-
-from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_task
-from anomaly_gym.envs.tasks import Task, check_training_task
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvObs,
+    VecEnvStepReturn,
+)
 
 RngMode = Literal["batched", "per_env"]
 
@@ -144,17 +149,7 @@ class BatchedDetectEnv(VecEnv):
         backend: Literal["numpy", "torch"] | None = None,
         device: str = "cpu",
     ) -> None:
-        if tasks is None:
-            from anomaly_gym.envs.sources import builtin_suite
-
-            tasks = builtin_suite()
-        tasks = list(tasks)
-        if not tasks:
-            raise ValueError("BatchedDetectEnv needs at least one task")
-        for task in tasks:
-            if not isinstance(task, Task):
-                raise TypeError(f"tasks must be anomaly_gym Task objects, got {type(task).__name__}")
-            check_training_task(task)
+        tasks = training_pool(tasks, "BatchedDetectEnv")
         if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
             raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}")
         if rng_mode not in ("batched", "per_env"):

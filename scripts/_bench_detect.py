@@ -60,7 +60,7 @@ def make_csv(path: Path, n_rows: int, n_columns: int, seed: int = 0) -> None:
 
 
 def _bundle(path: Path | None, workdir: Path) -> tuple[Path, str]:
-    from anomaly_gym.scripts.detect import default_bundle_path
+    from anomaly_gym.agents.bundle import default_bundle_path
 
     if path is not None:
         return path, str(path)

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from anomaly_gym.meta.adapt import adapt, few_shot_labels
-    from anomaly_gym.scripts.detect import load_model
+    from anomaly_gym.agents import load_bundle, load_default_bundle
 
     console = Console(stderr=True)
     X, labels = _read_target(args)
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if labels is not None and args.mode in ("zero-shot", "unsupervised"):
         console.print(f"--mode {args.mode}: the labels are not used")
         labels = None
-    bundle = load_model(args.model, args.device)
+    bundle = load_default_bundle(device=args.device) if args.model is None else load_bundle(args.model, device=args.device)
     adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, device="cpu" if args.device == "auto" else args.device)
     adapted.save(args.out)
     record = adapted.metadata["adaptation"]

@@ -403,7 +403,7 @@ class PolicySource:
         if self.mode == "model":
             return self.model
         if self.mode == "default":
-            from anomaly_gym.scripts.detect import default_bundle_path
+            from anomaly_gym.agents.bundle import default_bundle_path
 
             return default_bundle_path()
         return self.out / "models" / (f"fold-{fold}.bundle.zip" if fold != "all" else "all-sources.bundle.zip")
@@ -677,7 +677,7 @@ def run(args: argparse.Namespace) -> int:
 
     mode = "model" if args.model is not None else "train" if args.train_config is not None else "default"
     if mode == "default" and POLICY in methods:
-        from anomaly_gym.scripts.detect import default_bundle_path
+        from anomaly_gym.agents.bundle import default_bundle_path
 
         if not default_bundle_path().is_file():
             raise FileNotFoundError(

@@ -18,7 +18,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE = ("models", "default.bundle.zip")  # inside the anomaly_gym.agents package
 DEFAULT_CONTAMINATION = 0.05  # the share flagged when neither --threshold nor --contamination is given
 BATCH_COLUMNS = ("anomaly_score", "is_anomaly", "error")
 STREAM_COLUMNS = ("anomaly_score", "is_anomaly", "status", "error")
@@ -113,29 +112,19 @@ def add_parser(sub) -> None:
 
 
 def default_bundle_path():
-    """The policy bundle shipped inside the package, ``anomaly_gym/agents/models/default.bundle.zip``
-    (an ``importlib.resources`` Traversable; it may be absent in a source tree)."""
-    from importlib import resources
+    """Where the shipped default policy lies (see :func:`anomaly_gym.agents.default_bundle_path`)."""
+    from anomaly_gym.agents.bundle import default_bundle_path as shipped
 
-    return resources.files("anomaly_gym.agents").joinpath(*DEFAULT_BUNDLE)
+    return shipped()
 
 
 def load_model(path: Path | None, device: str):
     """The bundle at ``path``, or the default bundle when ``path`` is None."""
-    from importlib import resources
-
-    from anomaly_gym.agents import load_bundle
+    from anomaly_gym.agents import load_bundle, load_default_bundle
 
     if path is not None:
         return load_bundle(path, device=device)
-    default = default_bundle_path()
-    if not default.is_file():
-        raise FileNotFoundError(
-            f"no --model given and the default policy bundle is not installed ({default}); "
-            "train one with `anomaly-gym train` and pass --model RUN_DIR/best.bundle.zip"
-        )
-    with resources.as_file(default) as local:
-        return load_bundle(local, device=device)
+    return load_default_bundle(device=device, location=default_bundle_path())
 
 
 class PolicyScorer:
