@@ -1,9 +1,9 @@
 """Monotone linear policies: non-decreasing in every anomaly-score feature.
 
 Every detector score points one way (higher = more anomalous), so a policy whose logit
-for "anomaly" can only rise with them generalises better across datasets than a free
-one: on 31 ADBench datasets a free linear model over 18 detector features overfitted
-the sources, a non-negative one did not.  SB3 has no constrained optimiser, so
+for "anomaly" can only rise with them cannot learn a source dataset's quirk of the form
+"this detector is wrong here, invert it", the kind of fit that does not transfer to
+unseen datasets.  SB3 has no constrained optimiser, so
 :class:`MonotoneLogitCallback` projects after every update (projected gradient descent).
 """
 
