@@ -318,8 +318,8 @@ class FeaturizerConfig:
 FEATURE_VERSION = 3
 
 #: A larger bank: the default eight plus further hyperparameters of the same families and
-#: a Gaussian mixture, about five times the default bank's fitting time.  The training
-#: default (configs/default.toml); `anomaly-gym benchmark` measures what it gives.
+#: a Gaussian mixture.  The training default (configs/default.toml); `anomaly-gym
+#: benchmark` measures what it gives.
 RICH_DETECTORS = DEFAULT_DETECTORS + (
     "knn:n_neighbors=20",
     "knn:n_neighbors=50",
