@@ -150,7 +150,8 @@ def make_task(
         if nan_policy == "error":
             raise ValueError(
                 f"task {name!r} has NaN or infinite values ({where}). Clean the data, or pass "
-                "nan_policy='median' (CLI: --impute median) to replace them with column medians."
+                "nan_policy='median' (CLI: --impute median; training config: nan_policy = \"median\") "
+                "to replace them with column medians."
             )
         X = X.copy()
         for j in np.unique(cols):

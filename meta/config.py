@@ -35,6 +35,8 @@ class TrainConfig:
     """Rows per episode."""
     anomaly_fraction: float = 0.5
     """Probability that a drawn row is an anomaly (balanced by default)."""
+    nan_policy: str = "error"
+    """NaN or infinite values in source files: 'error' (stop and say where) or 'median' (impute column medians)."""
     max_task_rows: int = 10_000
     """Source tasks above this many rows are subsampled (stratified, seeded) before featurizing."""
     net_arch: list[int] = field(default_factory=list)
@@ -90,6 +92,8 @@ class TrainConfig:
         for key in ("total_steps", "n_envs", "episode_length", "max_task_rows", "n_steps", "batch_size", "n_epochs", "eval_every", "checkpoint_every", "reptile_inner_steps"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        if self.nan_policy not in ("error", "median"):
+            raise ValueError(f"nan_policy must be 'error' or 'median', got {self.nan_policy!r}")
         if not 0.0 < self.anomaly_fraction < 1.0:
             raise ValueError(f"anomaly_fraction must be in (0, 1), got {self.anomaly_fraction}")
 

@@ -31,7 +31,7 @@ def load_sources(cfg: TrainConfig) -> list[Task]:
     """The configured source tasks, filtered by ``cfg.datasets`` and subsampled to ``cfg.max_task_rows``."""
     tasks: list[Task] = []
     for spec in cfg.sources:
-        tasks += load_tasks(spec)
+        tasks += load_tasks(spec, nan_policy=cfg.nan_policy)
     if cfg.datasets:
         wanted = {d.lower() for d in cfg.datasets}
         found = {t.name.lower() for t in tasks}

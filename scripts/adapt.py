@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--normal-shots", type=int, default=None, help="labelled normal rows to reveal with --shots (default 5 x shots)")
     p.add_argument("--columns", nargs="+", default=None, help="CSV feature columns (default: every numeric column but the label)")
     p.add_argument("--mode", choices=("auto", "zero-shot", "few-shot", "unsupervised"), default="auto")
+    p.add_argument("--impute", choices=("error", "median"), default="error",
+                   help="NaN or infinite feature values: stop with an error (default) or replace them with column medians")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("--out", type=Path, required=True, help="where to write the adapted bundle")
@@ -56,7 +58,15 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
         if args.label_column is not None:
             if args.label_column not in frame.columns:
                 raise ValueError(f"{path}: no label column {args.label_column!r}; the columns are {list(frame.columns)}")
-            labels = frame.pop(args.label_column).to_numpy(dtype=float, na_value=np.nan)
+            raw = frame.pop(args.label_column)
+            labels = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+            bad = np.isnan(labels) & raw.notna().to_numpy()
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"{path}: label column {args.label_column!r} must hold 1 (anomaly), 0 (normal) or nothing (unknown); "
+                    f"data row {row} has {raw.iloc[row]!r}"
+                )
             labels = np.where(np.isnan(labels), -1, labels)
         if args.columns:
             missing = [c for c in args.columns if c not in frame.columns]
@@ -68,7 +78,7 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
         X = frame
     else:
         raise ValueError(f"--data must be a .csv or .npz file, got {path}")
-    task = make_task(path.stem, X, source="adapt", drop_constant=False)
+    task = make_task(path.stem, X, source="adapt", drop_constant=False, nan_policy=args.impute)
     if args.labels is not None:
         table = pd.read_csv(args.labels)
         if not {"row", "label"} <= set(table.columns):

@@ -14,6 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default="builtin", help="'builtin' (default), a folder of ADBench NAME.npz files, or one .npz/.csv file")
     p.add_argument("--label-column", default=None, help="label column, for a CSV file")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
+    p.add_argument("--impute", choices=("error", "median"), default="error",
+                   help="NaN or infinite values: stop with an error (default) or replace them with column medians")
     p.set_defaults(func=run)
 
 
@@ -25,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
         if args.data_dir == "builtin":
             tasks = builtin_suite()
         elif str(args.data_dir).endswith(".csv"):
-            tasks = [load_csv(args.data_dir, label_column=args.label_column, drop_constant=False)]
+            tasks = [load_csv(args.data_dir, label_column=args.label_column, drop_constant=False, nan_policy=args.impute)]
         else:
             # true sizes: keep constant columns when listing
-            tasks = load_tasks(args.data_dir, drop_constant=False)
+            tasks = load_tasks(args.data_dir, drop_constant=False, nan_policy=args.impute)
     rows = [
         (t.name, t.n_rows, t.n_features, "-" if not t.labelled else f"{t.anomaly_rate:.2%}", t.source)
         for t in tasks

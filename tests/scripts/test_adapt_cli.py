@@ -63,3 +63,20 @@ def test_bad_input_exits_2_with_a_clear_message(model_path, target, tmp_path, ca
         args = ["adapt", "--model", str(model_path), "--out", str(tmp_path / "o.zip"), *extra]
         assert main(args) == 2
         assert message in capsys.readouterr().err
+
+
+def test_bad_labels_and_missing_values_in_a_csv(model_path, target, tmp_path, capsys):
+    frame = pd.DataFrame(target.X, columns=[f"c{j}" for j in range(target.n_features)])
+    frame["label"] = target.y.astype(object)
+    frame.loc[7, "label"] = "yes"
+    frame.to_csv(tmp_path / "labels.csv", index=False)
+    args = ["adapt", "--model", str(model_path), "--label-column", "label", "--out", str(tmp_path / "o.zip")]
+    assert main([*args, "--data", str(tmp_path / "labels.csv")]) == 2
+    assert "data row 7 has 'yes'" in capsys.readouterr().err
+
+    frame["label"] = target.y
+    frame.loc[3, "c1"] = np.nan
+    frame.to_csv(tmp_path / "nan.csv", index=False)
+    assert main([*args, "--data", str(tmp_path / "nan.csv")]) == 2
+    assert "--impute median" in capsys.readouterr().err
+    assert main([*args, "--data", str(tmp_path / "nan.csv"), "--impute", "median"]) == 0
