@@ -7,7 +7,10 @@ A bundle is a zip archive holding
   metrics, what adaptation did);
 - ``model.zip``: the stable-baselines3 model (policy weights and hyperparameters);
 - ``featurizer.pkl`` (optional): a featurizer already fitted on a target's rows, written
-  by adaptation so the bundle scores that target's new rows without refitting.
+  by adaptation so the bundle scores that target's new rows without refitting;
+- ``head.json`` and ``head.ubj`` (optional, format version 2): a target head written by
+  few-shot adaptation (:mod:`anomaly_gym.agents.head`), a boosted correction of the
+  policy's logit on that target's columns.
 
 **Security.** Loading a bundle unpickles objects (SB3 stores parts of the model with
 cloudpickle, and ``featurizer.pkl`` is a pickle), which can execute arbitrary code.
@@ -27,13 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba, resolve_device
+from anomaly_gym.agents.factory import ALGORITHMS, policy_margin, resolve_device
+from anomaly_gym.agents.head import TargetHead
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 
 BUNDLE_FORMAT = "anomaly-gym-policy-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+#: Bundles without a target head are written as version 1, which older readers load.
+_VERSION_WITHOUT_HEAD = 1
 
 
 def package_version() -> str:
@@ -53,12 +60,15 @@ class PolicyBundle:
         metadata: Free-form record: ``train_tasks``, ``seed``, ``package_version``,
             ``val_metrics``, ``adaptation``, ...
         featurizer: Optionally, a featurizer already fitted on a target's rows.
+        head: Optionally, a target head fitted by few-shot adaptation; scoring then needs
+            the target's raw columns as well as the features.
     """
 
     model: BaseAlgorithm
     featurizer_config: FeaturizerConfig
     metadata: dict[str, Any] = field(default_factory=dict)
     featurizer: Featurizer | None = None
+    head: TargetHead | None = None
 
     @property
     def algo(self) -> str:
@@ -68,9 +78,21 @@ class PolicyBundle:
         raise TypeError(f"unsupported model type {type(self.model).__name__}")
 
     # -- scoring -----------------------------------------------------------------------
-    def anomaly_proba(self, features: np.ndarray) -> np.ndarray:
-        """P(anomaly) for rows already featurized with this bundle's featurizer config."""
-        return anomaly_proba(self.model, features)
+    def margin(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """The adapted policy's logit of "anomaly" for featurized rows (``X``: their raw columns, needed with a head)."""
+        margin = policy_margin(self.model, features)
+        if self.head is None:
+            return margin
+        if X is None:
+            raise ValueError("this bundle has a target head, which reads the target's raw columns: pass X as well as the features")
+        return self.head.margin(X, features, margin)
+
+    def anomaly_proba(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """P(anomaly) for rows already featurized with this bundle's featurizer config.
+
+        ``X`` (the same rows' raw columns) is needed when the bundle has a target head.
+        """
+        return expit(self.margin(features, X))
 
     def fit_featurizer(self, X) -> Featurizer:
         """Fit a featurizer with this bundle's config on ``X`` (unlabelled) and keep it."""
@@ -88,7 +110,7 @@ class PolicyBundle:
             if not refit:
                 raise ValueError("this bundle has no fitted featurizer; call score(X, refit=True) or fit_featurizer first")
             self.fit_featurizer(X)
-        return self.anomaly_proba(self.featurizer.transform(X))
+        return self.anomaly_proba(self.featurizer.transform(X), X)
 
     # -- persistence -------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -97,7 +119,7 @@ class PolicyBundle:
         self.model.save(model_bytes)
         header = {
             "format": BUNDLE_FORMAT,
-            "format_version": BUNDLE_VERSION,
+            "format_version": BUNDLE_VERSION if self.head is not None else _VERSION_WITHOUT_HEAD,
             "algo": self.algo,
             "featurizer": self.featurizer_config.to_dict(),
             "metadata": {"package_version": package_version(), **self.metadata},
@@ -108,6 +130,10 @@ class PolicyBundle:
             zf.writestr("model.zip", model_bytes.getvalue())
             if self.featurizer is not None:
                 zf.writestr("featurizer.pkl", pickle.dumps(self.featurizer, protocol=pickle.HIGHEST_PROTOCOL))
+            if self.head is not None:
+                head_json, head_trees = self.head.to_files()
+                zf.writestr("head.json", head_json)
+                zf.writestr("head.ubj", head_trees)
         return archive.getvalue()
 
     def save(self, path: str | Path) -> Path:
@@ -142,11 +168,15 @@ class PolicyBundle:
                 raise ValueError(f"{origin}: unknown algorithm {algo!r} in bundle")
             model = ALGORITHMS[algo].load(io.BytesIO(zf.read("model.zip")), device=resolve_device(device))
             featurizer = pickle.loads(zf.read("featurizer.pkl")) if "featurizer.pkl" in names else None
+            head = None
+            if "head.json" in names:
+                head = TargetHead.from_files(zf.read("head.json").decode(), zf.read("head.ubj"))
         return cls(
             model=model,
             featurizer_config=FeaturizerConfig.from_dict(header["featurizer"]),
             metadata=header.get("metadata", {}),
             featurizer=featurizer,
+            head=head,
         )
 
     @classmethod

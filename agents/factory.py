@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
@@ -87,13 +88,11 @@ def quiet_logger(model: BaseAlgorithm) -> BaseAlgorithm:
 
 
 @torch.no_grad()
-def anomaly_proba(model: BaseAlgorithm, features: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
-    """The policy's probability of action 1 ("anomaly") for each row of ``features``.
+def policy_margin(model: BaseAlgorithm, features: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
+    """The policy's preference for "anomaly" over "normal", in float64, for each row of ``features``.
 
-    This is the anomaly score used everywhere (AUROC, AUPRC, ``detect``).  For PPO and
-    A2C it is the categorical policy's probability (computed in float64 from the logits,
-    so confident scores keep their order); for DQN, which has no stochastic
-    policy, it is ``sigmoid(Q(s, 1) - Q(s, 0))``, monotone in the greedy preference.
+    For PPO and A2C it is the logit difference of the categorical policy; for DQN,
+    ``Q(s, 1) - Q(s, 0)``.  :func:`anomaly_proba` is its sigmoid.
     """
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2:
@@ -104,15 +103,27 @@ def anomaly_proba(model: BaseAlgorithm, features: np.ndarray, batch_size: int = 
     policy = model.policy
     policy.set_training_mode(False)
     out = np.empty(len(features), dtype=np.float64)
-    for start in range(0, len(features), batch_size):
-        obs = torch.as_tensor(features[start : start + batch_size], device=model.device)
-        if isinstance(model, DQN):
-            q = policy.q_net(obs)
-            margin = q[:, 1] - q[:, 0]
-        else:
-            logits = policy.get_distribution(obs).distribution.logits
-            margin = logits[:, 1] - logits[:, 0]
-        # sigmoid of the margin in float64: a confident policy's float32 probabilities
-        # round to exactly 0 or 1 and would turn its ranking into ties.
-        out[start : start + batch_size] = torch.sigmoid(margin.double()).cpu().numpy()
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            obs = torch.as_tensor(features[start : start + batch_size], device=model.device)
+            if isinstance(model, DQN):
+                q = policy.q_net(obs)
+                margin = q[:, 1] - q[:, 0]
+            else:
+                logits = policy.get_distribution(obs).distribution.logits
+                margin = logits[:, 1] - logits[:, 0]
+            out[start : start + batch_size] = margin.double().cpu().numpy()
     return out
+
+
+def anomaly_proba(model: BaseAlgorithm, features: np.ndarray, batch_size: int = 65_536) -> np.ndarray:
+    """The policy's probability of action 1 ("anomaly") for each row of ``features``.
+
+    This is the anomaly score used everywhere (AUROC, AUPRC, ``detect``).  For PPO and
+    A2C it is the categorical policy's probability (computed in float64 from the logits,
+    so confident scores keep their order); for DQN, which has no stochastic
+    policy, it is ``sigmoid(Q(s, 1) - Q(s, 0))``, monotone in the greedy preference.
+    """
+    # sigmoid of the margin in float64: a confident policy's float32 probabilities
+    # round to exactly 0 or 1 and would turn its ranking into ties.
+    return expit(policy_margin(model, features, batch_size))

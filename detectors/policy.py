@@ -15,26 +15,30 @@ class PolicyDetector(BaseDetector):
 
     ``fit(X)`` adapts the bundle zero-shot (the featurizer is fitted on ``X``).  With
     ``fit(X, y)`` (1 = labelled anomaly, 0 = every other row, the semi-supervised
-    convention of the label-aware baselines) the labelled anomalies and
-    ``normals_per_anomaly`` times as many rows drawn from the 0-rows, taken as normal, are
-    used for few-shot adaptation with the negative-transfer guard
-    (:func:`anomaly_gym.meta.adapt.adapt`).  Scores are the policy's P(anomaly).
+    convention of the label-aware baselines) it adapts few-shot with the negative-transfer
+    guard (:func:`anomaly_gym.meta.adapt.adapt`): the labelled anomalies and
+    ``normals_per_anomaly`` times as many rows drawn from the 0-rows are the labelled rows
+    (those the guard judges by); the other 0-rows stay unlabelled, which a target head
+    (the default few-shot method) takes as normal.  Scores are the adapted policy's
+    P(anomaly).
 
     Args:
         model: Path of a policy bundle, or a loaded :class:`~anomaly_gym.agents.PolicyBundle`;
             ``None`` for the bundle shipped with the package.
-        adapt_with_labels: Fine-tune on labels when ``y`` has labelled anomalies.
+        adapt_with_labels: Adapt few-shot when ``y`` has labelled anomalies (else zero-shot).
         normals_per_anomaly: Rows labelled normal per labelled anomaly in few-shot adaptation,
             drawn from the 0-rows, which are mostly normal (more normals give the early
             stopping and the guard a steadier held-out AUROC).
-        random_state: Seed of the normal-row draw and of fine-tuning.
+        few_shot: Few-shot method, ``"head"`` or ``"fine-tune"`` (see :class:`~anomaly_gym.meta.adapt.AdaptSettings`).
+        random_state: Seed of the normal-row draw and of adaptation.
         device: Where the policy runs.
     """
 
-    def __init__(self, model=None, adapt_with_labels: bool = True, normals_per_anomaly: int = 100, random_state: int | None = 0, device: str = "cpu") -> None:
+    def __init__(self, model=None, adapt_with_labels: bool = True, normals_per_anomaly: int = 100, few_shot: str = "head", random_state: int | None = 0, device: str = "cpu") -> None:
         self.model = model
         self.adapt_with_labels = adapt_with_labels
         self.normals_per_anomaly = normals_per_anomaly
+        self.few_shot = few_shot
         self.random_state = random_state
         self.device = device
 
@@ -48,7 +52,7 @@ class PolicyDetector(BaseDetector):
         return load_bundle(Path(self.model), device=self.device)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, source: list[SourceData] | None) -> None:
-        from anomaly_gym.meta.adapt import adapt
+        from anomaly_gym.meta.adapt import AdaptSettings, adapt
 
         labels = None
         if self.adapt_with_labels and y is not None and y.sum() >= 2:
@@ -61,7 +65,7 @@ class PolicyDetector(BaseDetector):
             labels[rng.choice(others, size=k, replace=False)] = 0
         seed = 0 if self.random_state is None else int(self.random_state)
         with seeded(seed):  # SB3 seeds the global generators when it loads or fine-tunes a model
-            self.bundle_ = adapt(self._load(), X, labels, seed=seed, device=self.device)
+            self.bundle_ = adapt(self._load(), X, labels, seed=seed, settings=AdaptSettings(few_shot=self.few_shot), device=self.device)
         self.adaptation_ = self.bundle_.metadata["adaptation"]
 
     def _decision_function(self, X: np.ndarray) -> np.ndarray:

@@ -5,14 +5,22 @@ target, with a record of what was done in ``metadata["adaptation"]``:
 
 - **zero-shot** (no labels): the featurizer is fitted on the target's rows and the
   meta-policy is used as it is;
-- **few-shot** (some rows labelled): the policy is fine-tuned with a few PPO/A2C updates in
-  a ±1 environment built from the labelled rows (featurized relative to the whole target),
-  early-stopped on a held-out part of the labelled rows;
+- **few-shot** (some rows labelled), two methods:
+
+  - ``"head"`` (default): the policy's logit is calibrated to the labels and a short,
+    shrunk boosting run on the target's own columns and the transferable features learns a
+    correction of it (a *target head*, :mod:`anomaly_gym.agents.head`).  The meta-policy
+    stays the prior; the labels move it only where they insist;
+  - ``"fine-tune"``: the policy is fine-tuned with a few PPO/A2C updates in a ±1
+    environment built from the labelled rows (featurized relative to the whole target),
+    early-stopped on a held-out part of the labelled rows;
+
 - **unsupervised** (``mode="unsupervised"``): self-training on the policy's most confident
   pseudo-labels (top-scored rows as anomalies, low-scored rows as normal).
 
 A **negative-transfer guard** protects the last two: the adapted policy is kept only when
-it beats the unadapted one on the held-out labels (few-shot) or on held-out pseudo-labels
+it beats the unadapted one on held-out labels (few-shot: out-of-fold predictions for the
+head, a held-out part for fine-tuning) or on held-out pseudo-labels
 while staying close in ranking to it (unsupervised); otherwise the unadapted policy is
 kept and the record says so.
 """
@@ -31,19 +39,26 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from anomaly_gym.agents.bundle import PolicyBundle
-from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba, quiet_logger
+from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba, policy_margin, quiet_logger
+from anomaly_gym.agents.head import HeadSettings, fit_head
 from anomaly_gym.envs.tasks import Task, make_task
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["auto", "zero-shot", "few-shot", "unsupervised"]
+FewShotMethod = Literal["head", "fine-tune"]
 UNKNOWN = -1
 
 
 @dataclass(frozen=True)
 class AdaptSettings:
-    """How fine-tuning runs (few-shot and unsupervised)."""
+    """How few-shot and unsupervised adaptation run."""
 
+    few_shot: FewShotMethod = "head"
+    """Few-shot method: ``"head"`` (a boosted correction of the policy's logit on the target's
+    columns) or ``"fine-tune"`` (PPO/A2C updates of the policy itself)."""
+    head: HeadSettings = HeadSettings()
+    """How the target head is fitted (few-shot ``"head"``)."""
     max_updates: int = 40
     """Most policy updates (each one rollout of ``n_envs * n_steps`` steps)."""
     patience: int = 10
@@ -122,7 +137,12 @@ def adapt(
     features = featurizer.transform(X)
     record: dict = {"mode": mode, "target": name, "rows": int(len(X)), "seed": seed}
 
-    if mode == "few-shot":
+    if mode == "few-shot" and settings.few_shot == "head":
+        record.update(_fit_target_head(adapted, X, features, labels, settings.head, seed))
+    elif mode == "few-shot":
+        if settings.few_shot != "fine-tune":
+            raise ValueError(f"few_shot must be 'head' or 'fine-tune', got {settings.few_shot!r}")
+        record.update(method="fine-tune")
         record.update(_fine_tune(adapted, features, labels, settings, seed, name, pseudo=False))
     elif mode == "unsupervised":
         base = anomaly_proba(adapted.model, features)
@@ -226,6 +246,72 @@ def _pseudo_labels(policy_scores: np.ndarray, bank_scores: np.ndarray, settings:
     out[order[:n_anom]] = 1
     out[order[n - n_norm :]] = 0
     return out
+
+
+def _logloss(y: np.ndarray, margin: np.ndarray) -> float:
+    """Class-balanced log-loss of logits ``margin`` on labels ``y``."""
+    p = np.clip(1.0 / (1.0 + np.exp(-np.clip(margin, -700, 700))), 1e-6, 1 - 1e-6)
+    return float(0.5 * (-np.log(p[y == 1]).mean() - np.log(1 - p[y == 0]).mean()))
+
+
+def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, labels: np.ndarray,
+                     settings: HeadSettings, seed: int) -> dict:
+    """Few-shot by a target head, kept only if it beats the unadapted policy on out-of-fold labels.
+
+    The guard cross-validates the whole fit (calibration and trees) over ``settings.folds``
+    folds and compares, on the labelled rows only, (AUROC, -log-loss) of the out-of-fold
+    adapted logits with the unadapted policy's (its logit for AUROC, calibrated in the same
+    folds for the log-loss): AUROC first, log-loss breaking ties.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    margin = policy_margin(bundle.model, features)
+    if settings.unlabelled_as_normal:
+        rows = np.arange(len(labels))
+    else:
+        rows = np.flatnonzero(labels != UNKNOWN)
+    y = (labels[rows] == 1).astype(np.int8)
+    known = labels[rows] != UNKNOWN
+    n_anomalies, n_normals = int((labels == 1).sum()), int((labels == 0).sum())
+    k = max(2, min(settings.folds, n_anomalies, n_normals))
+    strata = labels[rows].astype(np.int64) + 1  # unknown / normal / anomaly, each spread over the folds
+    if (np.bincount(strata) < k)[np.bincount(strata) > 0].any():
+        strata = y
+    oof_head = np.zeros(len(rows))
+    oof_prior = np.zeros(len(rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a stratum smaller than the folds
+        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(rows, strata)
+    for fit_idx, held_idx in folds:
+        fit_rows, held_rows = rows[fit_idx], rows[held_idx]
+        head = fit_head(X[fit_rows], features[fit_rows], margin[fit_rows], y[fit_idx], settings, seed)
+        oof_head[held_idx] = head.margin(X[held_rows], features[held_rows], margin[held_rows])
+        oof_prior[held_idx] = head.scale * margin[held_rows] + head.offset
+    y_known = y[known]
+    before = (round(float(roc_auc_score(y_known, margin[rows][known])), 6), -_logloss(y_known, oof_prior[known]))
+    after = (round(float(roc_auc_score(y_known, oof_head[known])), 6), -_logloss(y_known, oof_head[known]))
+    record = {
+        "method": "head",
+        "labelled_rows": int(n_anomalies + n_normals),
+        "labelled_anomalies": n_anomalies,
+        "head_rows": int(len(rows)),
+        "unlabelled_as_normal": settings.unlabelled_as_normal,
+        "guard_folds": k,
+        "held_out_rows": int(known.sum()),
+        "held_out_auroc_before": before[0],
+        "held_out_logloss_before": -before[1],
+    }
+    if after > before:
+        bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
+        record.update(kept="adapted", held_out_auroc_after=after[0], held_out_logloss_after=-after[1],
+                      head=bundle.head.settings | {"scale": bundle.head.scale, "offset": bundle.head.offset},
+                      reason=f"out-of-fold AUROC on the {int(known.sum())} labelled rows {before[0]:.3f} -> {after[0]:.3f}, "
+                      f"log-loss {-before[1]:.3f} -> {-after[1]:.3f} ({k}-fold)")
+    else:
+        record.update(kept="unadapted", held_out_auroc_after=before[0],
+                      reason=f"the target head did not beat the unadapted policy on the {int(known.sum())} labelled rows "
+                      f"out of fold (AUROC {before[0]:.3f} vs {after[0]:.3f}, log-loss {-before[1]:.3f} vs {-after[1]:.3f})")
+    return record
 
 
 def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, settings: AdaptSettings, seed: int, name: str, *, pseudo: bool) -> dict:

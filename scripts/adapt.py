@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
         "adapt",
         help="adapt a policy bundle to a new dataset (zero-shot, few-shot or self-training)",
         description="Adapt a meta-trained policy to a target dataset and write a new bundle. With no labels the "
-        "featurizer is fitted on the target (zero-shot); with labels the policy is fine-tuned on them (few-shot); "
+        "featurizer is fitted on the target (zero-shot); with labels a target head corrects the policy's logit on the "
+        "target's columns, or the policy is fine-tuned (few-shot); "
         "--mode unsupervised self-trains on confident pseudo-labels. A guard keeps the unadapted policy when "
         "adaptation does not beat it on held-out rows.",
     )
@@ -27,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--normal-shots", type=int, default=None, help="labelled normal rows to reveal with --shots (default 5 x shots)")
     p.add_argument("--columns", nargs="+", default=None, help="CSV feature columns (default: every numeric column but the label)")
     p.add_argument("--mode", choices=("auto", "zero-shot", "few-shot", "unsupervised"), default="auto")
+    p.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
+                   help="few-shot method: 'head' (default: a boosted correction of the policy's logit on the target's "
+                   "columns, which then needs those columns to score) or 'fine-tune' (PPO/A2C updates of the policy)")
     p.add_argument("--impute", choices=("error", "median"), default="error",
                    help="NaN or infinite feature values: stop with an error (default) or replace them with column medians")
     p.add_argument("--seed", type=int, default=0)
@@ -94,7 +98,7 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from anomaly_gym.meta.adapt import adapt, few_shot_labels
+    from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
     from anomaly_gym.agents import load_bundle, load_default_bundle
 
     console = Console(stderr=True)
@@ -110,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"--mode {args.mode}: the labels are not used")
         labels = None
     bundle = load_default_bundle(device=args.device) if args.model is None else load_bundle(args.model, device=args.device)
-    adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, device="cpu" if args.device == "auto" else args.device)
+    settings = AdaptSettings(few_shot=args.few_shot)
+    adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, settings=settings,
+                    device="cpu" if args.device == "auto" else args.device)
     adapted.save(args.out)
     record = adapted.metadata["adaptation"]
     console.print(f"[bold]{record['mode']}[/bold] on {record['rows']:,} rows: kept the {record['kept']} policy — {record['reason']}")

@@ -132,28 +132,42 @@ class PolicyScorer:
 
     Batches go through the policy network (torch, on its device).  Single rows go through
     the same network evaluated in numpy, which avoids ~0.1 ms of torch overhead a call; it
-    is checked against torch when built and used only if they agree to 1e-5.
+    is checked against torch when built and used only if they agree to 1e-5.  A bundle
+    with a target head (few-shot adaptation) also reads the rows' raw columns.
     """
 
     def __init__(self, bundle) -> None:
+        from anomaly_gym.agents.factory import policy_margin
+
         self.bundle = bundle
+        self.head = bundle.head
+        self._margin = policy_margin
         self._row = _numpy_policy(bundle.model)
         if self._row is not None:
             lo, hi = (np.asarray(b, dtype=np.float64) for b in _bounds(bundle.featurizer_config))
             probe = np.random.default_rng(0).uniform(lo, hi, size=(16, len(lo))).astype(np.float32)
-            ref = bundle.anomaly_proba(probe)
+            ref = policy_margin(bundle.model, probe)
             got = np.array([self._row(x) for x in probe])
             if not np.allclose(got, ref, atol=1e-5, rtol=0):
                 logger.info("numpy policy head disagrees with torch (max %.2g); using torch for single rows", np.abs(got - ref).max())
                 self._row = None
 
-    def batch(self, features: np.ndarray) -> np.ndarray:
-        return self.bundle.anomaly_proba(features)
+    def check_width(self, n_columns: int) -> None:
+        """A target head reads the columns it was adapted on: refuse other widths before scoring."""
+        if self.head is not None:
+            self.head.check_width(n_columns)
 
-    def row(self, features: np.ndarray) -> float:
-        if self._row is not None:
-            return self._row(features)
-        return float(self.bundle.anomaly_proba(features[None, :])[0])
+    def batch(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        return self.bundle.anomaly_proba(features, X)
+
+    def row(self, features: np.ndarray, x: np.ndarray | None = None) -> float:
+        if self._row is None:
+            margin = float(self._margin(self.bundle.model, features[None, :])[0])
+        else:
+            margin = self._row(features)
+        if self.head is not None:
+            margin = float(self.head.margin(np.asarray(x)[None, :], features[None, :], np.array([margin]))[0])
+        return 1.0 / (1.0 + math.exp(min(700.0, -margin)))
 
 
 def _bounds(config):
@@ -163,7 +177,7 @@ def _bounds(config):
 
 
 def _numpy_policy(model) -> Callable[[np.ndarray], float] | None:
-    """The policy's P(anomaly) of one feature row in numpy, or None for unsupported nets."""
+    """The policy's logit of "anomaly" for one feature row in numpy, or None for unsupported nets."""
     import torch.nn as nn
     from stable_baselines3 import DQN
     from stable_baselines3.common.torch_layers import FlattenExtractor
@@ -187,13 +201,13 @@ def _numpy_policy(model) -> Callable[[np.ndarray], float] | None:
         else:
             return None
 
-    def proba(x: np.ndarray) -> float:
+    def margin(x: np.ndarray) -> float:
         h = np.asarray(x, dtype=np.float64)
         for op in ops:
             h = h @ op[0] + op[1] if isinstance(op, tuple) else op(h)
-        return 1.0 / (1.0 + math.exp(min(700.0, h[0] - h[1])))  # softmax / sigmoid of (1 vs 0)
+        return float(h[1] - h[0])  # the logit (or Q) of 1 vs 0
 
-    return proba
+    return margin
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -462,12 +476,13 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
     t = time.perf_counter()
     scorer = PolicyScorer(bundle)
+    scorer.check_width(len(data.feature_idx))
     scores = np.full(n, np.nan)
     rows = np.flatnonzero(valid)
     step = bundle.featurizer_config.chunk_size
     for start in _progress(range(0, len(rows), step), len(rows) // step + 1, args):
         idx = rows[start : start + step]
-        scores[idx] = scorer.batch(fast.transform(data.X[idx]))
+        scores[idx] = scorer.batch(fast.transform(data.X[idx]), data.X[idx])
     logger.info("featurized and scored %d rows in %.2fs", n_valid, time.perf_counter() - t)
 
     if args.contamination is not None:
@@ -576,6 +591,7 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
                         writer.write(rec.fields, (None, None, "error", rec.error))
                 else:
                     if window is None:
+                        scorer.check_width(len(rec.values))
                         window = SlidingWindowFeaturizer(bundle.featurizer_config, len(rec.values), warmup=args.warmup,
                                                          window=args.window, refit_every=args.refit_every)
                         if fmt == "jsonl":
@@ -585,13 +601,14 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
                         summary.warmup += 1
                         writer.write(rec.fields, (None, None, "warmup", None))
                     else:
-                        score = scorer.row(feats)
+                        score = scorer.row(feats, rec.values)
                         flag = threshold(score)
                         summary.scored += 1
                         summary.flagged += flag
                         writer.write(rec.fields, (score, int(flag), "ok", None))
                     if window.add(rec.values) and window.n_fits == 1 and isinstance(threshold, RunningQuantile):
-                        for s in scorer.batch(window.fast.transform(window.window_array())):  # seed the quantile
+                        seen = window.window_array()
+                        for s in scorer.batch(window.fast.transform(seen), seen):  # seed the quantile
                             threshold.add(float(s))
                     if timings is not None and feats is not None:
                         timings.append((time.perf_counter() - t_row, time.thread_time() - c_row))

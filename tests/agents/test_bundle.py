@@ -88,3 +88,56 @@ def test_cuda_bundle_scores_match_cpu(task, tmp_path):
     scores = bundle.score(task.X)
     path = bundle.save(tmp_path / "gpu.zip")
     np.testing.assert_allclose(load_bundle(path, device="cpu").score(task.X), scores, rtol=1e-4, atol=1e-6)
+
+
+def _headed_bundle(task):
+    from anomaly_gym.agents.head import HeadSettings, fit_head
+    from anomaly_gym.agents.factory import policy_margin
+
+    env = AnomalyDetectionEnv(tasks=[task], featurizer=SMALL)
+    bundle = PolicyBundle(make_agent("ppo", env, net_arch=[], device="cpu", n_steps=16, batch_size=16), SMALL)
+    features = bundle.fit_featurizer(task.X).transform(task.X)
+    bundle.head = fit_head(task.X, features, policy_margin(bundle.model, features), task.y, HeadSettings(n_estimators=10))
+    return bundle
+
+
+def test_target_head_round_trips_without_pickle(task, tmp_path):
+    bundle = _headed_bundle(task)
+    scores = bundle.score(task.X, refit=False)
+    path = bundle.save(tmp_path / "headed.zip")
+    with zipfile.ZipFile(path) as zf:
+        assert {"head.json", "head.ubj"} <= set(zf.namelist())
+        import json
+
+        assert json.loads(zf.read("bundle.json"))["format_version"] == 2
+    loaded = load_bundle(path, device="cpu")
+    assert loaded.head is not None and loaded.head.n_columns == task.n_features
+    np.testing.assert_allclose(loaded.score(task.X, refit=False), scores, rtol=0, atol=1e-12)
+    # pickling (multiprocessing, joblib) keeps the head
+    import pickle
+
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(bundle)).score(task.X, refit=False), scores, rtol=0, atol=1e-12)
+
+
+def test_bundles_without_a_head_stay_format_version_1(task, tmp_path):
+    env = AnomalyDetectionEnv(tasks=[task], featurizer=SMALL)
+    path = PolicyBundle(make_agent("ppo", env, device="cpu", n_steps=16, batch_size=16), SMALL).save(tmp_path / "plain.zip")
+    import json
+
+    with zipfile.ZipFile(path) as zf:
+        assert json.loads(zf.read("bundle.json"))["format_version"] == 1
+        assert "head.json" not in zf.namelist()
+
+
+def test_head_margin_is_the_calibrated_policy_logit_plus_the_trees(task):
+    from anomaly_gym.agents.factory import policy_margin
+
+    bundle = _headed_bundle(task)
+    features = bundle.featurizer.transform(task.X)
+    base = bundle.head.scale * policy_margin(bundle.model, features) + bundle.head.offset
+    import xgboost as xgb
+
+    rows = xgb.DMatrix(np.hstack([task.X, features]), base_margin=base)  # how the trees were boosted: from the prior
+    np.testing.assert_allclose(bundle.margin(features, task.X), bundle.head.booster.predict(rows, output_margin=True), rtol=1e-5, atol=1e-5)
+    trees = bundle.head.booster.predict(xgb.DMatrix(np.hstack([task.X, features]), base_margin=np.zeros(task.n_rows)), output_margin=True)
+    np.testing.assert_allclose(bundle.margin(features, task.X), base + trees, rtol=1e-5, atol=1e-5)

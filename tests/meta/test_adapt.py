@@ -6,10 +6,12 @@ from sklearn.metrics import roc_auc_score
 
 from anomaly_gym.agents import PolicyBundle, make_agent
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
+from anomaly_gym.agents.head import HeadSettings
 from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
 
 SMALL = FeaturizerConfig(detectors=("iforest", "ecod", "hbos", "knn"))
 FAST = AdaptSettings(max_updates=12, patience=12, n_envs=4, n_steps=32)
+FINE_TUNE = AdaptSettings(few_shot="fine-tune", max_updates=12, patience=12, n_envs=4, n_steps=32)
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +39,15 @@ def test_zero_shot_fits_the_featurizer_and_keeps_the_policy(bundle, target):
     assert bundle.metadata.get("adaptation") is None  # the input bundle is untouched
 
 
-def test_few_shot_improves_auroc_on_the_unlabelled_rest(bundle, target):
+def test_few_shot_fine_tuning_improves_auroc_on_the_unlabelled_rest(bundle, target):
     labels = few_shot_labels(target.y, 10, 50, seed=0)
     rest = labels == -1
     zero = adapt(bundle, target.X)
-    few = adapt(bundle, target.X, labels, settings=FAST, seed=0)
+    few = adapt(bundle, target.X, labels, settings=FINE_TUNE, seed=0)
     record = few.metadata["adaptation"]
-    assert record["mode"] == "few-shot"
+    assert record["mode"] == "few-shot" and record["method"] == "fine-tune"
     assert record["labelled_rows"] == 60 and record["held_out_rows"] + record["fine_tune_rows"] == 60
+    assert few.head is None
     auc_zero = roc_auc_score(target.y[rest], zero.score(target.X[rest], refit=False))
     auc_few = roc_auc_score(target.y[rest], few.score(target.X[rest], refit=False))
     assert record["kept"] == "adapted"
@@ -55,7 +58,50 @@ def test_few_shot_improves_auroc_on_the_unlabelled_rest(bundle, target):
     assert auc_few > 0.9
 
 
-def test_guard_falls_back_on_contradictory_labels(bundle, target):
+def test_few_shot_head_improves_auroc_on_the_unlabelled_rest(bundle, target):
+    labels = few_shot_labels(target.y, 10, 50, seed=0)
+    rest = labels == -1
+    zero = adapt(bundle, target.X)
+    few = adapt(bundle, target.X, labels, seed=0)  # the default few-shot method
+    record = few.metadata["adaptation"]
+    assert record["mode"] == "few-shot" and record["method"] == "head"
+    assert record["labelled_rows"] == 60 and record["labelled_anomalies"] == 10
+    assert record["head_rows"] == target.n_rows and record["held_out_rows"] == 60  # guard scored on labelled rows only
+    assert record["kept"] == "adapted" and few.head is not None
+    assert record["held_out_auroc_after"] >= record["held_out_auroc_before"]
+    auc_zero = roc_auc_score(target.y[rest], zero.score(target.X[rest], refit=False))
+    auc_few = roc_auc_score(target.y[rest], few.score(target.X[rest], refit=False))
+    assert auc_few > auc_zero + 0.05
+    assert auc_few > 0.9
+    # the policy stays the prior: the adapted score is the calibrated policy logit plus the trees
+    features = few.featurizer.transform(target.X)
+    from anomaly_gym.agents.factory import policy_margin
+
+    base = few.head.scale * policy_margin(few.model, features) + few.head.offset
+    assert few.head.scale > 0
+    trees = few.margin(features, target.X) - base
+    assert np.abs(trees).max() > 0 and np.abs(trees).mean() < np.abs(base).mean()
+
+
+def test_head_needs_the_raw_columns_it_was_adapted_on(bundle, target):
+    few = adapt(bundle, target.X, few_shot_labels(target.y, 10, 50, seed=0), seed=0)
+    assert few.head is not None
+    features = few.featurizer.transform(target.X)
+    with pytest.raises(ValueError, match="pass X as well"):
+        few.anomaly_proba(features)
+    with pytest.raises(ValueError, match="adapted to a target with 6 columns"):
+        few.head.margin(target.X[:, :5], features, np.zeros(target.n_rows))
+
+
+def test_head_can_fit_on_labelled_rows_only(bundle, target):
+    settings = AdaptSettings(head=HeadSettings(unlabelled_as_normal=False))
+    few = adapt(bundle, target.X, few_shot_labels(target.y, 10, 50, seed=0), settings=settings, seed=0)
+    record = few.metadata["adaptation"]
+    assert record["head_rows"] == 60 and record["unlabelled_as_normal"] is False
+
+
+@pytest.mark.parametrize("settings", [FINE_TUNE, AdaptSettings()], ids=["fine-tune", "head"])
+def test_guard_falls_back_on_contradictory_labels(bundle, target, settings):
     """Labels drawn at random carry no signal: fitting them cannot generalise to held-out rows.
 
     Over several seeds the guard must never end worse than the unadapted policy on its own
@@ -68,12 +114,13 @@ def test_guard_falls_back_on_contradictory_labels(bundle, target):
         labels = np.full(target.n_rows, -1)
         rows = rng.choice(target.n_rows, 40, replace=False)
         labels[rows[:20]], labels[rows[20:]] = 1, 0
-        adapted = adapt(bundle, target.X, labels, settings=FAST, seed=seed)
+        adapted = adapt(bundle, target.X, labels, settings=settings, seed=seed)
         record = adapted.metadata["adaptation"]
         assert record["held_out_auroc_after"] >= record["held_out_auroc_before"]
         if record["kept"] == "unadapted":
             fallbacks += 1
-            assert "no update beat" in record["reason"]
+            assert "no update beat" in record["reason"] or "did not beat" in record["reason"]
+            assert adapted.head is None
             np.testing.assert_allclose(adapted.score(target.X, refit=False), bundle.score(target.X))
     assert fallbacks >= 1
 
@@ -93,5 +140,7 @@ def test_bad_labels_are_rejected(bundle, target):
         adapt(bundle, target.X, np.full(target.n_rows, 2))
     with pytest.raises(ValueError, match="at least 2 labelled anomalies"):
         adapt(bundle, target.X, few_shot_labels(target.y, 1, 5))
+    with pytest.raises(ValueError, match="few_shot must be 'head' or 'fine-tune'"):
+        adapt(bundle, target.X, few_shot_labels(target.y, 5, 5), settings=AdaptSettings(few_shot="boost"))
     with pytest.raises(ValueError, match="asked for 500 labelled anomalies"):
         few_shot_labels(target.y, 500, 5)

@@ -332,3 +332,44 @@ def test_running_quantile_is_numpys_quantile_of_the_window():
         window = scores[max(0, i - 24) : i + 1]
         assert rq.value() == pytest.approx(np.quantile(window, 0.9), abs=1e-12)
         assert flagged == (s > np.quantile(window, 0.9))
+
+
+@pytest.fixture(scope="module")
+def headed(bundle_path):
+    """The session's policy with a target head fitted on the rows of ``_rows()`` (planted rows labelled)."""
+    from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.agents.head import HeadSettings, fit_head
+
+    b = load_bundle(bundle_path, device="cpu")
+    X, _ = _rows()
+    y = np.zeros(len(X), dtype=np.int8)
+    y[list(PLANTED)] = 1
+    features = b.fit_featurizer(X).transform(X)
+    b.head = fit_head(X, features, policy_margin(b.model, features), y, HeadSettings(n_estimators=10))
+    return b
+
+
+def test_batch_scores_with_a_target_head(tmp_path, headed, capsys, monkeypatch):
+    monkeypatch.setattr(detect, "load_model", lambda path, device: headed)
+    X, lines = _rows()
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines), "--model", "x")
+    assert code == 0, err
+    scores = np.array([float(r["anomaly_score"]) for r in _table(out)])
+    np.testing.assert_allclose(scores, headed.score(X), rtol=1e-6)  # featurizer refitted on the batch, head on its columns
+
+
+def test_single_rows_with_a_target_head_match_the_batch_path(headed):
+    scorer = detect.PolicyScorer(headed)
+    X, _ = _rows(60, seed=4)
+    feats = headed.featurizer.transform(X)
+    np.testing.assert_allclose([scorer.row(f, x) for f, x in zip(feats, X)], scorer.batch(feats, X), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_a_target_head_refuses_rows_of_another_width(tmp_path, headed, capsys, monkeypatch, mode):
+    monkeypatch.setattr(detect, "load_model", lambda path, device: headed)
+    _, lines = _rows()
+    narrow = [",".join(line.split(",")[:3] + line.split(",")[4:]) for line in lines]  # drop column c
+    src = _write(tmp_path / "narrow.csv", narrow, "ts,a,b,label")
+    code, out, err = _detect(capsys, monkeypatch, src, "--mode", mode, "--model", "x")
+    assert code == 2 and "adapted to a target with 3 columns" in err and "has 2" in err, err

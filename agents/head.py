@@ -1,0 +1,133 @@
+"""A target head: a boosted correction of a policy's logit, fitted on one target's few labels.
+
+The meta-policy sees only transferable features (detector scores made dataset-relative),
+which is what lets it act on any dataset, and also what limits it once a target's labels
+are known: what separates that target's anomalies may lie in its own columns.  A target
+head keeps the policy as the prior and learns only the difference:
+
+    margin(x) = a * policy_margin(features(x)) + b + trees([x, features(x)])
+
+``a`` and ``b`` calibrate the policy's logit to the target's labels (Platt scaling), and
+the trees are gradient-boosted (XGBoost) from that calibrated logit as their base margin,
+on the target's raw columns next to the transferable features.  With few labels, a short,
+shrunk boosting run moves the prior only where the labels insist.  P(anomaly) of the
+adapted policy is ``sigmoid(margin)``.
+
+A head belongs to one target: it expects that target's columns, in the same order and
+units as the rows it was fitted on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """How a target head is fitted."""
+
+    n_estimators: int = 50
+    """Boosting rounds."""
+    learning_rate: float = 0.05
+    """Shrinkage of each round: small, so that a few labels move the prior only a little."""
+    max_depth: int = 3
+    """Depth of each tree."""
+    unlabelled_as_normal: bool = True
+    """Use the unlabelled rows as normal rows (anomalies are rare, so they are mostly normal: the
+    semi-supervised convention of XGBOD and DevNet).  Off: fit on the labelled rows only."""
+    folds: int = 5
+    """Cross-validation folds of the negative-transfer guard (at most one per labelled anomaly)."""
+    n_jobs: int = 1
+    """XGBoost threads."""
+
+
+@dataclass
+class TargetHead:
+    """A fitted target head (see the module docstring).
+
+    Attributes:
+        scale: ``a``, the calibration slope of the policy's logit.
+        offset: ``b``, its intercept.
+        n_columns: Width of the target's rows.
+        booster: The boosted trees (an ``xgboost.Booster``) on ``[x, features(x)]``.
+        settings: The settings it was fitted with (a record).
+    """
+
+    scale: float
+    offset: float
+    n_columns: int
+    booster: Any
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def check_width(self, n_columns: int) -> None:
+        if n_columns != self.n_columns:
+            raise ValueError(
+                f"this policy was adapted to a target with {self.n_columns} columns (its target head reads them), "
+                f"but the data has {n_columns}; give it the target's columns in the order it was adapted on, "
+                "or use the unadapted bundle"
+            )
+
+    def margin(self, X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray) -> np.ndarray:
+        """The adapted logit of rows ``X`` (raw columns), their ``features`` and the policy's logit."""
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (rows, columns), got shape {X.shape}")
+        self.check_width(X.shape[1])
+        base = self.scale * np.asarray(policy_margin, dtype=np.float64) + self.offset
+        inputs = np.hstack([X, np.asarray(features, dtype=np.float32)])
+        trees = self.booster.inplace_predict(inputs, predict_type="margin", base_margin=np.zeros(len(X)))
+        return base + np.asarray(trees, dtype=np.float64)
+
+    def proba(self, X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray) -> np.ndarray:
+        return expit(self.margin(X, features, policy_margin))
+
+    # -- persistence (JSON header + XGBoost's own binary format; no pickle) -------------
+    def to_files(self) -> tuple[str, bytes]:
+        header = {"scale": self.scale, "offset": self.offset, "n_columns": self.n_columns, "settings": self.settings}
+        return json.dumps(header, indent=2), bytes(self.booster.save_raw("ubj"))
+
+    @classmethod
+    def from_files(cls, header: str, booster: bytes) -> TargetHead:
+        import xgboost as xgb
+
+        meta = json.loads(header)
+        model = xgb.Booster()
+        model.load_model(bytearray(booster))
+        model.set_param({"nthread": int(meta.get("settings", {}).get("n_jobs", 1))})
+        return cls(float(meta["scale"]), float(meta["offset"]), int(meta["n_columns"]), model, meta.get("settings", {}))
+
+
+def calibrate(policy_margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: ``(a, b)`` of the logistic regression of ``y`` on the policy's logit."""
+    from sklearn.linear_model import LogisticRegression
+
+    m = np.asarray(policy_margin, dtype=np.float64)[:, None]
+    if np.ptp(m) == 0:  # a constant logit carries no ranking: the base rate only
+        rate = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+        return 0.0, float(np.log(rate / (1 - rate)))
+    fit = LogisticRegression(C=1.0).fit(m, y)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
+def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: np.ndarray, settings: HeadSettings,
+             seed: int = 0) -> TargetHead:
+    """Fit a target head on rows ``X`` with their ``features``, the policy's logit and labels ``y`` (0/1)."""
+    import xgboost as xgb
+
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int8)
+    a, b = calibrate(policy_margin, y)
+    base = a * np.asarray(policy_margin, dtype=np.float64) + b
+    model = xgb.XGBClassifier(
+        n_estimators=settings.n_estimators, learning_rate=settings.learning_rate, max_depth=settings.max_depth,
+        n_jobs=settings.n_jobs, random_state=int(seed), verbosity=0,
+    )
+    model.fit(np.hstack([X, np.asarray(features, dtype=np.float32)]), y, base_margin=base)
+    record = {"n_estimators": settings.n_estimators, "learning_rate": settings.learning_rate,
+              "max_depth": settings.max_depth, "n_jobs": settings.n_jobs}
+    return TargetHead(a, b, X.shape[1], model.get_booster(), record)
