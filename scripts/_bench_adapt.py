@@ -21,6 +21,8 @@ def add_parser(bsub) -> None:
     a.add_argument("--shots", type=int, default=10, help="labelled anomalies (default 10)")
     a.add_argument("--normals", type=int, default=50, help="labelled normal rows (default 50)")
     a.add_argument("--seeds", type=int, default=3, help="seeds of the split and of the labels (default 3)")
+    a.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
+                   help="few-shot method (default head; see `anomaly-gym adapt --help`)")
     a.set_defaults(func=run)
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from anomaly_gym.agents import load_bundle
     from anomaly_gym.envs import benchmark_split, load_adbench_dir
-    from anomaly_gym.meta.adapt import adapt, few_shot_labels
+    from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
 
     bundle = load_bundle(args.model, device="cpu")
     names = args.datasets or bundle.metadata.get("val_tasks")
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tasks = load_adbench_dir(args.data_dir, names=names)
-    table = Table(title=f"few-shot ({args.shots} anomalies + {args.normals} normal rows labelled) vs zero-shot: "
+    settings = AdaptSettings(few_shot=args.few_shot)
+    table = Table(title=f"few-shot {args.few_shot} ({args.shots} anomalies + {args.normals} normal rows labelled) vs zero-shot: "
                         f"AUROC on the unlabelled rest of the training part, mean of {args.seeds} seeds")
     for col in ("dataset", "zero-shot", "few-shot", "kept adapted", "held-out AUROC before -> after", "seconds"):
         table.add_column(col, justify="left" if col == "dataset" else "right")
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 zero = adapt(bundle, X, seed=seed)
-                few = adapt(bundle, X, labels, seed=seed)
+                few = adapt(bundle, X, labels, seed=seed, settings=settings)
             zs.append(roc_auc_score(y[rest], zero.score(X[rest], refit=False)))
             fs.append(roc_auc_score(y[rest], few.score(X[rest], refit=False)))
             rec = few.metadata["adaptation"]

@@ -80,3 +80,49 @@ def test_bad_labels_and_missing_values_in_a_csv(model_path, target, tmp_path, ca
     assert main([*args, "--data", str(tmp_path / "nan.csv")]) == 2
     assert "--impute median" in capsys.readouterr().err
     assert main([*args, "--data", str(tmp_path / "nan.csv"), "--impute", "median"]) == 0
+
+
+def test_few_shot_method_option_and_detect_reads_the_head(model_path, tmp_path, capsys):
+    target = make_synthetic_task("clustered", n_rows=600, n_features=4, contamination=0.08, seed=11)
+    frame = pd.DataFrame(target.X, columns=[f"c{j}" for j in range(target.n_features)])
+    frame["label"] = target.y
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    fine = tmp_path / "fine.zip"
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
+                 "--shots", "8", "--few-shot", "fine-tune", "--out", str(fine)]) == 0
+    assert load_bundle(fine).metadata["adaptation"]["method"] == "fine-tune" and load_bundle(fine).head is None
+
+    headed = tmp_path / "head.zip"
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
+                 "--shots", "10", "--normal-shots", "50", "--out", str(headed)]) == 0
+    bundle = load_bundle(headed)
+    record = bundle.metadata["adaptation"]
+    assert record["method"] == "head" and record["head_rows"] == target.n_rows
+    assert record["kept"] == "adapted" and bundle.head is not None and bundle.head.n_columns == target.n_features
+    # detect scores the target's rows (label column left out) with the adapted bundle, head included
+    capsys.readouterr()
+    scored = tmp_path / "scored.csv"
+    assert main(["detect", str(tmp_path / "t.csv"), "--model", str(headed), "--columns", ",".join(frame.columns[:-1]),
+                 "--device", "cpu", "--output", str(scored), "--no-progress"]) == 0
+    out = pd.read_csv(scored)
+    assert len(out) == target.n_rows
+    np.testing.assert_allclose(out["anomaly_score"], bundle.score(target.X), rtol=1e-6)
+
+
+def test_bench_adapt_runs_on_a_data_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, kind in (("alpha", "local"), ("beta", "clustered")):
+        task = make_synthetic_task(kind, n_rows=300, n_features=4, contamination=0.1, seed=5)
+        np.savez(data / f"{name}.npz", X=task.X, y=task.y)
+    env = AnomalyDetectionEnv(tasks=[make_synthetic_task("global", n_rows=300, n_features=4, seed=0)], featurizer=SMALL)
+    model = make_agent("ppo", env, net_arch=[], device="cpu", seed=0, n_steps=64, batch_size=64).learn(128)
+    path = PolicyBundle(model, SMALL, {"train_tasks": ["global"], "val_tasks": ["alpha", "beta"]}).save(tmp_path / "b.zip")
+    capsys.readouterr()
+    assert main(["bench", "adapt", "--model", str(path), "--data-dir", str(data), "--seeds", "1", "--shots", "5",
+                 "--normals", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "beta" in out and "few-shot - zero-shot:" in out
+    assert "guard never worse on its own held-out labels: True" in out
+    with pytest.raises(SystemExit):
+        main(["bench", "adapt", "--model", str(path), "--data-dir", str(data), "--few-shot", "boost"])
