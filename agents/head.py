@@ -40,6 +40,9 @@ class HeadSettings:
     unlabelled_as_normal: bool = True
     """Use the unlabelled rows as normal rows (anomalies are rare, so they are mostly normal: the
     semi-supervised convention of XGBOD and DevNet).  Off: fit on the labelled rows only."""
+    max_unlabelled_rows: int | None = 20_000
+    """With ``unlabelled_as_normal``: at most this many unlabelled rows (a seeded draw) join the
+    labelled ones, which keeps the fit quick on large targets (``None``: all of them)."""
     folds: int = 5
     """Cross-validation folds of the negative-transfer guard (at most one per labelled anomaly)."""
     n_jobs: int = 1

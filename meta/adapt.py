@@ -268,6 +268,11 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     margin = policy_margin(bundle.model, features)
     if settings.unlabelled_as_normal:
         rows = np.arange(len(labels))
+        unknown = np.flatnonzero(labels == UNKNOWN)
+        cap = settings.max_unlabelled_rows
+        if cap is not None and len(unknown) > cap:
+            keep = np.random.default_rng(seed).choice(unknown, size=cap, replace=False)
+            rows = np.sort(np.concatenate([np.flatnonzero(labels != UNKNOWN), keep]))
     else:
         rows = np.flatnonzero(labels != UNKNOWN)
     y = (labels[rows] == 1).astype(np.int8)

@@ -93,11 +93,14 @@ def test_head_needs_the_raw_columns_it_was_adapted_on(bundle, target):
         few.head.margin(target.X[:, :5], features, np.zeros(target.n_rows))
 
 
-def test_head_can_fit_on_labelled_rows_only(bundle, target):
+def test_head_can_fit_on_labelled_rows_only_or_on_a_share_of_the_unlabelled(bundle, target):
     settings = AdaptSettings(head=HeadSettings(unlabelled_as_normal=False))
     few = adapt(bundle, target.X, few_shot_labels(target.y, 10, 50, seed=0), settings=settings, seed=0)
     record = few.metadata["adaptation"]
     assert record["head_rows"] == 60 and record["unlabelled_as_normal"] is False
+    capped = AdaptSettings(head=HeadSettings(max_unlabelled_rows=100))
+    few = adapt(bundle, target.X, few_shot_labels(target.y, 10, 50, seed=0), settings=capped, seed=0)
+    assert few.metadata["adaptation"]["head_rows"] == 160  # the 60 labelled rows and 100 drawn unlabelled ones
 
 
 @pytest.mark.parametrize("settings", [FINE_TUNE, AdaptSettings()], ids=["fine-tune", "head"])
