@@ -47,6 +47,9 @@ class HeadSettings:
     """Cross-validation folds of the negative-transfer guard (at most one per labelled anomaly)."""
     n_jobs: int = 1
     """XGBoost threads."""
+    policy_prior: bool = True
+    """Boost from the policy's calibrated logit.  Off (an ablation): boost from the base rate,
+    so the head ignores the policy; the transferable features stay among its inputs."""
 
 
 @dataclass
@@ -124,7 +127,7 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
 
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.int8)
-    a, b = calibrate(policy_margin, y)
+    a, b = calibrate(policy_margin if settings.policy_prior else np.zeros(len(y)), y)
     base = a * np.asarray(policy_margin, dtype=np.float64) + b
     model = xgb.XGBClassifier(
         n_estimators=settings.n_estimators, learning_rate=settings.learning_rate, max_depth=settings.max_depth,
@@ -132,5 +135,5 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
     )
     model.fit(np.hstack([X, np.asarray(features, dtype=np.float32)]), y, base_margin=base)
     record = {"n_estimators": settings.n_estimators, "learning_rate": settings.learning_rate,
-              "max_depth": settings.max_depth, "n_jobs": settings.n_jobs}
+              "max_depth": settings.max_depth, "n_jobs": settings.n_jobs, "policy_prior": settings.policy_prior}
     return TargetHead(a, b, X.shape[1], model.get_booster(), record)

@@ -23,6 +23,8 @@ def add_parser(bsub) -> None:
     a.add_argument("--seeds", type=int, default=3, help="seeds of the split and of the labels (default 3)")
     a.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
                    help="few-shot method (default head; see `anomaly-gym adapt --help`)")
+    a.add_argument("--ablate-prior", action="store_true",
+                   help="also fit the head without the policy (boosted from the base rate) to show what the meta-learned prior adds")
     a.set_defaults(func=run)
 
 
@@ -33,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     from anomaly_gym.agents import load_bundle
     from anomaly_gym.envs import benchmark_split, load_adbench_dir
+    from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.agents.head import HeadSettings, fit_head
     from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
 
     bundle = load_bundle(args.model, device="cpu")
@@ -47,13 +51,20 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         tasks = load_adbench_dir(args.data_dir, names=names)
     settings = AdaptSettings(few_shot=args.few_shot)
+    ablate = args.ablate_prior
+    if ablate and args.few_shot != "head":
+        raise ValueError("--ablate-prior compares target heads; use it with --few-shot head")
+    no_prior = AdaptSettings(head=HeadSettings(policy_prior=False))
     table = Table(title=f"few-shot {args.few_shot} ({args.shots} anomalies + {args.normals} normal rows labelled) vs zero-shot: "
                         f"AUROC on the unlabelled rest of the training part, mean of {args.seeds} seeds")
-    for col in ("dataset", "zero-shot", "few-shot", "kept adapted", "held-out AUROC before -> after", "seconds"):
+    columns = ["dataset", "zero-shot", "few-shot", "kept adapted", "held-out AUROC before -> after", "seconds"]
+    if ablate:
+        columns[3:3] = ["head, no guard", "head without the policy, no guard"]
+    for col in columns:
         table.add_column(col, justify="left" if col == "dataset" else "right")
-    zs_all, fs_all, never_worse = [], [], True
+    zs_all, fs_all, np_all, p_all, never_worse = [], [], [], [], True
     for task in tasks:
-        zs, fs, kept, held = [], [], 0, []
+        zs, fs, kept, held, bare, prior = [], [], 0, [], [], []
         t0 = time.perf_counter()
         for seed in range(args.seeds):
             split = benchmark_split(task, seed)
@@ -67,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
                 few = adapt(bundle, X, labels, seed=seed, settings=settings)
             zs.append(roc_auc_score(y[rest], zero.score(X[rest], refit=False)))
             fs.append(roc_auc_score(y[rest], few.score(X[rest], refit=False)))
+            if ablate:  # heads fitted directly, without the guard: with the policy as prior and without it
+                features = few.featurizer.transform(X)
+                margin = policy_margin(few.model, features)
+                target = (labels == 1).astype(np.int8)
+                for out, head_settings in ((bare, no_prior.head), (prior, settings.head)):
+                    head = fit_head(X, features, margin, target, head_settings, seed)
+                    out.append(roc_auc_score(y[rest], head.proba(X[rest], features[rest], margin[rest])))
             rec = few.metadata["adaptation"]
             kept += rec["kept"] == "adapted"
             held.append((rec["held_out_auroc_before"], rec["held_out_auroc_after"]))
@@ -74,10 +92,20 @@ def run(args: argparse.Namespace) -> int:
         zs_all.append(np.mean(zs))
         fs_all.append(np.mean(fs))
         before, after = np.mean(held, axis=0)
-        table.add_row(task.name, f"{np.mean(zs):.3f}", f"{np.mean(fs):.3f}", f"{kept}/{args.seeds}",
-                      f"{before:.3f} -> {after:.3f}", f"{time.perf_counter() - t0:.0f}")
-    table.add_row("[bold]mean[/bold]", f"{np.mean(zs_all):.3f}", f"[bold]{np.mean(fs_all):.3f}[/bold]", "", "", "")
+        cells = [task.name, f"{np.mean(zs):.3f}", f"{np.mean(fs):.3f}", f"{kept}/{args.seeds}",
+                 f"{before:.3f} -> {after:.3f}", f"{time.perf_counter() - t0:.0f}"]
+        if ablate:
+            p_all.append(np.mean(prior))
+            np_all.append(np.mean(bare))
+            cells[3:3] = [f"{np.mean(prior):.3f}", f"{np.mean(bare):.3f}"]
+        table.add_row(*cells)
+    cells = ["[bold]mean[/bold]", f"{np.mean(zs_all):.3f}", f"[bold]{np.mean(fs_all):.3f}[/bold]", "", "", ""]
+    if ablate:
+        cells[3:3] = [f"{np.mean(p_all):.3f}", f"{np.mean(np_all):.3f}"]
+    table.add_row(*cells)
     Console().print(table)
     print(f"few-shot - zero-shot: {np.mean(fs_all) - np.mean(zs_all):+.4f} mean AUROC over {len(tasks)} unseen datasets; "
           f"guard never worse on its own held-out labels: {never_worse}")
+    if ablate:
+        print(f"unguarded head with the policy as prior - without it: {np.mean(p_all) - np.mean(np_all):+.4f} mean AUROC")
     return 0

@@ -141,3 +141,15 @@ def test_head_margin_is_the_calibrated_policy_logit_plus_the_trees(task):
     np.testing.assert_allclose(bundle.margin(features, task.X), bundle.head.booster.predict(rows, output_margin=True), rtol=1e-5, atol=1e-5)
     trees = bundle.head.booster.predict(xgb.DMatrix(np.hstack([task.X, features]), base_margin=np.zeros(task.n_rows)), output_margin=True)
     np.testing.assert_allclose(bundle.margin(features, task.X), base + trees, rtol=1e-5, atol=1e-5)
+
+
+def test_head_without_the_policy_prior_ignores_the_policy(task):
+    from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.agents.head import HeadSettings, fit_head
+
+    bundle = _headed_bundle(task)
+    features = bundle.featurizer.transform(task.X)
+    margin = policy_margin(bundle.model, features)
+    head = fit_head(task.X, features, margin, task.y, HeadSettings(n_estimators=10, policy_prior=False))
+    assert head.scale == 0.0 and head.settings["policy_prior"] is False
+    np.testing.assert_allclose(head.margin(task.X, features, margin), head.margin(task.X, features, margin + 5.0))
