@@ -87,6 +87,10 @@ def add_parser(sub) -> None:
                    help="policy bundle (.bundle.zip) from `anomaly-gym train`; default: the bundled default policy")
     p.add_argument("--mode", choices=("batch", "stream"), default="batch",
                    help="batch: fit on all rows, then score them (default); stream: score each row as it arrives")
+    p.add_argument("--featurizer", choices=("auto", "refit", "stored"), default="auto",
+                   help="batch: 'refit' fits the detectors on the input's rows; 'stored' uses the featurizer an adapted bundle "
+                   "holds (rows are judged relative to its target; any number of rows); auto (default): stored when the "
+                   "bundle holds one. Stream mode always fits on its window")
     p.add_argument("--warmup", type=int, default=256, help="stream: valid rows collected before scoring starts (default 256)")
     p.add_argument("--window", type=int, default=2048, help="stream: the detectors are fitted on the last N valid rows (default 2048)")
     p.add_argument("--refit-every", type=int, default=1024, help="stream: refit the detectors every N valid rows (default 1024)")
@@ -468,15 +472,24 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     valid = np.ones(n, dtype=bool)
     valid[list(data.errors)] = False
     n_valid = int(valid.sum())
-    if n_valid < 10:
-        raise ValueError(f"only {n_valid} valid row(s); the detectors need at least 10 to fit")
-
-    t = time.perf_counter()
-    fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(data.X[valid]))
-    logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
-    t = time.perf_counter()
     scorer = PolicyScorer(bundle)
     scorer.check_width(len(data.feature_idx))
+    if _stored_featurizer(args, bundle):
+        stored = bundle.featurizer
+        if stored.n_columns_ != len(data.feature_idx):
+            raise ValueError(
+                f"the bundle's stored featurizer was fitted on {stored.n_columns_} columns but the input has "
+                f"{len(data.feature_idx)}; pick the target's columns with --columns, or pass --featurizer refit"
+            )
+        fast = FastFeaturizer(stored)
+        summary.extra.append("features relative to the rows the bundle was adapted on (stored featurizer)")
+    else:
+        if n_valid < 10:
+            raise ValueError(f"only {n_valid} valid row(s); the detectors need at least 10 to fit")
+        t = time.perf_counter()
+        fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(data.X[valid]))
+        logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
+    t = time.perf_counter()
     scores = np.full(n, np.nan)
     rows = np.flatnonzero(valid)
     step = bundle.featurizer_config.chunk_size
@@ -554,6 +567,14 @@ def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bo
 # --------------------------------------------------------------------------- stream
 
 
+def _stored_featurizer(args, bundle) -> bool:
+    """Whether batch mode uses the bundle's stored featurizer (``--featurizer``)."""
+    if args.featurizer == "stored" and bundle.featurizer is None:
+        raise ValueError("--featurizer stored: this bundle holds no fitted featurizer (adapt it with `anomaly-gym adapt` first, "
+                         "or pass --featurizer refit)")
+    return args.featurizer == "stored" or (args.featurizer == "auto" and bundle.featurizer is not None)
+
+
 def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, float]] | None = None) -> int:
     """Score rows as they arrive.  ``timings`` (benchmarks) receives, for each scored row,
     the wall-clock and the CPU seconds from reading it to having written and flushed its
@@ -561,6 +582,8 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
     from anomaly_gym.envs.stream import SlidingWindowFeaturizer
     from anomaly_gym.scripts._csvio import CsvOutput, InputError, JsonlOutput, RowReader
 
+    if args.featurizer == "stored":
+        raise ValueError("--featurizer stored applies to batch mode; stream mode fits the detectors on its sliding window")
     _default_rule(args)
     summary = Summary("stream", args.on_error, rule=_describe_rule(args))
     reader = RowReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS)

@@ -373,3 +373,27 @@ def test_a_target_head_refuses_rows_of_another_width(tmp_path, headed, capsys, m
     src = _write(tmp_path / "narrow.csv", narrow, "ts,a,b,label")
     code, out, err = _detect(capsys, monkeypatch, src, "--mode", mode, "--model", "x")
     assert code == 2 and "adapted to a target with 3 columns" in err and "has 2" in err, err
+
+
+def test_batch_uses_an_adapted_bundles_stored_featurizer(tmp_path, headed, capsys, monkeypatch):
+    """Rows of the target are judged relative to the rows it was adapted on, however few arrive."""
+    monkeypatch.setattr(detect, "load_model", lambda path, device: headed)
+    X, lines = _rows(200, seed=9)  # new rows of the same target
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "few.csv", lines[:5]), "--model", "x")
+    assert code == 0, err
+    assert "stored featurizer" in err
+    scores = np.array([float(r["anomaly_score"]) for r in _table(out)])
+    np.testing.assert_allclose(scores, headed.score(X[:5], refit=False), rtol=1e-6)
+    # --featurizer refit fits on the input (and needs at least 10 rows)
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "few.csv", lines[:5]), "--model", "x", "--featurizer", "refit")
+    assert code == 2 and "at least 10" in err
+
+
+def test_stored_featurizer_errors(tmp_path, model, headed, capsys, monkeypatch):
+    _, lines = _rows()
+    src = _write(tmp_path / "in.csv", lines)
+    code, out, err = _detect(capsys, monkeypatch, src, "--featurizer", "stored")
+    assert code == 2 and "holds no fitted featurizer" in err
+    monkeypatch.setattr(detect, "load_model", lambda path, device: headed)
+    code, out, err = _detect(capsys, monkeypatch, src, "--mode", "stream", "--featurizer", "stored")
+    assert code == 2 and "applies to batch mode" in err
