@@ -339,11 +339,8 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
         On pseudo-labels AUROC saturates (confident rows are easy to rank), so there the
         likelihood decides: self-training must make the policy surer of held-out pseudo-labels.
         """
-        p = np.clip(anomaly_proba(model, features[held_idx]), 1e-6, 1 - 1e-6)
-        auc = float(roc_auc_score(y_held, p))
-        pos, neg = y_held == 1, y_held == 0
-        loss = 0.5 * (-np.log(p[pos]).mean() - np.log(1 - p[neg]).mean())
-        return (round(auc, 6), -float(loss))
+        margin = policy_margin(model, features[held_idx])
+        return (round(float(roc_auc_score(y_held, margin)), 6), -_logloss(y_held, margin))
 
     before = held_out()
     with warnings.catch_warnings():

@@ -472,6 +472,7 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     valid = np.ones(n, dtype=bool)
     valid[list(data.errors)] = False
     n_valid = int(valid.sum())
+    X = data.X.astype(np.float32)  # the precision tasks have in training and adaptation (make_task)
     scorer = PolicyScorer(bundle)
     scorer.check_width(len(data.feature_idx))
     if _stored_featurizer(args, bundle):
@@ -487,7 +488,7 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
         if n_valid < 10:
             raise ValueError(f"only {n_valid} valid row(s); the detectors need at least 10 to fit")
         t = time.perf_counter()
-        fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(data.X[valid]))
+        fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(X[valid]))
         logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
     t = time.perf_counter()
     scores = np.full(n, np.nan)
@@ -495,7 +496,7 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     step = bundle.featurizer_config.chunk_size
     for start in _progress(range(0, len(rows), step), len(rows) // step + 1, args):
         idx = rows[start : start + step]
-        scores[idx] = scorer.batch(fast.transform(data.X[idx]), data.X[idx])
+        scores[idx] = scorer.batch(fast.transform(X[idx]), X[idx])
     logger.info("featurized and scored %d rows in %.2fs", n_valid, time.perf_counter() - t)
 
     if args.contamination is not None:

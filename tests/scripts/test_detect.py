@@ -341,7 +341,7 @@ def headed(bundle_path):
     from anomaly_gym.agents.head import HeadSettings, fit_head
 
     b = load_bundle(bundle_path, device="cpu")
-    X, _ = _rows()
+    X = _rows()[0].astype(np.float32)  # tasks hold float32, as detect reads its input
     y = np.zeros(len(X), dtype=np.int8)
     y[list(PLANTED)] = 1
     features = b.fit_featurizer(X).transform(X)
@@ -355,7 +355,8 @@ def test_batch_scores_with_a_target_head(tmp_path, headed, capsys, monkeypatch):
     code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "in.csv", lines), "--model", "x")
     assert code == 0, err
     scores = np.array([float(r["anomaly_score"]) for r in _table(out)])
-    np.testing.assert_allclose(scores, headed.score(X), rtol=1e-6)  # featurizer refitted on the batch, head on its columns
+    # the stored featurizer (fitted on these rows) and the head on their columns
+    np.testing.assert_allclose(scores, headed.score(X.astype(np.float32), refit=False), rtol=1e-6)
 
 
 def test_single_rows_with_a_target_head_match_the_batch_path(headed):
@@ -383,7 +384,7 @@ def test_batch_uses_an_adapted_bundles_stored_featurizer(tmp_path, headed, capsy
     assert code == 0, err
     assert "stored featurizer" in err
     scores = np.array([float(r["anomaly_score"]) for r in _table(out)])
-    np.testing.assert_allclose(scores, headed.score(X[:5], refit=False), rtol=1e-6)
+    np.testing.assert_allclose(scores, headed.score(X[:5].astype(np.float32), refit=False), rtol=1e-6)
     # --featurizer refit fits on the input (and needs at least 10 rows)
     code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "few.csv", lines[:5]), "--model", "x", "--featurizer", "refit")
     assert code == 2 and "at least 10" in err
