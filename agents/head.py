@@ -47,6 +47,9 @@ class HeadSettings:
     """Cross-validation folds of the negative-transfer guard (at most one per labelled anomaly)."""
     n_jobs: int = 1
     """XGBoost threads."""
+    guard: bool = True
+    """Keep the head only if it beats the unadapted policy out of fold (the negative-transfer
+    guard).  Off: always keep it (no cross-validation)."""
     policy_prior: bool = True
     """Boost from the policy's calibrated logit.  Off (an ablation): boost from the base rate,
     so the head ignores the policy; the transferable features stay among its inputs."""

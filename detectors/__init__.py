@@ -137,9 +137,11 @@ __all__ = [
 
 
 def _register_policy() -> None:
-    from anomaly_gym.detectors.policy import PolicyDetector
+    from anomaly_gym.detectors.policy import HeadWithoutPolicyDetector, PolicyDetector, UnguardedHeadDetector
 
     register_detector("policy", PolicyDetector)
+    register_detector("policy_unguarded", UnguardedHeadDetector)
+    register_detector("head_without_policy", HeadWithoutPolicyDetector)
 
 
 _register_policy()

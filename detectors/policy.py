@@ -30,15 +30,19 @@ class PolicyDetector(BaseDetector):
             drawn from the 0-rows, which are mostly normal (more normals give the early
             stopping and the guard a steadier held-out AUROC).
         few_shot: Few-shot method, ``"head"`` or ``"fine-tune"`` (see :class:`~anomaly_gym.meta.adapt.AdaptSettings`).
+        guard: Keep a target head only if it beats the unadapted policy out of fold.
+        policy_prior: Boost the target head from the policy's calibrated logit (off: from the base rate).
         random_state: Seed of the normal-row draw and of adaptation.
         device: Where the policy runs.
     """
 
-    def __init__(self, model=None, adapt_with_labels: bool = True, normals_per_anomaly: int = 100, few_shot: str = "head", random_state: int | None = 0, device: str = "cpu") -> None:
+    def __init__(self, model=None, adapt_with_labels: bool = True, normals_per_anomaly: int = 100, few_shot: str = "head", guard: bool = True, policy_prior: bool = True, random_state: int | None = 0, device: str = "cpu") -> None:
         self.model = model
         self.adapt_with_labels = adapt_with_labels
         self.normals_per_anomaly = normals_per_anomaly
         self.few_shot = few_shot
+        self.guard = guard
+        self.policy_prior = policy_prior
         self.random_state = random_state
         self.device = device
 
@@ -65,8 +69,51 @@ class PolicyDetector(BaseDetector):
             labels[rng.choice(others, size=k, replace=False)] = 0
         seed = 0 if self.random_state is None else int(self.random_state)
         with seeded(seed):  # SB3 seeds the global generators when it loads or fine-tunes a model
-            self.bundle_ = adapt(self._load(), X, labels, seed=seed, settings=AdaptSettings(few_shot=self.few_shot), device=self.device)
+            self.bundle_ = adapt(self._load(), X, labels, seed=seed, settings=self._settings(), device=self.device)
         self.adaptation_ = self.bundle_.metadata["adaptation"]
+
+    def _settings(self):
+        from anomaly_gym.agents.head import HeadSettings
+        from anomaly_gym.meta.adapt import AdaptSettings
+
+        return AdaptSettings(few_shot=self.few_shot, head=HeadSettings(guard=self.guard, policy_prior=self.policy_prior))
 
     def _decision_function(self, X: np.ndarray) -> np.ndarray:
         return self.bundle_.score(X, refit=False)
+
+
+class _HeadAblation(PolicyDetector):
+    """A :class:`PolicyDetector` whose few-shot settings are fixed by the class (ablations)."""
+
+    requires_labels = True
+    adapt_with_labels = True
+    few_shot = "head"
+
+    def __init__(self, model=None, normals_per_anomaly: int = 100, random_state: int | None = 0, device: str = "cpu") -> None:
+        self.model = model
+        self.normals_per_anomaly = normals_per_anomaly
+        self.random_state = random_state
+        self.device = device
+
+
+class UnguardedHeadDetector(_HeadAblation):
+    """Ablation of :class:`PolicyDetector` few-shot: the target head always kept (no guard).
+
+    Needs labels (``fit(X, y)``); the benchmark runs it beside ``policy`` to show what the
+    guard costs or saves.
+    """
+
+    guard = False
+    policy_prior = True
+
+
+class HeadWithoutPolicyDetector(_HeadAblation):
+    """Ablation of :class:`PolicyDetector` few-shot: a target head boosted from the base rate.
+
+    The same inputs (the target's columns and the transferable features), the same boosting,
+    no guard, but the policy's logit left out: the difference to :class:`UnguardedHeadDetector`
+    is what the meta-learned policy adds as a prior.
+    """
+
+    guard = False
+    policy_prior = False

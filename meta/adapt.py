@@ -278,6 +278,19 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     y = (labels[rows] == 1).astype(np.int8)
     known = labels[rows] != UNKNOWN
     n_anomalies, n_normals = int((labels == 1).sum()), int((labels == 0).sum())
+    record = {
+        "method": "head",
+        "labelled_rows": int(n_anomalies + n_normals),
+        "labelled_anomalies": n_anomalies,
+        "head_rows": int(len(rows)),
+        "unlabelled_as_normal": settings.unlabelled_as_normal,
+        "policy_prior": settings.policy_prior,
+    }
+    if not settings.guard:
+        bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
+        record.update(kept="adapted", head=bundle.head.settings | {"scale": bundle.head.scale, "offset": bundle.head.offset},
+                      reason="the guard is off: the head is kept without a held-out check")
+        return record
     k = max(2, min(settings.folds, n_anomalies, n_normals))
     strata = labels[rows].astype(np.int64) + 1  # unknown / normal / anomaly, each spread over the folds
     if (np.bincount(strata) < k)[np.bincount(strata) > 0].any():
@@ -295,17 +308,12 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     y_known = y[known]
     before = (round(float(roc_auc_score(y_known, margin[rows][known])), 6), -_logloss(y_known, oof_prior[known]))
     after = (round(float(roc_auc_score(y_known, oof_head[known])), 6), -_logloss(y_known, oof_head[known]))
-    record = {
-        "method": "head",
-        "labelled_rows": int(n_anomalies + n_normals),
-        "labelled_anomalies": n_anomalies,
-        "head_rows": int(len(rows)),
-        "unlabelled_as_normal": settings.unlabelled_as_normal,
+    record.update({
         "guard_folds": k,
         "held_out_rows": int(known.sum()),
         "held_out_auroc_before": before[0],
         "held_out_logloss_before": -before[1],
-    }
+    })
     if after > before:
         bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
         record.update(kept="adapted", held_out_auroc_after=after[0], held_out_logloss_after=-after[1],

@@ -70,6 +70,9 @@ TRANSFER = ("feature_transfer_kmeans", "model_transfer_kmeans", "coral_kmeans", 
 #: Label-aware baselines run by default in the few-shot protocol.
 LABEL_AWARE = ("xgbod", "devnet", "gradient_boosting")
 POLICY = "policy"
+#: Methods backed by the policy bundle (the policy and its few-shot ablations): each gets its
+#: target's held-out bundle, like ``policy``.  Ablations run only when asked for.
+POLICY_BACKED = (POLICY, "policy_unguarded", "head_without_policy")
 PROTOCOLS = ("zero-shot", "few-shot")
 #: Per-dataset differences smaller than this count as ties.
 TIE = 1e-3
@@ -238,7 +241,7 @@ def uses_labels(method: str) -> bool:
     """Whether the method's result depends on the few-shot labels."""
     from anomaly_gym.detectors import DETECTORS
 
-    return method == POLICY or DETECTORS[method].requires_labels
+    return method in POLICY_BACKED or DETECTORS[method].requires_labels
 
 
 # --------------------------------------------------------------------------- tasks and folds
@@ -563,10 +566,9 @@ def target_features(train_X: np.ndarray, test_X: np.ndarray) -> tuple[np.ndarray
 def build_detector(method: str, seed: int, bundle=None, feature_space: str | None = None):
     """An unfitted detector of ``method``, seeded, single-threaded, on the CPU."""
     from anomaly_gym.detectors import make_detector
-    from anomaly_gym.detectors.policy import PolicyDetector
 
-    if method == POLICY:
-        return PolicyDetector(model=bundle, random_state=seed, device="cpu")
+    if method in POLICY_BACKED:
+        return make_detector(method, model=bundle, random_state=seed, device="cpu")
     det = make_detector(method)
     params = det.get_params()
     updates: dict[str, Any] = {}
@@ -676,7 +678,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"no labelled source dataset in {args.sources}")
 
     mode = "model" if args.model is not None else "train" if args.train_config is not None else "default"
-    if mode == "default" and POLICY in methods:
+    if mode == "default" and any(m in POLICY_BACKED for m in methods):
         from anomaly_gym.agents.bundle import default_bundle_path
 
         if not default_bundle_path().is_file():
@@ -769,11 +771,11 @@ class _Runner:
                 y = note = None
                 if setting.protocol == "few-shot" and uses_labels(method):
                     y, note = draw_labels(train.y, setting, seed)
-                if method == POLICY:
+                if method in POLICY_BACKED:
                     bundle = self.policies.bundle_for(task.name)
                     det = build_detector(method, seed, bundle)
                     auroc, auprc, fit_s, score_s = evaluate(det, train.X, test.X, test.y, y=y)
-                    self._log_policy(task.name, setting, seed, det)
+                    self._log_policy(task.name, method, setting, seed, det)
                     if setting.protocol == "few-shot" and det.adaptation_.get("mode") != "few-shot":
                         note = (note + "; " if note else "") + "fewer than 2 labelled anomalies: the policy ran zero-shot"
                 elif DETECTORS[method].uses_source:
@@ -819,9 +821,9 @@ class _Runner:
         train_Z, test_Z, seconds = target_features(train.X, test.X)
         return source_X, source_y, space, train_Z, test_Z, seconds
 
-    def _log_policy(self, dataset: str, setting: Setting, seed: int, det) -> None:
+    def _log_policy(self, dataset: str, method: str, setting: Setting, seed: int, det) -> None:
         record = {
-            "dataset": dataset, "protocol": setting.protocol, "labels": setting.labels, "seed": seed,
+            "dataset": dataset, "method": method, "protocol": setting.protocol, "labels": setting.labels, "seed": seed,
             "fold": self.policies.fold_of(dataset), "bundle": str(self.policies.bundle_path(self.policies.fold_of(dataset))),
             "train_tasks": det.bundle_.metadata.get("train_tasks", []), "adaptation": det.adaptation_,
         }
@@ -885,7 +887,7 @@ def _has_policy_rows(results_path: Path) -> bool:
     if not results_path.is_file():
         return False
     with results_path.open(newline="") as fh:
-        return any(row.get("method") == POLICY for row in csv.DictReader(fh))
+        return any(row.get("method") in POLICY_BACKED for row in csv.DictReader(fh))
 
 
 def _write_folds(out: Path, sources, targets, folds) -> None:

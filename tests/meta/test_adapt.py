@@ -103,6 +103,18 @@ def test_head_can_fit_on_labelled_rows_only_or_on_a_share_of_the_unlabelled(bund
     assert few.metadata["adaptation"]["head_rows"] == 160  # the 60 labelled rows and 100 drawn unlabelled ones
 
 
+def test_head_without_guard_is_always_kept(bundle, target):
+    rng = np.random.default_rng(0)
+    labels = np.full(target.n_rows, -1)
+    rows = rng.choice(target.n_rows, 40, replace=False)
+    labels[rows[:20]], labels[rows[20:]] = 1, 0  # labels with no signal: a guard would refuse them
+    settings = AdaptSettings(head=HeadSettings(guard=False))
+    adapted = adapt(bundle, target.X, labels, settings=settings, seed=0)
+    record = adapted.metadata["adaptation"]
+    assert record["kept"] == "adapted" and adapted.head is not None and "guard is off" in record["reason"]
+    assert "held_out_auroc_before" not in record  # no cross-validation was run
+
+
 @pytest.mark.parametrize("settings", [FINE_TUNE, AdaptSettings()], ids=["fine-tune", "head"])
 def test_guard_falls_back_on_contradictory_labels(bundle, target, settings):
     """Labels drawn at random carry no signal: fitting them cannot generalise to held-out rows.

@@ -280,6 +280,27 @@ def test_few_shot_labels_come_from_the_training_part_only(tmp_path, monkeypatch)
     assert "## few-shot, 3 labelled anomalies" in (out / "summary.md").read_text()
 
 
+def test_few_shot_ablations_use_the_held_out_policy(run_dir, tiny_config, tmp_path, monkeypatch):
+    """policy_unguarded and head_without_policy get their target's fold bundle, like policy."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(run_dir, out)
+    monkeypatch.setattr("anomaly_gym.meta.training.MetaTrainer.train", lambda *a, **k: pytest.fail("fold policies are cached"))
+    args = _args(out, tiny_config, "--protocol", "few-shot", "--labels", "5")
+    args[args.index("--methods") + 1] = "policy,policy_unguarded,head_without_policy"
+    assert main(args) == 0
+    rows = [r for r in _rows(out) if r["protocol"] == "few-shot"]
+    assert {(r["dataset"], r["method"]) for r in rows} == {
+        (d, m) for d in TARGETS.split(",") for m in ("policy", "policy_unguarded", "head_without_policy")}
+    assert all(r["status"] == "ok" and 0.0 <= float(r["auroc"]) <= 1.0 for r in rows), rows
+    logged = [json.loads(line) for line in (out / "policies.jsonl").read_text().splitlines()]
+    by_method = {r.get("method"): r for r in logged if r["protocol"] == "few-shot"}
+    assert by_method["policy_unguarded"]["adaptation"]["kept"] == "adapted"
+    assert by_method["head_without_policy"]["adaptation"]["policy_prior"] is False
+    assert by_method["head_without_policy"]["fold"] == by_method["policy"]["fold"]
+
+
 def test_draw_labels_counts_ratios_nesting_and_cap():
     y = np.zeros(200, dtype=np.int8)
     y[np.random.default_rng(0).choice(200, size=12, replace=False)] = 1
