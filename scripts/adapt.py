@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
                    help="few-shot method: 'head' (default: a boosted correction of the policy's logit on the target's "
                    "columns, which then needs those columns to score) or 'fine-tune' (PPO/A2C updates of the policy)")
+    p.add_argument("--no-guard", action="store_true",
+                   help="few-shot head: keep the head without the out-of-fold check against the unadapted policy "
+                   "(for labels you trust; the check is noisy with a handful of labelled anomalies)")
     p.add_argument("--impute", choices=("error", "median"), default="error",
                    help="NaN or infinite feature values: stop with an error (default) or replace them with column medians")
     p.add_argument("--seed", type=int, default=0)
@@ -98,6 +101,7 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from anomaly_gym.agents.head import HeadSettings
     from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
     from anomaly_gym.agents import load_bundle, load_default_bundle
 
@@ -114,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"--mode {args.mode}: the labels are not used")
         labels = None
     bundle = load_default_bundle(device=args.device) if args.model is None else load_bundle(args.model, device=args.device)
-    settings = AdaptSettings(few_shot=args.few_shot)
+    if args.no_guard and args.few_shot != "head":
+        raise ValueError("--no-guard applies to --few-shot head")
+    settings = AdaptSettings(few_shot=args.few_shot, head=HeadSettings(guard=not args.no_guard))
     adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, settings=settings,
                     device="cpu" if args.device == "auto" else args.device)
     adapted.save(args.out)

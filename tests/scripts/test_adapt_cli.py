@@ -92,6 +92,15 @@ def test_few_shot_method_option_and_detect_reads_the_head(model_path, tmp_path, 
                  "--shots", "8", "--few-shot", "fine-tune", "--out", str(fine)]) == 0
     assert load_bundle(fine).metadata["adaptation"]["method"] == "fine-tune" and load_bundle(fine).head is None
 
+    unguarded = tmp_path / "unguarded.zip"
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
+                 "--shots", "8", "--no-guard", "--out", str(unguarded)]) == 0
+    record = load_bundle(unguarded).metadata["adaptation"]
+    assert record["kept"] == "adapted" and "guard is off" in record["reason"]
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
+                 "--shots", "8", "--no-guard", "--few-shot", "fine-tune", "--out", str(unguarded)]) == 2
+    assert "--no-guard applies to --few-shot head" in capsys.readouterr().err
+
     headed = tmp_path / "head.zip"
     assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
                  "--shots", "10", "--normal-shots", "50", "--out", str(headed)]) == 0
