@@ -73,6 +73,10 @@ class TargetHead:
     booster: Any
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready record of the head: its fit settings and calibration."""
+        return {**self.settings, "scale": self.scale, "offset": self.offset}
+
     def check_width(self, n_columns: int) -> None:
         if n_columns != self.n_columns:
             raise ValueError(

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy.special import expit
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -250,7 +251,7 @@ def _pseudo_labels(policy_scores: np.ndarray, bank_scores: np.ndarray, settings:
 
 def _logloss(y: np.ndarray, margin: np.ndarray) -> float:
     """Class-balanced log-loss of logits ``margin`` on labels ``y``."""
-    p = np.clip(1.0 / (1.0 + np.exp(-np.clip(margin, -700, 700))), 1e-6, 1 - 1e-6)
+    p = np.clip(expit(margin), 1e-6, 1 - 1e-6)
     return float(0.5 * (-np.log(p[y == 1]).mean() - np.log(1 - p[y == 0]).mean()))
 
 
@@ -288,7 +289,7 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     }
     if not settings.guard:
         bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
-        record.update(kept="adapted", head=bundle.head.settings | {"scale": bundle.head.scale, "offset": bundle.head.offset},
+        record.update(kept="adapted", head=bundle.head.describe(),
                       reason="the guard is off: the head is kept without a held-out check")
         return record
     k = max(2, min(settings.folds, n_anomalies, n_normals))
@@ -317,7 +318,7 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     if after > before:
         bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
         record.update(kept="adapted", held_out_auroc_after=after[0], held_out_logloss_after=-after[1],
-                      head=bundle.head.settings | {"scale": bundle.head.scale, "offset": bundle.head.offset},
+                      head=bundle.head.describe(),
                       reason=f"out-of-fold AUROC on the {int(known.sum())} labelled rows {before[0]:.3f} -> {after[0]:.3f}, "
                       f"log-loss {-before[1]:.3f} -> {-after[1]:.3f} ({k}-fold)")
     else:
