@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from anomaly_gym.agents import anomaly_proba, make_agent
 from anomaly_gym.agents.monotone import MonotoneLogitCallback, monotone_columns, project_monotone
@@ -37,12 +38,40 @@ def test_projection_makes_the_anomaly_logit_non_decreasing_in_score_features(env
         assert np.all(anomaly_proba(model, y) >= anomaly_proba(model, x) - 1e-6)  # float32 logits
 
 
-def test_callback_keeps_the_constraint_through_training(env):
-    model = make_agent("ppo", env, net_arch=[], device="cpu", seed=1, n_steps=64, batch_size=64, learning_rate=3e-2)
+class _WeightWatcher(BaseCallback):
+    """Records, at every environment step, the smallest anomaly-minus-normal weight on the
+    monotone columns: the weights the policy acts with during the rollouts."""
+
+    def __init__(self, columns) -> None:
+        super().__init__()
+        self.columns = columns
+        self.lowest: list[float] = []
+
+    def _on_step(self) -> bool:
+        w = self.model.policy.action_net.weight.detach()
+        self.lowest.append(float((w[1] - w[0])[self.columns].min()))
+        return True
+
+
+def _watched_training(env, callbacks, seed=1):
+    model = make_agent("ppo", env, net_arch=[], device="cpu", seed=seed, n_steps=64, batch_size=64, learning_rate=3e-2)
+    with torch.no_grad():
+        model.policy.action_net.weight.normal_(0, 1.0)  # start outside the constraint
+    watcher = _WeightWatcher(monotone_columns(SMALL.feature_names()))
+    model.learn(1024, callback=CallbackList([*callbacks, watcher]))
+    return watcher.lowest
+
+
+def test_callback_keeps_the_constraint_during_every_rollout(env):
     cols = monotone_columns(SMALL.feature_names())
-    model.learn(512, callback=MonotoneLogitCallback(cols))
-    w = model.policy.action_net.weight.detach()
-    assert torch.all((w[1] - w[0])[cols] >= 0)
+    lowest = _watched_training(env, [MonotoneLogitCallback(cols)])
+    assert len(lowest) == 1024  # one environment: a record per step
+    assert min(lowest) >= 0.0  # every step of every rollout acted with a monotone policy
+
+
+def test_the_watcher_sees_violations_without_the_callback(env):
+    """The check above can fail: without the projection, the watched weights go negative."""
+    assert min(_watched_training(env, [])) < 0.0
 
 
 def test_monotone_needs_a_linear_policy(env):
