@@ -93,3 +93,50 @@ def test_config_file_and_bad_overrides():
         TrainConfig(meta="maml")
     proc = subprocess.run([sys.executable, "-m", "anomaly_gym.scripts.cli", "train", "--set", "n_envs=0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "n_envs must be a positive integer" in proc.stderr
+
+
+def _progress_steps(run: Path) -> list[int]:
+    """``time/total_timesteps`` of every row SB3's CSV logger wrote in ``run`` (by the latest process)."""
+    import csv
+
+    path = run / "progress.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [int(float(r["time/total_timesteps"])) for r in csv.DictReader(fh) if r.get("time/total_timesteps")]
+
+
+def test_ctrl_c_checkpoints_and_resume_continues_the_step_count(tmp_path):
+    """SIGINT mid-run: exit 130 and a checkpoint at the step reached; --resume continues from there."""
+    import signal
+    import time
+
+    env = {**os.environ, "ANOMALY_GYM_CACHE": os.environ["ANOMALY_GYM_CACHE"]}
+    runs = tmp_path / "runs"
+    long_run = [*TINY, "--set", "checkpoint_every=100000000", "--total-steps", "100000000"]
+    cmd = [sys.executable, "-m", "anomaly_gym.scripts.cli", "train", *long_run, "--run-dir", str(runs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(runs.glob("*/progress.csv"))
+            if found and _progress_steps(found[0].parent):
+                break  # training is under way: at least one update logged
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted" in err
+    (run,) = list(runs.iterdir())
+    interrupted_at = json.loads((run / "checkpoints" / "state.json").read_text())["num_timesteps"]
+    assert 0 < interrupted_at < 100_000_000
+    assert interrupted_at >= max(_progress_steps(run))  # the checkpoint holds the last step reached, not an older one
+
+    _train(tmp_path, "--resume", str(run), "--total-steps", str(interrupted_at + 1024))
+    resumed = _progress_steps(run)  # the resumed process's own log
+    assert resumed and min(resumed) > interrupted_at  # it started where the interrupted run stopped, not from 0
+    final = json.loads((run / "checkpoints" / "state.json").read_text())["num_timesteps"]
+    assert final >= interrupted_at + 1024
