@@ -140,12 +140,31 @@ def test_guard_falls_back_on_contradictory_labels(bundle, target, settings):
     assert fallbacks >= 1
 
 
-def test_unsupervised_self_training_records_pseudo_labels(bundle, target):
-    adapted = adapt(bundle, target.X, mode="unsupervised", settings=FAST)
+def test_unsupervised_self_training_improves_its_held_out_pseudo_labels(bundle, target):
+    adapted = adapt(bundle, target.X, mode="unsupervised", settings=FAST, seed=0)
     record = adapted.metadata["adaptation"]
     assert record["mode"] == "unsupervised"
-    assert record["pseudo_anomalies"] >= 2 and record["pseudo_normals"] >= 2
-    assert record["kept"] in ("adapted", "unadapted") and record["reason"]
+    n = target.n_rows
+    assert record["pseudo_anomalies"] == round(FAST.pseudo_anomaly_share * n)
+    assert record["pseudo_normals"] == round(FAST.pseudo_normal_share * n)
+    assert record["pseudo-labelled_rows"] == record["pseudo_anomalies"] + record["pseudo_normals"]
+    # seeded: self-training makes the policy surer of held-out pseudo-labels and keeps its ranking
+    assert record["kept"] == "adapted", record["reason"]
+    assert (record["held_out_auroc_after"], -record["held_out_logloss_after"]) > (
+        record["held_out_auroc_before"], -record["held_out_logloss_before"])
+    assert record["rank_agreement"] >= FAST.min_rank_agreement
+    before, after = bundle.score(target.X), adapted.score(target.X, refit=False)
+    assert not np.allclose(before, after)  # the kept policy is the adapted one
+
+
+def test_unsupervised_rank_guard_restores_the_unadapted_policy(bundle, target):
+    """The Spearman guard: an adapted policy that drifts from the unadapted ranking is refused."""
+    strict = AdaptSettings(max_updates=12, patience=12, n_envs=4, n_steps=32, min_rank_agreement=1.01)  # unreachable
+    adapted = adapt(bundle, target.X, mode="unsupervised", settings=strict, seed=0)
+    record = adapted.metadata["adaptation"]
+    assert record["kept"] == "unadapted" and "Spearman" in record["reason"]
+    assert record["rank_agreement"] < 1.01
+    np.testing.assert_allclose(adapted.score(target.X, refit=False), bundle.score(target.X))
 
 
 def test_bad_labels_are_rejected(bundle, target):
