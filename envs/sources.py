@@ -185,10 +185,21 @@ def builtin_suite(seed: int = 0) -> list[Task]:
 
 
 def load_npz(path: str | Path, **task_kwargs) -> Task:
-    """One ADBench-format ``NAME.npz`` file with arrays ``X`` and ``y``."""
+    """One ADBench-format ``NAME.npz`` file with arrays ``X`` and ``y``.
+
+    When the file's folder has a ``SHA256SUMS`` that lists it (written by ``anomaly-gym
+    datasets fetch``), the file is checked against it first.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file differs from its recorded checksum, or holds no ``X``.
+    """
+    from anomaly_gym.envs.datasets import verify_recorded
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such dataset file: {path}")
+    verify_recorded(path)
     with np.load(path, allow_pickle=False) as data:
         if "X" not in data:
             raise ValueError(f"{path}: an ADBench .npz needs an array 'X' (and 'y'); found {list(data.keys())}")

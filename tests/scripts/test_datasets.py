@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anomaly_gym.envs import datasets as envs_datasets
 from anomaly_gym.envs.sources import load_adbench_dir
 from anomaly_gym.scripts import datasets
 from anomaly_gym.scripts.cli import main
@@ -62,13 +63,30 @@ def test_fetch_stores_project_names_and_records_checksums(tmp_path, upstream):
 def test_cached_files_are_verified_not_downloaded_again(tmp_path, upstream, monkeypatch, capsys):
     cache = tmp_path / "cache"
     assert _fetch(cache, upstream, "annthyroid") == 0
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded again"))
+    monkeypatch.setattr(envs_datasets.urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded again"))
     assert _fetch(cache, upstream, "annthyroid") == 0
     assert "0 downloaded, 1 cached" in capsys.readouterr().out
     # a cached file changed after its checksum was recorded is reported, not trusted
     _npz(cache / "annthyroid.npz", seed=5)
     assert _fetch(cache, upstream, "annthyroid") == 1
     assert "differs from the recorded" in capsys.readouterr().err
+
+
+def test_every_read_of_a_fetched_file_checks_its_recorded_checksum(tmp_path, upstream, capsys):
+    from anomaly_gym.envs import load_adbench_dir, load_npz
+
+    cache = tmp_path / "cache"
+    assert _fetch(cache, upstream, "annthyroid") == 0
+    assert load_npz(cache / "annthyroid.npz").n_rows == 60  # verified, then read
+    _npz(cache / "annthyroid.npz", seed=5)  # changed after the checksum was recorded
+    with pytest.raises(ValueError, match="differs from the .* recorded in .*SHA256SUMS"):
+        load_npz(cache / "annthyroid.npz")
+    with pytest.raises(ValueError, match="--force"):
+        load_adbench_dir(cache)
+    # a folder without SHA256SUMS (e.g. files copied by hand) is read without a check
+    (tmp_path / "plain").mkdir()
+    _npz(tmp_path / "plain" / "mine.npz", seed=1)
+    assert load_npz(tmp_path / "plain" / "mine.npz").name == "mine"
 
 
 def test_checksum_mismatch_on_a_later_download_is_caught_and_the_file_removed(tmp_path, upstream, capsys):
