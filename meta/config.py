@@ -171,3 +171,89 @@ def _field_docs(cls) -> dict[str, str]:
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
             docs[node.target.id] = str(nxt.value.value)
     return docs
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """One ``KEY=VALUE`` override (``--set``) -> ``(key, value)``, typed by the field it names.
+
+    ``KEY`` is a field of :class:`TrainConfig`, or ``featurizer.FIELD`` for a field of
+    :class:`~anomaly_gym.envs.features.FeaturizerConfig`.  ``VALUE`` is read as the field's
+    declared type: booleans as ``true``/``false`` (also ``yes``/``no``, ``1``/``0``, any
+    case), numbers as numbers, lists as comma-separated items (``a,b``) or a TOML list
+    (``["a", "b"]``), strings as they are.
+
+    Raises:
+        ValueError: no ``=``, an unknown key (with the closest known ones), or a value the
+            field's type cannot take (with the field's documentation).
+    """
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key:
+        raise ValueError(f"--set expects KEY=VALUE, got {text!r}")
+    cls, name = (FeaturizerConfig, key.removeprefix("featurizer.")) if key.startswith("featurizer.") else (TrainConfig, key)
+    docs = _field_docs(cls)
+    if name not in docs:
+        import difflib
+
+        known = sorted(docs) if cls is FeaturizerConfig else sorted(docs) + ["featurizer.KEY"]
+        close = difflib.get_close_matches(name, list(docs), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"--set {key}: unknown config key.{hint} Known keys: {', '.join(known)}")
+    import typing
+
+    kind = typing.get_type_hints(cls)[name]
+    try:
+        return key, _coerce(_literal(value), value, kind)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--set {key}={value}: {exc}. {key}: {docs[name]}") from None
+
+
+def _literal(text: str) -> Any:
+    """``text`` as a TOML value (``true``, ``3``, ``1e-4``, ``["a", "b"]``, ``"x"``), else the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _coerce(raw: Any, text: str, kind: Any) -> Any:
+    import typing
+
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError("expected true or false")
+    if kind is int:
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        raise ValueError("expected a whole number")
+    if kind is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        raise ValueError("expected a number")
+    if kind is str:
+        return raw if isinstance(raw, str) else text
+    if origin in (list, tuple):
+        items = raw if isinstance(raw, list) else [t.strip() for t in text.split(",") if t.strip()]
+        item_kind = args[0] if args else Any
+        values = [_coerce(_literal(str(v)) if isinstance(v, str) else v, str(v), item_kind) for v in items]
+        return values if origin is list else tuple(values)
+    if kind is FeaturizerConfig:
+        if isinstance(raw, str) and raw in PRESETS:
+            return PRESETS[raw].to_dict()
+        raise ValueError(f"expected a preset name ({', '.join(sorted(PRESETS))}) or featurizer.KEY=VALUE overrides")
+    # Any (e.g. val_tasks: a count, a share or a list of names)
+    if isinstance(raw, str) and "," in raw:
+        return [t.strip() for t in raw.split(",") if t.strip()]
+    return raw

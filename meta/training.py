@@ -46,10 +46,9 @@ def load_sources(cfg: TrainConfig) -> list[Task]:
 
 
 def make_run_path(cfg: TrainConfig) -> Path:
+    """``run_dir/{name}__{seed}__{time}``; :class:`MetaTrainer` creates it once its setup has succeeded."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(cfg.run_dir) / f"{cfg.name}__{cfg.seed}__{stamp}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+    return Path(cfg.run_dir) / f"{cfg.name}__{cfg.seed}__{stamp}"
 
 
 def make_vec_env(tasks: Sequence[Task], cfg: TrainConfig, *, resample: bool = True, device: str = "cpu"):
@@ -151,6 +150,9 @@ class MetaTrainer:
             if cfg.algo != "dqn" and cfg.weight_decay > 0:
                 policy_kwargs = dict(optimizer_class=torch.optim.AdamW, optimizer_kwargs=dict(weight_decay=cfg.weight_decay))
             self.agent = make_agent(cfg.algo, self.env, net_arch=cfg.net_arch, device=self.device, seed=cfg.seed, policy_kwargs=policy_kwargs, **kwargs)
+        # Only now, with the device, the sources and the agent ready, does the run folder
+        # appear: a run that fails to start leaves nothing behind.
+        self.run_path.mkdir(parents=True, exist_ok=resume)
         self.agent.set_logger(configure(str(self.run_path), ["tensorboard", "csv"]))
         self._t_start = time.perf_counter()
         self._steps_start = self.agent.num_timesteps

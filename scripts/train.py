@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 
@@ -24,26 +23,15 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--run-dir", default=None, help="parent folder of run folders (default: runs)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field, e.g. --set net_arch=[16] --set featurizer.max_fit_rows=2000")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, typed as the field is: --set monotone=false --set net_arch=16,16 --set featurizer.max_fit_rows=2000 --set datasets=wine,glass (see --show-config)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue the run in this run folder from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")
     p.set_defaults(func=run)
 
 
-def _parse_override(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise ValueError(f"--set expects KEY=VALUE, got {text!r}")
-    try:
-        parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        parsed = value
-    return key.strip(), parsed
-
-
 def resolve_config(args: argparse.Namespace):
-    from anomaly_gym.meta.config import TrainConfig
+    from anomaly_gym.meta.config import TrainConfig, parse_override
 
     overrides: dict = {}
     for flag, key in (("sources", "sources"), ("algo", "algo"), ("meta", "meta"), ("total_steps", "total_steps"),
@@ -53,7 +41,7 @@ def resolve_config(args: argparse.Namespace):
             overrides[key] = value
     featurizer: dict = {}
     for item in args.set:
-        key, value = _parse_override(item)
+        key, value = parse_override(item)
         if key.startswith("featurizer."):
             featurizer[key.removeprefix("featurizer.")] = value
         else:
@@ -75,16 +63,13 @@ def resolve_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from anomaly_gym.meta.config import TrainConfig
     from anomaly_gym.meta.evaluate import mean_metric
     from anomaly_gym.meta.training import MetaTrainer, make_run_path
 
     cfg = resolve_config(args)
     console = Console(stderr=True)
     if args.show_config:
-        docs = TrainConfig.field_help()
-        for key, value in cfg.to_dict().items():
-            print(f"# {docs.get(key, '')}\n{key} = {value!r}")
+        print(cfg.to_documented_toml(), end="")
         return 0
     run_path = args.resume if args.resume is not None else make_run_path(cfg)
     console.print(f"[bold]run folder[/bold] {run_path}   (tensorboard --logdir {Path(cfg.run_dir)})")

@@ -140,3 +140,20 @@ def test_ctrl_c_checkpoints_and_resume_continues_the_step_count(tmp_path):
     assert resumed and min(resumed) > interrupted_at  # it started where the interrupted run stopped, not from 0
     final = json.loads((run / "checkpoints" / "state.json").read_text())["num_timesteps"]
     assert final >= interrupted_at + 1024
+
+
+def test_show_config_prints_toml_and_typed_overrides():
+    proc = subprocess.run([sys.executable, "-m", "anomaly_gym.scripts.cli", "train", "--set", "monotone=false",
+                           "--set", "net_arch=16,16", "--show-config"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    config = tomllib.loads(proc.stdout)  # the printed config is valid TOML, with its documentation as comments
+    assert config["monotone"] is False and config["net_arch"] == [16, 16]
+    assert "# Keep the linear policy non-decreasing" in proc.stdout
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA device")
+def test_a_run_that_cannot_start_leaves_no_run_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "anomaly_gym.scripts.cli", "train", *TINY, "--device", "cuda",
+                           "--run-dir", str(tmp_path / "runs")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
