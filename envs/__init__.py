@@ -1,6 +1,6 @@
 """Anomaly-detection tasks as Gymnasium environments.
 
-Importing this package registers ``AnomalyGym/Detect-v0``.  ``BatchedDetectEnv`` (a
+Importing this package registers ``AnomalyGym/Detect-v0`` and ``AnomalyGym/Stream-v0``.  ``BatchedDetectEnv`` (a
 stable-baselines3 VecEnv) is imported on first use, so that importing the package does
 not import stable-baselines3 and torch.
 """
@@ -8,14 +8,18 @@ not import stable-baselines3 and torch.
 from gymnasium.envs.registration import register, registry
 
 from anomaly_gym.envs.detect import AnomalyDetectionEnv
+from anomaly_gym.envs.series import Series, load_nab_dir, make_synthetic_series, synthetic_suite
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_split, featurize_task
 from anomaly_gym.envs.sources import builtin_suite, load_adbench_dir, load_csv, load_npz, load_tasks, make_synthetic_task
 from anomaly_gym.envs.tasks import Split, Task, benchmark_split, check_training_task, make_task, subsample
 
 ENV_ID = "AnomalyGym/Detect-v0"
+STREAM_ENV_ID = "AnomalyGym/Stream-v0"
 
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="anomaly_gym.envs.detect:AnomalyDetectionEnv")
+if STREAM_ENV_ID not in registry:
+    register(id=STREAM_ENV_ID, entry_point="anomaly_gym.envs.stream_env:StreamDetectionEnv")
 
 
 def __getattr__(name: str):
@@ -28,6 +32,11 @@ def __getattr__(name: str):
 
 __all__ = [
     "ENV_ID",
+    "STREAM_ENV_ID",
+    "Series",
+    "load_nab_dir",
+    "make_synthetic_series",
+    "synthetic_suite",
     "AnomalyDetectionEnv",
     "BatchedDetectEnv",
     "Featurizer",

@@ -161,3 +161,98 @@ def load_nab_dir(path: str | Path, windows_file: str | Path | None = None) -> li
     if not out:
         raise ValueError(f"none of the files listed in the windows file exists under {path}")
     return out
+
+
+def _nab_window(n_rows: int, start: int, n_anomalies: int) -> tuple[int, int]:
+    half = max(1, int(0.1 * n_rows / max(n_anomalies, 1)) // 2)
+    return max(0, start - half), min(n_rows - 1, start + half)
+
+
+def _inject(kind: str, y: np.ndarray, start: int, rng: np.random.Generator, scale: float, level: float,
+            rows_per_day: int) -> None:
+    """Plant one anomaly of ``kind`` in ``y`` from row ``start`` on (in place)."""
+    n = len(y)
+    size = float(rng.uniform(4.0, 9.0)) * scale  # far outside the noise
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    if kind == "spike":
+        width = int(rng.integers(1, 4))
+        y[start : start + width] += sign * size
+    elif kind == "level_shift":
+        y[start:] += sign * max(size, 0.3 * abs(level))
+    elif kind == "variance":
+        end = min(n, start + int(rng.integers(rows_per_day // 4, rows_per_day)))
+        y[start:end] += rng.normal(0.0, float(rng.uniform(4.0, 8.0)) * scale, end - start)
+    elif kind == "seasonal":
+        end = min(n, start + rows_per_day)
+        lag = int(rng.integers(rows_per_day // 4, rows_per_day // 2))
+        y[start:end] = y[start - lag : end - lag] if start >= lag else y[start:end]
+    elif kind == "drift":
+        rows = np.arange(n - start)
+        y[start:] += sign * size * rows / float(rng.integers(rows_per_day // 4, rows_per_day))
+    elif kind == "flatline":
+        end = min(n, start + int(rng.integers(rows_per_day // 4, rows_per_day)))
+        y[start:end] = y[start]
+    else:
+        raise ValueError(f"unknown anomaly kind {kind!r}; choose from {ANOMALY_KINDS}")
+
+
+def make_synthetic_series(
+    seed: int,
+    *,
+    n_rows: int = 4032,
+    kinds: Sequence[str] | None = None,
+    n_anomalies: int | None = None,
+    minutes_per_row: int = 5,
+) -> Series:
+    """A seeded synthetic series with NAB-style anomaly windows.
+
+    Args:
+        seed: Seed of everything drawn (shape, noise, anomalies).
+        n_rows: Length (NAB's most common is 4,032 rows of 5 minutes: two weeks).
+        kinds: Anomaly kinds to draw from (default all of :data:`ANOMALY_KINDS`); an empty
+            sequence gives a series without anomalies.
+        n_anomalies: How many (default 1 to 3, drawn).
+        minutes_per_row: Sampling interval.
+    """
+    rng = np.random.default_rng(seed)
+    kinds = ANOMALY_KINDS if kinds is None else tuple(kinds)
+    for k in kinds:
+        if k not in ANOMALY_KINDS:
+            raise ValueError(f"unknown anomaly kind {k!r}; choose from {ANOMALY_KINDS}")
+    if n_rows < 500:
+        raise ValueError(f"n_rows must be at least 500 (NAB's probation alone is 15 %), got {n_rows}")
+    rows_per_day = max(4, 24 * 60 // minutes_per_row)
+    t = np.arange(n_rows, dtype=np.float64)
+    level = float(rng.lognormal(3.0, 1.5))
+    scale = level * float(rng.uniform(0.02, 0.15))
+    daily = scale * float(rng.choice([0.0, rng.uniform(1.0, 6.0)], p=[0.25, 0.75]))
+    weekly = scale * float(rng.choice([0.0, rng.uniform(0.5, 3.0)], p=[0.6, 0.4]))
+    phase = rng.uniform(0, 2 * np.pi, 2)
+    shape = np.sin(2 * np.pi * t / rows_per_day + phase[0])
+    if rng.random() < 0.5:  # sharper, business-hours shape
+        shape = np.clip(shape * 2.0, -1.0, 1.0)
+    y = level + daily * shape + weekly * np.sin(2 * np.pi * t / (7 * rows_per_day) + phase[1])
+    y += float(rng.normal(0.0, 0.5)) * scale * t / n_rows  # gentle trend
+    noise = rng.standard_t(3, n_rows) / 1.7 if rng.random() < 0.4 else rng.normal(0.0, 1.0, n_rows)
+    y += scale * noise
+    if rng.random() < 0.3:  # integer-valued metrics, as many real counters are
+        y = np.round(y)
+
+    count = int(rng.integers(1, 4)) if n_anomalies is None else int(n_anomalies)
+    windows: list[tuple[int, int]] = []
+    if kinds and count:
+        probation = min(int(0.15 * n_rows), 750)
+        starts = np.sort(rng.choice(np.arange(probation + n_rows // 20, n_rows - n_rows // 20), size=count, replace=False))
+        for start in starts:
+            a, b = _nab_window(n_rows, int(start), count)
+            if windows and a <= windows[-1][1]:
+                continue  # too close to the previous anomaly
+            _inject(str(rng.choice(kinds)), y, int(start), rng, scale, level, rows_per_day)
+            windows.append((a, b))
+    stamps = np.datetime64("2015-01-05T00:00:00") + (t.astype(np.int64) * minutes_per_row * 60).astype("timedelta64[s]")
+    return Series(name=f"synthetic/series_{seed}.csv", values=y, timestamps=stamps, windows=tuple(windows), category="synthetic")
+
+
+def synthetic_suite(n_series: int, seed: int = 0, **kwargs) -> list[Series]:
+    """``n_series`` synthetic series with seeds ``seed, seed + 1, ...``."""
+    return [make_synthetic_series(seed + k, **kwargs) for k in range(int(n_series))]
