@@ -71,7 +71,8 @@ class StreamDetectionEnv(gym.Env):
 
     ## Starting State
     The first row after NAB's probationary period (``min(15 % of the rows, 750)``) of the
-    current series; the features have seen every row before it.
+    current series (a new one from the pool when ``resample_series``); the features have
+    seen every row before it.
 
     ## Episode End
     ``terminated`` when the series ends.  ``truncated`` after ``max_episode_steps`` steps
@@ -86,6 +87,8 @@ class StreamDetectionEnv(gym.Env):
     - ``profile``: NAB profile name (``standard``, ``reward_low_FP_rate``, ``reward_low_FN_rate``).
     - ``max_episode_steps``: None (whole series) or a positive length.
     - ``features``: optional precomputed temporal features, one array per series.
+    - ``resample_series``: draw a new series from the pool at every reset (multi-task
+      meta-training); otherwise the current one is kept until ``set_task``.
     - ``render_mode``: None or ``"ansi"``.
 
     ## Version History
@@ -101,6 +104,7 @@ class StreamDetectionEnv(gym.Env):
         profile: str = "standard",
         max_episode_steps: int | None = None,
         features: Sequence[np.ndarray] | None = None,
+        resample_series: bool = False,
         render_mode: str | None = None,
     ) -> None:
         series = list(series) if series is not None else synthetic_suite(16, seed=0)
@@ -118,6 +122,7 @@ class StreamDetectionEnv(gym.Env):
         self.series = series
         self.profile = profile
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.resample_series = bool(resample_series)
         self.render_mode = render_mode
         low, high = TemporalFeaturizer.feature_bounds()
         self.observation_space = spaces.Box(np.append(low, 0.0).astype(np.float32), np.append(high, 1.0).astype(np.float32), dtype=np.float32)
@@ -182,6 +187,8 @@ class StreamDetectionEnv(gym.Env):
         super().reset(seed=seed)
         if options and options.get("task") is not None:
             self.set_task(options["task"])
+        elif self.resample_series:
+            self.set_task(self.sample_tasks(1)[0])
         self._row = self._start
         if self.max_episode_steps is not None and self._series.n_rows - self._start > self.max_episode_steps:
             self._row = int(self.np_random.integers(self._start, self._series.n_rows - self.max_episode_steps + 1))

@@ -1,0 +1,123 @@
+"""Meta-training a stream policy on ``AnomalyGym/Stream-v0`` across many series.
+
+Multi-task: every parallel environment draws a fresh series (NAB files and synthetic ones)
+each episode, and SB3's PPO (:func:`anomaly_gym.agents.make_agent`) learns one policy for
+all of them.  As for tabular detection, the default policy is linear and monotone: its
+anomaly logit may only rise with every deviation feature (and with the time since its own
+last flag), which keeps it from fitting one corpus' quirks.  The trained policy is returned
+as a :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`, evaluated in numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+
+from anomaly_gym.envs.series import Series
+from anomaly_gym.envs.stream_env import OBSERVATION_NAMES, StreamDetectionEnv
+from anomaly_gym.envs.stream_policy import StreamPolicy, score_with_feedback
+from anomaly_gym.envs.temporal import FREE_FEATURES, TemporalFeaturizer
+
+logger = logging.getLogger(__name__)
+
+
+def featurize_series(series: Sequence[Series]) -> list[np.ndarray]:
+    """Temporal features of every row of each series (each row from the rows before it)."""
+    out = []
+    for s in series:
+        values = s.values.reshape(s.n_rows, -1)
+        out.append(TemporalFeaturizer(values.shape[1]).transform(values, s.timestamps))
+    return out
+
+
+def monotone_stream_columns() -> np.ndarray:
+    """Observation columns the anomaly logit must not decrease in (all but the free ones)."""
+    return np.array([i for i, n in enumerate(OBSERVATION_NAMES) if n not in FREE_FEATURES], dtype=np.int64)
+
+
+def policy_from_model(model, metadata: dict | None = None) -> StreamPolicy:
+    """The numpy :class:`StreamPolicy` of a trained SB3 PPO/A2C model on Stream-v0."""
+    import torch
+
+    policy = model.policy
+    layers = [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy())
+              for m in policy.mlp_extractor.policy_net.modules() if isinstance(m, torch.nn.Linear)]
+    w = policy.action_net.weight.detach().cpu().numpy()
+    b = policy.action_net.bias.detach().cpu().numpy()
+    layers.append(((w[1] - w[0])[None, :], np.array([b[1] - b[0]])))
+    act = policy.mlp_extractor.policy_net
+    activation = "relu" if any(isinstance(m, torch.nn.ReLU) for m in act.modules()) else "tanh"
+    return StreamPolicy(layers=layers, activation=activation, metadata=dict(metadata or {}))
+
+
+def train_stream_policy(
+    series: Sequence[Series],
+    *,
+    features: Sequence[np.ndarray] | None = None,
+    total_steps: int = 200_000,
+    seed: int = 0,
+    n_envs: int = 8,
+    max_episode_steps: int | None = 2000,
+    net_arch: list[int] | None = None,
+    monotone: bool = True,
+    profile: str = "standard",
+    device: str = "cpu",
+    **ppo_kwargs,
+) -> StreamPolicy:
+    """Meta-train a stream policy with PPO across ``series``.
+
+    Args:
+        series: Labelled training series (each with at least one window).
+        features: Their precomputed temporal features (default: computed here).
+        total_steps: PPO environment steps.
+        seed: Seed of the environments and the agent.
+        n_envs: Parallel environments, each drawing a new series every episode.
+        max_episode_steps: Episode length cap (episodes start at a random row after
+            the probationary period when the series is longer).
+        net_arch: Hidden layers of the policy (default ``[]``: linear).
+        monotone: Keep a linear policy's logit non-decreasing in every directed feature.
+        profile: NAB profile of the reward.
+        device: Torch device of PPO.
+        **ppo_kwargs: Passed to SB3's PPO (``learning_rate``, ``n_steps``, ``gamma`` ...).
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    from anomaly_gym.agents import make_agent
+    from anomaly_gym.agents.monotone import MonotoneLogitCallback
+
+    train = [s for s in series if s.windows]
+    if not train:
+        raise ValueError("no training series has an anomaly window; the stream policy needs labelled anomalies")
+    feats = list(features) if features is not None else featurize_series(train)
+    if features is not None:
+        feats = [f for s, f in zip(series, feats) if s.windows]
+    arch = [] if net_arch is None else list(net_arch)
+
+    def make(i):
+        def thunk():
+            return StreamDetectionEnv(train, features=feats, profile=profile, max_episode_steps=max_episode_steps,
+                                      resample_series=True)
+        return thunk
+
+    venv = VecMonitor(DummyVecEnv([make(i) for i in range(n_envs)]))
+    venv.seed(seed)
+    kwargs = dict(n_steps=512, batch_size=2048, n_epochs=4, gamma=0.0, gae_lambda=1.0, learning_rate=3e-3, ent_coef=0.0)
+    kwargs.update(ppo_kwargs)
+    model = make_agent("ppo", venv, net_arch=arch, device=device, seed=seed, **kwargs)
+    callbacks = [MonotoneLogitCallback(monotone_stream_columns())] if monotone and not arch else []
+    t0 = time.perf_counter()
+    model.learn(int(total_steps), callback=callbacks)
+    elapsed = time.perf_counter() - t0
+    logger.info("stream policy: %d steps in %.1fs on %d series", total_steps, elapsed, len(train))
+    return policy_from_model(model, metadata={
+        "train_series": [s.name for s in train], "seed": seed, "total_steps": int(total_steps), "profile": profile,
+        "net_arch": arch, "monotone": bool(monotone and not arch), "train_seconds": round(elapsed, 1),
+    })
+
+
+def score_series_with_policy(policy: StreamPolicy, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """P(anomaly) of every row of each series (from cached features, with the scorer's flag feedback)."""
+    return [score_with_feedback(policy, f) for f in features]
