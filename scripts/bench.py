@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     from anomaly_gym.scripts import _bench_adapt
 
     _bench_adapt.add_parser(bsub)  # `bench adapt`
+    from anomaly_gym.scripts import _bench_stream
+
+    _bench_stream.add_parser(bsub)  # `bench stream-temporal`
 
 
 def _find_donors(path: Path | None) -> Path:

@@ -1,0 +1,70 @@
+"""``anomaly-gym nab``: the NAB benchmark (leave-one-category-out) and NAB scoring of results files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("nab", help="Numenta Anomaly Benchmark: run the stream benchmark, or score NAB results files")
+    nsub = p.add_subparsers(dest="nab", metavar="ACTION", required=True)
+    b = nsub.add_parser("benchmark", help="stream policy (leave-one-category-out) and baselines on a NAB data folder")
+    b.add_argument("--data", type=Path, required=True, help="a folder laid out as NAB's data/, with combined_windows.json")
+    b.add_argument("--windows", type=Path, default=None, help="NAB's combined_windows.json (default: in --data)")
+    b.add_argument("--out", type=Path, default=Path("results-nab"), help="output folder (default results-nab/)")
+    b.add_argument("--methods", default=None, help="comma-separated: policy,rolling_zscore,windowed_gaussian,half_space_trees")
+    b.add_argument("--profile", default="standard", help="NAB profile (standard, reward_low_FP_rate, reward_low_FN_rate)")
+    b.add_argument("--total-steps", type=int, default=None, help="PPO steps per fold (default 150000)")
+    b.add_argument("--synthetic", type=int, default=None, help="synthetic training series per fold (default 60)")
+    b.add_argument("--seed", type=int, default=0, help="seed of training")
+    b.add_argument("--no-plots", action="store_true", help="skip the per-file plots")
+    b.set_defaults(func=run_benchmark)
+    s = nsub.add_parser("score", help="NAB scores of a detector's results files (NAB's results/<detector>/ layout)")
+    s.add_argument("results", type=Path, help="the results folder holding <detector>/<category>/<detector>_<file>.csv")
+    s.add_argument("--detector", required=True, help="the detector's folder name")
+    s.add_argument("--data", type=Path, required=True, help="the NAB data folder the results were made on")
+    s.add_argument("--windows", type=Path, default=None, help="NAB's combined_windows.json (default: in --data)")
+    s.add_argument("--profile", default="standard", help="NAB profile")
+    s.add_argument("--threshold", type=float, default=None, help="a fixed threshold (default: NAB's corpus-wide sweep)")
+    s.set_defaults(func=run_score)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from anomaly_gym.meta.nab_benchmark import NabBenchmarkConfig, run_nab_benchmark
+
+    cfg = NabBenchmarkConfig(profile=args.profile, seed=args.seed, plots=not args.no_plots)
+    if args.methods:
+        cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.total_steps is not None:
+        if args.total_steps < 1:
+            raise ValueError(f"--total-steps must be positive, got {args.total_steps}")
+        cfg.total_steps = args.total_steps
+    if args.synthetic is not None:
+        if args.synthetic < 0:
+            raise ValueError(f"--synthetic must not be negative, got {args.synthetic}")
+        cfg.synthetic_series = args.synthetic
+    run_nab_benchmark(args.data, args.out, cfg, windows_file=args.windows)
+    print((args.out / "summary.md").read_text())
+    print(f"results files, policies, summary.csv and plots in {args.out}/")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from anomaly_gym.envs.series import load_nab_dir
+    from anomaly_gym.meta import nab
+
+    corpus = load_nab_dir(args.data, args.windows)
+    files, groups = {}, {}
+    for s in corpus:
+        ts, scores = nab.read_results(args.results, args.detector, s.name)
+        if len(scores) != s.n_rows:
+            raise ValueError(f"{nab.results_path(args.results, args.detector, s.name)} has {len(scores)} rows, the data file {s.n_rows}")
+        files[s.name], groups[s.name] = (scores, s.n_rows, s.windows), s.category
+    res = nab.score_corpus(files, args.profile, threshold=args.threshold, groups=groups)
+    print(f"{args.detector}, {args.profile} profile, threshold {res.threshold:.6g} ({'given' if args.threshold is not None else 'corpus-wide sweep'})")
+    for g, v in res.groups.items():
+        shown = f"{v['score']:.1f}" if v["score"] == v["score"] else f"raw {v['raw']:.2f} (no windows)"
+        print(f"  {g:<28} {shown}")
+    print(f"  {'all':<28} {res.score:.1f} (raw {res.raw:.3f}, null {res.null:.1f}, perfect {res.perfect:.1f})")
+    return 0

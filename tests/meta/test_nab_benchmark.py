@@ -1,0 +1,73 @@
+"""The NAB benchmark: leave-one-category-out folds, NAB-layout outputs, and the ``nab`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_gym.envs.series import load_nab_dir, make_synthetic_series
+from anomaly_gym.envs.stream_policy import StreamPolicy
+from anomaly_gym.meta import nab
+from anomaly_gym.meta.nab_benchmark import NabBenchmarkConfig, run_nab_benchmark
+from anomaly_gym.scripts.cli import main
+
+
+@pytest.fixture(scope="module")
+def nab_like(tmp_path_factory):
+    """A NAB-layout folder: two categories of two synthetic series each."""
+    root = tmp_path_factory.mktemp("nab")
+    windows = {}
+    for c, cat in enumerate(("catA", "catB")):
+        (root / cat).mkdir()
+        for k in range(2):
+            s = make_synthetic_series(100 + 10 * c + k, n_rows=900, n_anomalies=1)
+            name = f"{cat}/s{k}.csv"
+            pd.DataFrame({"timestamp": pd.to_datetime(s.timestamps).strftime("%Y-%m-%d %H:%M:%S"),
+                          "value": s.values}).to_csv(root / name, index=False)
+            windows[name] = [[str(s.timestamps[a]).replace("T", " ") + ".000000", str(s.timestamps[b]).replace("T", " ") + ".000000"]
+                             for a, b in s.windows]
+    (root / "combined_windows.json").write_text(json.dumps(windows))
+    return root
+
+
+@pytest.mark.slow
+def test_folds_never_train_on_the_scored_category_and_outputs_follow_nab(nab_like, tmp_path):
+    cfg = NabBenchmarkConfig(methods=("policy", "rolling_zscore", "windowed_gaussian"), synthetic_series=2,
+                             total_steps=1024, plots=True)
+    rows = run_nab_benchmark(nab_like, tmp_path, cfg)
+    corpus = load_nab_dir(nab_like)
+    assert len(corpus) == 4 and all(s.windows for s in corpus)
+    for cat in ("catA", "catB"):
+        pol = StreamPolicy.load(tmp_path / "policies" / f"{cat}.policy.json")
+        trained = pol.metadata["train_series"]
+        assert not any(name.startswith(cat + "/") for name in trained)
+        assert any(name.startswith("synthetic/") for name in trained)
+    for method in cfg.methods:
+        for s in corpus:
+            ts, scores = nab.read_results(tmp_path / "results", method, s.name)
+            assert len(scores) == s.n_rows and np.isfinite(scores).all()
+    got = {(r["method"], r["category"], r["threshold_rule"]) for r in rows}
+    assert ("policy", "ALL", "corpus") in got and ("rolling_zscore", "catB", "held-out") in got
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| policy |" in summary and "held-out threshold" in summary
+    assert (tmp_path / "plots" / "catA" / "s0.png").is_file()
+    # the summary's corpus figure is NAB's score of the results files
+    res = nab.score_corpus({s.name: (nab.read_results(tmp_path / "results", "rolling_zscore", s.name)[1], s.n_rows, s.windows)
+                            for s in corpus})
+    row = next(r for r in rows if r["method"] == "rolling_zscore" and r["category"] == "ALL" and r["threshold_rule"] == "corpus")
+    assert row["score"] == pytest.approx(res.score)
+
+
+def test_nab_commands(nab_like, tmp_path, capsys):
+    assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods",
+                 "rolling_zscore", "--no-plots"]) == 0
+    assert "rolling_zscore" in capsys.readouterr().out
+    assert main(["nab", "score", str(tmp_path / "results"), "--detector", "rolling_zscore", "--data", str(nab_like)]) == 0
+    out = capsys.readouterr().out
+    assert "corpus-wide sweep" in out and "catA" in out
+    assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods", "oracle"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["nab", "score", str(tmp_path / "results"), "--detector", "nobody", "--data", str(nab_like)]) == 2
