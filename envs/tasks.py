@@ -25,6 +25,10 @@ MIN_ROWS = 20
 NanPolicy = Literal["error", "median"]
 
 
+#: Column names (compared case-insensitively) that hold labels, never features, unless a user names them.
+LABEL_LIKE_NAMES = frozenset({"label", "labels", "y", "class", "is_anomaly", "anomaly", "target", "outlier", "ground_truth"})
+
+
 @dataclass(frozen=True, eq=False)
 class Task:
     """One anomaly-detection dataset.

@@ -169,6 +169,56 @@ def adapt(
     return adapted
 
 
+def parse_labels(values, *, where: str = "labels", first_line: int = 1, unit: str = "line") -> np.ndarray:
+    """Partial labels from user input: 1 = anomaly, 0 = normal, empty or -1 = unknown.
+
+    ``values`` may hold numbers, numeric strings, ``None`` or NaN.  Anything else (``2``,
+    ``255``, ``0.5``, ``"yes"``) is refused with the place it came from: entry ``i`` is
+    ``{unit} {first_line + i}`` of ``where``.  Returns int8 with -1 for unknown.
+    """
+    import pandas as pd
+
+    raw = pd.Series(np.asarray(values, dtype=object))
+    text = raw.map(lambda v: v.strip() if isinstance(v, str) else v)
+    blank = text.isna() | (text == "")
+    numbers = pd.to_numeric(text.where(~blank), errors="coerce").to_numpy(dtype=float)
+    bad = ~blank.to_numpy() & ~np.isin(numbers, [UNKNOWN, 0.0, 1.0])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{where}, {unit} {first_line + i}: label {raw.iloc[i]!r} is not 1 (anomaly), 0 (normal) or empty/-1 (unknown); "
+            f"fix that {unit}{f' and {int(bad.sum()) - 1} more' if bad.sum() > 1 else ''}"
+        )
+    return np.where(blank.to_numpy(), UNKNOWN, np.nan_to_num(numbers, nan=UNKNOWN)).astype(np.int8)
+
+
+def read_labels_file(path, n_rows: int) -> np.ndarray:
+    """A CSV ``row,label`` file (row = 0-based data row) -> labels for ``n_rows`` rows, -1 where absent.
+
+    Rows must be integers in ``0..n_rows-1`` and appear once; labels follow :func:`parse_labels`.
+    Every problem names the file's line.
+    """
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"row", "label"} <= set(table.columns):
+        raise ValueError(f"{path}: expected a header with columns row,label; found {list(table.columns)}")
+    rows = pd.to_numeric(table["row"].str.strip(), errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(rows) | (rows != np.round(rows)) | (rows < 0) | (rows >= n_rows)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{path}, line {i + 2}: row {table['row'].iloc[i]!r} is not a data row number in 0..{n_rows - 1}")
+    rows = rows.astype(np.int64)
+    seen: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        if r in seen:
+            raise ValueError(f"{path}, line {i + 2}: row {r} is labelled again (first on line {seen[r] + 2}); keep one label per row")
+        seen[r] = i
+    labels = np.full(n_rows, UNKNOWN, dtype=np.int8)
+    labels[rows] = parse_labels(table["label"].to_numpy(), where=str(path), first_line=2)
+    return labels
+
+
 # --------------------------------------------------------------------------- internals
 
 

@@ -22,11 +22,12 @@ def add_parser(sub) -> None:
     p.add_argument("--model", type=Path, default=None, help="policy bundle (default: the bundled default policy)")
     p.add_argument("--data", type=Path, required=True, help="target rows: a .csv file (header row) or an ADBench-style .npz (X, optional y)")
     labels = p.add_mutually_exclusive_group()
-    labels.add_argument("--label-column", default=None, help="CSV column with labels: 1 = anomaly, 0 = normal, empty = unknown")
-    labels.add_argument("--labels", type=Path, default=None, help="CSV file with columns row,label (row = 0-based data row)")
+    labels.add_argument("--label-column", default=None, help="CSV column with labels: 1 = anomaly, 0 = normal, empty or -1 = unknown")
+    labels.add_argument("--labels", type=Path, default=None, help="CSV file with columns row,label (row = 0-based data row, once each; label 1, 0, or empty/-1)")
     p.add_argument("--shots", type=int, default=None, help="reveal only this many labelled anomalies (and --normal-shots normal rows), chosen at random")
     p.add_argument("--normal-shots", type=int, default=None, help="labelled normal rows to reveal with --shots (default 5 x shots)")
-    p.add_argument("--columns", nargs="+", default=None, help="CSV feature columns (default: every numeric column but the label)")
+    p.add_argument("--columns", nargs="+", default=None,
+                   help="CSV feature columns, comma-separated, e.g. a,b,c (default: every numeric column but the label)")
     p.add_argument("--mode", choices=("auto", "zero-shot", "few-shot", "unsupervised"), default="auto")
     p.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
                    help="few-shot method: 'head' (default: a boosted correction of the policy's logit on the target's "
@@ -45,8 +46,15 @@ def add_parser(sub) -> None:
 def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, labels with -1 = unknown, or None)."""
     import pandas as pd
+    from rich.console import Console
 
-    from anomaly_gym.envs.tasks import make_task
+    from anomaly_gym.envs.tasks import LABEL_LIKE_NAMES, make_task
+    from anomaly_gym.meta.adapt import parse_labels, read_labels_file
+
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def note(text: str) -> None:
+        console.print(text, markup=False)
 
     path = args.data
     if not path.is_file():
@@ -58,43 +66,37 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
             X, y = data["X"], (data["y"] if "y" in data else None)
         if args.label_column or args.columns:
             raise ValueError("--label-column and --columns apply to CSV input; an .npz holds X and y")
-        labels = None if y is None else np.asarray(y).astype(np.int8)
+        labels = None if y is None else parse_labels(np.asarray(y).ravel(), where=f"{path}, array y", first_line=0, unit="entry")
+        if labels is not None and args.shots is None and args.mode not in ("few-shot",) and args.labels is None:
+            note(f"{path} holds labels (y); adapting without them. To use them, pass --shots N (draw a few) "
+                 "or --mode few-shot (every label)")
+            labels = None
     elif path.suffix == ".csv":
         frame = pd.read_csv(path)
         labels = None
         if args.label_column is not None:
             if args.label_column not in frame.columns:
                 raise ValueError(f"{path}: no label column {args.label_column!r}; the columns are {list(frame.columns)}")
-            raw = frame.pop(args.label_column)
-            labels = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-            bad = np.isnan(labels) & raw.notna().to_numpy()
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise ValueError(
-                    f"{path}: label column {args.label_column!r} must hold 1 (anomaly), 0 (normal) or nothing (unknown); "
-                    f"data row {row} has {raw.iloc[row]!r}"
-                )
-            labels = np.where(np.isnan(labels), -1, labels)
+            labels = parse_labels(frame.pop(args.label_column).to_numpy(), where=f"{path}, column {args.label_column!r}", first_line=2)
         if args.columns:
+            args.columns = [c.strip() for spec in args.columns for c in spec.split(",") if c.strip()]
             missing = [c for c in args.columns if c not in frame.columns]
             if missing:
                 raise ValueError(f"{path}: no column(s) {missing}; the columns are {list(frame.columns)}")
             frame = frame[args.columns]
         else:
             frame = frame.select_dtypes("number")
+            label_like = [c for c in frame.columns if str(c).strip().lower() in LABEL_LIKE_NAMES]
+            if label_like:
+                note(f"left out of the features: {label_like} (named like a label; give --label-column to use it as "
+                     "labels, or name it in --columns to use it as a feature)")
+                frame = frame.drop(columns=label_like)
         X = frame
     else:
         raise ValueError(f"--data must be a .csv or .npz file, got {path}")
     task = make_task(path.stem, X, source="adapt", drop_constant=False, nan_policy=args.impute)
     if args.labels is not None:
-        table = pd.read_csv(args.labels)
-        if not {"row", "label"} <= set(table.columns):
-            raise ValueError(f"{args.labels}: expected columns row,label; found {list(table.columns)}")
-        rows = table["row"].to_numpy()
-        if rows.min() < 0 or rows.max() >= task.n_rows:
-            raise ValueError(f"{args.labels}: row numbers must be in 0..{task.n_rows - 1}")
-        labels = np.full(task.n_rows, -1, dtype=np.int8)
-        labels[rows] = table["label"].to_numpy()
+        labels = read_labels_file(args.labels, task.n_rows)
     return task.X, labels
 
 

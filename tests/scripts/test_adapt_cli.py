@@ -77,7 +77,7 @@ def test_bad_labels_and_missing_values_in_a_csv(model_path, target, tmp_path, ca
     frame.to_csv(tmp_path / "labels.csv", index=False)
     args = ["adapt", "--model", str(model_path), "--label-column", "label", "--out", str(tmp_path / "o.zip")]
     assert main([*args, "--data", str(tmp_path / "labels.csv")]) == 2
-    assert "data row 7 has 'yes'" in capsys.readouterr().err
+    assert "column 'label', line 9: label 'yes'" in capsys.readouterr().err  # data row 7 is on line 9
 
     frame["label"] = target.y
     frame.loc[3, "c1"] = np.nan
@@ -143,3 +143,62 @@ def test_bench_adapt_runs_on_a_data_folder(tmp_path, capsys):
     assert "without it:" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["bench", "adapt", "--model", str(path), "--data-dir", str(data), "--few-shot", "boost"])
+
+
+@pytest.mark.parametrize("value", ["2", "255", "256", "0.5", "yes"])
+def test_a_bad_label_in_a_labels_file_names_its_line(model_path, target, tmp_path, capsys, value):
+    np.savez(tmp_path / "t.npz", X=target.X)
+    (tmp_path / "labels.csv").write_text(f"row,label\n0,1\n1,0\n2,{value}\n3,1\n")
+    code = main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.npz"), "--labels", str(tmp_path / "labels.csv"),
+                 "--out", str(tmp_path / "o.zip")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "line 4" in err and repr(value) in err and not (tmp_path / "o.zip").exists()
+
+
+def test_labels_file_rows_unknowns_and_duplicates(tmp_path):
+    from anomaly_gym.meta.adapt import read_labels_file
+
+    (tmp_path / "ok.csv").write_text("row,label\n0,1\n1,0\n2,\n3,-1\n4,1.0\n")
+    assert read_labels_file(tmp_path / "ok.csv", 6).tolist() == [1, 0, -1, -1, 1, -1]
+    (tmp_path / "dup.csv").write_text("row,label\n0,1\n1,0\n0,0\n")
+    with pytest.raises(ValueError, match="line 4: row 0 is labelled again \\(first on line 2\\)"):
+        read_labels_file(tmp_path / "dup.csv", 6)
+    (tmp_path / "range.csv").write_text("row,label\n0,1\n6,0\n")
+    with pytest.raises(ValueError, match="line 3: row '6' is not a data row number in 0..5"):
+        read_labels_file(tmp_path / "range.csv", 6)
+    (tmp_path / "frac.csv").write_text("row,label\n1.5,1\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_labels_file(tmp_path / "frac.csv", 6)
+
+
+def test_parse_labels_keeps_blank_unknown_and_refuses_wraparound():
+    from anomaly_gym.meta.adapt import parse_labels
+
+    assert parse_labels(["1", "0", "", None, float("nan"), "-1", 1.0]).tolist() == [1, 0, -1, -1, -1, -1, 1]
+    for value in (255, 256, -2, 2):  # an int8 cast would turn 255 into -1 and 256 into 0
+        with pytest.raises(ValueError, match="line 2: label"):
+            parse_labels([0, value], first_line=1)
+
+
+def test_an_npz_with_y_is_not_silently_few_shot(model_path, target, tmp_path, capsys):
+    np.savez(tmp_path / "t.npz", X=target.X, y=target.y)
+    out = tmp_path / "a.zip"
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.npz"), "--out", str(out)]) == 0
+    assert load_bundle(out).metadata["adaptation"]["mode"] == "zero-shot"
+    assert "holds labels (y); adapting without them" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", X=target.X, y=np.where(np.arange(target.n_rows) == 9, 255, target.y.astype(np.int64)))
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "bad.npz"), "--shots", "3", "--out", str(out)]) == 2
+    assert "array y, entry 9: label 255" in capsys.readouterr().err
+
+
+def test_zero_shot_csv_leaves_a_label_named_column_out_and_columns_take_commas(model_path, target, tmp_path, capsys):
+    frame = pd.DataFrame(target.X, columns=[f"f{j}" for j in range(target.n_features)])
+    frame["Label"] = target.y
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "a.zip"
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--out", str(out)]) == 0
+    assert "['Label'] (named like a label" in capsys.readouterr().err
+    assert load_bundle(out).featurizer.n_columns_ == target.n_features
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--columns", "f0,f1", "--out", str(out)]) == 0
+    assert load_bundle(out).featurizer.n_columns_ == 2
