@@ -1,28 +1,29 @@
 """Policy bundles: one file with everything needed to score new data.
 
-A bundle is a zip archive holding
+A bundle is a zip archive of data files (see :mod:`anomaly_gym.agents.serialization`):
 
-- ``bundle.json``: the format marker and version, the algorithm, the featurizer
-  configuration, and metadata (training tasks, seed, package version, validation
-  metrics, what adaptation did);
-- ``model.zip``: the stable-baselines3 model (policy weights and hyperparameters);
-- ``featurizer.pkl`` (optional): a featurizer already fitted on a target's rows, written
-  by adaptation so the bundle scores that target's new rows without refitting;
-- ``head.json`` and ``head.ubj`` (optional, format version 2): a target head written by
-  few-shot adaptation (:mod:`anomaly_gym.agents.head`), a boosted correction of the
-  policy's logit on that target's columns.
+- ``bundle.json``: the format marker and version, the algorithm, the policy's
+  architecture and hyperparameters, the featurizer configuration, and metadata
+  (training tasks, seed, package version, validation metrics, what adaptation did);
+- ``policy.safetensors``: the policy network's weights;
+- ``featurizer.json`` and ``featurizer.safetensors`` (optional): a featurizer already
+  fitted on a target's rows, written by adaptation so the bundle scores that target's new
+  rows without refitting (stored as its fitting rows and reference scores);
+- ``head.json`` and ``head.ubj`` (optional): a target head written by few-shot
+  adaptation (:mod:`anomaly_gym.agents.head`), a boosted correction of the policy's logit
+  on that target's columns.
 
-**Security.** Loading a bundle unpickles objects (SB3 stores parts of the model with
-cloudpickle, and ``featurizer.pkl`` is a pickle), which can execute arbitrary code.
-Load bundles only from sources you trust, exactly as with ``torch.load`` or
-``pickle.load``.
+**Security.** Loading a bundle never unpickles: every member is data, checked for type
+and size before use, so a bundle from a stranger cannot run code.  Bundles of format 1
+and 2 (``model.zip``, ``featurizer.pkl``) held pickles; they are refused, and
+:func:`convert_legacy_bundle` (``anomaly-gym bundle convert OLD -o NEW --trust``)
+rewrites one you trust in this format.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import pickle
 import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -33,14 +34,16 @@ import numpy as np
 from scipy.special import expit
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from anomaly_gym.agents import serialization as ser
 from anomaly_gym.agents.factory import ALGORITHMS, policy_margin, resolve_device
 from anomaly_gym.agents.head import TargetHead
+from anomaly_gym.agents.serialization import BundleError
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 
 BUNDLE_FORMAT = "anomaly-gym-policy-bundle"
-BUNDLE_VERSION = 2
-#: Bundles without a target head are written as version 1, which older readers load.
-_VERSION_WITHOUT_HEAD = 1
+BUNDLE_VERSION = 3
+#: The largest bundle file read at all.
+MAX_BUNDLE_BYTES = ser.MAX_TOTAL_BYTES
 
 
 def package_version() -> str:
@@ -115,26 +118,25 @@ class PolicyBundle:
     # -- persistence -------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """The bundle's zip archive as bytes (what :meth:`save` writes)."""
-        model_bytes = io.BytesIO()
-        self.model.save(model_bytes)
+        return ser.write_archive(self._members())
+
+    def _members(self, *, with_featurizer: bool = True) -> dict[str, bytes]:
+        policy_spec, weights = ser.encode_policy(self.model, self.algo)
         header = {
             "format": BUNDLE_FORMAT,
-            "format_version": BUNDLE_VERSION if self.head is not None else _VERSION_WITHOUT_HEAD,
+            "format_version": BUNDLE_VERSION,
             "algo": self.algo,
+            "policy": policy_spec,
             "featurizer": self.featurizer_config.to_dict(),
             "metadata": {"package_version": package_version(), **self.metadata},
         }
-        archive = io.BytesIO()
-        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("bundle.json", json.dumps(header, indent=2, default=_json_default))
-            zf.writestr("model.zip", model_bytes.getvalue())
-            if self.featurizer is not None:
-                zf.writestr("featurizer.pkl", pickle.dumps(self.featurizer, protocol=pickle.HIGHEST_PROTOCOL))
-            if self.head is not None:
-                head_json, head_trees = self.head.to_files()
-                zf.writestr("head.json", head_json)
-                zf.writestr("head.ubj", head_trees)
-        return archive.getvalue()
+        members = {"bundle.json": json.dumps(header, indent=2, default=_json_default).encode(), "policy.safetensors": weights}
+        if with_featurizer and self.featurizer is not None:
+            members["featurizer.json"], members["featurizer.safetensors"] = ser.encode_featurizer(self.featurizer)
+        if self.head is not None:
+            head_json, members["head.ubj"] = self.head.to_files()
+            members["head.json"] = head_json.encode()
+        return members
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle to ``path`` (a single zip file, written atomically); returns the path."""
@@ -147,53 +149,133 @@ class PolicyBundle:
 
     @classmethod
     def from_bytes(cls, data: bytes, *, device: str = "auto", origin: str = "data") -> PolicyBundle:
-        """Read a bundle from the bytes of its zip archive.  Only load bundles from trusted sources."""
-        buffer = io.BytesIO(data)
-        if not zipfile.is_zipfile(buffer):
-            raise ValueError(f"{origin} is not an anomaly-gym policy bundle (not a zip archive)")
-        with zipfile.ZipFile(buffer) as zf:
-            names = set(zf.namelist())
-            if "bundle.json" not in names:
-                hint = " It looks like a bare stable-baselines3 model; wrap it with PolicyBundle(model, config).save()." if "policy.pth" in names else ""
-                raise ValueError(f"{origin} is not an anomaly-gym policy bundle (no bundle.json).{hint}")
-            header = json.loads(zf.read("bundle.json"))
-            if header.get("format") != BUNDLE_FORMAT:
-                raise ValueError(f"{origin} is not an anomaly-gym policy bundle (format {header.get('format')!r})")
-            if header.get("format_version", 0) > BUNDLE_VERSION:
-                raise ValueError(
-                    f"{origin} was written by a newer anomaly-gym (bundle format {header['format_version']}); upgrade to load it"
-                )
-            algo = header["algo"]
-            if algo not in ALGORITHMS:
-                raise ValueError(f"{origin}: unknown algorithm {algo!r} in bundle")
-            model = ALGORITHMS[algo].load(io.BytesIO(zf.read("model.zip")), device=resolve_device(device))
-            featurizer = pickle.loads(zf.read("featurizer.pkl")) if "featurizer.pkl" in names else None
-            head = None
-            if "head.json" in names:
-                head = TargetHead.from_files(zf.read("head.json").decode(), zf.read("head.ubj"))
-        return cls(
-            model=model,
-            featurizer_config=FeaturizerConfig.from_dict(header["featurizer"]),
-            metadata=header.get("metadata", {}),
-            featurizer=featurizer,
-            head=head,
-        )
+        """Read a bundle from the bytes of its zip archive.
+
+        Nothing is unpickled or executed.  Raises :class:`BundleError` (a ``ValueError``)
+        naming the problem for anything that is not a well-formed bundle of this format.
+        """
+        members = ser.read_archive(data, origin)
+        header = ser.parse_json(members["bundle.json"], "bundle.json", origin)
+        where = f"{origin}: bundle.json"
+        fmt = ser.field(header, "format", str, where, default=None)
+        if fmt != BUNDLE_FORMAT:
+            raise BundleError(f"{origin} is not an anomaly-gym policy bundle (format {fmt!r})")
+        version = ser.field(header, "format_version", int, where)
+        if version > BUNDLE_VERSION:
+            raise BundleError(f"{origin} was written by a newer anomaly-gym (bundle format {version}); upgrade to load it")
+        if version < BUNDLE_VERSION:
+            raise BundleError(f"{origin} is an older policy bundle (format {version}); if you trust where it came from, "
+                              f"convert it once: anomaly-gym bundle convert {origin} -o NEW.bundle.zip --trust")
+        algo = ser.field(header, "algo", str, where, check=lambda a: a in ALGORITHMS)
+        try:
+            config = FeaturizerConfig.from_dict(ser.field(header, "featurizer", dict, where))
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: invalid featurizer config ({exc})") from None
+        metadata = ser.field(header, "metadata", dict, where, default={})
+        if "policy.safetensors" not in members:
+            raise BundleError(f"{origin} has no policy.safetensors (the policy's weights); it is incomplete")
+        model = ser.decode_policy(algo, ser.field(header, "policy", dict, where), members["policy.safetensors"],
+                                  resolve_device(device), origin)
+        return cls(model=model, featurizer_config=config, metadata=metadata,
+                   featurizer=_read_featurizer(members, config, origin), head=_read_head(members, origin))
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> PolicyBundle:
-        """Read a bundle written by :meth:`save`.  Only load bundles from trusted sources."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such policy bundle: {path}")
-        return cls.from_bytes(path.read_bytes(), device=device, origin=str(path))
+        """Read a bundle written by :meth:`save` (safe on files from anyone: nothing is executed)."""
+        return cls.from_bytes(_read_file(path), device=device, origin=str(path))
 
     def __reduce__(self):
-        # SB3 models do not pickle directly (loggers, environments); their zip format does.
-        return (_bundle_from_bytes, (self.to_bytes(), str(self.model.device)))
+        # Pickling (multiprocessing, joblib) stays inside one trusted program: the policy
+        # travels as bundle data, the fitted featurizer as itself (no refit on arrival).
+        archive = ser.write_archive(self._members(with_featurizer=False))
+        return (_bundle_from_parts, (archive, self.featurizer, str(self.model.device)))
 
 
-def _bundle_from_bytes(data: bytes, device: str) -> PolicyBundle:
-    return PolicyBundle.from_bytes(data, device="cuda" if device.startswith("cuda") and resolve_device("auto") == "cuda" else "cpu")
+def _read_file(path: str | Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such policy bundle: {path}")
+    size = path.stat().st_size
+    if size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{path} is {size:,} bytes, over the {MAX_BUNDLE_BYTES:,}-byte limit of a policy bundle")
+    return path.read_bytes()
+
+
+def _read_featurizer(members: dict[str, bytes], config: FeaturizerConfig, origin: str) -> Featurizer | None:
+    present = {"featurizer.json", "featurizer.safetensors"} & set(members)
+    if not present:
+        return None
+    if len(present) == 1:
+        raise BundleError(f"{origin} holds {present.pop()} without its partner; a fitted featurizer needs both files")
+    return ser.decode_featurizer(config, members["featurizer.json"], members["featurizer.safetensors"], origin)
+
+
+def _read_head(members: dict[str, bytes], origin: str) -> TargetHead | None:
+    present = {"head.json", "head.ubj"} & set(members)
+    if not present:
+        return None
+    if len(present) == 1:
+        raise BundleError(f"{origin} holds {present.pop()} without its partner; a target head needs both files")
+    where = f"{origin}: head.json"
+    header = ser.parse_json(members["head.json"], "head.json", origin)
+    ser.field(header, "scale", float, where)
+    ser.field(header, "offset", float, where)
+    ser.field(header, "n_columns", int, where, check=lambda n: n >= 1)
+    ser.field(header, "settings", dict, where, default={})
+    try:
+        return TargetHead.from_files(members["head.json"].decode(), members["head.ubj"])
+    except Exception as exc:  # XGBoost raises its own error type for a malformed model
+        raise BundleError(f"{origin}: head.ubj is not a valid XGBoost model ({type(exc).__name__}: {exc})") from None
+
+
+def _bundle_from_parts(archive: bytes, featurizer: Featurizer | None, device: str) -> PolicyBundle:
+    device = "cuda" if device.startswith("cuda") and resolve_device("auto") == "cuda" else "cpu"
+    bundle = PolicyBundle.from_bytes(archive, device=device)
+    bundle.featurizer = featurizer
+    return bundle
+
+
+def convert_legacy_bundle(source: str | Path, target: str | Path, *, trust: bool = False, device: str = "cpu") -> tuple[Path, list[str]]:
+    """Rewrite an older (format 1 or 2, pickled) bundle in the current, pickle-free format.
+
+    Reading the old file unpickles it, which runs whatever code it holds: pass
+    ``trust=True`` only for a file from a source you trust.  Returns the new path and
+    notes on what could not be carried over.
+    """
+    if not trust:
+        raise ValueError(f"converting {source} unpickles it, which can run code; pass --trust (trust=True) "
+                         "only if you trust where the file came from")
+    data = _read_file(source)
+    origin = str(source)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            ser.check_sizes(zf.infolist(), origin)
+            names = set(zf.namelist())
+            header = ser.parse_json(zf.read("bundle.json"), "bundle.json", origin) if "bundle.json" in names else None
+            if header is None or "model.zip" not in names:
+                raise BundleError(f"{origin} is not an older anomaly-gym bundle (no bundle.json or model.zip)")
+            algo = ser.field(header, "algo", str, f"{origin}: bundle.json", check=lambda a: a in ALGORITHMS)
+            model = ALGORITHMS[algo].load(io.BytesIO(zf.read("model.zip")), device=resolve_device(device))
+            featurizer = _legacy_featurizer(zf, names)
+            head = TargetHead.from_files(zf.read("head.json").decode(), zf.read("head.ubj")) if "head.json" in names else None
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"{origin} is a damaged archive ({exc})") from None
+    notes = []
+    if featurizer is not None and not hasattr(featurizer, "fit_rows_"):
+        notes.append("its fitted featurizer predates stored fitting rows and was left out: detect refits on the data "
+                     "(or adapt the new bundle again to store one)")
+        featurizer = None
+    bundle = PolicyBundle(model, FeaturizerConfig.from_dict(header["featurizer"]), header.get("metadata", {}), featurizer, head)
+    bundle.metadata["converted_from_format"] = header.get("format_version")
+    return bundle.save(target), notes
+
+
+def _legacy_featurizer(zf: zipfile.ZipFile, names: set[str]):
+    if "featurizer.pkl" not in names:
+        return None
+    import pickle
+
+    return pickle.loads(zf.read("featurizer.pkl"))  # the caller passed trust=True
 
 
 def load_bundle(path: str | Path, *, device: str = "auto") -> PolicyBundle:

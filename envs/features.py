@@ -386,13 +386,19 @@ class Featurizer:
         X = self._check_X(X, fitting=True)
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        n, d = X.shape
+        n = len(X)
         if n > cfg.max_fit_rows:
             X_fit = X[np.sort(rng.choice(n, size=cfg.max_fit_rows, replace=False))]
         else:
             X_fit = X
-        self.n_columns_ = d
-        self.n_rows_seen_ = n
+        return self._fit_rows(X_fit, n)
+
+    def _fit_rows(self, X_fit: np.ndarray, n_rows_seen: int) -> Featurizer:
+        """Fit on the (already subsampled) rows ``X_fit`` of a dataset of ``n_rows_seen`` rows."""
+        cfg = self.config
+        self.fit_rows_ = X_fit
+        self.n_columns_ = X_fit.shape[1]
+        self.n_rows_seen_ = int(n_rows_seen)
         # Min-max scale on the fitting rows; constant columns get span 1 (they stay constant).
         self.lo_ = X_fit.min(axis=0)
         span = X_fit.max(axis=0) - self.lo_

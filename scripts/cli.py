@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("tasks", "train", "adapt", "detect", "demo", "bench", "benchmark", "nab", "datasets")
+COMMANDS = ("tasks", "train", "adapt", "detect", "demo", "bench", "benchmark", "nab", "datasets", "bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:

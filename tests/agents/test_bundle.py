@@ -109,7 +109,7 @@ def test_target_head_round_trips_without_pickle(task, tmp_path):
         assert {"head.json", "head.ubj"} <= set(zf.namelist())
         import json
 
-        assert json.loads(zf.read("bundle.json"))["format_version"] == 2
+        assert json.loads(zf.read("bundle.json"))["format_version"] == 3
     loaded = load_bundle(path, device="cpu")
     assert loaded.head is not None and loaded.head.n_columns == task.n_features
     np.testing.assert_allclose(loaded.score(task.X, refit=False), scores, rtol=0, atol=1e-12)
@@ -119,14 +119,18 @@ def test_target_head_round_trips_without_pickle(task, tmp_path):
     np.testing.assert_allclose(pickle.loads(pickle.dumps(bundle)).score(task.X, refit=False), scores, rtol=0, atol=1e-12)
 
 
-def test_bundles_without_a_head_stay_format_version_1(task, tmp_path):
+def test_bundles_hold_data_files_only(task, tmp_path):
     env = AnomalyDetectionEnv(tasks=[task], featurizer=SMALL)
-    path = PolicyBundle(make_agent("ppo", env, device="cpu", n_steps=16, batch_size=16), SMALL).save(tmp_path / "plain.zip")
+    bundle = PolicyBundle(make_agent("ppo", env, device="cpu", n_steps=16, batch_size=16), SMALL)
+    path = bundle.save(tmp_path / "plain.zip")
     import json
 
     with zipfile.ZipFile(path) as zf:
-        assert json.loads(zf.read("bundle.json"))["format_version"] == 1
-        assert "head.json" not in zf.namelist()
+        assert json.loads(zf.read("bundle.json"))["format_version"] == 3
+        assert set(zf.namelist()) == {"bundle.json", "policy.safetensors"}
+    bundle.fit_featurizer(task.X)
+    with zipfile.ZipFile(bundle.save(tmp_path / "fitted.zip")) as zf:
+        assert set(zf.namelist()) == {"bundle.json", "policy.safetensors", "featurizer.json", "featurizer.safetensors"}
 
 
 def test_head_margin_is_the_calibrated_policy_logit_plus_the_trees(task):
