@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
-from stable_baselines3.common.base_class import BaseAlgorithm
-
 from anomaly_gym.agents import serialization as ser
 from anomaly_gym.agents.factory import ALGORITHMS, policy_margin, resolve_device
 from anomaly_gym.agents.head import TargetHead
 from anomaly_gym.agents.serialization import BundleError
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
+from scipy.special import expit
+from stable_baselines3.common.base_class import BaseAlgorithm
 
 BUNDLE_FORMAT = "anomaly-gym-policy-bundle"
 BUNDLE_VERSION = 3

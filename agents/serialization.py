@@ -258,9 +258,8 @@ def _decode_value(value, where: str):
 def decode_policy(algo: str, spec: dict, tensors: bytes, device: str, origin: str):
     """Rebuild the SB3 model described by ``spec`` and load ``tensors`` into its policy."""
     import torch
-    from gymnasium import spaces
-
     from anomaly_gym.agents.factory import ALGORITHMS
+    from gymnasium import spaces
 
     where = f"{origin}: bundle.json policy"
     low = np.asarray(field(spec, "observation_low", list, where), dtype=object)

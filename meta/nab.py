@@ -238,6 +238,8 @@ def sweep_thresholds(prepared: Sequence[PreparedFile], scores: Sequence[np.ndarr
             best = np.maximum.accumulate(np.concatenate([[-a_fn], w[g]]))
             delta[g] = np.diff(best)
     totals = base + np.cumsum(delta)
+    if len(s) == 0:  # no rows at all: only "flag nothing"
+        return np.array([np.inf]), np.array([base])
     last_of_run = np.flatnonzero(np.append(s[1:] != s[:-1], True))  # ties detect together
     thresholds = np.concatenate([[np.inf], s[last_of_run]])
     return thresholds, np.concatenate([[base], totals[last_of_run]])

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from anomaly_gym.scripts._args import add_list_argument
 
 
 def add_parser(bsub) -> None:
@@ -17,7 +18,7 @@ def add_parser(bsub) -> None:
     )
     a.add_argument("--model", type=Path, required=True, help="policy bundle from `anomaly-gym train` (its val_tasks are the targets)")
     a.add_argument("--data-dir", type=Path, default=Path("../shared/data/adbench"), help="folder of NAME.npz files")
-    a.add_argument("--datasets", nargs="+", default=None, help="targets (default: the bundle's validation tasks)")
+    add_list_argument(a, "--datasets", default=None, help="targets (default: the bundle's validation tasks)")
     a.add_argument("--shots", type=int, default=10, help="labelled anomalies (default 10)")
     a.add_argument("--normals", type=int, default=50, help="labelled normal rows (default 50)")
     a.add_argument("--seeds", type=int, default=3, help="seeds of the split and of the labels (default 3)")
@@ -29,15 +30,14 @@ def add_parser(bsub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anomaly_gym.agents import load_bundle
+    from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.agents.head import HeadSettings, fit_head
+    from anomaly_gym.envs import benchmark_split, load_adbench_dir
+    from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
     from rich.console import Console
     from rich.table import Table
     from sklearn.metrics import roc_auc_score
-
-    from anomaly_gym.agents import load_bundle
-    from anomaly_gym.envs import benchmark_split, load_adbench_dir
-    from anomaly_gym.agents.factory import policy_margin
-    from anomaly_gym.agents.head import HeadSettings, fit_head
-    from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
 
     bundle = load_bundle(args.model, device="cpu")
     names = args.datasets or bundle.metadata.get("val_tasks")

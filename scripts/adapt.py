@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from anomaly_gym.scripts._args import add_list_argument
 
 
 def add_parser(sub) -> None:
@@ -26,7 +27,7 @@ def add_parser(sub) -> None:
     labels.add_argument("--labels", type=Path, default=None, help="CSV file with columns row,label (row = 0-based data row, once each; label 1, 0, or empty/-1)")
     p.add_argument("--shots", type=int, default=None, help="reveal only this many labelled anomalies (and --normal-shots normal rows), chosen at random")
     p.add_argument("--normal-shots", type=int, default=None, help="labelled normal rows to reveal with --shots (default 5 x shots)")
-    p.add_argument("--columns", nargs="+", default=None,
+    add_list_argument(p, "--columns", default=None,
                    help="CSV feature columns, comma-separated, e.g. a,b,c (default: every numeric column but the label)")
     p.add_argument("--mode", choices=("auto", "zero-shot", "few-shot", "unsupervised"), default="auto")
     p.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
@@ -46,10 +47,9 @@ def add_parser(sub) -> None:
 def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
     """(X, labels with -1 = unknown, or None)."""
     import pandas as pd
-    from rich.console import Console
-
     from anomaly_gym.envs.tasks import LABEL_LIKE_NAMES, make_task
     from anomaly_gym.meta.adapt import parse_labels, read_labels_file
+    from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -79,7 +79,6 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
                 raise ValueError(f"{path}: no label column {args.label_column!r}; the columns are {list(frame.columns)}")
             labels = parse_labels(frame.pop(args.label_column).to_numpy(), where=f"{path}, column {args.label_column!r}", first_line=2)
         if args.columns:
-            args.columns = [c.strip() for spec in args.columns for c in spec.split(",") if c.strip()]
             missing = [c for c in args.columns if c not in frame.columns]
             if missing:
                 raise ValueError(f"{path}: no column(s) {missing}; the columns are {list(frame.columns)}")
@@ -101,11 +100,10 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from anomaly_gym.agents import load_bundle, load_default_bundle
     from anomaly_gym.agents.head import HeadSettings
     from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
-    from anomaly_gym.agents import load_bundle, load_default_bundle
+    from rich.console import Console
 
     console = Console(stderr=True)
     X, labels = _read_target(args)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anomaly_gym.scripts._args import add_list_argument
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ def add_parser(sub) -> None:
         "as they finish; rerunning with the same --out resumes. Writes OUT/summary.md and PNG plots at the end "
         "(also after Ctrl-C).",
     )
-    p.add_argument("--sources", nargs="+", default=None, metavar="SRC",
+    add_list_argument(p, "--sources", default=None, metavar="SRC",
                    help="source datasets: 'builtin' or folders of ADBench NAME.npz files (the policy and the transfer baselines learn from these)")
-    p.add_argument("--targets", nargs="+", default=None, metavar="SRC", help="target datasets: 'builtin' or folders of NAME.npz files")
+    add_list_argument(p, "--targets", default=None, metavar="SRC", help="target datasets: 'builtin' or folders of NAME.npz files")
     p.add_argument("--datasets", default=None, metavar="A,B,...", help="only these target names (default: every target)")
     p.add_argument("--protocol", choices=("zero-shot", "few-shot", "all"), default="zero-shot",
                    help="zero-shot (no target labels), few-shot (a few labelled anomalies), or both (default zero-shot)")

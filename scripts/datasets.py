@@ -26,6 +26,7 @@ from anomaly_gym.envs.datasets import (  # noqa: F401  (re-exported for scripts 
     sha256_file,
     write_sums,
 )
+from anomaly_gym.scripts._args import add_list_argument
 
 
 def add_parser(sub) -> None:
@@ -43,7 +44,7 @@ def add_parser(sub) -> None:
                    help="cache folder (default: $ANOMALY_GYM_DATA/adbench, else ~/.cache/anomaly-gym/adbench)")
     f.add_argument("--base-url", default=ADBENCH_BASE_URL, metavar="URL",
                    help="where the upstream files are (http(s):// or file://; default: the ADBench repository)")
-    f.add_argument("--names", nargs="+", default=None, metavar="NAME",
+    add_list_argument(f, "--names", default=None, metavar="NAME",
                    help="only these datasets (names as stored, e.g. breastw cardio; default: all 47)")
     f.add_argument("--force", action="store_true", help="download again even when a verified copy is cached")
     f.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")

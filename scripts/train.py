@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from anomaly_gym.scripts._args import add_list_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -16,7 +18,7 @@ def add_parser(sub) -> None:
         "Ctrl-C writes a checkpoint; --resume continues it.",
     )
     p.add_argument("--config", type=Path, default=None, help="TOML config (default: the built-in defaults; see configs/default.toml)")
-    p.add_argument("--sources", nargs="+", default=None, help="'builtin', folders of NAME.npz files, or .npz/.csv files")
+    add_list_argument(p, "--sources", default=None, help="'builtin', folders of NAME.npz files, or .npz/.csv files (comma-separated)")
     p.add_argument("--algo", choices=("ppo", "a2c", "dqn"), default=None)
     p.add_argument("--meta", choices=("multitask", "reptile"), default=None)
     p.add_argument("--total-steps", type=int, default=None)
@@ -25,6 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--run-dir", default=None, help="parent folder of run folders (default: runs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, typed as the field is: --set monotone=false --set net_arch=16,16 --set featurizer.max_fit_rows=2000 --set datasets=wine,glass (see --show-config)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue the run in this run folder from its last checkpoint")
+    p.add_argument("--out", type=Path, default=None, metavar="BUNDLE",
+                   help="also copy the best bundle here when training ends (e.g. policy.bundle.zip)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")
     p.set_defaults(func=run)
@@ -61,10 +65,9 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from anomaly_gym.meta.evaluate import mean_metric
     from anomaly_gym.meta.training import MetaTrainer, make_run_path
+    from rich.console import Console
 
     cfg = resolve_config(args)
     console = Console(stderr=True)
@@ -88,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         print_validation_table(metrics, baselines, cfg.featurizer)
         console.print(f"best mean validation AUROC {trainer.best_auroc:.4f}; IForest {mean_metric(baselines['iforest']):.4f}")
     console.print(f"bundles: {run_path / 'best.bundle.zip'}  {run_path / 'final.bundle.zip'}")
+    if args.out is not None:
+        import shutil
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_path / "best.bundle.zip", args.out)
+        console.print(f"best bundle copied to {args.out}")
     return 0
 
 

@@ -9,7 +9,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from anomaly_gym.agents import BundleError, PolicyBundle, convert_legacy_bundle, load_bundle, make_agent
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.scripts import cli

@@ -1,0 +1,29 @@
+"""Argument conventions shared by every subcommand.
+
+Lists are comma-separated everywhere: ``--sources builtin,data/adbench``.  Flags that take
+lists also accept the items as separate words (``--sources builtin data/adbench``), and
+both forms mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class CommaList(argparse.Action):
+    """Collect ``a,b c`` into ``["a", "b", "c"]``; an empty item is a usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = []
+        for value in values if isinstance(values, list) else [values]:
+            parts = [part.strip() for part in str(value).split(",")]
+            if any(not part for part in parts):
+                parser.error(f"{option_string}: empty item in {value!r}; give a comma-separated list such as a,b,c")
+            items += parts
+        setattr(namespace, self.dest, items)
+
+
+def add_list_argument(parser: argparse.ArgumentParser, *flags: str, **kwargs) -> argparse.Action:
+    """A list flag: ``--flag a,b,c`` (or ``--flag a b c``)."""
+    kwargs.setdefault("nargs", "+")
+    return parser.add_argument(*flags, action=CommaList, **kwargs)
