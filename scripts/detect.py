@@ -452,12 +452,12 @@ def _broken_pipe(summary: Summary) -> int:
 def run_batch(args, bundle, columns, fmt: str) -> int:
     from anomaly_gym.envs.features import Featurizer
     from anomaly_gym.envs.stream import FastFeaturizer
-    from anomaly_gym.scripts._csvio import read_batch
+    from anomaly_gym.envs.csvio import read_table
 
     _default_rule(args)
     summary = Summary("batch", args.on_error)
     t = time.perf_counter()
-    data = read_batch(args.inputs, columns, args.on_error, BATCH_COLUMNS)
+    data = read_table(args.inputs, columns=columns, on_error=args.on_error, reserved=BATCH_COLUMNS)
     logger.info("read %d rows x %d feature columns in %.2fs", data.n_rows, len(data.feature_idx), time.perf_counter() - t)
     for note in data.notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
@@ -531,34 +531,12 @@ def _progress(iterable, total: int, args):
 
 
 def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bool) -> None:
-    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput, csv_field
+    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
 
-    if fmt == "csv" and data.raw is not None:
-        # Fast path: each input line unchanged, the new fields appended.
-        score_txt = [repr(s) for s in scores.tolist()]
-        flag_txt = flags.astype(str).tolist()
-        errors = data.errors
-        out.write(data.header_raw + "," + ",".join(BATCH_COLUMNS) + "\n")
-        step = 65_536
-        for start in range(0, data.n_rows, step):
-            chunk = []
-            for i in range(start, min(start + step, data.n_rows)):
-                if i in errors:
-                    if skip:
-                        continue
-                    if i in data.bad_fields:  # the wrong number of fields: padded or cut to the header's
-                        text = ",".join(map(csv_field, data.bad_fields[i]))
-                    else:
-                        text = data.raw[i]
-                    chunk.append(f"{text},,,{csv_field(errors[i])}\n")
-                else:
-                    chunk.append(f"{data.raw[i]},{score_txt[i]},{flag_txt[i]},\n")
-            out.write("".join(chunk))
-        return
     header = data.header
     writer = (CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False) if fmt == "csv"
               else JsonlOutput(out, header, BATCH_COLUMNS, data.feature_idx, flush_rows=False))
-    for i, fields in enumerate(data.row_fields()):
+    for i, fields in enumerate(data.fields):
         if valid[i]:
             writer.write(fields, (float(scores[i]), int(flags[i]), None))
         elif not skip:
@@ -581,13 +559,16 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
     the wall-clock and the CPU seconds from reading it to having written and flushed its
     output, refits included."""
     from anomaly_gym.envs.stream import SlidingWindowFeaturizer
-    from anomaly_gym.scripts._csvio import CsvOutput, InputError, JsonlOutput, RowReader
+    from anomaly_gym.envs.csvio import SAMPLE_ROWS, CsvReader, InputError
+    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
 
     if args.featurizer == "stored":
         raise ValueError("--featurizer stored applies to batch mode; stream mode fits the detectors on its sliding window")
     _default_rule(args)
     summary = Summary("stream", args.on_error, rule=_describe_rule(args))
-    reader = RowReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS)
+    # the feature columns are decided on rows that stream mode echoes as warm-up anyway
+    reader = CsvReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
+                       sample_rows=min(SAMPLE_ROWS, args.warmup))
     scorer = PolicyScorer(bundle)
     threshold = _stream_threshold(args)
     window: SlidingWindowFeaturizer | None = None
