@@ -189,9 +189,11 @@ def open_text(raw: IO[bytes], source: str) -> tuple[IO[str], str]:
         if head.startswith(bom):
             head, encoding, label = head[len(bom):], name, text_label
             break
-    else:
-        even, odd = head[0::2], head[1::2]
-        if len(head) >= 2 and (odd.count(0) > len(odd) // 2 or even.count(0) > len(even) // 2):
+    else:  # UTF-16 without a mark: NUL in every other byte of the first line
+        ends = [i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0]
+        first = head[: min(ends) + 1] if ends else head
+        even, odd = first[0::2], first[1::2]
+        if len(first) >= 2 and (odd.count(0) > len(odd) // 2 or even.count(0) > len(even) // 2):
             order = "little" if odd.count(0) > even.count(0) else "big"
             raise InputError(source, 1, f"not UTF-8 text (looks like UTF-16, {order}-endian, without a byte-order mark); "
                                         "re-save it as UTF-8")
