@@ -30,10 +30,18 @@ output:
   feature columns (timestamps, ids, labels) pass through unchanged.
 
 feature columns:
-  --columns when given; otherwise, in batch mode, the columns whose non-empty values are
-  mostly (over half) numbers, and in stream mode the columns whose value in the first
-  well-formed data row is a number.  A numeric id or epoch-time column is therefore a
-  feature unless --columns leaves it out.
+  --columns when given; otherwise the columns whose non-empty values are mostly (over
+  half) numbers in the sample: the well-formed rows among the first 32 data rows (stream
+  mode: the first min(32, --warmup), which it echoes as warm-up anyway).  The same rule in
+  both modes, decided once: a later row with text in a feature column is a bad row, the
+  column stays a feature.  A numeric id or epoch-time column is therefore a feature unless
+  --columns leaves it out.
+
+input:
+  UTF-8 (a byte-order mark is fine), or UTF-16/UTF-32 with a byte-order mark; other bytes
+  stop the run with a message naming the line.  Rows may end in LF, CRLF or CR, mixed; a
+  quoted field may hold commas, doubled quotes and line breaks; fields may be any length.
+  The output quotes every field that needs it: one output record per input record.
 
 threshold:
   default --contamination 0.05: flag the top 5% of the scores, above their 0.95 quantile
@@ -52,8 +60,8 @@ stream mode:
     tail -n +1 -f data.csv | anomaly-gym detect --mode stream -
 
 bad input (--on-error):
-  empty lines, rows with the wrong number of fields, and empty, non-numeric or NaN/inf
-  values in feature columns are bad rows: mark (default) writes them with an error
+  empty lines, rows with the wrong number of fields, and empty, non-numeric, NaN/inf or
+  beyond-float32 (|x| > 3.4e38) values in feature columns are bad rows: mark (default) writes them with an error
   (score left empty; a row with the wrong number of fields is padded or cut to the
   header's), skip leaves them out, fail stops at the first one, naming its line.  A first
   line of numbers only (no header) stops the run under fail; otherwise the columns are
@@ -62,10 +70,11 @@ bad input (--on-error):
 
 exit codes:
   0    success (bad rows marked or skipped count as success)
-  1    runtime failure (I/O error, a failing model)
-  2    bad usage or input: unknown option, missing file or model, empty input, unknown
-       --columns, inputs with different headers, too few valid rows to fit (batch: 10),
-       or, under --on-error fail, a bad row or a missing header
+  1    internal error (a bug: with a traceback) or runtime failure (I/O error)
+  2    bad usage or input, with a message naming the file and line where there is one:
+       unknown option, missing file or model, empty input, text that is not UTF-8,
+       unknown --columns, inputs with different headers, no numeric column, too few valid
+       rows to fit (batch: 10), or, under --on-error fail, a bad row or a missing header
   130  interrupted (Ctrl-C); rows already written stay written
   141  the reader of the output went away (broken pipe)
 """
