@@ -123,6 +123,18 @@ def parse_value(text: str, column: str) -> tuple[float, str | None]:
     return value, None
 
 
+def parse_values(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_value` over a whole column at once: (values, which are bad); a bad
+    value is NaN."""
+    try:
+        values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+    except ValueError:  # some text is not a number: value by value
+        values = np.array([parse_value(t, "")[0] for t in texts], dtype=np.float64)
+    bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN and infinity included
+    values[bad] = np.nan
+    return values, bad
+
+
 def _clip(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
@@ -203,13 +215,61 @@ def open_text(raw: IO[bytes], source: str) -> tuple[IO[str], str]:
 
 
 def _check_decoded(fields: list[str], source: str, line: int, label: str) -> None:
+    text = "".join(fields)
     try:
-        "".join(fields).encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate: a byte the encoding could not decode
         char = exc.object[exc.start]
         what = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"character U+{ord(char):04X}"
         hint = " (the file may be Latin-1 or Windows-1252)" if label == "UTF-8" else ""
         raise InputError(source, line, f"not {label} text: {what} cannot be decoded{hint}; re-save it as UTF-8") from None
+
+
+def _rows(text: IO[str], source: str, label: str) -> Iterator[tuple[int, list[str]]]:
+    """(the line a record starts on, its fields) for each CSV record, read as it arrives."""
+    reader = csv.reader(text)
+    line = 1  # where the next record starts
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise InputError(source, reader.line_num + 1, f"not {label} text ({exc.reason}, at or after this line); "
+                                                          "re-save it as UTF-8") from None
+        except csv.Error as exc:  # not expected with these settings; still a fault of the input
+            raise InputError(source, line, f"unreadable CSV ({exc})") from None
+        start, line = line, reader.line_num + 1
+        if not all(map(str.isascii, fields)):
+            _check_decoded(fields, source, start, label)
+        yield start, fields
+
+
+def _whole_rows(text: IO[str], source: str, label: str) -> Iterator[tuple[int, list[str]]]:
+    """:func:`_rows` over a whole input at once.  A text without quotes, CR or undecodable
+    bytes has one record per LF-ended line and one field per comma, exactly as the csv
+    module reads it, and is split that way (several times faster); any other text goes
+    through the csv module."""
+    try:
+        data = text.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(source, 1, f"not {label} text ({exc.reason}); re-save it as UTF-8") from None
+    if '"' in data or "\r" in data or not (data.isascii() or _decodes(data)):
+        yield from _rows(io.StringIO(data, newline=""), source, label)
+        return
+    lines = data.split("\n")
+    if lines[-1] == "":  # the last line's LF ends a record, it does not start one
+        lines.pop()
+    for k, line in enumerate(lines, 1):
+        yield k, line.split(",") if line else []
+
+
+def _decodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- records
@@ -227,13 +287,15 @@ class CsvReader:
             here (``fail`` raises), bad rows come back with their reason whatever it is.
         reserved: Column names the caller adds to its output; an input that has them is refused.
         sample_rows: How many data records decide the feature columns.
+        whole: Read each input whole before the first record (faster; for batch use), not
+            as it arrives.
 
     After the first record (or the end of an input with a header only): ``header``,
     ``feature_idx``, ``feature_names``; ``notes`` collects remarks worth showing a user.
     """
 
     def __init__(self, sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
-                 reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS) -> None:
+                 reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, whole: bool = False) -> None:
         if on_error not in ("mark", "skip", "fail"):
             raise ValueError(f"on_error must be 'mark', 'skip' or 'fail', got {on_error!r}")
         if sample_rows < 1:
@@ -243,6 +305,7 @@ class CsvReader:
         self.on_error = on_error
         self.reserved = tuple(reserved)
         self.sample_rows = sample_rows
+        self.whole = whole
         self.header: list[str] | None = None
         self.feature_idx: list[int] | None = None
         self.notes: list[str] = []
@@ -253,6 +316,12 @@ class CsvReader:
         return [self.header[i] for i in self.feature_idx or ()]
 
     def __iter__(self) -> Iterator[Record]:
+        return (self._parse(rec) for rec in self.shaped_records())
+
+    def shaped_records(self) -> Iterator[Record]:
+        """The records with the feature columns decided but the values not yet parsed
+        (``values`` None; ``error`` set only for an empty line or a wrong number of fields):
+        for callers that parse whole columns at once, with :func:`parse_values`."""
         shaped = self._shaped()
         buffer: list[Record] = []
         sample: list[list[str]] = []
@@ -269,8 +338,8 @@ class CsvReader:
             raise InputError(display_name(self.sources[0]), 1, "the input is empty; expected a header row naming the columns")
         if self.columns is None:
             self._decide(sample, buffer)
-        yield from (self._parse(rec) for rec in buffer)
-        yield from (self._parse(rec) for rec in shaped)
+        yield from buffer
+        yield from shaped
 
     # -- columns
 
@@ -318,21 +387,8 @@ class CsvReader:
         raw, close = self._open(src)
         try:
             text, label = open_text(raw, name)
-            reader = csv.reader(text)
             pending: list[Record] | None = []  # empty lines before this input's header; None after it
-            line = 1  # where the next record starts
-            while True:
-                try:
-                    fields = next(reader)
-                except StopIteration:
-                    break
-                except UnicodeDecodeError as exc:
-                    raise InputError(name, reader.line_num + 1, f"not {label} text ({exc.reason}, at or after this line); "
-                                                                "re-save it as UTF-8") from None
-                except csv.Error as exc:  # not expected with these settings; still a fault of the input
-                    raise InputError(name, line, f"unreadable CSV ({exc})") from None
-                start, line = line, reader.line_num + 1
-                _check_decoded(fields, name, start, label)
+            for start, fields in (_whole_rows if self.whole else _rows)(text, name, label):
                 if pending is None:
                     yield self._shape(fields, name, start)
                 elif not fields:
@@ -441,15 +497,22 @@ class Table:
 def read_table(sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
                reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS) -> Table:
     """Every record of ``sources`` (see :class:`CsvReader`), collected."""
-    reader = CsvReader(sources, columns=columns, on_error=on_error, reserved=reserved, sample_rows=sample_rows)
-    records = list(reader)
+    reader = CsvReader(sources, columns=columns, on_error=on_error, reserved=reserved, sample_rows=sample_rows, whole=True)
+    records = list(reader.shaped_records())
     X = np.full((len(records), len(reader.feature_idx)), np.nan)
-    errors = {}
-    for r, rec in enumerate(records):
-        if rec.error is None:
-            X[r] = rec.values
-        else:
-            errors[r] = rec.error
+    errors = {r: rec.error for r, rec in enumerate(records) if rec.error is not None}
+    rows = [r for r in range(len(records)) if r not in errors]
+    columns_text = list(zip(*[records[r].fields for r in rows])) if rows else []
+    reasons: dict[int, list[str]] = {}
+    at = np.array(rows, dtype=np.int64)
+    for j, i in enumerate(reader.feature_idx):
+        X[at, j], bad = parse_values(columns_text[i])
+        for k in np.flatnonzero(bad).tolist():
+            reasons.setdefault(rows[k], []).append(parse_value(columns_text[i][k], reader.header[i])[1])
+    for r, why in reasons.items():
+        X[r] = np.nan
+        errors[r] = "; ".join(why)
+    errors = dict(sorted(errors.items()))
     return Table(header=reader.header, feature_idx=list(reader.feature_idx), X=X, errors=errors,
                  fields=[rec.fields for rec in records], sources=[rec.source for rec in records],
                  lines=np.array([rec.line for rec in records], dtype=np.int64), notes=list(reader.notes))

@@ -114,3 +114,26 @@ def test_format_row_round_trips_through_the_reader(rows):
     text = "".join(format_row(r) for r in rows)
     assert text.count("\n") >= len(rows)
     assert list(csv.reader(io.StringIO(text, newline=""))) == rows
+
+
+plain_field = st.text(alphabet="ab1.-e x\x00é", max_size=4) | st.integers(-99, 99).map(str)
+plain_rows = st.lists(st.lists(plain_field, min_size=0, max_size=4), min_size=1, max_size=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(rows=plain_rows, trailing=st.booleans(), quoted=st.booleans())
+def test_reading_whole_inputs_gives_the_records_of_reading_as_they_arrive(rows, trailing, quoted):
+    """Batch use splits a text without quotes or CR on LF and commas: the same records, lines
+    and errors as the csv module reading it row by row."""
+    header = "h1,h2,h3"
+    body = "\n".join(",".join(f'"{f}"' if quoted else f for f in r) for r in rows)
+    data = (header + "\n" + body + ("\n" if trailing else "")).encode()
+
+    def records(whole):
+        try:
+            return [(r.line, r.fields, r.error, None if r.values is None else r.values.tolist())
+                    for r in CsvReader([io.BytesIO(data)], whole=whole)]
+        except InputError as exc:
+            return str(exc)
+
+    assert records(True) == records(False)
