@@ -298,7 +298,8 @@ class Summary:
 
 def _error_kind(reason: str) -> str:
     for prefix, kind in (("empty line", "empty line"), ("expected", "wrong number of fields"), ("missing", "missing value"),
-                         ("non-numeric", "non-numeric value"), ("non-finite", "NaN or infinite value")):
+                         ("non-numeric", "non-numeric value"), ("non-finite", "NaN or infinite value"),
+                         ("value ", "value beyond float32's range")):
         if reason.startswith(prefix):
             return kind
     return reason
