@@ -31,8 +31,11 @@ Feature columns
     among the first ``sample_rows`` data records (32 by default; all of them when there are
     fewer; when none of them is well-formed, the reading goes on to the first one that is).  A
     column is a feature when more than half of its non-empty values in the sample are
-    numbers.  The decision never changes afterwards and no single row decides it: a row with
-    text in a feature column is a bad row, it does not turn the column into text.
+    numbers (text that Python's ``float`` reads: ``7``, `` 7 ``, ``1e3``, ``nan``).  The
+    decision never changes afterwards and no single row decides it: a row with text in a
+    feature column is a bad row, it does not turn the column into text.  The sample is read
+    before the first record comes back, so a stream answers its first rows once the sample
+    is in (``detect --mode stream`` samples min(32, ``--warmup``) rows).
 
 Bad rows
     Each comes back with ``error`` set to the reason and ``values`` None:
@@ -49,6 +52,10 @@ Bad rows
     File-level problems (no such file, an empty input, an undecodable text, headers that
     differ, a duplicate or reserved column name, no numeric column) raise
     :class:`InputError` (a ``ValueError``) or ``FileNotFoundError``.
+
+Output
+    :func:`format_row` writes one record per row, quoting every field that holds a comma,
+    a quote, CR or LF, so that what is written reads back as the same fields.
 """
 
 from __future__ import annotations
