@@ -205,11 +205,16 @@ def check_training_task(task: Task) -> None:
         )
 
 
+class NonNumericDataError(TypeError, ValueError):
+    """A task's data holds values that are not numbers: a ``TypeError`` for library callers,
+    and a ``ValueError`` (bad input, exit code 2) for the command line."""
+
+
 def _as_numeric_matrix(name: str, X) -> np.ndarray:
     if hasattr(X, "dtypes") and hasattr(X, "columns"):  # pandas DataFrame
         non_numeric = [str(c) for c, t in zip(X.columns, X.dtypes) if not _is_numeric_dtype(t)]
         if non_numeric:
-            raise TypeError(
+            raise NonNumericDataError(
                 f"task {name!r}: non-numeric column(s) {non_numeric[:10]}; encode them as "
                 "numbers or leave them out of the feature columns."
             )
@@ -219,12 +224,12 @@ def _as_numeric_matrix(name: str, X) -> np.ndarray:
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise TypeError(
+            raise NonNumericDataError(
                 f"task {name!r}: X holds non-numeric values ({exc}); encode them as numbers "
                 "or leave those columns out."
             ) from None
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"task {name!r}: X must be numeric, got dtype {arr.dtype}.")
+        raise NonNumericDataError(f"task {name!r}: X must be numeric, got dtype {arr.dtype}.")
     if arr.ndim == 1:
         raise ValueError(
             f"task {name!r}: X is 1-D with shape {arr.shape}; pass a 2-D array of shape "

@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module of ``anomaly_gym.scripts`` and exposes
 ``add_parser(subparsers)``, which registers its arguments and sets ``func`` to the
-function that runs it.  Exit codes: 0 success, 1 a runtime failure, 2 bad usage or input.
+function that runs it.  Exit codes: 0 success; 1 an internal error or runtime failure (with
+a traceback for a bug); 2 bad usage or input (a ``ValueError`` or ``FileNotFoundError`` that
+says what is wrong); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # bad usage or input; anything else is a bug: exit 1
         print(f"anomaly-gym {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,10 +30,18 @@ output:
   feature columns (timestamps, ids, labels) pass through unchanged.
 
 feature columns:
-  --columns when given; otherwise, in batch mode, the columns whose non-empty values are
-  mostly (over half) numbers, and in stream mode the columns whose value in the first
-  well-formed data row is a number.  A numeric id or epoch-time column is therefore a
-  feature unless --columns leaves it out.
+  --columns when given; otherwise the columns whose non-empty values are mostly (over
+  half) numbers in the sample: the well-formed rows among the first 32 data rows (stream
+  mode: the first min(32, --warmup), which it echoes as warm-up anyway).  The same rule in
+  both modes, decided once: a later row with text in a feature column is a bad row, the
+  column stays a feature.  A numeric id or epoch-time column is therefore a feature unless
+  --columns leaves it out.
+
+input:
+  UTF-8 (a byte-order mark is fine), or UTF-16/UTF-32 with a byte-order mark; other bytes
+  stop the run with a message naming the line.  Rows may end in LF, CRLF or CR, mixed; a
+  quoted field may hold commas, doubled quotes and line breaks; fields may be any length.
+  The output quotes every field that needs it: one output record per input record.
 
 threshold:
   default --contamination 0.05: flag the top 5% of the scores, above their 0.95 quantile
@@ -52,8 +60,8 @@ stream mode:
     tail -n +1 -f data.csv | anomaly-gym detect --mode stream -
 
 bad input (--on-error):
-  empty lines, rows with the wrong number of fields, and empty, non-numeric or NaN/inf
-  values in feature columns are bad rows: mark (default) writes them with an error
+  empty lines, rows with the wrong number of fields, and empty, non-numeric, NaN/inf or
+  beyond-float32 (|x| > 3.4e38) values in feature columns are bad rows: mark (default) writes them with an error
   (score left empty; a row with the wrong number of fields is padded or cut to the
   header's), skip leaves them out, fail stops at the first one, naming its line.  A first
   line of numbers only (no header) stops the run under fail; otherwise the columns are
@@ -62,10 +70,11 @@ bad input (--on-error):
 
 exit codes:
   0    success (bad rows marked or skipped count as success)
-  1    runtime failure (I/O error, a failing model)
-  2    bad usage or input: unknown option, missing file or model, empty input, unknown
-       --columns, inputs with different headers, too few valid rows to fit (batch: 10),
-       or, under --on-error fail, a bad row or a missing header
+  1    internal error (a bug: with a traceback) or runtime failure (I/O error)
+  2    bad usage or input, with a message naming the file and line where there is one:
+       unknown option, missing file or model, empty input, text that is not UTF-8,
+       unknown --columns, inputs with different headers, no numeric column, too few valid
+       rows to fit (batch: 10), or, under --on-error fail, a bad row or a missing header
   130  interrupted (Ctrl-C); rows already written stay written
   141  the reader of the output went away (broken pipe)
 """
@@ -289,7 +298,8 @@ class Summary:
 
 def _error_kind(reason: str) -> str:
     for prefix, kind in (("empty line", "empty line"), ("expected", "wrong number of fields"), ("missing", "missing value"),
-                         ("non-numeric", "non-numeric value"), ("non-finite", "NaN or infinite value")):
+                         ("non-numeric", "non-numeric value"), ("non-finite", "NaN or infinite value"),
+                         ("value ", "value beyond float32's range")):
         if reason.startswith(prefix):
             return kind
     return reason
@@ -452,12 +462,12 @@ def _broken_pipe(summary: Summary) -> int:
 def run_batch(args, bundle, columns, fmt: str) -> int:
     from anomaly_gym.envs.features import Featurizer
     from anomaly_gym.envs.stream import FastFeaturizer
-    from anomaly_gym.scripts._csvio import read_batch
+    from anomaly_gym.envs.csvio import read_table
 
     _default_rule(args)
     summary = Summary("batch", args.on_error)
     t = time.perf_counter()
-    data = read_batch(args.inputs, columns, args.on_error, BATCH_COLUMNS)
+    data = read_table(args.inputs, columns=columns, on_error=args.on_error, reserved=BATCH_COLUMNS)
     logger.info("read %d rows x %d feature columns in %.2fs", data.n_rows, len(data.feature_idx), time.perf_counter() - t)
     for note in data.notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
@@ -531,34 +541,12 @@ def _progress(iterable, total: int, args):
 
 
 def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bool) -> None:
-    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput, csv_field
+    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
 
-    if fmt == "csv" and data.raw is not None:
-        # Fast path: each input line unchanged, the new fields appended.
-        score_txt = [repr(s) for s in scores.tolist()]
-        flag_txt = flags.astype(str).tolist()
-        errors = data.errors
-        out.write(data.header_raw + "," + ",".join(BATCH_COLUMNS) + "\n")
-        step = 65_536
-        for start in range(0, data.n_rows, step):
-            chunk = []
-            for i in range(start, min(start + step, data.n_rows)):
-                if i in errors:
-                    if skip:
-                        continue
-                    if i in data.bad_fields:  # the wrong number of fields: padded or cut to the header's
-                        text = ",".join(map(csv_field, data.bad_fields[i]))
-                    else:
-                        text = data.raw[i]
-                    chunk.append(f"{text},,,{csv_field(errors[i])}\n")
-                else:
-                    chunk.append(f"{data.raw[i]},{score_txt[i]},{flag_txt[i]},\n")
-            out.write("".join(chunk))
-        return
     header = data.header
     writer = (CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False) if fmt == "csv"
               else JsonlOutput(out, header, BATCH_COLUMNS, data.feature_idx, flush_rows=False))
-    for i, fields in enumerate(data.row_fields()):
+    for i, fields in enumerate(data.fields):
         if valid[i]:
             writer.write(fields, (float(scores[i]), int(flags[i]), None))
         elif not skip:
@@ -581,13 +569,16 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
     the wall-clock and the CPU seconds from reading it to having written and flushed its
     output, refits included."""
     from anomaly_gym.envs.stream import SlidingWindowFeaturizer
-    from anomaly_gym.scripts._csvio import CsvOutput, InputError, JsonlOutput, RowReader
+    from anomaly_gym.envs.csvio import SAMPLE_ROWS, CsvReader, InputError
+    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
 
     if args.featurizer == "stored":
         raise ValueError("--featurizer stored applies to batch mode; stream mode fits the detectors on its sliding window")
     _default_rule(args)
     summary = Summary("stream", args.on_error, rule=_describe_rule(args))
-    reader = RowReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS)
+    # the feature columns are decided on rows that stream mode echoes as warm-up anyway
+    reader = CsvReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
+                       sample_rows=min(SAMPLE_ROWS, args.warmup))
     scorer = PolicyScorer(bundle)
     threshold = _stream_threshold(args)
     window: SlidingWindowFeaturizer | None = None

@@ -398,3 +398,166 @@ def test_stored_featurizer_errors(tmp_path, model, headed, capsys, monkeypatch):
     monkeypatch.setattr(detect, "load_model", lambda path, device: headed)
     code, out, err = _detect(capsys, monkeypatch, src, "--mode", "stream", "--featurizer", "stored")
     assert code == 2 and "applies to batch mode" in err
+
+
+# --------------------------------------------------------------------------- reproductions of issue 9 (CSV reader)
+
+
+def _detect_bytes(capsys, monkeypatch, data: bytes, *argv):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    return _detect(capsys, monkeypatch, "-", *argv)
+
+
+def _out_rows(out: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(out, newline="")))
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+@pytest.mark.parametrize("ending", ["\r", "\r\n", "\n", "mixed"])
+def test_any_line_ending_reads_every_row(model, capsys, monkeypatch, mode, ending):
+    _, lines = _rows(60)
+    ends = ["\r", "\r\n", "\n"] if ending == "mixed" else [ending]
+    text = "".join(line + ends[i % len(ends)] for i, line in enumerate([HEADER, *lines]))
+    code, out, err = _detect_bytes(capsys, monkeypatch, text.encode(), "--mode", mode, "--warmup", 20)
+    assert code == 0, err
+    rows = _out_rows(out)
+    assert len(rows) == 61 and [r[:5] for r in rows[1:]] == [line.split(",") for line in lines]
+    assert all(r[-1] == "" for r in rows[1:])
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom"])
+def test_byte_order_marks_are_read(model, capsys, monkeypatch, mode, encoding):
+    import codecs
+
+    _, lines = _rows(40)
+    text = "\r\n".join([HEADER, *lines]) + "\r\n"
+    data = {"utf-8-sig": lambda: text.encode("utf-8-sig"), "utf-16": lambda: text.encode("utf-16"),
+            "utf-16-le-bom": lambda: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
+            "utf-16-be-bom": lambda: codecs.BOM_UTF16_BE + text.encode("utf-16-be")}[encoding]()
+    code, out, err = _detect_bytes(capsys, monkeypatch, data, "--mode", mode, "--warmup", 20)
+    assert code == 0, err
+    rows = _out_rows(out)
+    assert rows[0][:5] == HEADER.split(",") and len(rows) == 41
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_named(tmp_path, model, capsys, monkeypatch, mode, encoding):
+    _, lines = _rows(40)
+    src = tmp_path / "file.csv"
+    src.write_bytes("\n".join([HEADER, *lines]).encode(encoding))
+    code, out, err = _detect(capsys, monkeypatch, src, "--mode", mode, "--warmup", 20)
+    assert code == 2 and out == ""
+    assert "file.csv:1: not UTF-8 text (looks like UTF-16" in err and "without a byte-order mark" in err
+    assert "re-save it as UTF-8" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_latin1_bytes_name_their_line(tmp_path, model, capsys, monkeypatch, mode):
+    _, lines = _rows(40)
+    lines[5] = lines[5].replace(",no", ",caf\xe9")
+    src = tmp_path / "latin.csv"
+    src.write_bytes("\n".join([HEADER, *lines]).encode("latin-1"))
+    code, out, err = _detect(capsys, monkeypatch, src, "--mode", mode, "--warmup", 20)
+    assert code == 2 and "latin.csv:7: not UTF-8 text: byte 0xe9 cannot be decoded" in err
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_a_field_longer_than_the_csv_modules_default_limit(tmp_path, model, capsys, monkeypatch, mode):
+    _, lines = _rows(60)
+    lines[40] = lines[40].replace(",no", "," + "L" * 200_000)  # a pass-through column: the row is scored
+    lines[30] = lines[30].split(",", 2)[0] + "," + "9" * 140_000 + "," + lines[30].split(",", 2)[2]  # a feature: marked
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "long.csv", lines), "--mode", mode,
+                             "--warmup", 20, "--on-error", "mark")
+    assert code == 0, err
+    rows = _table(out)
+    assert len(rows) == 60 and rows[40]["label"] == "L" * 200_000 and rows[40]["anomaly_score"] != ""
+    assert rows[30]["error"].startswith("non-finite value '9999") and rows[30]["a"] == "9" * 140_000
+    assert [r["ts"] for r in rows] == [line.split(",")[0] for line in lines]  # the rest of the input is kept
+    assert "1 errors (marked)" in err
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_a_stray_cr_and_a_quoted_newline_do_not_shift_rows(tmp_path, model, capsys, monkeypatch, mode):
+    header = "k,a,b,c"
+    rng = np.random.default_rng(5)
+    body = [f"r{i},{x[0]:.4f},{x[1]:.4f},{x[2]:.4f}" for i, x in enumerate(rng.normal(size=(40, 3)))]
+    text = "\n".join([header, *body[:20], "x,1,2,3\ry,4,5,6", 'z,7,8,"9\n10"', 'w,1,2,"3"', '"cr\rin quotes",1,2,3',
+                      *body[20:]]) + "\n"
+    code, out, err = _detect_bytes(capsys, monkeypatch, text.encode(), "--mode", mode, "--warmup", 20)
+    assert code == 0, err
+    rows = _out_rows(out)
+    expected = [line.split(",") for line in body[:20]] + [["x", "1", "2", "3"], ["y", "4", "5", "6"], ["z", "7", "8", "9\n10"],
+                                                          ["w", "1", "2", "3"], ["cr\rin quotes", "1", "2", "3"]]
+    expected += [line.split(",") for line in body[20:]]
+    assert [r[:4] for r in rows[1:]] == expected  # each row keeps its own fields
+    by_key = {r[0]: r for r in rows[1:]}
+    assert by_key["z"][-1] == "non-numeric value '9\\n10' in column 'c'" and by_key["z"][4] == ""
+    assert by_key["y"][-1] == "" and by_key["cr\rin quotes"][-1] == ""
+    assert '"cr\rin quotes"' in out  # a CR inside a field is written quoted: one record per input record
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+@pytest.mark.parametrize("value", ["1e39", "-1e39", "1e308"])
+def test_a_value_beyond_float32_marks_its_row_only(tmp_path, model, capsys, monkeypatch, mode, value):
+    _, lines = _rows(60)
+    lines[30] = lines[30].replace(lines[30].split(",")[1], value, 1)
+    lines[31] = lines[31].replace(lines[31].split(",")[1], "-" + value.lstrip("-"), 1)
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "big.csv", lines), "--mode", mode, "--warmup", 20)
+    assert code == 0, err
+    rows = _table(out)
+    assert len(rows) == 60
+    assert rows[30]["error"] == f"value {value!r} in column 'a' is beyond float32's range (|x| <= 3.4e38)"
+    assert all(r["error"] == "" and r["anomaly_score"] != "" for i, r in enumerate(rows) if i not in (30, 31) and (mode == "batch" or i >= 20))
+    assert "2 errors (marked)" in err
+    code, out, err = _detect(capsys, monkeypatch, tmp_path / "big.csv", "--mode", mode, "--warmup", 20, "--on-error", "fail")
+    assert code == 2 and "big.csv:32: value" in err
+
+
+def test_a_text_first_row_does_not_turn_a_stream_column_into_text(tmp_path, model, capsys, monkeypatch):
+    rng = np.random.default_rng(6)
+    X = np.round(rng.normal(size=(120, 2)), 4)
+    lines = [f"r{i},{x[0]},{x[1]}" for i, x in enumerate(X)]
+    lines[0] = "r0,abc,0.5"
+    lines[100] = "r100,1000,0.1"  # a spike in column a
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "s.csv", lines, "k,a,b"), "--mode", "stream",
+                             "--warmup", 20, "--threshold", "0.5")
+    assert code == 0, err
+    rows = _table(out)
+    assert rows[0]["status"] == "error" and rows[0]["error"] == "non-numeric value 'abc' in column 'a'"
+    assert "feature columns ['a', 'b']" in err and "passed through: ['k']" in err
+    assert rows[100]["status"] == "ok" and rows[100]["is_anomaly"] == "1"
+    scores = [float(r["anomaly_score"]) for r in rows if r["status"] == "ok"]
+    assert float(rows[100]["anomaly_score"]) > np.median(scores)
+    # what the spike's row would get if column a passed through (the old behaviour)
+    code, out, err = _detect(capsys, monkeypatch, tmp_path / "s.csv", "--mode", "stream", "--warmup", 20, "--columns", "b")
+    without_a = _table(out)
+    assert without_a[0]["error"] == "" and float(without_a[100]["anomaly_score"]) != float(rows[100]["anomaly_score"])
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_batch_and_stream_choose_the_same_feature_columns(tmp_path, model, capsys, monkeypatch, mode):
+    _, lines = _rows(60)
+    lines = [f"{line},{i if i % 3 else 'n/a'}" for i, line in enumerate(lines)]  # mostly numbers: a feature
+    lines[1] = lines[1].replace(",no,", ",7,")  # one number in a text column: not a feature
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "f.csv", lines, HEADER + ",n"), "--mode", mode, "--warmup", 20)
+    assert code == 0, err
+    assert "feature columns ['a', 'b', 'c', 'n']" in err and "passed through: ['ts', 'label']" in err
+    rows = _table(out)
+    assert rows[3]["error"] == "non-numeric value 'n/a' in column 'n'" and rows[1]["error"] == ""
+
+
+def test_internal_errors_are_not_bad_usage(tmp_path, model, capsys, monkeypatch):
+    """A bug (here a TypeError) propagates with its traceback (exit code 1), not as exit code 2."""
+    _, lines = _rows(40)
+
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(detect, "run_batch", broken)
+    with pytest.raises(TypeError):
+        cli.main(["detect", str(_write(tmp_path / "in.csv", lines))])
+    from anomaly_gym.envs.tasks import NonNumericDataError
+
+    assert issubclass(NonNumericDataError, TypeError) and issubclass(NonNumericDataError, ValueError)  # bad data: exit 2

@@ -1,0 +1,544 @@
+"""Read CSV rows for detection: one reader, one set of rules, for whole files and for streams.
+
+:class:`CsvReader` yields one :class:`Record` per CSV record, in input order, each with its
+own fields and the line it starts on; :func:`read_table` collects them for batch use.
+``anomaly-gym detect`` uses both (batch and stream mode), and so can any Python code::
+
+    from anomaly_gym.envs.csvio import CsvReader
+    reader = CsvReader(["metrics.csv"])
+    for rec in reader:                      # reader.header / reader.feature_names after the first
+        if rec.error is None:
+            use(rec.values)                 # float64 feature values, finite
+        else:
+            print(f"{rec.source}:{rec.line}: {rec.error}")
+
+Text
+    UTF-8, with or without a byte-order mark; UTF-16 and UTF-32 with a byte-order mark.
+    Anything else (UTF-16 without a byte-order mark, Latin-1 bytes) is refused with an
+    :class:`InputError` that names the encoding problem.  Records end at CR, LF or CRLF,
+    mixed freely; a quoted field may hold commas, quotes (doubled) and line breaks of any
+    kind; a field may be any length.
+
+Header
+    The first record names the columns.  When every field of it is a number there is no
+    header: under ``on_error="fail"`` that is an error, otherwise the columns are named
+    ``col1``, ``col2``, ... and the record is data.  Several inputs are read as one table
+    and must have the same header.
+
+Feature columns
+    ``columns`` when given.  Otherwise they are decided once, before the first record is
+    returned, from the *sample*: the well-formed records (the header's number of fields)
+    among the first ``sample_rows`` data records (32 by default; all of them when there are
+    fewer; when none of them is well-formed, the reading goes on to the first one that is).  A
+    column is a feature when more than half of its non-empty values in the sample are
+    numbers (text that Python's ``float`` reads: ``7``, `` 7 ``, ``1e3``, ``nan``).  The
+    decision never changes afterwards and no single row decides it: a row with text in a
+    feature column is a bad row, it does not turn the column into text.  The sample is read
+    before the first record comes back, so a stream answers its first rows once the sample
+    is in (``detect --mode stream`` samples min(32, ``--warmup``) rows).
+
+Bad rows
+    Each comes back with ``error`` set to the reason and ``values`` None:
+
+    - an empty line (``empty line``);
+    - the wrong number of fields (``expected 5 fields, got 6``); ``fields`` is then padded
+      or cut to the header's width;
+    - a feature value that is empty, not a number, NaN or infinite, or beyond float32's
+      range (|x| > 3.4e38, which the detectors' float32 features cannot hold):
+      ``missing value in column 'x'``, ``non-numeric value 'abc' in column 'x'``,
+      ``non-finite value 'nan' in column 'x'``, ``value '1e39' in column 'x' is beyond
+      float32's range (|x| <= 3.4e38)``.
+
+    File-level problems (no such file, an empty input, an undecodable text, headers that
+    differ, a duplicate or reserved column name, no numeric column) raise
+    :class:`InputError` (a ``ValueError``) or ``FileNotFoundError``.
+
+Output
+    :func:`format_row` writes one record per row, quoting every field that holds a comma,
+    a quote, CR or LF, so that what is written reads back as the same fields.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator, Sequence, Union
+
+import numpy as np
+
+STDIN = "-"
+SAMPLE_ROWS = 32  # data records that decide the feature columns
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+Source = Union[str, Path, IO[bytes]]
+
+_BOMS = (  # longest first: the UTF-32 LE mark starts like the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"),
+)
+
+
+class InputError(ValueError):
+    """Bad input at a known place: ``<source>:<line>: <reason>``."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}:{line}: {reason}")
+        self.source, self.line, self.reason = source, line, reason
+
+
+@dataclass
+class Record:
+    """One CSV record: where it starts, its fields (the header's width), and its feature
+    values (float64) or the reason it is bad."""
+
+    source: str
+    line: int
+    fields: list[str]
+    values: np.ndarray | None = None
+    error: str | None = None
+
+
+def is_number(text: str) -> bool:
+    """Whether ``float(text)`` reads the text (NaN and infinity included)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_value(text: str, column: str) -> tuple[float, str | None]:
+    """(value, None) for a finite number within float32's range, else (nan, the reason)."""
+    if not text.strip():
+        return math.nan, f"missing value in column {column!r}"
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan, f"non-numeric value {_clip(text)!r} in column {column!r}"
+    if not math.isfinite(value):
+        return math.nan, f"non-finite value {_clip(text)!r} in column {column!r}"
+    if abs(value) > FLOAT32_MAX:
+        return math.nan, f"value {_clip(text)!r} in column {column!r} is beyond float32's range (|x| <= 3.4e38)"
+    return value, None
+
+
+def parse_values(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_value` over a whole column at once: (values, which are bad); a bad
+    value is NaN."""
+    try:
+        values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+    except ValueError:  # some text is not a number: value by value
+        values = np.array([parse_value(t, "")[0] for t in texts], dtype=np.float64)
+    bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN and infinity included
+    values[bad] = np.nan
+    return values, bad
+
+
+def _clip(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def display_name(source: Source) -> str:
+    if isinstance(source, (str, Path)):
+        return "<stdin>" if str(source) == STDIN else str(source)
+    return str(getattr(source, "name", "<stream>"))
+
+
+def feature_columns(header: Sequence[str], sample: Sequence[Sequence[str]]) -> list[int]:
+    """The columns whose non-empty values in ``sample`` are mostly (over half) numbers."""
+    chosen = []
+    for i in range(len(header)):
+        texts = [row[i] for row in sample if row[i].strip()]
+        if texts and 2 * sum(map(is_number, texts)) > len(texts):
+            chosen.append(i)
+    return chosen
+
+
+# --------------------------------------------------------------------------- bytes to text
+
+
+class _Prefixed(io.RawIOBase):
+    """A binary stream with some already-read bytes put back in front."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        read = getattr(self._rest, "read1", self._rest.read)  # what has arrived, not a full buffer
+        data = read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _read_head(raw: IO[bytes], n: int = 64) -> bytes:
+    """Up to ``n`` bytes, fewer only where the first line ends (or the input does) sooner,
+    so that a slow stream is never waited on beyond its first line."""
+    head = b""
+    read = getattr(raw, "read1", raw.read)
+    while len(head) < n and not any(c in head for c in b"\n\r"):
+        chunk = read(n - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def open_text(raw: IO[bytes], source: str) -> tuple[IO[str], str]:
+    """The text of a binary stream: its byte-order mark decides the encoding (UTF-8 without
+    one); a stream that looks like UTF-16 without a mark raises :class:`InputError`.
+    Returns the text and the encoding's name for messages."""
+    head = _read_head(raw)
+    encoding, label = "utf-8", "UTF-8"
+    for bom, name, text_label in _BOMS:
+        if head.startswith(bom):
+            head, encoding, label = head[len(bom):], name, text_label
+            break
+    else:  # UTF-16 without a mark: NUL in every other byte of the first line
+        ends = [i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0]
+        first = head[: min(ends) + 1] if ends else head
+        even, odd = first[0::2], first[1::2]
+        if len(first) >= 2 and (odd.count(0) > len(odd) // 2 or even.count(0) > len(even) // 2):
+            order = "little" if odd.count(0) > even.count(0) else "big"
+            raise InputError(source, 1, f"not UTF-8 text (looks like UTF-16, {order}-endian, without a byte-order mark); "
+                                        "re-save it as UTF-8")
+    # undecodable bytes become lone surrogates, found in the record that holds them
+    text = io.TextIOWrapper(io.BufferedReader(_Prefixed(head, raw)), encoding=encoding, errors="surrogateescape", newline="")
+    return text, label
+
+
+def _check_decoded(fields: list[str], source: str, line: int, label: str) -> None:
+    text = "".join(fields)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: a byte the encoding could not decode
+        char = exc.object[exc.start]
+        what = f"byte 0x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else f"character U+{ord(char):04X}"
+        hint = " (the file may be Latin-1 or Windows-1252)" if label == "UTF-8" else ""
+        raise InputError(source, line, f"not {label} text: {what} cannot be decoded{hint}; re-save it as UTF-8") from None
+
+
+def _rows(text: IO[str], source: str, label: str) -> Iterator[tuple[int, list[str]]]:
+    """(the line a record starts on, its fields) for each CSV record, read as it arrives."""
+    reader = csv.reader(text)
+    line = 1  # where the next record starts
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as exc:
+            raise InputError(source, reader.line_num + 1, f"not {label} text ({exc.reason}, at or after this line); "
+                                                          "re-save it as UTF-8") from None
+        except csv.Error as exc:  # not expected with these settings; still a fault of the input
+            raise InputError(source, line, f"unreadable CSV ({exc})") from None
+        start, line = line, reader.line_num + 1
+        if not all(map(str.isascii, fields)):
+            _check_decoded(fields, source, start, label)
+        yield start, fields
+
+
+def _whole_rows(text: IO[str], source: str, label: str) -> Iterator[tuple[int, list[str]]]:
+    """:func:`_rows` over a whole input at once.  A text without quotes, CR or undecodable
+    bytes has one record per LF-ended line and one field per comma, exactly as the csv
+    module reads it, and is split that way (several times faster); any other text goes
+    through the csv module."""
+    try:
+        data = text.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(source, 1, f"not {label} text ({exc.reason}); re-save it as UTF-8") from None
+    if '"' in data or "\r" in data or not (data.isascii() or _decodes(data)):
+        yield from _rows(io.StringIO(data, newline=""), source, label)
+        return
+    lines = data.split("\n")
+    if lines[-1] == "":  # the last line's LF ends a record, it does not start one
+        lines.pop()
+    for k, line in enumerate(lines, 1):
+        yield k, line.split(",") if line else []
+
+
+def _decodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- records
+
+
+class CsvReader:
+    """Read the records of CSV files or streams, one at a time, in order (see the module
+    docstring for the rules).
+
+    Args:
+        sources: Paths, ``"-"`` for standard input, or binary file objects; read one after
+            the other as one table.
+        columns: Feature column names, or ``None`` to decide them from the sample.
+        on_error: ``"mark"``, ``"skip"`` or ``"fail"``; only a missing header depends on it
+            here (``fail`` raises), bad rows come back with their reason whatever it is.
+        reserved: Column names the caller adds to its output; an input that has them is refused.
+        sample_rows: How many data records decide the feature columns.
+        whole: Read each input whole before the first record (faster; for batch use), not
+            as it arrives.
+
+    After the first record (or the end of an input with a header only): ``header``,
+    ``feature_idx``, ``feature_names``; ``notes`` collects remarks worth showing a user.
+    """
+
+    def __init__(self, sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
+                 reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, whole: bool = False) -> None:
+        if on_error not in ("mark", "skip", "fail"):
+            raise ValueError(f"on_error must be 'mark', 'skip' or 'fail', got {on_error!r}")
+        if sample_rows < 1:
+            raise ValueError(f"sample_rows must be at least 1, got {sample_rows}")
+        self.sources = list(sources) or [STDIN]
+        self.columns = list(columns) if columns is not None else None
+        self.on_error = on_error
+        self.reserved = tuple(reserved)
+        self.sample_rows = sample_rows
+        self.whole = whole
+        self.header: list[str] | None = None
+        self.feature_idx: list[int] | None = None
+        self.notes: list[str] = []
+        self._generated = False
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [self.header[i] for i in self.feature_idx or ()]
+
+    def __iter__(self) -> Iterator[Record]:
+        return (self._parse(rec) for rec in self.shaped_records())
+
+    def shaped_records(self) -> Iterator[Record]:
+        """The records with the feature columns decided but the values not yet parsed
+        (``values`` None; ``error`` set only for an empty line or a wrong number of fields):
+        for callers that parse whole columns at once, with :func:`parse_values`."""
+        shaped = self._shaped()
+        buffer: list[Record] = []
+        sample: list[list[str]] = []
+        if self.columns is not None:  # the header names the feature columns
+            buffer.extend(rec for rec in [next(shaped, None)] if rec is not None)
+        else:
+            for rec in shaped:
+                buffer.append(rec)
+                if rec.error is None:
+                    sample.append(rec.fields)
+                if sample and len(buffer) >= self.sample_rows:
+                    break
+        if self.header is None:
+            raise InputError(display_name(self.sources[0]), 1, "the input is empty; expected a header row naming the columns")
+        if self.columns is None:
+            self._decide(sample, buffer)
+        yield from buffer
+        yield from shaped
+
+    # -- columns
+
+    def _decide(self, sample: list[list[str]], buffer: list[Record]) -> None:
+        if not sample:  # no data yet: nothing to decide on
+            self.feature_idx = []
+            return
+        self.feature_idx = feature_columns(self.header, sample)
+        if not self.feature_idx:
+            first = next(rec for rec in buffer if rec.error is None)
+            raise InputError(first.source, first.line, f"no column is mostly numbers in the first {len(sample)} data row(s); "
+                                                       "name the feature columns with --columns")
+        rest = [h for i, h in enumerate(self.header) if i not in self.feature_idx]
+        if rest:
+            self.notes.append(f"feature columns {self.feature_names} (mostly numbers in the first {len(sample)} "
+                              f"data row(s)); passed through: {rest}")
+
+    def _parse(self, rec: Record) -> Record:
+        if rec.error is not None:
+            return rec
+        values = np.empty(len(self.feature_idx))
+        errors = []
+        for j, i in enumerate(self.feature_idx):
+            values[j], err = parse_value(rec.fields[i], self.header[i])
+            if err:
+                errors.append(err)
+        if errors:
+            rec.error = "; ".join(errors)
+        else:
+            rec.values = values
+        return rec
+
+    # -- records of the right shape
+
+    def _shaped(self) -> Iterator[Record]:
+        """Every data record, ``fields`` at the header's width, ``error`` set for an empty
+        line or a wrong number of fields."""
+        if csv.field_size_limit() < sys.maxsize:
+            csv.field_size_limit(sys.maxsize)  # a field may be any length
+        for src in self.sources:
+            yield from self._records_of(src)
+
+    def _records_of(self, src: Source) -> Iterator[Record]:
+        name = display_name(src)
+        raw, close = self._open(src)
+        try:
+            text, label = open_text(raw, name)
+            pending: list[Record] | None = []  # empty lines before this input's header; None after it
+            for start, fields in (_whole_rows if self.whole else _rows)(text, name, label):
+                if pending is None:
+                    yield self._shape(fields, name, start)
+                elif not fields:
+                    pending.append(Record(name, start, [], error="empty line"))
+                else:
+                    is_data = self._take_header(fields, name, start)
+                    yield from (self._pad(rec) for rec in pending)
+                    pending = None
+                    if is_data:
+                        yield self._shape(fields, name, start)
+            if pending and self.header is not None:  # an input of empty lines only
+                yield from (self._pad(rec) for rec in pending)
+        finally:
+            if close:
+                raw.close()
+
+    @staticmethod
+    def _open(src: Source) -> tuple[IO[bytes], bool]:
+        if not isinstance(src, (str, Path)):
+            return src, False
+        if str(src) == STDIN:
+            return sys.stdin.buffer, False
+        if not Path(src).is_file():
+            raise FileNotFoundError(f"no such input file: {src}")
+        return open(src, "rb"), True
+
+    def _take_header(self, fields: list[str], source: str, line: int) -> bool:
+        """Read a header line; True when the line is data (no header)."""
+        numbers = all(f.strip() and is_number(f) for f in fields)
+        if self.header is not None:
+            if self._generated and numbers and len(fields) == len(self.header):
+                return True
+            if fields != self.header:
+                raise InputError(source, line, f"header {fields} differs from the first input's {self.header}")
+            return False
+        if numbers:
+            reason = "no header row (every field of the first line is a number); add a first line naming the columns"
+            if self.on_error == "fail":
+                raise InputError(source, line, reason)
+            self.header = [f"col{i + 1}" for i in range(len(fields))]
+            self._generated = True
+            self.notes.append(f"{source}:{line}: {reason}; the columns are named col1..col{len(fields)} and the line is read as data")
+        else:
+            self.header = list(fields)
+        self._check_header(source)
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in self.header]
+            if missing:
+                raise ValueError(f"--columns names {missing}, which the header does not have; the columns are {self.header}")
+            self.feature_idx = [self.header.index(c) for c in self.columns]
+        return self._generated
+
+    def _check_header(self, source: str) -> None:
+        header = self.header
+        if len(set(header)) != len(header):
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            raise InputError(source, 1, f"the header names column(s) {dupes} more than once; column names must be unique")
+        clash = [name for name in self.reserved if name in header]
+        if clash:
+            raise InputError(source, 1, f"the input already has column(s) {clash}, which detect adds; rename them first")
+
+    def _pad(self, rec: Record) -> Record:
+        width = len(self.header)
+        rec.fields = (rec.fields + [""] * width)[:width]
+        return rec
+
+    def _shape(self, fields: list[str], source: str, line: int) -> Record:
+        width = len(self.header)
+        if not fields:
+            return Record(source, line, [""] * width, error="empty line")
+        if len(fields) != width:
+            extra = " (the extra fields are not in the output)" if len(fields) > width else ""
+            return self._pad(Record(source, line, fields, error=f"expected {width} fields, got {len(fields)}{extra}"))
+        return Record(source, line, fields)
+
+
+# --------------------------------------------------------------------------- whole tables
+
+
+@dataclass
+class Table:
+    """Every record of an input, for batch use: ``X`` holds the feature values (float64,
+    NaN in bad rows), ``errors`` maps a row index to its reason, ``fields`` each row's text."""
+
+    header: list[str]
+    feature_idx: list[int]
+    X: np.ndarray
+    errors: dict[int, str]
+    fields: list[list[str]]
+    sources: list[str]
+    lines: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.fields)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [self.header[i] for i in self.feature_idx]
+
+    def where(self, i: int) -> str:
+        return f"{self.sources[i]}:{self.lines[i]}"
+
+
+def read_table(sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
+               reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS) -> Table:
+    """Every record of ``sources`` (see :class:`CsvReader`), collected."""
+    reader = CsvReader(sources, columns=columns, on_error=on_error, reserved=reserved, sample_rows=sample_rows, whole=True)
+    records = list(reader.shaped_records())
+    X = np.full((len(records), len(reader.feature_idx)), np.nan)
+    errors = {r: rec.error for r, rec in enumerate(records) if rec.error is not None}
+    rows = [r for r in range(len(records)) if r not in errors]
+    columns_text = list(zip(*[records[r].fields for r in rows])) if rows else []
+    reasons: dict[int, list[str]] = {}
+    at = np.array(rows, dtype=np.int64)
+    for j, i in enumerate(reader.feature_idx):
+        X[at, j], bad = parse_values(columns_text[i])
+        for k in np.flatnonzero(bad).tolist():
+            reasons.setdefault(rows[k], []).append(parse_value(columns_text[i][k], reader.header[i])[1])
+    for r, why in reasons.items():
+        X[r] = np.nan
+        errors[r] = "; ".join(why)
+    errors = dict(sorted(errors.items()))
+    return Table(header=reader.header, feature_idx=list(reader.feature_idx), X=X, errors=errors,
+                 fields=[rec.fields for rec in records], sources=[rec.source for rec in records],
+                 lines=np.array([rec.line for rec in records], dtype=np.int64), notes=list(reader.notes))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def format_row(fields: Sequence[object]) -> str:
+    """One CSV record, ending in LF: fields holding a comma, a quote, CR or LF are quoted
+    (quotes doubled), so that every reader sees the same fields.  (The ``csv`` module's
+    writer leaves a field with a bare CR unquoted when the line ends in LF.)"""
+    texts = ["" if f is None else str(f) for f in fields]
+    if texts == [""]:
+        return '""\n'
+    return ",".join(_quote(t) for t in texts) + "\n"
+
+
+def _quote(text: str) -> str:
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text

@@ -1,0 +1,139 @@
+"""The CSV reader of ``anomaly_gym.envs.csvio`` used from Python: records, rules, writing."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anomaly_gym.envs.csvio import CsvReader, InputError, format_row, read_table
+
+
+def _read(data: bytes, **kwargs):
+    return list(CsvReader([io.BytesIO(data)], **kwargs))
+
+
+def test_records_keep_their_fields_and_start_lines():
+    data = b'k,a,b\nx,1,2\ry,3,4\r\nz,5,"6\n7"\nw,8,9\n'
+    recs = _read(data)
+    assert [(r.line, r.fields) for r in recs] == [(2, ["x", "1", "2"]), (3, ["y", "3", "4"]), (4, ["z", "5", "6\n7"]),
+                                                  (6, ["w", "8", "9"])]
+    assert recs[2].error == "non-numeric value '6\\n7' in column 'b'" and recs[2].values is None
+    np.testing.assert_array_equal(recs[3].values, [8.0, 9.0])
+    assert recs[3].values.dtype == np.float64
+
+
+def test_read_table_collects_values_errors_and_places(tmp_path):
+    src = tmp_path / "t.csv"
+    src.write_text("ts,a,b\nt0,1,2\n\nt1,1e39,2\nt2,3\nt3,4,5\n")
+    table = read_table([src])
+    assert table.header == ["ts", "a", "b"] and table.feature_names == ["a", "b"]
+    assert table.errors == {1: "empty line", 2: "value '1e39' in column 'a' is beyond float32's range (|x| <= 3.4e38)",
+                            3: "expected 3 fields, got 2"}
+    assert table.where(2) == f"{src}:4" and table.fields[3] == ["t2", "3", ""]
+    np.testing.assert_array_equal(table.X[[0, 4]], [[1, 2], [4, 5]])
+    assert np.isnan(table.X[1:4]).all()
+
+
+def test_feature_columns_come_from_the_sample_not_from_one_row():
+    rows = ["abc,1,x"] + [f"{i},{i},y" for i in range(40)] + ["7,text,z"]
+    reader = CsvReader([io.BytesIO(("a,b,c\n" + "\n".join(rows) + "\n").encode())], sample_rows=8)
+    recs = list(reader)
+    assert reader.feature_names == ["a", "b"]  # c is text in the sample, a mostly numbers
+    assert recs[0].error == "non-numeric value 'abc' in column 'a'"
+    assert recs[-1].error == "non-numeric value 'text' in column 'b'"  # after the sample: marked, not demoted
+    assert "passed through: ['c']" in reader.notes[0]
+
+
+def test_named_columns_and_file_level_errors():
+    reader = CsvReader([io.BytesIO(b"a,b,c\n1,2,3\n")], columns=["c", "a"])
+    np.testing.assert_array_equal(next(iter(reader)).values, [3.0, 1.0])
+    for data, kwargs, message in [
+        (b"", {}, "the input is empty"),
+        (b"a,a\n1,2\n", {}, "more than once"),
+        (b"a,score\n1,2\n", {"reserved": ["score"]}, "which detect adds"),
+        (b"a,b\nx,y\nz,w\n", {}, "<stream>:2: no column is mostly numbers"),
+        (b"1,2\n3,4\n", {"on_error": "fail"}, "<stream>:1: no header row"),
+        (b"a,b\n1,2\n3,\xff\n", {}, "<stream>:3: not UTF-8 text: byte 0xff cannot be decoded"),
+        ("a,b\n1,2\n".encode("utf-16-le"), {}, "not UTF-8 text (looks like UTF-16, little-endian, without a byte-order mark)"),
+    ]:
+        with pytest.raises(InputError, match=None) as exc:
+            _read(data, **kwargs)
+        assert message in str(exc.value), str(exc.value)
+    with pytest.raises(ValueError, match=r"\['z'\], which the header does not have"):
+        _read(b"a,b\n1,2\n", columns=["z"])
+
+
+def test_several_inputs_read_as_one_table(tmp_path):
+    one, two = tmp_path / "1.csv", tmp_path / "2.csv"
+    one.write_text("a,b\n1,2\n")
+    two.write_bytes(b"\xef\xbb\xbfa,b\r\n3,4\r\n")
+    table = read_table([one, two])
+    assert [table.where(i) for i in range(2)] == [f"{one}:2", f"{two}:2"]
+    two.write_text("a,c\n3,4\n")
+    with pytest.raises(InputError, match=r"2.csv:1: header \['a', 'c'\] differs"):
+        read_table([one, two])
+
+
+class Trickle(io.RawIOBase):
+    """A pipe that has only delivered part of its data: reading past it fails the test."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if not self.data:
+            raise AssertionError("read past what has arrived")
+        n = min(len(buf), len(self.data))
+        buf[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+def test_a_stream_is_read_no_further_than_the_rows_asked_for():
+    """Stream mode answers each row as it arrives: the reader must not wait for more bytes."""
+    rows = "".join(f"{i},{i * 2}\n" for i in range(5))
+    reader = iter(CsvReader([io.BufferedReader(Trickle(("a,b\n" + rows).encode()))], columns=["a", "b"]))
+    got = [next(reader) for _ in range(5)]
+    assert [r.fields for r in got] == [[str(i), str(i * 2)] for i in range(5)]
+
+
+fields = st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=6), min_size=1, max_size=5)
+
+
+@settings(max_examples=500, deadline=None)
+@given(rows=st.lists(fields, max_size=8))
+def test_format_row_round_trips_through_the_reader(rows):
+    """Whatever the fields (CR, LF, quotes, commas), what format_row writes reads back the same."""
+    text = "".join(format_row(r) for r in rows)
+    assert text.count("\n") >= len(rows)
+    assert list(csv.reader(io.StringIO(text, newline=""))) == rows
+
+
+plain_field = st.text(alphabet="ab1.-e x\x00é", max_size=4) | st.integers(-99, 99).map(str)
+plain_rows = st.lists(st.lists(plain_field, min_size=0, max_size=4), min_size=1, max_size=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(rows=plain_rows, trailing=st.booleans(), quoted=st.booleans())
+def test_reading_whole_inputs_gives_the_records_of_reading_as_they_arrive(rows, trailing, quoted):
+    """Batch use splits a text without quotes or CR on LF and commas: the same records, lines
+    and errors as the csv module reading it row by row."""
+    header = "h1,h2,h3"
+    body = "\n".join(",".join(f'"{f}"' if quoted else f for f in r) for r in rows)
+    data = (header + "\n" + body + ("\n" if trailing else "")).encode()
+
+    def records(whole):
+        try:
+            return [(r.line, r.fields, r.error, None if r.values is None else r.values.tolist())
+                    for r in CsvReader([io.BytesIO(data)], whole=whole)]
+        except InputError as exc:
+            return str(exc)
+
+    assert records(True) == records(False)
