@@ -469,7 +469,7 @@ class FastFeaturizer:
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Each detector's raw score of the (unscaled) rows ``X``, shape (n, n_detectors)."""
-        Z = ((X - self._lo) / self._span).astype(np.float64)
+        Z = _features.scale_rows(X, self._lo, self._span)
         cache: dict = {}
         out = np.empty((len(Z), len(self._scorers)))
         for j, scorer in enumerate(self._scorers):

@@ -398,3 +398,17 @@ def test_stored_featurizer_errors(tmp_path, model, headed, capsys, monkeypatch):
     monkeypatch.setattr(detect, "load_model", lambda path, device: headed)
     code, out, err = _detect(capsys, monkeypatch, src, "--mode", "stream", "--featurizer", "stored")
     assert code == 2 and "applies to batch mode" in err
+
+
+def test_a_stream_with_values_near_float64s_limits_answers_every_row(model, capsys, monkeypatch):
+    # 1e308 and -1e308 in one window overflowed the scaling to NaN: StopIteration after 30 rows
+    values = np.round(np.random.default_rng(7).normal(size=(62, 3)), 4).astype(object)
+    values[30, 0], values[33, 0] = "1e308", "-1e308"
+    lines = [",".join(map(str, row)) for row in values]
+    code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 20, "--window", 60,
+                             "--refit-every", 10, stdin="\n".join(["a,b,c", *lines]) + "\n")
+    assert code == 0, err
+    rows = _table(out)
+    assert [",".join([r["a"], r["b"], r["c"]]) for r in rows] == lines
+    assert [r["status"] for r in rows] == ["warmup"] * 20 + ["ok"] * 42
+    assert all(0.0 <= float(r["anomaly_score"]) <= 1.0 for r in rows[20:])
