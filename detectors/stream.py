@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
-from anomaly_gym.envs.stream import FastFeaturizer
+from anomaly_gym.envs.stream import FastFeaturizer, cache_pyod_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ def _init_worker(n_threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(n_threads)
+    cache_pyod_kernels()
     logging.getLogger("anomaly_gym").setLevel(logging.ERROR)  # warnings go back to the parent
 
 
@@ -219,6 +220,7 @@ class StreamDetector:
         self.n_threads = n_threads
         self.seed = seed
         self.scorer = PolicyScorer(bundle)
+        cache_pyod_kernels()  # numba compiles HBOS's kernels once per environment, not once per process
         self.n_columns: int | None = None
         self.n_seen = 0
         self.n_fits = 0

@@ -498,6 +498,31 @@ class FastFeaturizer:
         return self._proxy._transform_chunk(x)[0]
 
 
+def cache_pyod_kernels() -> None:
+    """Turn on numba's on-disk cache for the PyOD kernels the featurizer runs (HBOS,
+    CBLOF's distances), so that only the first run in an environment pays their ~4 s of
+    compilation.  Harmless when the cache cannot be written."""
+    import importlib
+
+    try:
+        from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # numba's internals moved: nothing cached, nothing broken
+        return
+
+    for name in ("pyod.models.hbos", "pyod.utils.stat_models"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for obj in vars(module).values():
+            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
+                try:
+                    obj.enable_caching()
+                except Exception as exc:  # no writable cache folder: compile as usual
+                    logger.info("numba cache not available for %s (%s)", obj.__name__, exc)
+
+
 class SlidingWindowFeaturizer:
     """Featurize a stream row by row with a featurizer fitted on its recent rows.
 

@@ -227,28 +227,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cache_pyod_kernels() -> None:
-    """Turn on numba's on-disk cache for the PyOD kernels the featurizer runs (HBOS,
-    CBLOF's distances), so that only the first run in an environment pays their ~4 s of
-    compilation.  Harmless when the cache cannot be written."""
-    import importlib
+    """See :func:`anomaly_gym.envs.stream.cache_pyod_kernels`."""
+    from anomaly_gym.envs.stream import cache_pyod_kernels as cache
 
-    try:
-        from numba.core.caching import NullCache
-        from numba.core.dispatcher import Dispatcher
-    except ImportError:  # numba's internals moved: nothing cached, nothing broken
-        return
-
-    for name in ("pyod.models.hbos", "pyod.utils.stat_models"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        for obj in vars(module).values():
-            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
-                try:
-                    obj.enable_caching()
-                except Exception as exc:  # no writable cache folder: compile as usual
-                    logger.info("numba cache not available for %s (%s)", obj.__name__, exc)
+    cache()
 
 
 def _check_args(args) -> None:
