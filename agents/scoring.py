@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
-
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -51,7 +49,12 @@ class PolicyScorer:
             margin = self._row(features)
         if self.head is not None:
             margin = float(self.head.margin(np.asarray(x)[None, :], features[None, :], np.array([margin]))[0])
-        return 1.0 / (1.0 + math.exp(min(700.0, -margin)))
+        return _sigmoid(margin)
+
+    def portable_row(self) -> NumpyPolicy | None:
+        """What :meth:`row` computes, as a picklable object that needs neither torch nor the
+        bundle; None when rows need torch or a target head."""
+        return self._row if self.head is None else None
 
 
 def _bounds(config):
@@ -60,7 +63,34 @@ def _bounds(config):
     return Featurizer(config).feature_bounds()
 
 
-def _numpy_policy(model) -> Callable[[np.ndarray], float] | None:
+class NumpyPolicy:
+    """The policy network's logit of "anomaly" for one feature row, in numpy (picklable:
+    a worker process computes exactly what the main process does)."""
+
+    def __init__(self, ops: list[tuple]) -> None:
+        self.ops = ops  # ("linear", W, b), ("tanh",) or ("relu",)
+
+    def __call__(self, x: np.ndarray) -> float:
+        h = np.asarray(x, dtype=np.float64)
+        for op in self.ops:
+            if op[0] == "linear":
+                h = h @ op[1] + op[2]
+            elif op[0] == "tanh":
+                h = np.tanh(h)
+            else:
+                h = np.maximum(h, 0.0)
+        return float(h[1] - h[0])  # the logit (or Q) of 1 vs 0
+
+    def proba(self, x: np.ndarray) -> float:
+        """P(anomaly) of one feature row, as :meth:`PolicyScorer.row` gives it without a head."""
+        return _sigmoid(self(x))
+
+
+def _sigmoid(margin: float) -> float:
+    return 1.0 / (1.0 + math.exp(min(700.0, -margin)))
+
+
+def _numpy_policy(model) -> NumpyPolicy | None:
     """The policy's logit of "anomaly" for one feature row in numpy, or None for unsupported nets."""
     import torch.nn as nn
     from stable_baselines3 import DQN
@@ -74,21 +104,15 @@ def _numpy_policy(model) -> Callable[[np.ndarray], float] | None:
         layers = list(policy.mlp_extractor.policy_net) + [policy.action_net]
     if not isinstance(extractor, FlattenExtractor):
         return None
-    ops: list = []
+    ops: list[tuple] = []
     for layer in layers:
         if isinstance(layer, nn.Linear):
-            ops.append((layer.weight.detach().cpu().double().numpy().T.copy(), layer.bias.detach().cpu().double().numpy().copy()))
+            ops.append(("linear", layer.weight.detach().cpu().double().numpy().T.copy(),
+                        layer.bias.detach().cpu().double().numpy().copy()))
         elif isinstance(layer, nn.Tanh):
-            ops.append(np.tanh)
+            ops.append(("tanh",))
         elif isinstance(layer, nn.ReLU):
-            ops.append(lambda h: np.maximum(h, 0.0))
+            ops.append(("relu",))
         else:
             return None
-
-    def margin(x: np.ndarray) -> float:
-        h = np.asarray(x, dtype=np.float64)
-        for op in ops:
-            h = h @ op[0] + op[1] if isinstance(op, tuple) else op(h)
-        return float(h[1] - h[0])  # the logit (or Q) of 1 vs 0
-
-    return margin
+    return NumpyPolicy(ops)

@@ -458,7 +458,7 @@ def _stored_featurizer(args, bundle) -> bool:
 def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, float]] | None = None) -> int:
     """Score rows as they arrive.  ``timings`` (benchmarks) receives, for each scored row,
     the wall-clock and the CPU seconds from reading it to having written and flushed its
-    output, refits included."""
+    output, refits included, and whether a refit was running in the background."""
     from anomaly_gym.scripts._csvio import CsvOutput, InputError, JsonlOutput, RowReader
 
     if args.featurizer == "stored":
@@ -503,7 +503,7 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
                         summary.flagged += flag
                         writer.write(rec.fields, (score, flag, "ok", None))
                     if timings is not None and flag is not None:
-                        timings.append((time.perf_counter() - t_row, time.thread_time() - c_row))
+                        timings.append((time.perf_counter() - t_row, time.thread_time() - c_row, detector.refitting))
                 t_row, c_row = time.perf_counter(), time.thread_time()
                 rec = next(records, None)
     except BrokenPipeError:
