@@ -38,21 +38,22 @@ feature columns:
 threshold:
   default --contamination 0.05: flag the top 5% of the scores.  Batch: above their 0.95
   quantile over all rows.  Stream: a row is flagged when its conformal p-value among the
-  current fit's out-of-sample scores is at most 0.05; each fit holds out every 4th row of
-  its window and scores those rows as live rows are scored, and the live rows' scores join
+  current fit's out-of-sample scores is at most 0.05: each fit holds out every 4th row of
+  its window and scores those rows as live rows are scored; the live rows' scores join
   them (ties broken at random).  On a stationary stream each row is then flagged with
-  probability 0.05, independently of the others, from the first scored row on.  The policy's scores are dataset-relative and it is trained on
-  class-balanced episodes, so its own decision boundary, --threshold 0.5, flags a large
-  share of an ordinary dataset (about 40% of the rows of `anomaly-gym bench detect`'s
-  data with the default policy); use --threshold T for a fixed cut on the score instead.
+  probability 0.05, independently of the others, from the first scored row on.  The
+  policy's scores are dataset-relative and it is trained on class-balanced episodes, so
+  its own decision boundary, --threshold 0.5, flags a large share of an ordinary dataset
+  (about 40% of the rows of `anomaly-gym bench detect`'s data with the default policy);
+  use --threshold T for a fixed cut on the score instead.
 
 stream mode:
   the first --warmup valid rows are echoed with status=warmup and no score; then each row
   is scored as it arrives by detectors fitted on the last --window rows, refitted every
   --refit-every rows in a worker process while the rows go on being scored with the
-  current fit (--refit inline pauses the stream instead, ~0.3-0.6 s a refit, and makes the
-  output reproducible).  Each output row is flushed at once,
-  and memory stays bounded however long the stream runs.  Follow a growing file with:
+  current fit (--refit inline pauses the stream instead, ~0.3-0.6 s a refit, and makes
+  the output reproducible).  Each output row is flushed at once, and memory stays
+  bounded however long the stream runs.  Follow a growing file with:
     tail -n +1 -f data.csv | anomaly-gym detect --mode stream -
 
 bad input (--on-error):
