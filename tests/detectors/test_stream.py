@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from anomaly_gym.agents import PolicyBundle, load_default_bundle, make_agent
+from anomaly_gym.detectors.stream import ConformalReference, StreamDetector, split_window
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.envs.features import Featurizer
 from anomaly_gym.envs.series import read_series_csv
-from anomaly_gym.detectors.stream import ConformalReference, StreamDetector, split_window
 
 pytestmark = pytest.mark.filterwarnings("ignore:detector .* failed to fit")
 
