@@ -33,16 +33,17 @@ only as a binomial(``m``, ``C``) share does (for 1,000 rows and ``C = 0.05``, ou
 refit catches up.  ``threshold=T`` flags scores above ``T`` instead.
 
 **Refits off the hot path.**  With ``background=True`` (the default) refits run in a
-worker process (spawned once, at construction, so that its imports are paid during the
-warm-up); rows arriving during a refit are scored with the current fit, and the new fit is
-swapped in at the first row after it is ready.  The worker returns the compiled
-:class:`~anomaly_gym.envs.stream.FastFeaturizer` and the held-out rows' scores, computed
-with the same numpy code as live rows (with a target head, or a policy that needs torch,
-the main thread scores the held-out rows when it swaps the fit in).  The worker runs at a
-lower priority (``nice`` 5) than the rows being scored.  The first fit, after the warm-up, is made
-inline.  ``background=False`` refits inline, so that the same stream always gives the same
-scores and flags (tests, reproducible runs); a refit then pauses the stream for its
-duration (~0.3-0.6 s for 2,048 rows and the default bank).  Call :meth:`close` (or use the
+worker process (``python -m anomaly_gym.detectors.stream``, started once, at construction,
+so that its imports are paid during the warm-up; it never re-imports the caller's script,
+and it runs at a lower priority than the rows being scored).  Rows arriving during a refit
+are scored with the current fit, and the new fit is swapped in at the first row after it
+is ready.  The worker returns the compiled :class:`~anomaly_gym.envs.stream.FastFeaturizer`
+and the held-out rows' scores, computed with the same numpy code as live rows (with a
+target head, or a policy that needs torch, the main thread scores the held-out rows when
+it swaps the fit in).  The first fit, after the warm-up, is made inline.
+``background=False`` refits inline, so that the same stream always gives the same scores
+and flags (tests, reproducible runs); a refit then pauses the stream for its duration
+(~0.3-0.6 s for 2,048 rows and the default bank).  Call :meth:`close` (or use the
 detector as a context manager) to stop the worker.
 """
 
@@ -55,7 +56,7 @@ import random
 import time
 import warnings
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,21 +122,92 @@ def _fit_in_worker(config: FeaturizerConfig, X: np.ndarray, row_scorer) -> Fitte
 
 def _init_worker(n_threads: int) -> None:
     import os
+    import signal
 
     from threadpoolctl import threadpool_limits
 
     if hasattr(os, "nice"):
         os.nice(5)  # on busy cores the rows being scored come first, the refit after
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the worker
     threadpool_limits(n_threads)
     cache_pyod_kernels()
     logging.getLogger("anomaly_gym").setLevel(logging.ERROR)  # warnings go back to the parent
-
-
-def _ready() -> bool:
-    """The worker's first task: it has imported this module (and the fitting stack) when done."""
     import pyod.models.iforest  # noqa: F401  (the first fit's imports, paid during the warm-up)
 
-    return True
+
+def worker_main(argv: list[str] | None = None) -> None:
+    """The refit worker process: reads pickled ``(config, window, row_scorer)`` requests
+    from stdin, answers each with a pickled ``("ok", FittedWindow)`` or ``("error", text)``
+    on stdout, and ends at end of input.  Only its parent talks to it, over its pipes."""
+    import pickle
+    import sys
+    import traceback
+
+    argv = sys.argv[1:] if argv is None else argv
+    requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but answers on the pipe
+    _init_worker(int(argv[0]) if argv else 1)
+    while True:
+        try:
+            request = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            answer = ("ok", _fit_in_worker(*request))
+        except Exception:
+            answer = ("error", traceback.format_exc())
+        pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
+        answers.flush()
+
+
+class _RefitWorker:
+    """A child process that fits windows (:func:`worker_main`), and a thread that waits for it.
+
+    The child is started with ``python -m anomaly_gym.detectors.stream``, not with
+    multiprocessing, so that it never re-imports the caller's main script.
+    """
+
+    def __init__(self, n_threads: int) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "anomaly_gym.detectors.stream", str(n_threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anomaly-gym-refit")
+
+    def submit(self, *request) -> Future:
+        return self.pool.submit(self._call, request)
+
+    def _call(self, request) -> FittedWindow:
+        import pickle
+
+        pickle.dump(request, self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.flush()
+        try:
+            status, value = pickle.load(self.proc.stdout)
+        except EOFError:
+            raise RuntimeError(f"the refit worker process ended (exit code {self.proc.wait()})") from None
+        if status != "ok":
+            raise RuntimeError(f"the refit worker failed:\n{value}")
+        return value
+
+    def close(self, *, busy: bool) -> None:
+        """End the child: at once when a refit is running (``busy``), else at the end of its input."""
+        import subprocess
+
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if busy:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.pool.shutdown(wait=True)
+        self.proc.stdout.close()
 
 
 class ConformalReference:
@@ -240,7 +312,7 @@ class StreamDetector:
         self._pending: Future | None = None
         self._last: tuple[int, bytes, float] | None = None
         self._rng = random.Random(seed)
-        self._executor: ProcessPoolExecutor | None = None
+        self._executor: _RefitWorker | None = None
         if background:
             self._start_worker()
 
@@ -297,7 +369,7 @@ class StreamDetector:
         if self._since_fit >= self.refit_every and self._pending is None:
             self._since_fit = 0
             if self._executor is not None:
-                self._pending = self._executor.submit(_fit_in_worker, self.bundle.featurizer_config, self._window(),
+                self._pending = self._executor.submit(self.bundle.featurizer_config, self._window(),
                                                       self.scorer.portable_row() if self.threshold is None else None)
             else:
                 self._install(fit_window(self.bundle.featurizer_config, self._window()))
@@ -343,9 +415,10 @@ class StreamDetector:
     # -- lifecycle --------------------------------------------------------------------
     def close(self) -> None:
         """Stop the refit worker (a pending refit is dropped)."""
+        busy = self._pending is not None and not self._pending.done()
         self._cancel()
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.close(busy=busy)
             self._executor = None
 
     def __enter__(self) -> StreamDetector:
@@ -402,8 +475,10 @@ class StreamDetector:
             self._pending = None
 
     def _start_worker(self) -> None:
-        import multiprocessing
+        self._executor = _RefitWorker(self.n_threads)
 
-        self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(self.n_threads,))
-        self._executor.submit(_ready)
+
+if __name__ == "__main__":  # the refit worker; its answers must pickle the canonical module's classes
+    from anomaly_gym.detectors.stream import worker_main as _worker_main
+
+    _worker_main()
