@@ -159,3 +159,30 @@ def test_background_refits_swap_in_the_same_fits_as_inline_ones(tiny_bundle):
     with StreamDetector(tiny_bundle, background=True, **kw) as det:
         out = [det.process_one(x) for x in X]
     assert all(f in (0, 1) for _, f in out[30:])
+
+
+def test_the_refit_worker_never_reruns_the_callers_script(tmp_path, tiny_bundle):
+    """A script without a ``__main__`` guard runs once: the worker is not a multiprocessing child."""
+    import subprocess
+    import sys
+
+    bundle_path = tiny_bundle.save(tmp_path / "tiny.bundle.zip")
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from anomaly_gym.agents import load_bundle\n"
+        "from anomaly_gym.detectors.stream import StreamDetector\n"
+        f"open({str(marker)!r}, 'a').write('run\\n')\n"
+        f"det = StreamDetector(load_bundle({str(bundle_path)!r}, device='cpu'), warmup=20, window=40, refit_every=10)\n"
+        "for x in np.random.default_rng(0).normal(size=(80, 2)):\n"
+        "    det.process_one(x)\n"
+        "    if det._pending is not None:\n"
+        "        det._pending.result(timeout=120)\n"
+        "print(det.n_fits)\n"
+        "det.close()\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["6"]  # after the warm-up, then 5 of the 6 refits (the last is due at the last row)
+    assert marker.read_text() == "run\n"
