@@ -107,6 +107,35 @@ def tail_outlyingness(u_left: np.ndarray, u_right: np.ndarray, skew_sign: np.nda
     return outlying.sum(axis=1)
 
 
+#: Scaled values are clipped to +-this: far outside the fitting rows' [0, 1] for every
+#: detector (they saturate the features long before), and small enough that squared
+#: distances over many columns stay finite.
+SCALE_CLIP = 1e6
+
+
+def minmax_span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per column ``hi - lo``: 1 for constant columns, and the largest float where the
+    difference overflows (finite columns as far apart as ``-1e308`` and ``1e308``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
+    span = np.where(np.isfinite(span), span, np.finfo(np.float64).max)
+    return np.where(span > 0, span, 1.0)
+
+
+def scale_rows(X: np.ndarray, lo: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """``(X - lo) / span``, clipped to +-:data:`SCALE_CLIP`, and finite for every finite ``X``.
+
+    Where ``X - lo`` overflows (values near float64's limits) the quotient is taken as
+    ``X / span - lo / span`` instead; what is still infinite there is clipped.  Rows inside
+    the usual range get exactly ``(X - lo) / span``.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        Z = (np.asarray(X, dtype=np.float64) - lo) / span
+        if not np.isfinite(Z).all():
+            Z = np.where(np.isfinite(Z), Z, X / span - lo / span)
+    return np.clip(np.nan_to_num(Z, nan=0.0, posinf=SCALE_CLIP, neginf=-SCALE_CLIP), -SCALE_CLIP, SCALE_CLIP)
+
+
 def percentile_rank(sorted_reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Mid-rank percentile (0..1) of each score among ``sorted_reference`` (ties count half)."""
     left = np.searchsorted(sorted_reference, scores, side="left")
@@ -401,9 +430,7 @@ class Featurizer:
         self.n_rows_seen_ = int(n_rows_seen)
         # Min-max scale on the fitting rows; constant columns get span 1 (they stay constant).
         self.lo_ = X_fit.min(axis=0)
-        span = X_fit.max(axis=0) - self.lo_
-        span[span <= 0] = 1.0
-        self.span_ = span
+        self.span_ = minmax_span(self.lo_, X_fit.max(axis=0))
         Z_fit = self._scale(X_fit)
 
         self.detectors_ = []
@@ -485,7 +512,7 @@ class Featurizer:
 
     # -- helpers -----------------------------------------------------------------------
     def _scale(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.lo_) / self.span_).astype(np.float64)
+        return scale_rows(X, self.lo_, self.span_)
 
     @staticmethod
     def _score_one(detector, Z: np.ndarray) -> np.ndarray:

@@ -469,7 +469,7 @@ class FastFeaturizer:
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Each detector's raw score of the (unscaled) rows ``X``, shape (n, n_detectors)."""
-        Z = ((X - self._lo) / self._span).astype(np.float64)
+        Z = _features.scale_rows(X, self._lo, self._span)
         cache: dict = {}
         out = np.empty((len(Z), len(self._scorers)))
         for j, scorer in enumerate(self._scorers):
@@ -496,6 +496,31 @@ class FastFeaturizer:
         if not self.exact:
             return self.featurizer.transform(x)[0]
         return self._proxy._transform_chunk(x)[0]
+
+
+def cache_pyod_kernels() -> None:
+    """Turn on numba's on-disk cache for the PyOD kernels the featurizer runs (HBOS,
+    CBLOF's distances), so that only the first run in an environment pays their ~4 s of
+    compilation.  Harmless when the cache cannot be written."""
+    import importlib
+
+    try:
+        from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # numba's internals moved: nothing cached, nothing broken
+        return
+
+    for name in ("pyod.models.hbos", "pyod.utils.stat_models"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for obj in vars(module).values():
+            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
+                try:
+                    obj.enable_caching()
+                except Exception as exc:  # no writable cache folder: compile as usual
+                    logger.info("numba cache not available for %s (%s)", obj.__name__, exc)
 
 
 class SlidingWindowFeaturizer:

@@ -6,8 +6,10 @@ takes to read it (``engine="pyarrow"``) and write it back (``DataFrame.to_csv``)
 fitting, scoring, writing).  Target: detect <= 5x read + write.
 
 Stream: per-row time after warm-up over ``--stream-rows`` rows (default 100,000), from
-reading the row to having written and flushed its output; the rows that trigger a refit
-include it.  Target: p99 < 2 ms.
+reading the row to having written and flushed its output, with the CLI's defaults (refits
+in a worker process every 1,024 rows, on a window of 2,048); the rows scored while a refit
+runs are reported apart too.  Sustained throughput: scored rows over the sum of their
+times.  Targets: >= 2,000 rows/s on 10 columns, p99 < 2 ms, max < 50 ms.
 """
 
 from __future__ import annotations
@@ -152,19 +154,26 @@ def _stream(args, workdir: Path, model: Path) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    timings: list[tuple[float, float]] = []
+    timings: list[tuple[float, float, bool]] = []
     detect.cache_pyod_kernels()
     with threadpool_limits(args.threads), detect._quiet_repeated_warnings():
         bundle = detect.load_model(ns.model, "cpu")
         t0 = time.perf_counter()
         detect.run_stream(ns, bundle, None, "csv", timings=timings)
         wall = time.perf_counter() - t0
-    wall_ms, cpu_ms = (np.asarray(timings) * 1e3).T
-    for label, t in (("wall-clock", wall_ms), ("CPU time", cpu_ms)):
+    wall_ms, cpu_ms = (np.array([t[:2] for t in timings]) * 1e3).T
+    refitting = np.array([t[2] for t in timings], dtype=bool)
+    for label, t in (("wall-clock", wall_ms), ("CPU time", cpu_ms), ("during refits", wall_ms[refitting])):
+        if len(t) == 0:
+            continue
         p50, p99, p999 = np.percentile(t, [50, 99, 99.9])
-        print(f"  {label:<10} per row: p50 {p50:.3f} ms, p99 {p99:.3f} ms, p99.9 {p999:.1f} ms, max {t.max():.0f} ms; "
-              f"{int((t > 2.0).sum()):,} rows over 2 ms")
-    p99 = float(np.percentile(wall_ms, 99))
-    print(f"detect --mode stream, {len(wall_ms):,} rows after {warmup} warm-up rows ({wall:.1f}s in all): wall-clock p99 "
-          f"{p99:.3f} ms (target < 2 ms: {'met' if p99 < 2.0 else 'NOT met'}); the CPU-time figures leave out the time "
-          "the process waited for a core")
+        print(f"  {label:<13} per row: p50 {p50:.3f} ms, p99 {p99:.3f} ms, p99.9 {p999:.1f} ms, max {t.max():.1f} ms; "
+              f"{int((t > 2.0).sum()):,} of {len(t):,} rows over 2 ms")
+    p99, worst = float(np.percentile(wall_ms, 99)), float(wall_ms.max())
+    rate = len(wall_ms) / (wall_ms.sum() / 1e3)
+    print(f"detect --mode stream (refits in the background), {len(wall_ms):,} rows x {args.n_columns} columns after {warmup} "
+          f"warm-up rows ({wall:.1f}s in all, {refitting.mean():.0%} of the rows during a refit):")
+    print(f"  sustained {rate:,.0f} rows/s (target >= 2,000: {'met' if rate >= 2000 else 'NOT met'}); wall-clock p99 "
+          f"{p99:.3f} ms (target < 2 ms: {'met' if p99 < 2.0 else 'NOT met'}), max {worst:.1f} ms (target < 50 ms: "
+          f"{'met' if worst < 50.0 else 'NOT met'}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
+          "The CPU-time figures leave out the time the process waited for a core.")

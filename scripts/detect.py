@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import numpy as np
 
@@ -44,19 +44,24 @@ input:
   The output quotes every field that needs it: one output record per input record.
 
 threshold:
-  default --contamination 0.05: flag the top 5% of the scores, above their 0.95 quantile
-  over all rows (batch) or over the last --window scores (stream; seeded with the warm-up
-  rows' in-sample scores).  The policy's scores are dataset-relative and it is trained on
-  class-balanced episodes, so its own decision boundary, --threshold 0.5, flags a large
-  share of an ordinary dataset (about 40% of the rows of `anomaly-gym bench detect`'s
-  data with the default policy); use --threshold T for a fixed cut on the score instead.
+  default --contamination 0.05: flag the top 5% of the scores.  Batch: above their 0.95
+  quantile over all rows.  Stream: a row is flagged when its conformal p-value among the
+  current fit's out-of-sample scores is at most 0.05: each fit holds out every 4th row of
+  its window and scores those rows as live rows are scored; the live rows' scores join
+  them (ties broken at random).  On a stationary stream each row is then flagged with
+  probability 0.05, independently of the others, from the first scored row on.  The
+  policy's scores are dataset-relative and it is trained on class-balanced episodes, so
+  its own decision boundary, --threshold 0.5, flags a large share of an ordinary dataset
+  (about 40% of the rows of `anomaly-gym bench detect`'s data with the default policy);
+  use --threshold T for a fixed cut on the score instead.
 
 stream mode:
   the first --warmup valid rows are echoed with status=warmup and no score; then each row
   is scored as it arrives by detectors fitted on the last --window rows, refitted every
-  --refit-every rows (inline, so results are reproducible; with the default detectors a
-  refit on 2,048 rows pauses the stream for ~0.3 s).  Each output row is flushed at once,
-  and memory stays bounded however long the stream runs.  Follow a growing file with:
+  --refit-every rows in a worker process while the rows go on being scored with the
+  current fit (--refit inline pauses the stream instead, ~0.3-0.6 s a refit, and makes
+  the output reproducible).  Each output row is flushed at once, and memory stays
+  bounded however long the stream runs.  Follow a growing file with:
     tail -n +1 -f data.csv | anomaly-gym detect --mode stream -
 
 bad input (--on-error):
@@ -103,6 +108,9 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=256, help="stream: valid rows collected before scoring starts (default 256)")
     p.add_argument("--window", type=int, default=2048, help="stream: the detectors are fitted on the last N valid rows (default 2048)")
     p.add_argument("--refit-every", type=int, default=1024, help="stream: refit the detectors every N valid rows (default 1024)")
+    p.add_argument("--refit", choices=("background", "inline"), default="background",
+                   help="stream: refit in a worker process while rows go on being scored (default), or inline, pausing the "
+                   "stream (the same input then always gives the same output)")
     thr = p.add_mutually_exclusive_group()
     thr.add_argument("--threshold", type=float, default=None, help="flag rows whose score is above T, e.g. 0.5")
     thr.add_argument("--contamination", type=float, default=None,
@@ -140,123 +148,12 @@ def load_model(path: Path | None, device: str):
     return load_default_bundle(device=device, location=default_bundle_path())
 
 
-class PolicyScorer:
-    """P(anomaly) of featurized rows with a bundle's policy.
+def __getattr__(name: str):
+    if name == "PolicyScorer":  # moved to the library; imported on use (it needs the policy's stack)
+        from anomaly_gym.agents.scoring import PolicyScorer
 
-    Batches go through the policy network (torch, on its device).  Single rows go through
-    the same network evaluated in numpy, which avoids ~0.1 ms of torch overhead a call; it
-    is checked against torch when built and used only if they agree to 1e-5.  A bundle
-    with a target head (few-shot adaptation) also reads the rows' raw columns.
-    """
-
-    def __init__(self, bundle) -> None:
-        from anomaly_gym.agents.factory import policy_margin
-
-        self.bundle = bundle
-        self.head = bundle.head
-        self._margin = policy_margin
-        self._row = _numpy_policy(bundle.model)
-        if self._row is not None:
-            lo, hi = (np.asarray(b, dtype=np.float64) for b in _bounds(bundle.featurizer_config))
-            probe = np.random.default_rng(0).uniform(lo, hi, size=(16, len(lo))).astype(np.float32)
-            ref = policy_margin(bundle.model, probe)
-            got = np.array([self._row(x) for x in probe])
-            if not np.allclose(got, ref, atol=1e-5, rtol=0):
-                logger.info("numpy policy head disagrees with torch (max %.2g); using torch for single rows", np.abs(got - ref).max())
-                self._row = None
-
-    def check_width(self, n_columns: int) -> None:
-        """A target head reads the columns it was adapted on: refuse other widths before scoring."""
-        if self.head is not None:
-            self.head.check_width(n_columns)
-
-    def batch(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
-        return self.bundle.anomaly_proba(features, X)
-
-    def row(self, features: np.ndarray, x: np.ndarray | None = None) -> float:
-        if self._row is None:
-            margin = float(self._margin(self.bundle.model, features[None, :])[0])
-        else:
-            margin = self._row(features)
-        if self.head is not None:
-            margin = float(self.head.margin(np.asarray(x)[None, :], features[None, :], np.array([margin]))[0])
-        return 1.0 / (1.0 + math.exp(min(700.0, -margin)))
-
-
-def _bounds(config):
-    from anomaly_gym.envs.features import Featurizer
-
-    return Featurizer(config).feature_bounds()
-
-
-def _numpy_policy(model) -> Callable[[np.ndarray], float] | None:
-    """The policy's logit of "anomaly" for one feature row in numpy, or None for unsupported nets."""
-    import torch.nn as nn
-    from stable_baselines3 import DQN
-    from stable_baselines3.common.torch_layers import FlattenExtractor
-
-    policy = model.policy
-    if isinstance(model, DQN):
-        extractor, layers = policy.q_net.features_extractor, list(policy.q_net.q_net)
-    else:
-        extractor = policy.features_extractor if policy.share_features_extractor else policy.pi_features_extractor
-        layers = list(policy.mlp_extractor.policy_net) + [policy.action_net]
-    if not isinstance(extractor, FlattenExtractor):
-        return None
-    ops: list = []
-    for layer in layers:
-        if isinstance(layer, nn.Linear):
-            ops.append((layer.weight.detach().cpu().double().numpy().T.copy(), layer.bias.detach().cpu().double().numpy().copy()))
-        elif isinstance(layer, nn.Tanh):
-            ops.append(np.tanh)
-        elif isinstance(layer, nn.ReLU):
-            ops.append(lambda h: np.maximum(h, 0.0))
-        else:
-            return None
-
-    def margin(x: np.ndarray) -> float:
-        h = np.asarray(x, dtype=np.float64)
-        for op in ops:
-            h = h @ op[0] + op[1] if isinstance(op, tuple) else op(h)
-        return float(h[1] - h[0])  # the logit (or Q) of 1 vs 0
-
-    return margin
-
-
-# --------------------------------------------------------------------------- thresholds
-
-
-class RunningQuantile:
-    """Flags a score above the (1 - contamination) quantile of the last ``window`` scores."""
-
-    def __init__(self, contamination: float, window: int) -> None:
-        import bisect
-        from collections import deque
-
-        self.q = 1.0 - contamination
-        self._order: deque[float] = deque()
-        self._sorted: list[float] = []
-        self._window = window
-        self._insort, self._bisect = bisect.insort, bisect.bisect_left
-
-    def add(self, score: float) -> None:
-        self._order.append(score)
-        self._insort(self._sorted, score)
-        if len(self._order) > self._window:
-            old = self._order.popleft()
-            del self._sorted[self._bisect(self._sorted, old)]
-
-    def value(self) -> float:
-        s = self._sorted
-        if not s:
-            return math.inf
-        pos = self.q * (len(s) - 1)  # numpy's default ("linear") quantile
-        lo = int(pos)
-        return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
-
-    def __call__(self, score: float) -> bool:
-        self.add(score)
-        return score > self.value()
+        return PolicyScorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- summary
@@ -341,28 +238,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cache_pyod_kernels() -> None:
-    """Turn on numba's on-disk cache for the PyOD kernels the featurizer runs (HBOS,
-    CBLOF's distances), so that only the first run in an environment pays their ~4 s of
-    compilation.  Harmless when the cache cannot be written."""
-    import importlib
+    """See :func:`anomaly_gym.envs.stream.cache_pyod_kernels`."""
+    from anomaly_gym.envs.stream import cache_pyod_kernels as cache
 
-    try:
-        from numba.core.caching import NullCache
-        from numba.core.dispatcher import Dispatcher
-    except ImportError:  # numba's internals moved: nothing cached, nothing broken
-        return
-
-    for name in ("pyod.models.hbos", "pyod.utils.stat_models"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        for obj in vars(module).values():
-            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
-                try:
-                    obj.enable_caching()
-                except Exception as exc:  # no writable cache folder: compile as usual
-                    logger.info("numba cache not available for %s (%s)", obj.__name__, exc)
+    cache()
 
 
 def _check_args(args) -> None:
@@ -461,6 +340,7 @@ def _broken_pipe(summary: Summary) -> int:
 
 def run_batch(args, bundle, columns, fmt: str) -> int:
     from anomaly_gym.envs.features import Featurizer
+    from anomaly_gym.agents.scoring import PolicyScorer
     from anomaly_gym.envs.stream import FastFeaturizer
     from anomaly_gym.envs.csvio import read_table
 
@@ -567,21 +447,18 @@ def _stored_featurizer(args, bundle) -> bool:
 def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, float]] | None = None) -> int:
     """Score rows as they arrive.  ``timings`` (benchmarks) receives, for each scored row,
     the wall-clock and the CPU seconds from reading it to having written and flushed its
-    output, refits included."""
-    from anomaly_gym.envs.stream import SlidingWindowFeaturizer
+    output, refits included, and whether a refit was running in the background."""
     from anomaly_gym.envs.csvio import SAMPLE_ROWS, CsvReader, InputError
     from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
 
     if args.featurizer == "stored":
         raise ValueError("--featurizer stored applies to batch mode; stream mode fits the detectors on its sliding window")
     _default_rule(args)
-    summary = Summary("stream", args.on_error, rule=_describe_rule(args))
+    summary = Summary("stream", args.on_error, rule=_describe_stream_rule(args))
     # the feature columns are decided on rows that stream mode echoes as warm-up anyway
     reader = CsvReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
                        sample_rows=min(SAMPLE_ROWS, args.warmup))
-    scorer = PolicyScorer(bundle)
-    threshold = _stream_threshold(args)
-    window: SlidingWindowFeaturizer | None = None
+    detector = None
     records = iter(reader)
     status = 0
     try:
@@ -605,28 +482,20 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
                     if args.on_error == "mark":
                         writer.write(rec.fields, (None, None, "error", rec.error))
                 else:
-                    if window is None:
-                        scorer.check_width(len(rec.values))
-                        window = SlidingWindowFeaturizer(bundle.featurizer_config, len(rec.values), warmup=args.warmup,
-                                                         window=args.window, refit_every=args.refit_every)
+                    if detector is None:
+                        detector = _stream_detector(args, bundle)
                         if fmt == "jsonl":
                             writer.numeric = set(reader.feature_idx)
-                    feats = window.transform_row(rec.values)
-                    if feats is None:
+                    score, flag = detector.process_one(rec.values)
+                    if flag is None:
                         summary.warmup += 1
                         writer.write(rec.fields, (None, None, "warmup", None))
                     else:
-                        score = scorer.row(feats, rec.values)
-                        flag = threshold(score)
                         summary.scored += 1
                         summary.flagged += flag
-                        writer.write(rec.fields, (score, int(flag), "ok", None))
-                    if window.add(rec.values) and window.n_fits == 1 and isinstance(threshold, RunningQuantile):
-                        seen = window.window_array()
-                        for s in scorer.batch(window.fast.transform(seen), seen):  # seed the quantile
-                            threshold.add(float(s))
-                    if timings is not None and feats is not None:
-                        timings.append((time.perf_counter() - t_row, time.thread_time() - c_row))
+                        writer.write(rec.fields, (score, flag, "ok", None))
+                    if timings is not None and flag is not None:
+                        timings.append((time.perf_counter() - t_row, time.thread_time() - c_row, detector.refitting))
                 t_row, c_row = time.perf_counter(), time.thread_time()
                 rec = next(records, None)
     except BrokenPipeError:
@@ -637,14 +506,26 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
     except (ValueError, OSError):
         print(summary.text(), file=sys.stderr)
         raise
-    if window is not None and window.n_fits:
-        summary.extra.append(f"detectors fitted {window.n_fits} time(s), {window.fit_seconds / window.n_fits:.2f}s each")
+    finally:
+        if detector is not None:
+            detector.close()
+    if detector is not None and detector.n_fits:
+        where = "in the background" if detector.background else "inline"
+        summary.extra.append(f"detectors fitted {detector.n_fits} time(s) ({where}), {detector.fit_seconds / detector.n_fits:.2f}s each")
     print(summary.text(), file=sys.stderr)
     return status
 
 
-def _stream_threshold(args) -> Callable[[float], bool]:
+def _stream_detector(args, bundle):
+    """The stream detector of ``detect --mode stream`` (see :mod:`anomaly_gym.detectors.stream`)."""
+    from anomaly_gym.detectors.stream import StreamDetector
+
+    return StreamDetector(bundle, contamination=args.contamination, threshold=args.threshold, warmup=args.warmup,
+                          window=args.window, refit_every=args.refit_every, background=args.refit == "background",
+                          n_threads=args.threads)
+
+
+def _describe_stream_rule(args) -> str:
     if args.contamination is not None:
-        return RunningQuantile(args.contamination, args.window)
-    cut = args.threshold
-    return lambda score: score > cut
+        return f"conformal p-value <= {args.contamination:.4g} among the current fit's held-out and live scores"
+    return f"score > {args.threshold:g}"

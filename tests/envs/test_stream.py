@@ -74,3 +74,20 @@ def test_sliding_window_refuses_bad_settings_and_rows():
         sw.add(np.array([1.0, np.inf]))
     with pytest.raises(ValueError, match="expected 2"):
         sw.add(np.zeros(3))
+
+
+def test_values_near_float64s_limits_scale_to_finite_features():
+    # -1e308 and 1e308 in one fit: their difference overflows; the scaling must not give NaN
+    X = np.random.default_rng(5).normal(size=(60, 2))
+    X[40, 0], X[45, 0] = 1e308, -1e308
+    feat = Featurizer(PRESETS["default"]).fit(X)
+    assert np.isfinite(feat.span_).all() and np.isfinite(feat._scale(X)).all()
+    fast = FastFeaturizer(feat)  # raised StopIteration when the scaled columns held NaN
+    rows = np.vstack([X, [[1e308, 0.0], [-1e308, 0.0], [5.0, -1e308]]])
+    got = fast.transform(rows)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, feat.transform(rows), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fast.transform_row(rows[-1]), feat.transform(rows[-1:])[0], rtol=0, atol=1e-6)
+    # ordinary rows are scaled exactly as before: (x - lo) / span
+    normal = Featurizer(PRESETS["default"]).fit(X[:30])
+    np.testing.assert_array_equal(normal._scale(X[:30]), (X[:30] - X[:30].min(0)) / (X[:30].max(0) - X[:30].min(0)))

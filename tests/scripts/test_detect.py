@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from anomaly_gym.agents import PolicyBundle, load_bundle, make_agent
+from anomaly_gym.detectors.stream import StreamDetector, split_window
 from anomaly_gym.envs import AnomalyDetectionEnv, Featurizer, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.scripts import cli, detect
 
@@ -143,29 +144,43 @@ def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, mo
     X, lines = _rows()
     extra = ["--contamination", contamination] if contamination else ["--threshold", 0.5]
     code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
-                             "--refit-every", 50, *extra, stdin="\n".join([HEADER, *lines]) + "\n")
+                             "--refit-every", 50, "--refit", "inline", *extra, stdin="\n".join([HEADER, *lines]) + "\n")
     assert code == 0, err
     rows = _table(out)
     assert len(rows) == 200 and list(rows[0])[-4:] == ["anomaly_score", "is_anomaly", "status", "error"]
     assert all(r["status"] == "warmup" and r["anomaly_score"] == "" for r in rows[:40])
     assert all(r["status"] == "ok" for r in rows[40:])
     scores = np.array([float(r["anomaly_score"]) for r in rows[40:]])
-    # rows 40..89: fitted on rows 0..39; rows 90..139: refitted on the window, rows 30..89
-    first = Featurizer(CONFIG).fit(X[:40])
+    # rows 40..89: fitted on rows 0..39 less the held-out ones; rows 90..139: refitted on
+    # the window, rows 30..89, less its held-out ones
+    fit1, _ = split_window(40)
+    fit2, _ = split_window(60)
+    first = Featurizer(CONFIG).fit(X[:40][fit1])
     expected = np.concatenate([bundle.anomaly_proba(first.transform(X[40:90])),
-                               bundle.anomaly_proba(Featurizer(CONFIG).fit(X[30:90]).transform(X[90:140]))])
+                               bundle.anomaly_proba(Featurizer(CONFIG).fit(X[30:90][fit2]).transform(X[90:140]))])
     np.testing.assert_allclose(scores[:100], expected, rtol=0, atol=1e-6)
     flags = [int(r["is_anomaly"]) for r in rows[40:]]
     if contamination is None:
         assert flags == [int(s > 0.5) for s in scores]
-    else:  # above the 0.8 quantile of the last 60 scores, seeded with the warm-up rows' own
-        history = list(bundle.anomaly_proba(first.transform(X[:40])))
-        want = []
-        for s in scores:
-            history = (history + [s])[-60:]
-            want.append(int(s > np.quantile(history, 0.8)))
-        assert flags == want
+    else:  # the library's stream detector, row by row
+        with StreamDetector(bundle, contamination=contamination, warmup=40, window=60, refit_every=50, background=False) as det:
+            want = [det.process_one(x) for x in X]
+        np.testing.assert_allclose([s for s, _ in want[40:]], scores, rtol=0, atol=1e-12)
+        assert flags == [f for _, f in want[40:]]
+        assert "conformal p-value <= 0.2" in err
     assert "200 rows read, 160 scored, 40 in warm-up, 0 errors" in err
+    assert "detectors fitted 4 time(s) (inline)" in err
+
+
+def test_stream_refits_in_the_background_by_default(tmp_path, model, capsys, monkeypatch):
+    _, lines = _rows()
+    code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
+                             "--refit-every", 20, stdin="\n".join([HEADER, *lines]) + "\n")
+    assert code == 0, err
+    rows = _table(out)
+    assert [r["status"] for r in rows] == ["warmup"] * 40 + ["ok"] * 160
+    assert all(0.0 <= float(r["anomaly_score"]) <= 1.0 for r in rows[40:])
+    assert "(in the background)" in err
 
 
 def test_stream_through_a_pipe_answers_each_row_before_the_next_arrives(bundle_path):
@@ -322,16 +337,6 @@ def test_the_numpy_policy_head_matches_torch(algo, bundle):
     lo, hi = Featurizer(b.featurizer_config).feature_bounds()
     feats = np.random.default_rng(2).uniform(lo, hi, size=(50, len(lo))).astype(np.float32)
     np.testing.assert_allclose([scorer.row(f) for f in feats], b.anomaly_proba(feats), rtol=0, atol=1e-6)
-
-
-def test_running_quantile_is_numpys_quantile_of_the_window():
-    rq = detect.RunningQuantile(0.1, window=25)
-    scores = np.random.default_rng(3).random(100)
-    for i, s in enumerate(scores):
-        flagged = rq(s)
-        window = scores[max(0, i - 24) : i + 1]
-        assert rq.value() == pytest.approx(np.quantile(window, 0.9), abs=1e-12)
-        assert flagged == (s > np.quantile(window, 0.9))
 
 
 @pytest.fixture(scope="module")
@@ -561,3 +566,20 @@ def test_internal_errors_are_not_bad_usage(tmp_path, model, capsys, monkeypatch)
     from anomaly_gym.envs.tasks import NonNumericDataError
 
     assert issubclass(NonNumericDataError, TypeError) and issubclass(NonNumericDataError, ValueError)  # bad data: exit 2
+
+
+def test_a_stream_with_values_near_float64s_limits_answers_every_row(model, capsys, monkeypatch):
+    # 1e308 and -1e308 in one window overflowed the scaling to NaN: StopIteration after 30 rows
+    values = np.round(np.random.default_rng(7).normal(size=(62, 3)), 4).astype(object)
+    values[30, 0], values[33, 0] = "1e308", "-1e308"
+    lines = [",".join(map(str, row)) for row in values]
+    code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 20, "--window", 60,
+                             "--refit-every", 10, stdin="\n".join(["a,b,c", *lines]) + "\n")
+    assert code == 0, err
+    rows = _table(out)
+    assert [",".join([r["a"], r["b"], r["c"]]) for r in rows] == lines
+    # beyond float32's range: those two rows are marked (with their lines), every other row is answered
+    expected = ["warmup"] * 20 + ["ok"] * 42
+    expected[30] = expected[33] = "error"
+    assert [r["status"] for r in rows] == expected
+    assert all(0.0 <= float(r["anomaly_score"]) <= 1.0 for r, s in zip(rows, expected) if s == "ok")
