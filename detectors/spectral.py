@@ -68,6 +68,10 @@ class TransferSpectralClustering(TransferDetector):
     in the ``"features"`` space the columns are the same detector features for every
     dataset, so the row graph already lives in a shared space.
 
+    Known limit: a group of fewer than ``n_neighbors`` target rows always links to rows
+    outside it and tends to be absorbed by a large cluster; such rows then score by their
+    distance to that cluster's centroid alone.
+
     Cost: the graph has at most ``max_source_rows + max_target_rows`` nodes and
     ``n_neighbors`` edges per node; the remaining target rows are scored out of sample
     (step 4 needs no embedding), so a 10,000-row target costs the same as a 3,000-row one.
