@@ -34,6 +34,10 @@ Each adversarial step (on a task's rows standardised with their own median / IQR
   & Scovel, JMLR 2005; Hempstalk, Frank & Witten, ECML 2008): without them, a
   discriminator only ever sees fakes where the generator puts them, and its output far
   from the data (where the anomalies are) is arbitrary;
+  In meta-training, a source with labels also adds its labelled anomalies to the fake
+  batch (``source_anomalies``): across tasks, the discriminator learns what "not normal"
+  looks like in the shared space, which is what the target's few unlabelled fine-tuning
+  steps start from;
 - the generator minimises ``BCE(D(G(z)), 1)`` (the non-saturating loss).
 
 Inputs are width-independent across datasets as in the transfer baselines
@@ -49,7 +53,7 @@ import numpy as np
 from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
 from anomaly_gym.detectors.base import SourceData
 from anomaly_gym.detectors.pyod_baselines import PyODDetector, _quiet
-from anomaly_gym.detectors.transfer import TransferDetector, _check_positive, _scaler
+from anomaly_gym.detectors.transfer import TransferDetector, _check_positive, _normal_rows, _scaler
 from anomaly_gym.envs.features import FeaturizerConfig
 
 
@@ -183,10 +187,12 @@ class _GANTask:
     until the reference rows around the bulk are too thin to draw a boundary.
     """
 
-    def __init__(self, Z: np.ndarray, device) -> None:
+    def __init__(self, Z: np.ndarray, device, anomalies: np.ndarray | None = None) -> None:
         import torch
 
         self.rows = torch.as_tensor(Z, dtype=torch.float32, device=device)
+        self.anomalies = (None if anomalies is None or not len(anomalies)
+                          else torch.as_tensor(anomalies, dtype=torch.float32, device=device))
         lo, hi = np.percentile(Z, [1.0, 99.0], axis=0)
         span = np.maximum(hi - lo, 1e-3)
         self.low = torch.as_tensor(lo - 0.5 * span, dtype=torch.float32, device=device)
@@ -231,6 +237,9 @@ class _AdversarialTrainer:
         index = torch.randint(n, (min(self.batch_size, n),), generator=self.gen).to(task.rows.device)
         real = task.rows[index]
         fake = self.fakes(task, len(real))
+        if task.anomalies is not None:  # a labelled source's anomalies are "not normal" too
+            pick = torch.randint(len(task.anomalies), (min(len(real), len(task.anomalies)),), generator=self.gen)
+            fake = torch.cat([fake, task.anomalies[pick.to(task.rows.device)]])
         self.opt_d.zero_grad()
         loss_d = self.discriminator_loss(real, fake.detach())
         loss_d.backward()
@@ -266,6 +275,8 @@ class MetaGANDetector(TransferDetector):
         hidden: Width of the hidden layers.
         background: Share of each fake batch drawn uniformly from the task's widened
             bounding box, in [0, 1).
+        source_anomalies: In meta-training, add a labelled source's anomalies to the fake
+            batch (labelled "not normal"); the target is never labelled.
         lr: Adam learning rate (inner loop and fine-tuning).
         batch_size: Real rows per step (and as many fakes).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -284,8 +295,9 @@ class MetaGANDetector(TransferDetector):
 
     def __init__(self, meta_iterations: int = 40, inner_steps: int = 20, meta_lr: float = 0.5,
                  finetune_steps: int = 100, latent_dim: int = 8, hidden: int = 64, background: float = 0.75,
-                 lr: float = 3e-4, batch_size: int = 128, device: str = "auto", feature_space: str = "auto",
-                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+                 source_anomalies: bool = True, lr: float = 3e-4, batch_size: int = 128, device: str = "auto",
+                 feature_space: str = "auto", featurizer: FeaturizerConfig | None = None,
+                 random_state: int | None = 0):
         self.meta_iterations = meta_iterations
         self.inner_steps = inner_steps
         self.meta_lr = meta_lr
@@ -293,6 +305,7 @@ class MetaGANDetector(TransferDetector):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.background = background
+        self.source_anomalies = source_anomalies
         self.lr = lr
         self.batch_size = batch_size
         self.device = device
@@ -324,7 +337,7 @@ class MetaGANDetector(TransferDetector):
         self._check_params()
         device = resolve_device(self.device)
         seed = seed_int(self.random_state)
-        source_rows, Zt = self._shared_space(X, source)
+        labelled, Zt = self._shared_space_labelled(X, source)
         self.target_scaler_ = _scaler(Zt)
         target = _GANTask(self.target_scaler_.transform(Zt), device)
         with seeded(seed):
@@ -332,7 +345,7 @@ class MetaGANDetector(TransferDetector):
             gen = torch.Generator(device="cpu").manual_seed(seed)
             meta = {k: v.detach().clone() for k, v in net.state_dict().items()}
             if self._meta_train and self.meta_iterations > 0:
-                tasks = [_GANTask(_scaler(Z).transform(Z), device) for Z in source_rows]
+                tasks = [self._source_task(i, Z, ys, device) for i, (Z, ys) in enumerate(labelled)]
                 draws = np.random.default_rng([seed, 1]).integers(len(tasks), size=self.meta_iterations)
                 for t in draws:
                     net.load_state_dict(meta)
@@ -351,6 +364,14 @@ class MetaGANDetector(TransferDetector):
         self.meta_state_ = {k: v.cpu() for k, v in meta.items()}
         self.finetune_losses_ = np.asarray(losses)
         self.network_ = net.cpu().eval()
+
+    def _source_task(self, index: int, Z: np.ndarray, y: np.ndarray | None, device) -> _GANTask:
+        """A source task: its normal rows as the real ones, its labelled anomalies (if used) as extra fakes."""
+        normal = _normal_rows(Z, y, index)
+        scaler = _scaler(Z)  # all rows, like the (contaminated) target's
+        anomalies = Z[y == 1] if (self.source_anomalies and y is not None and len(normal) < len(Z)) else None
+        return _GANTask(scaler.transform(normal), device,
+                        None if anomalies is None else scaler.transform(anomalies))
 
     def discriminator_loss(self, X, n_fake: int | None = None, random_state: int = 0, network=None) -> float:
         """The discriminator's loss on target rows ``X`` against seeded fakes (its training objective).

@@ -12,7 +12,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from anomaly_gym.detectors._torch import seed_int
 from anomaly_gym.detectors.base import SourceData
-from anomaly_gym.detectors.transfer import TransferDetector, _check_positive, _scaler
+from anomaly_gym.detectors.transfer import TransferDetector, _check_positive, _normal_rows, _scaler
 from anomaly_gym.envs.features import FeaturizerConfig
 
 
@@ -39,8 +39,9 @@ def local_scaling_affinity(Z: np.ndarray, n_neighbors: int) -> sparse.csr_matrix
 class TransferSpectralClustering(TransferDetector):
     """Transfer spectral clustering: a joint source-target graph, scored by distance to the large clusters.
 
-    Formulation.  Let ``S`` be the (normal) source rows and ``T`` the target rows in the
-    shared space, each dataset standardised with its own median / IQR, with at most
+    Formulation.  Let ``S`` be the source rows (normal rows, and labelled anomalies, see
+    below) and ``T`` the target rows in the shared space, each dataset standardised with its
+    own median / IQR (of all its rows: the target's include its anomalies too), with at most
     ``max_source_rows`` and ``max_target_rows`` rows drawn (seeded) for the graph.  On the
     joint rows ``J = [S; T]``:
 
@@ -52,16 +53,20 @@ class TransferSpectralClustering(TransferDetector):
        (Ng, Jordan & Weiss, NIPS 2001);
     3. each cluster ``k`` has a centroid ``c_k`` and a spread ``s_k`` (the median distance
        of its members to ``c_k``) in the shared space, and a size share ``w_k`` of ``J``.
-       Clusters with ``w_k >= min_cluster_share`` are the normal structure;
+       Clusters with ``w_k >= min_cluster_share`` whose source rows are not mostly labelled
+       anomalies are the normal structure (labelled sources put their anomalies in ``S``
+       too, ``source_anomalies``; if no cluster qualifies, the largest one not made mostly
+       of source anomalies counts);
     4. a row's score is ``min_k ||x - c_k|| / s_k`` over the large clusters: its distance to
        the structure it is closest to, in units of that structure's spread.  Rows of small
        clusters only get distances to large ones, so they score high (the large / small
        cluster rule of CBLOF, He, Xu & Deng, Pattern Recognition Letters 2003).
 
-    The source enters through the graph: its rows link the target's normal regions into
-    large clusters, while target rows with no source row nearby (in the shared,
-    dataset-relative space, where a dataset's anomalies share high percentile ranks) are
-    left in small clusters of their own.  This is the joint-graph form of transfer spectral
+    The source enters through the graph: its normal rows link the target's normal regions
+    into large clusters, while target rows with no source row nearby are left in small
+    clusters of their own; and in the shared, dataset-relative space, where every dataset's
+    anomalies share high percentile ranks, the target's anomalies tend to join the clusters
+    of the sources' labelled anomalies, which are not normal structure.  This is the joint-graph form of transfer spectral
     clustering (Jiang & Chung, "Transfer spectral clustering", ECML PKDD 2012), which
     clusters the target together with auxiliary data; their method also co-clusters the
     features (a bipartite row-feature graph shared by both domains), which is left out here:
@@ -83,6 +88,9 @@ class TransferSpectralClustering(TransferDetector):
             normal structure (the largest cluster always counts).
         max_source_rows: Source rows in the graph (pooled, drawn evenly from every source).
         max_target_rows: Target rows in the graph.
+        source_anomalies: Put a labelled source's anomalies in the graph too (as many, in
+            proportion, as its normal rows drawn); clusters whose source rows are mostly
+            labelled anomalies are not normal structure.
         feature_space: ``"auto"``, ``"raw"`` or ``"features"`` (see :mod:`anomaly_gym.detectors.transfer`).
         featurizer: Featurizer configuration of the ``"features"`` space.
         random_state: Seed of the row draws, the eigensolver and k-means.
@@ -92,18 +100,21 @@ class TransferSpectralClustering(TransferDetector):
         cluster_spread_: Spreads ``s_k``.
         cluster_share_: Size shares ``w_k`` of the joint rows.
         cluster_source_share_: Share of each cluster's members that are source rows.
+        cluster_anomaly_share_: Share of each cluster's source rows that are labelled anomalies.
         large_: Mask of the clusters that count as normal structure.
         target_scaler_: Robust scaler fitted on the target rows.
     """
 
     def __init__(self, n_clusters: int = 8, n_neighbors: int = 15, min_cluster_share: float = 0.05,
-                 max_source_rows: int = 2000, max_target_rows: int = 3000, feature_space: str = "auto",
-                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+                 max_source_rows: int = 2000, max_target_rows: int = 3000, source_anomalies: bool = True,
+                 feature_space: str = "auto", featurizer: FeaturizerConfig | None = None,
+                 random_state: int | None = 0):
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
         self.min_cluster_share = min_cluster_share
         self.max_source_rows = max_source_rows
         self.max_target_rows = max_target_rows
+        self.source_anomalies = source_anomalies
         self.feature_space = feature_space
         self.featurizer = featurizer
         self.random_state = random_state
@@ -115,35 +126,55 @@ class TransferSpectralClustering(TransferDetector):
             raise ValueError(f"min_cluster_share must be in [0, 1), got {self.min_cluster_share}")
         seed = seed_int(self.random_state)
         rng = np.random.default_rng([seed, 3])
-        source_rows, Zt = self._shared_space(X, source)
-        per_source = max(1, self.max_source_rows // len(source_rows))
-        S = np.vstack([_draw(_scaler(Z).transform(Z), per_source, rng) for Z in source_rows])
+        labelled, Zt = self._shared_space_labelled(X, source)
+        per_source = max(1, self.max_source_rows // len(labelled))
+        S, S_anomalous = [], []
+        for i, (Z, ys) in enumerate(labelled):
+            normal = _normal_rows(Z, ys, i)
+            scaler = _scaler(Z)  # all rows, like the (contaminated) target's
+            rows = _draw(scaler.transform(normal), per_source, rng)
+            S.append(rows)
+            S_anomalous.append(np.zeros(len(rows), dtype=bool))
+            if self.source_anomalies and ys is not None and len(normal) < len(Z):
+                # As many of the labelled anomalies as the draw keeps of the normal rows, proportionally.
+                anomalies = scaler.transform(Z[ys == 1])
+                keep = max(1, int(round(len(anomalies) * len(rows) / len(normal))))
+                S.append(_draw(anomalies, keep, rng))
+                S_anomalous.append(np.ones(len(S[-1]), dtype=bool))
+        S, S_anomalous = np.vstack(S), np.concatenate(S_anomalous)
         self.target_scaler_ = _scaler(Zt)
         T = _draw(self.target_scaler_.transform(Zt), self.max_target_rows, rng)
         J = np.vstack([S, T])
         is_source = np.r_[np.ones(len(S), dtype=bool), np.zeros(len(T), dtype=bool)]
+        is_anomaly = np.r_[S_anomalous, np.zeros(len(T), dtype=bool)]
         k = max(1, min(int(self.n_clusters), len(np.unique(J, axis=0))))
         labels = self._spectral_labels(J, k, seed)
-        centers, spread, share, source_share = [], [], [], []
+        centers, spread, share, source_share, anomaly_share = [], [], [], [], []
         for c in range(k):
-            members = J[labels == c]
-            if not len(members):
+            in_c = labels == c
+            if not in_c.any():
                 continue
+            members = J[in_c]
             centre = members.mean(axis=0)
             dist = np.linalg.norm(members - centre, axis=1)
             centers.append(centre)
             spread.append(float(np.median(dist)))
             share.append(len(members) / len(J))
-            source_share.append(float(is_source[labels == c].mean()))
+            source_share.append(float(is_source[in_c].mean()))
+            n_source = int(is_source[in_c].sum())
+            anomaly_share.append(float(is_anomaly[in_c].sum() / n_source) if n_source else 0.0)
         self.cluster_centers_ = np.asarray(centers)
         self.cluster_share_ = np.asarray(share)
         self.cluster_source_share_ = np.asarray(source_share)
+        self.cluster_anomaly_share_ = np.asarray(anomaly_share)
         spread = np.asarray(spread)
         positive = spread[spread > 1e-12]
         floor = 1e-3 * (np.median(positive) if positive.size else 1.0)
         self.cluster_spread_ = np.maximum(spread, floor)
-        self.large_ = self.cluster_share_ >= self.min_cluster_share
-        self.large_[np.argmax(self.cluster_share_)] = True
+        normal = (self.cluster_share_ >= self.min_cluster_share) & (self.cluster_anomaly_share_ <= 0.5)
+        if not normal.any():
+            normal[np.argmax(np.where(self.cluster_anomaly_share_ <= 0.5, self.cluster_share_, -1.0))] = True
+        self.large_ = normal
 
     def _spectral_labels(self, J: np.ndarray, k: int, seed: int) -> np.ndarray:
         if k == 1:

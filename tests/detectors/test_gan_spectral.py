@@ -113,3 +113,22 @@ def test_spectral_graph_is_bounded_by_the_row_caps():
     # Shares are multiples of 1 / 250: the graph held 2 x 50 source rows and 150 target rows.
     np.testing.assert_allclose(det.cluster_share_ * 250, np.round(det.cluster_share_ * 250), atol=1e-9)
     assert det.decision_scores_.shape == (800,)
+
+
+def test_clusters_of_labelled_source_anomalies_are_not_normal_structure():
+    rng = np.random.default_rng(0)
+    blobs = np.array([[0.0, 0.0], [8.0, 0.0]])
+    odd = np.array([4.0, 8.0])
+    source = np.vstack([c + rng.normal(size=(200, 2)) for c in blobs] + [odd + 0.3 * rng.normal(size=(60, 2))])
+    source_y = np.r_[np.zeros(400), np.ones(60)].astype(int)
+    target = np.vstack([c + 0.3 + rng.normal(size=(200, 2)) for c in blobs] + [odd + 0.3 * rng.normal(size=(60, 2))])
+    kwargs = {"n_clusters": 3, "n_neighbors": 10}
+    with_labels = TransferSpectralClustering(**kwargs).fit(target, source=(source, source_y))
+    odd_cluster = np.argmax(with_labels.cluster_anomaly_share_)
+    assert with_labels.cluster_anomaly_share_[odd_cluster] == pytest.approx(1.0)
+    assert not with_labels.large_[odd_cluster] and with_labels.large_.sum() == 2
+    assert with_labels.decision_scores_[-60:].min() > with_labels.decision_scores_[:-60].max()
+    # Without the source's anomalies the odd group (60 of 460 target rows) is a large cluster.
+    without = TransferSpectralClustering(source_anomalies=False, **kwargs).fit(target, source=(source, source_y))
+    assert without.large_.all()
+    assert np.median(without.decision_scores_[-60:]) < np.median(without.decision_scores_[:-60]) * 2
