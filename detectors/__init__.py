@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from anomaly_gym.detectors.base import BaseDetector, check_labels, check_source, check_X
+from anomaly_gym.detectors.gan import MetaGANDetector, MOGAALDetector, ScratchGANDetector, SOGAALDetector
 from anomaly_gym.detectors.pyod_baselines import (
     DEFAULT_BANK,
     ADEngineDetector,
@@ -46,6 +47,7 @@ from anomaly_gym.detectors.transfer import (
     PrototypeMetaClustering,
     TransferDetector,
 )
+from anomaly_gym.detectors.spectral import TransferSpectralClustering
 
 #: Registered detectors, name -> class.  Unsupervised, then semi-supervised, then transfer.
 DETECTORS: dict[str, type[BaseDetector]] = {
@@ -59,6 +61,8 @@ DETECTORS: dict[str, type[BaseDetector]] = {
     "ocsvm": OCSVMDetector,
     "cblof": CBLOFDetector,
     "autoencoder": AutoEncoderDetector,
+    "so_gaal": SOGAALDetector,
+    "mo_gaal": MOGAALDetector,
     "deepsvdd": DeepSVDDDetector,
     "mean_rank": MeanRankEnsemble,
     "adengine": ADEngineDetector,
@@ -70,6 +74,9 @@ DETECTORS: dict[str, type[BaseDetector]] = {
     "coral_kmeans": CORALKMeans,
     "dtc": DeepTransferClustering,
     "prototype_meta": PrototypeMetaClustering,
+    "transfer_spectral": TransferSpectralClustering,
+    "meta_gan": MetaGANDetector,
+    "gan_scratch": ScratchGANDetector,
 }
 
 
@@ -119,13 +126,18 @@ __all__ = [
     "IForestDetector",
     "KNNDetector",
     "LOFDetector",
+    "MOGAALDetector",
     "MeanRankEnsemble",
+    "MetaGANDetector",
     "ModelTransferKMeans",
     "OCSVMDetector",
     "PCADetector",
     "PrototypeMetaClustering",
     "PyODDetector",
+    "SOGAALDetector",
+    "ScratchGANDetector",
     "TransferDetector",
+    "TransferSpectralClustering",
     "XGBODDetector",
     "check_X",
     "check_labels",

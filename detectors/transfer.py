@@ -74,6 +74,11 @@ class TransferDetector(BaseDetector):
 
     def _shared_space(self, X: np.ndarray, sources: list[SourceData]) -> tuple[list[np.ndarray], np.ndarray]:
         """Resolve the space; return each source's normal rows and the target rows in it."""
+        labelled, Zt = self._shared_space_labelled(X, sources)
+        return [_normal_rows(Zs, ys, i) for i, (Zs, ys) in enumerate(labelled)], Zt
+
+    def _shared_space_labelled(self, X: np.ndarray, sources: list[SourceData]) -> tuple[list[SourceData], np.ndarray]:
+        """Resolve the space; return every source's rows in it with their labels, and the target rows."""
         space = getattr(self, "feature_space", "auto")
         if space not in FEATURE_SPACES:
             raise ValueError(f"feature_space must be one of {FEATURE_SPACES}, got {space!r}")
@@ -88,10 +93,7 @@ class TransferDetector(BaseDetector):
             )
         self.feature_space_ = space
         self.target_featurizer_ = None
-        source_rows = []
-        for i, (Xs, ys) in enumerate(sources):
-            Zs = self._featurize(Xs) if space == "features" else Xs
-            source_rows.append(_normal_rows(Zs, ys, i))
+        source_rows = [(self._featurize(Xs) if space == "features" else Xs, ys) for Xs, ys in sources]
         if space == "features":
             self.target_featurizer_ = self._new_featurizer().fit(X)
             Zt = self.target_featurizer_.transform(X).astype(np.float64)
@@ -126,7 +128,7 @@ def _normal_rows(Z: np.ndarray, y: np.ndarray | None, index: int) -> np.ndarray:
     normal = Z[y == 0]
     if len(normal) < 2:
         warnings.warn(f"source dataset {index} has fewer than 2 rows labelled normal; all its rows are used",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=5)
         return Z
     return normal
 

@@ -68,6 +68,12 @@ COLUMNS = ("dataset", "method", "protocol", "labels", "seed", "auroc", "auprc", 
 UNSUPERVISED = ("iforest", "ecod", "copod", "hbos", "knn", "lof", "pca", "ocsvm", "cblof", "autoencoder", "mean_rank")
 #: Transfer-clustering baselines run by default.
 TRANSFER = ("feature_transfer_kmeans", "model_transfer_kmeans", "coral_kmeans", "dtc", "prototype_meta")
+#: GAN-based baselines (PyOD's GAAL pair, the Reptile meta-GAN and its from-scratch twin) and
+#: transfer spectral clustering: opt-in (``--methods default,gan,spectral``), not in the default set.
+GAN = ("so_gaal", "mo_gaal", "meta_gan", "gan_scratch")
+SPECTRAL = ("transfer_spectral",)
+#: Names that stand for a group of methods in ``--methods``.
+GROUPS = {"gan": GAN, "spectral": SPECTRAL}
 #: Label-aware baselines run by default in the few-shot protocol.
 LABEL_AWARE = ("xgbod", "devnet", "gradient_boosting")
 POLICY = "policy"
@@ -104,7 +110,8 @@ def add_parser(sub) -> None:
                    help="few-shot: shares of the training part's anomalies to label, e.g. 0.01,0.05 (round(r * n), at least 1)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of the split, the label draw and the methods (default 3)")
     p.add_argument("--methods", default=None, metavar="M,...",
-                   help="methods to run (detector names, 'policy', or 'default' for the default set); default: the policy, "
+                   help="methods to run (detector names, 'policy', 'default' for the default set, 'gan' for "
+                   f"{', '.join(GAN)}, 'spectral' for {', '.join(SPECTRAL)}); default: the policy, "
                    f"{', '.join(UNSUPERVISED)}, {', '.join(TRANSFER)}, and in few-shot {', '.join(LABEL_AWARE)}")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--model", type=Path, default=None, metavar="BUNDLE",
@@ -217,10 +224,11 @@ def resolve_methods(text: str | None, settings: Sequence[Setting]) -> list[str]:
     for token in (t.strip().lower() for t in text.split(",")):
         if not token:
             continue
-        names += default if token == "default" else [token]
+        names += default if token == "default" else list(GROUPS.get(token, (token,)))
     unknown = [n for n in names if n not in DETECTORS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from 'policy', 'default' and {sorted(DETECTORS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from 'policy', 'default', {sorted(GROUPS)} "
+                         f"and {sorted(DETECTORS)}")
     if not names:
         raise ValueError("--methods is empty")
     if not few:

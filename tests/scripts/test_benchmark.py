@@ -375,3 +375,14 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "not among the targets" in capsys.readouterr().err
     assert main(base + ["--methods", "iforest", "--protocol", "few-shot", "--labels", "none"]) == 2
     assert "needs --labels" in capsys.readouterr().err
+
+
+def test_gan_and_spectral_groups_are_opt_in():
+    from anomaly_gym.scripts.benchmark import GAN, SPECTRAL, resolve_methods
+
+    zero = [Setting("zero-shot")]
+    default = resolve_methods(None, zero)
+    assert not set(GAN + SPECTRAL) & set(default)
+    chosen = resolve_methods("iforest,gan,spectral", zero)
+    assert chosen == ["iforest", "so_gaal", "mo_gaal", "meta_gan", "gan_scratch", "transfer_spectral"]
+    assert resolve_methods("default,gan", zero) == default + list(GAN)
