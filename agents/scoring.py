@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+
 import numpy as np
 
 logger = logging.getLogger(__name__)

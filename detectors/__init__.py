@@ -39,6 +39,7 @@ from anomaly_gym.detectors.pyod_baselines import (
     XGBODDetector,
     percentile_rank,
 )
+from anomaly_gym.detectors.spectral import TransferSpectralClustering
 from anomaly_gym.detectors.transfer import (
     CORALKMeans,
     DeepTransferClustering,
@@ -47,7 +48,6 @@ from anomaly_gym.detectors.transfer import (
     PrototypeMetaClustering,
     TransferDetector,
 )
-from anomaly_gym.detectors.spectral import TransferSpectralClustering
 
 #: Registered detectors, name -> class.  Unsupervised, then semi-supervised, then transfer.
 DETECTORS: dict[str, type[BaseDetector]] = {

@@ -49,7 +49,6 @@ width, every dataset goes through its own :class:`~anomaly_gym.envs.features.Fea
 from __future__ import annotations
 
 import numpy as np
-
 from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
 from anomaly_gym.detectors.base import SourceData
 from anomaly_gym.detectors.pyod_baselines import PyODDetector, _quiet
@@ -221,9 +220,8 @@ class _AdversarialTrainer:
         return torch.cat([self.net["generator"](z), box])
 
     def discriminator_loss(self, real, fake):
-        from torch.nn.functional import binary_cross_entropy_with_logits as bce
-
         import torch
+        from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
         d_real, d_fake = self.net["discriminator"](real), self.net["discriminator"](fake)
         return bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
@@ -338,7 +336,6 @@ class MetaGANDetector(TransferDetector):
 
     def _fit(self, X, y, source: list[SourceData] | None) -> None:
         import torch
-
         from anomaly_gym.meta.reptile import reptile_update
 
         self._check_params()
@@ -391,7 +388,6 @@ class MetaGANDetector(TransferDetector):
                 loaded with :attr:`meta_state_` gives the loss of the initialisation.
         """
         import torch
-
         from anomaly_gym.detectors.base import check_X
 
         X = check_X(X)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from anomaly_gym.detectors._torch import seeded
 from anomaly_gym.detectors.base import BaseDetector, SourceData
 
@@ -56,7 +55,7 @@ class PolicyDetector(BaseDetector):
         return load_bundle(Path(self.model), device=self.device)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, source: list[SourceData] | None) -> None:
-        from anomaly_gym.meta.adapt import AdaptSettings, adapt
+        from anomaly_gym.meta.adapt import adapt
 
         labels = None
         if self.adapt_with_labels and y is not None and y.sum() >= 2:

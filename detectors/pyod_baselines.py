@@ -31,11 +31,10 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
-from sklearn.base import clone
-
 from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
 from anomaly_gym.detectors.base import BaseDetector
 from anomaly_gym.envs.features import percentile_rank
+from sklearn.base import clone
 
 logger = logging.getLogger(__name__)
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import sparse
-from sklearn.cluster import KMeans
-from sklearn.manifold import spectral_embedding
-from sklearn.neighbors import NearestNeighbors
-
 from anomaly_gym.detectors._torch import seed_int
 from anomaly_gym.detectors.base import SourceData
 from anomaly_gym.detectors.transfer import TransferDetector, _check_positive, _normal_rows, _scaler
 from anomaly_gym.envs.features import FeaturizerConfig
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.manifold import spectral_embedding
+from sklearn.neighbors import NearestNeighbors
 
 
 def local_scaling_affinity(Z: np.ndarray, n_neighbors: int) -> sparse.csr_matrix:

@@ -60,7 +60,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 from anomaly_gym.envs.stream import FastFeaturizer, cache_pyod_kernels
 

@@ -43,15 +43,13 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
+from anomaly_gym.detectors.base import BaseDetector, SourceData, check_X
+from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 from sklearn.cluster import KMeans
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import pairwise_distances_argmin_min
 from sklearn.preprocessing import RobustScaler
-
-from anomaly_gym.detectors._torch import resolve_device, seed_int, seeded
-from anomaly_gym.detectors.base import BaseDetector, SourceData, check_X
-from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
-
 
 FEATURE_SPACES = ("auto", "raw", "features")
 

@@ -5,13 +5,12 @@ stable-baselines3 VecEnv) is imported on first use, so that importing the packag
 not import stable-baselines3 and torch.
 """
 
-from gymnasium.envs.registration import register, registry
-
 from anomaly_gym.envs.detect import AnomalyDetectionEnv
-from anomaly_gym.envs.series import Series, load_nab_dir, make_synthetic_series, synthetic_suite
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_split, featurize_task
+from anomaly_gym.envs.series import Series, load_nab_dir, make_synthetic_series, synthetic_suite
 from anomaly_gym.envs.sources import builtin_suite, load_adbench_dir, load_csv, load_npz, load_tasks, make_synthetic_task
 from anomaly_gym.envs.tasks import Split, Task, benchmark_split, check_training_task, make_task, subsample
+from gymnasium.envs.registration import register, registry
 
 ENV_ID = "AnomalyGym/Detect-v0"
 STREAM_ENV_ID = "AnomalyGym/Stream-v0"

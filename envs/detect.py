@@ -6,11 +6,10 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
-
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_task
 from anomaly_gym.envs.sources import training_pool
 from anomaly_gym.envs.tasks import Task, check_training_task
+from gymnasium import spaces
 
 
 class AnomalyDetectionEnv(gym.Env):

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-
 from anomaly_gym.envs.tasks import Task, check_training_task, make_task
 
 SYNTHETIC_TYPES = ("local", "global", "dependency", "clustered")

@@ -56,7 +56,6 @@ from collections import deque
 from typing import Callable
 
 import numpy as np
-
 from anomaly_gym.envs import features as _features
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 

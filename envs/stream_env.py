@@ -7,10 +7,9 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
-
 from anomaly_gym.envs.series import Series, synthetic_suite
 from anomaly_gym.envs.temporal import FEATURE_NAMES, TemporalFeaturizer
+from gymnasium import spaces
 
 #: The observation's last feature: how long ago the agent last flagged.
 SINCE_FLAG = "self/since_flag"

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from anomaly_gym.envs.stream_env import OBSERVATION_NAMES, since_flag_feature
 from anomaly_gym.envs.temporal import TemporalConfig, TemporalFeaturizer, to_epoch_seconds
 

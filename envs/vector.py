@@ -14,13 +14,12 @@ from typing import Any, Literal, Sequence
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
-from gymnasium.utils import seeding
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
-
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_task
 from anomaly_gym.envs.sources import training_pool
 from anomaly_gym.envs.tasks import Task, check_training_task
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 RngMode = Literal["batched", "per_env"]
 

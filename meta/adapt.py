@@ -35,14 +35,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.special import expit
-from scipy.stats import spearmanr
-from sklearn.metrics import roc_auc_score
-
 from anomaly_gym.agents.bundle import PolicyBundle
 from anomaly_gym.agents.factory import ALGORITHMS, anomaly_proba, policy_margin, quiet_logger
 from anomaly_gym.agents.head import HeadSettings, fit_head
 from anomaly_gym.envs.tasks import Task, make_task
+from scipy.special import expit
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 logger = logging.getLogger(__name__)
 
@@ -380,9 +379,8 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
 
 def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, settings: AdaptSettings, seed: int, name: str, *, pseudo: bool) -> dict:
     """PPO/A2C updates on the labelled rows; keeps the adapted weights only if they beat the unadapted ones on held-out rows."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
     from anomaly_gym.envs.detect import AnomalyDetectionEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv
 
     model = bundle.model
     if bundle.algo == "dqn":

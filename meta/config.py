@@ -133,7 +133,6 @@ class TrainConfig:
     def to_documented_toml(self) -> str:
         """The config as TOML with each field's documentation above it (how configs/default.toml is written)."""
         import tomli_w
-
         from anomaly_gym.meta.config import _field_docs
 
         lines = [

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
-
 from anomaly_gym.envs.features import FeaturizerConfig, featurize_split
 from anomaly_gym.envs.tasks import Task, benchmark_split
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-
 from anomaly_gym.envs.series import load_windows, windows_to_rows  # noqa: F401  (NAB's file layout, re-exported)
 
 
@@ -207,7 +206,7 @@ def sweep_thresholds(prepared: Sequence[PreparedFile], scores: Sequence[np.ndarr
     """
     if len(prepared) != len(scores):
         raise ValueError(f"one score array per file: {len(scores)} arrays for {len(prepared)} files")
-    s_all, w_all, win_all, fp_all = [], [], [], []
+    s_all, w_all, win_all = [], [], []
     base, offset = 0.0, 0
     for prep, sc in zip(prepared, scores):
         sc = np.asarray(sc, dtype=np.float64)

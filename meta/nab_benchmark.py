@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from anomaly_gym.envs.series import Series, load_nab_dir, synthetic_suite
-from anomaly_gym.envs.stream_policy import StreamPolicy, TemporalScorer
+from anomaly_gym.envs.stream_policy import TemporalScorer
 from anomaly_gym.meta import nab
 from anomaly_gym.meta.stream_training import featurize_series, score_series_with_policy, train_stream_policy
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-
 from anomaly_gym.envs.tasks import Task, check_training_task
 
 

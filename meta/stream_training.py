@@ -15,7 +15,6 @@ import time
 from typing import Sequence
 
 import numpy as np
-
 from anomaly_gym.envs.series import Series
 from anomaly_gym.envs.stream_env import OBSERVATION_NAMES, StreamDetectionEnv
 from anomaly_gym.envs.stream_policy import StreamPolicy, score_with_feedback
@@ -83,10 +82,9 @@ def train_stream_policy(
         device: Torch device of PPO.
         **ppo_kwargs: Passed to SB3's PPO (``learning_rate``, ``n_steps``, ``gamma`` ...).
     """
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
-
     from anomaly_gym.agents import make_agent
     from anomaly_gym.agents.monotone import MonotoneLogitCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
     train = [s for s in series if s.windows]
     if not train:

@@ -11,10 +11,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
-from stable_baselines3.common.vec_env import VecMonitor
-
 from anomaly_gym.agents.bundle import PolicyBundle
 from anomaly_gym.agents.factory import ALGORITHMS, make_agent, resolve_device
 from anomaly_gym.envs.sources import load_tasks
@@ -23,6 +19,9 @@ from anomaly_gym.meta.config import TrainConfig
 from anomaly_gym.meta.evaluate import evaluate_feature_columns, evaluate_iforest, evaluate_policy, mean_metric, prepare_validation
 from anomaly_gym.meta.reptile import Reptile
 from anomaly_gym.meta.sampler import TaskSampler
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import TensorBoardOutputFormat, configure
+from stable_baselines3.common.vec_env import VecMonitor
 
 logger = logging.getLogger(__name__)
 

@@ -140,10 +140,9 @@ def _batch(args, workdir: Path, model: Path) -> None:
 
 
 def _stream(args, workdir: Path, model: Path) -> None:
-    from threadpoolctl import threadpool_limits
-
     from anomaly_gym.scripts import detect
     from anomaly_gym.scripts.cli import build_parser
+    from threadpoolctl import threadpool_limits
 
     warmup = 256
     data = workdir / "stream.csv"

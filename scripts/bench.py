@@ -106,13 +106,12 @@ def run_env(args: argparse.Namespace) -> int:
     """Env-steps/s of a per-object loop vs :class:`BatchedDetectEnv`, then SB3 PPO steps/s on the batched env."""
     import numpy as np
     import torch
+    from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, builtin_suite, featurize_task
+    from anomaly_gym.envs.vector import BatchedDetectEnv, resolve_backend
     from rich.progress import track
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
-
-    from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, builtin_suite, featurize_task
-    from anomaly_gym.envs.vector import BatchedDetectEnv, resolve_backend
 
     n = args.n_envs
     for name in ("n_envs", "episode_length", "repeats", "ppo_n_steps", "ppo_batch_size", "ppo_epochs", "torch_threads"):

@@ -19,10 +19,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
-    from rich.console import Console
-    from rich.table import Table
-    from sklearn.metrics import roc_auc_score
-
     from anomaly_gym.envs import benchmark_split
     from anomaly_gym.meta.adapt import adapt, few_shot_labels
     from anomaly_gym.meta.config import TrainConfig
@@ -30,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from anomaly_gym.meta.training import MetaTrainer, make_run_path
     from anomaly_gym.scripts.cli import main as cli
     from anomaly_gym.scripts.train import print_validation_table
+    from rich.console import Console
+    from rich.table import Table
+    from sklearn.metrics import roc_auc_score
 
     console = Console()
     cfg = TrainConfig(

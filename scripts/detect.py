@@ -206,9 +206,8 @@ def _error_kind(reason: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from threadpoolctl import threadpool_limits
-
     from anomaly_gym.scripts._csvio import parse_columns
+    from threadpoolctl import threadpool_limits
 
     _check_args(args)
     columns = parse_columns(args.columns)
@@ -339,10 +338,10 @@ def _broken_pipe(summary: Summary) -> int:
 
 
 def run_batch(args, bundle, columns, fmt: str) -> int:
-    from anomaly_gym.envs.features import Featurizer
     from anomaly_gym.agents.scoring import PolicyScorer
-    from anomaly_gym.envs.stream import FastFeaturizer
     from anomaly_gym.envs.csvio import read_table
+    from anomaly_gym.envs.features import Featurizer
+    from anomaly_gym.envs.stream import FastFeaturizer
 
     _default_rule(args)
     summary = Summary("batch", args.on_error)

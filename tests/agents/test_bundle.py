@@ -2,7 +2,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from anomaly_gym.agents import PolicyBundle, anomaly_proba, load_bundle, make_agent, resolve_device
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
 
@@ -91,8 +90,8 @@ def test_cuda_bundle_scores_match_cpu(task, tmp_path):
 
 
 def _headed_bundle(task):
-    from anomaly_gym.agents.head import HeadSettings, fit_head
     from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.agents.head import HeadSettings, fit_head
 
     env = AnomalyDetectionEnv(tasks=[task], featurizer=SMALL)
     bundle = PolicyBundle(make_agent("ppo", env, net_arch=[], device="cpu", n_steps=16, batch_size=16), SMALL)

@@ -6,7 +6,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from anomaly_gym.agents import default_bundle_path, load_default_bundle
 from anomaly_gym.envs import FeaturizerConfig
 

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-
 from anomaly_gym.agents import anomaly_proba, make_agent
 from anomaly_gym.agents.monotone import MonotoneLogitCallback, monotone_columns, project_monotone
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 SMALL = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
 

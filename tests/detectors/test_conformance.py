@@ -11,18 +11,13 @@ source made by the same generator with another seed.
 from __future__ import annotations
 
 import functools
-import tempfile
-from pathlib import Path
-
 import pickle
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
-from sklearn.metrics import roc_auc_score
-
 from anomaly_gym.detectors import (
     DETECTORS,
     BaseDetector,
@@ -40,6 +35,9 @@ from anomaly_gym.detectors import (
 from anomaly_gym.detectors.transfer import gaussian_mmd, lloyd_steps, trimmed_mean_cov
 from anomaly_gym.envs import benchmark_split, make_synthetic_task
 from anomaly_gym.envs.features import FeaturizerConfig
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
 
 NAMES = sorted(DETECTORS)
 

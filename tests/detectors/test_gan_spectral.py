@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from anomaly_gym.detectors import MetaGANDetector, ScratchGANDetector, TransferSpectralClustering
 from anomaly_gym.detectors.spectral import local_scaling_affinity
 from anomaly_gym.envs import make_synthetic_task

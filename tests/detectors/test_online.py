@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from anomaly_gym.detectors.online import HalfSpaceTreesStream, RollingZScore, WindowedGaussian
 
 

@@ -5,7 +5,6 @@ import random
 
 import numpy as np
 import pytest
-
 from anomaly_gym.agents import PolicyBundle, load_default_bundle, make_agent
 from anomaly_gym.detectors.stream import ConformalReference, StreamDetector, split_window
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task

@@ -7,10 +7,9 @@ import io
 
 import numpy as np
 import pytest
+from anomaly_gym.envs.csvio import CsvReader, InputError, format_row, read_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from anomaly_gym.envs.csvio import CsvReader, InputError, format_row, read_table
 
 
 def _read(data: bytes, **kwargs):

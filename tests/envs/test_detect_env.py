@@ -7,11 +7,10 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
-
 from anomaly_gym.envs import ENV_ID, AnomalyDetectionEnv, Featurizer, FeaturizerConfig, featurize_task
 from anomaly_gym.envs.sources import make_synthetic_task
 from anomaly_gym.envs.tasks import Task, make_task
+from gymnasium.utils.env_checker import check_env
 
 TINY = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
 # tabular environments built like Detect-v0 (Stream-v0 has its own tests)

@@ -7,8 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
-
 from anomaly_gym.envs import features
 from anomaly_gym.envs.features import (
     DEFAULT_DETECTORS,
@@ -18,6 +16,7 @@ from anomaly_gym.envs.features import (
     parse_detector_spec,
 )
 from anomaly_gym.envs.sources import make_synthetic_task
+from sklearn.metrics import roc_auc_score
 
 TINY = ("iforest", "ecod", "hbos")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from anomaly_gym.envs.sources import (
     SYNTHETIC_TYPES,
     builtin_suite,

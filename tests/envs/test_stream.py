@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from anomaly_gym.envs.features import PRESETS, Featurizer, FeaturizerConfig
 from anomaly_gym.envs.stream import SMALL_BATCH, FastFeaturizer, SlidingWindowFeaturizer, _Fallback
 

@@ -7,12 +7,11 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
-
 from anomaly_gym.envs import STREAM_ENV_ID
 from anomaly_gym.envs.series import ANOMALY_KINDS, Series, make_synthetic_series, synthetic_suite
 from anomaly_gym.envs.stream_env import OBSERVATION_NAMES, StreamDetectionEnv, since_flag_feature
 from anomaly_gym.meta import nab
+from gymnasium.utils.env_checker import check_env
 
 
 @pytest.fixture(scope="module")

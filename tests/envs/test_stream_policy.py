@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from anomaly_gym.envs.series import make_synthetic_series
 from anomaly_gym.envs.stream_env import OBSERVATION_NAMES
 from anomaly_gym.envs.stream_policy import StreamPolicy, TemporalScorer, policy_margin, score_with_feedback

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-
 from anomaly_gym.envs import make_synthetic_task
 from anomaly_gym.envs.tasks import MIN_ROWS, Task, benchmark_split, check_training_task, make_task, subsample
 

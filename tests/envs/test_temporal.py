@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from anomaly_gym.envs.series import make_synthetic_series
 from anomaly_gym.envs.temporal import FEATURE_NAMES, TemporalConfig, TemporalFeaturizer, lag_rows_for, to_epoch_seconds
 

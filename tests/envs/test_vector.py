@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, featurize_task, make_synthetic_task
+from anomaly_gym.envs.vector import BatchedDetectEnv
 from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
-
-from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, featurize_task, make_synthetic_task
-from anomaly_gym.envs.vector import BatchedDetectEnv
 
 CFG = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
 

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
-
 from anomaly_gym.agents import PolicyBundle, make_agent
-from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.agents.head import HeadSettings
+from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
+from sklearn.metrics import roc_auc_score
 
 SMALL = FeaturizerConfig(detectors=("iforest", "ecod", "hbos", "knn"))
 FAST = AdaptSettings(max_updates=12, patience=12, n_envs=4, n_steps=32)

@@ -1,7 +1,6 @@
 """``--set KEY=VALUE``: values typed by the config's declared field types; clear errors."""
 
 import pytest
-
 from anomaly_gym.meta.config import TrainConfig, parse_override
 
 

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from anomaly_gym.envs.series import load_nab_dir
 from anomaly_gym.meta import nab
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from anomaly_gym.envs.series import load_nab_dir, make_synthetic_series
 from anomaly_gym.envs.stream_policy import StreamPolicy
 from anomaly_gym.meta import nab

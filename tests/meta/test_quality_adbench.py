@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from anomaly_gym.meta.config import TrainConfig
 from anomaly_gym.meta.evaluate import mean_metric
 from anomaly_gym.meta.training import MetaTrainer

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from anomaly_gym.meta.reptile import Reptile, reptile_update
 
 

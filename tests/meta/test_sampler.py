@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from anomaly_gym.envs import make_synthetic_task, make_task
 from anomaly_gym.meta.sampler import TaskSampler
 

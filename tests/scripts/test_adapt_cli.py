@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from anomaly_gym.agents import PolicyBundle, load_bundle, make_agent
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.scripts.cli import main

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from anomaly_gym.agents import load_bundle
 from anomaly_gym.detectors import DETECTORS, BaseDetector
 from anomaly_gym.envs import builtin_suite

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from anomaly_gym.envs import datasets as envs_datasets
 from anomaly_gym.envs.sources import load_adbench_dir
 from anomaly_gym.scripts import datasets

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from anomaly_gym.agents import PolicyBundle, load_bundle, make_agent
 from anomaly_gym.detectors.stream import StreamDetector, split_window
 from anomaly_gym.envs import AnomalyDetectionEnv, Featurizer, FeaturizerConfig, make_synthetic_task

@@ -16,12 +16,11 @@ import math
 import sys
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-
 from anomaly_gym.agents import PolicyBundle, load_bundle, make_agent
 from anomaly_gym.envs import AnomalyDetectionEnv, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.scripts import cli, detect
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.filterwarnings("ignore:detector .* failed to fit")
 

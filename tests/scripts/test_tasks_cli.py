@@ -7,7 +7,6 @@ import io
 
 import numpy as np
 import pytest
-
 from anomaly_gym.scripts.cli import main
 
 HEADER = ["name", "rows", "columns", "anomaly_rate", "source"]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from anomaly_gym.agents import load_bundle
 from anomaly_gym.envs import builtin_suite, featurize_task
 from anomaly_gym.meta.config import TrainConfig
