@@ -37,6 +37,13 @@ Feature columns
     before the first record comes back, so a stream answers its first rows once the sample
     is in (``detect --mode stream`` samples min(32, ``--warmup``) rows).
 
+    Two kinds of numeric column are left out, with a note, unless ``columns`` names them:
+    a column named like a label (``label``, ``y``, ``class``, ``is_anomaly``, ``target``,
+    ... in any case: :data:`anomaly_gym.envs.tasks.LABEL_LIKE_NAMES`), and an identifier:
+    a column named ``id``, ``index``, ``row`` or ``..._id``, or one whose sample values are
+    whole numbers, all different and strictly increasing over at least 16 rows (a row
+    counter or a Unix time).  Neither says anything about how anomalous a row is.
+
 Bad rows
     Each comes back with ``error`` set to the reason and ``values`` None:
 
@@ -70,6 +77,7 @@ from pathlib import Path
 from typing import IO, Iterator, Sequence, Union
 
 import numpy as np
+from anomaly_gym.envs.tasks import LABEL_LIKE_NAMES
 
 STDIN = "-"
 SAMPLE_ROWS = 32  # data records that decide the feature columns
@@ -152,14 +160,48 @@ def display_name(source: Source) -> str:
     return str(getattr(source, "name", "<stream>"))
 
 
+ID_LIKE_NAMES = frozenset({"id", "index", "row", "idx"})
+#: Sample rows needed before whole numbers that only grow are taken for an identifier.
+ID_MIN_ROWS = 16
+
+
 def feature_columns(header: Sequence[str], sample: Sequence[Sequence[str]]) -> list[int]:
-    """The columns whose non-empty values in ``sample`` are mostly (over half) numbers."""
-    chosen = []
-    for i in range(len(header)):
+    """The columns whose non-empty values in ``sample`` are mostly (over half) numbers,
+    label-like and identifier-like columns left out (see :func:`classify_columns`)."""
+    return classify_columns(header, sample)[0]
+
+
+def classify_columns(header: Sequence[str], sample: Sequence[Sequence[str]]) -> tuple[list[int], dict[str, str]]:
+    """(feature column indices, {numeric column left out: why}) for a header and sample rows."""
+    chosen, left_out = [], {}
+    for i, name in enumerate(header):
         texts = [row[i] for row in sample if row[i].strip()]
-        if texts and 2 * sum(map(is_number, texts)) > len(texts):
+        if not (texts and 2 * sum(map(is_number, texts)) > len(texts)):
+            continue
+        key = name.strip().lower()
+        if key in LABEL_LIKE_NAMES:
+            left_out[name] = "named like a label"
+        elif key in ID_LIKE_NAMES or key.endswith("_id"):
+            left_out[name] = "named like an identifier"
+        elif _increasing_whole_numbers(texts):
+            left_out[name] = f"whole numbers that only increase over the first {len(texts)} rows, like an identifier"
+        else:
             chosen.append(i)
-    return chosen
+    return chosen, left_out
+
+
+def _describe(left_out: dict[str, str]) -> str:
+    return ", ".join(f"{name!r} ({why})" for name, why in left_out.items())
+
+
+def _increasing_whole_numbers(texts: Sequence[str]) -> bool:
+    if len(texts) < ID_MIN_ROWS:
+        return False
+    try:
+        values = [float(t) for t in texts]
+    except ValueError:
+        return False
+    return all(math.isfinite(v) and v == int(v) for v in values) and all(b > a for a, b in zip(values, values[1:]))
 
 
 # --------------------------------------------------------------------------- bytes to text
@@ -354,15 +396,20 @@ class CsvReader:
         if not sample:  # no data yet: nothing to decide on
             self.feature_idx = []
             return
-        self.feature_idx = feature_columns(self.header, sample)
+        self.feature_idx, left_out = classify_columns(self.header, sample)
         if not self.feature_idx:
             first = next(rec for rec in buffer if rec.error is None)
-            raise InputError(first.source, first.line, f"no column is mostly numbers in the first {len(sample)} data row(s); "
-                                                       "name the feature columns with --columns")
-        rest = [h for i, h in enumerate(self.header) if i not in self.feature_idx]
-        if rest:
-            self.notes.append(f"feature columns {self.feature_names} (mostly numbers in the first {len(sample)} "
-                              f"data row(s)); passed through: {rest}")
+            why = f" (left out: {_describe(left_out)})" if left_out else ""
+            raise InputError(first.source, first.line, f"no column is mostly numbers in the first {len(sample)} data row(s)"
+                                                       f"{why}; name the feature columns with --columns")
+        rest = [h for i, h in enumerate(self.header) if i not in self.feature_idx and h not in left_out]
+        if rest or left_out:
+            note = f"feature columns {self.feature_names} (mostly numbers in the first {len(sample)} data row(s))"
+            if left_out:
+                note += f"; left out: {_describe(left_out)} (name them in --columns to score them)"
+            if rest:
+                note += f"; passed through as text: {rest}"
+            self.notes.append(note)
 
     def _parse(self, rec: Record) -> Record:
         if rec.error is not None:

@@ -45,7 +45,7 @@ def test_feature_columns_come_from_the_sample_not_from_one_row():
     assert reader.feature_names == ["a", "b"]  # c is text in the sample, a mostly numbers
     assert recs[0].error == "non-numeric value 'abc' in column 'a'"
     assert recs[-1].error == "non-numeric value 'text' in column 'b'"  # after the sample: marked, not demoted
-    assert "passed through: ['c']" in reader.notes[0]
+    assert "passed through as text: ['c']" in reader.notes[0]
 
 
 def test_named_columns_and_file_level_errors():

@@ -93,7 +93,7 @@ def test_batch_round_trip_appends_scores_and_keeps_every_line(tmp_path, model, b
     expected = bundle.anomaly_proba(Featurizer(CONFIG).fit(X).transform(X))
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
     assert "200 rows read, 200 scored, 0 errors" in err
-    assert "passed through: ['ts', 'label']" in err
+    assert "passed through as text: ['ts', 'label']" in err
 
 
 def test_batch_jsonl_has_one_valid_object_per_row(tmp_path, model, capsys, monkeypatch):
@@ -530,7 +530,7 @@ def test_a_text_first_row_does_not_turn_a_stream_column_into_text(tmp_path, mode
     assert code == 0, err
     rows = _table(out)
     assert rows[0]["status"] == "error" and rows[0]["error"] == "non-numeric value 'abc' in column 'a'"
-    assert "feature columns ['a', 'b']" in err and "passed through: ['k']" in err
+    assert "feature columns ['a', 'b']" in err and "passed through as text: ['k']" in err
     assert rows[100]["status"] == "ok" and rows[100]["is_anomaly"] == "1"
     scores = [float(r["anomaly_score"]) for r in rows if r["status"] == "ok"]
     assert float(rows[100]["anomaly_score"]) > np.median(scores)
@@ -547,7 +547,7 @@ def test_batch_and_stream_choose_the_same_feature_columns(tmp_path, model, capsy
     lines[1] = lines[1].replace(",no,", ",7,")  # one number in a text column: not a feature
     code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "f.csv", lines, HEADER + ",n"), "--mode", mode, "--warmup", 20)
     assert code == 0, err
-    assert "feature columns ['a', 'b', 'c', 'n']" in err and "passed through: ['ts', 'label']" in err
+    assert "feature columns ['a', 'b', 'c', 'n']" in err and "passed through as text: ['ts', 'label']" in err
     rows = _table(out)
     assert rows[3]["error"] == "non-numeric value 'n/a' in column 'n'" and rows[1]["error"] == ""
 
@@ -582,3 +582,20 @@ def test_a_stream_with_values_near_float64s_limits_answers_every_row(model, caps
     expected[30] = expected[33] = "error"
     assert [r["status"] for r in rows] == expected
     assert all(0.0 <= float(r["anomaly_score"]) <= 1.0 for r, s in zip(rows, expected) if s == "ok")
+
+
+def test_label_and_identifier_columns_are_left_out_with_a_note_unless_named(model, tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(3)
+    lines = [f"{i},{1714521600 + 60 * i},{rng.normal():.4f},{rng.normal():.4f},{int(i % 40 == 0)},{rng.integers(0, 9)}"
+             for i in range(120)]
+    src = _write(tmp_path / "ids.csv", lines, header="row_id,epoch,a,b,Is_Anomaly,k")
+    code, out, err = _detect(capsys, monkeypatch, src)
+    assert code == 0, err
+    assert "feature columns ['a', 'b', 'k']" in err
+    assert "'row_id' (named like an identifier)" in err and "'Is_Anomaly' (named like a label)" in err
+    assert "'epoch' (whole numbers that only increase" in err
+    code, out, err = _detect(capsys, monkeypatch, src, "--columns", "a,b,Is_Anomaly")
+    assert code == 0 and "left out" not in err
+    only = _write(tmp_path / "only.csv", [f"{i},{i % 2}" for i in range(40)], header="id,label")
+    code, out, err = _detect(capsys, monkeypatch, only)
+    assert code == 2 and "'id' (named like an identifier)" in err and "--columns" in err

@@ -105,12 +105,23 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _counter(texts: list[str]) -> bool:
+    """Whole numbers that only increase over at least 16 rows: an identifier, left out of the features."""
+    try:
+        values = [float(t) for t in texts]
+    except ValueError:
+        return False
+    return (len(values) >= 16 and all(math.isfinite(v) and v == int(v) for v in values)
+            and all(b > a for a, b in zip(values, values[1:])))
+
+
 def expected(header: list[str], records: list[list[str]], sample_rows: int) -> tuple[list[int] | None, list[bool]]:
     """(feature columns, or None when the input has none; whether each record is bad)."""
     n = len(header)
     sample = [r for r in records[:sample_rows] if len(r) == n] or [r for r in records if len(r) == n][:1]
     features = [i for i in range(n)
-                if (texts := [r[i] for r in sample if r[i].strip()]) and 2 * sum(map(_is_number, texts)) > len(texts)]
+                if (texts := [r[i] for r in sample if r[i].strip()]) and 2 * sum(map(_is_number, texts)) > len(texts)
+                and not _counter(texts)]
     if sample and not features:
         return None, []
     return features, [len(r) != n or any(_bad_value(r[i]) for i in features) for r in records]
