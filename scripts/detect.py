@@ -184,7 +184,7 @@ class Summary:
         parts = [f"{self.read:,} rows read", f"{self.scored:,} scored"]
         if self.mode == "stream":
             parts.append(f"{self.warmup:,} in warm-up")
-        parts.append(f"{self.errors:,} errors" + (f" ({fate})" if self.errors else ""))
+        parts.append(f"{self.errors:,} error{'' if self.errors == 1 else 's'}" + (f" ({fate})" if self.errors else ""))
         parts.append(f"{self.flagged:,} flagged{' (' + self.rule + ')' if self.rule else ''}")
         lines = [f"anomaly-gym detect: {', '.join(parts)}; {time.perf_counter() - self.t0:.1f}s"]
         if self.reasons:
@@ -352,12 +352,15 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
     n = data.n_rows
     summary.read = n
-    for reason in data.errors.values():
-        summary.error(reason)
-    if data.errors and args.on_error == "fail":
+    if data.errors and args.on_error == "fail":  # the run stops at the first bad row
         first = min(data.errors)
+        summary.error(data.errors[first])
+        if len(data.errors) > 1:
+            summary.extra.append(f"{len(data.errors) - 1:,} more bad row(s) after it (see them with --on-error mark)")
         print(summary.text(), file=sys.stderr)
         raise ValueError(f"{data.where(first)}: {data.errors[first]} (--on-error fail)")
+    for reason in data.errors.values():
+        summary.error(reason)
     valid = np.ones(n, dtype=bool)
     valid[list(data.errors)] = False
     n_valid = int(valid.sum())

@@ -248,7 +248,7 @@ def test_bad_rows_follow_the_on_error_policy(tmp_path, model, capsys, monkeypatc
         assert len(rows) == (30 if mode == "stream" else 0)  # stream had answered the rows before it
         return
     assert code == 0, err
-    assert f"1 errors ({'marked' if policy == 'mark' else 'skipped'})" in err
+    assert f"1 error ({'marked' if policy == 'mark' else 'skipped'})" in err
     if policy == "skip":
         assert len(rows) == 60 and all(r["error"] == "" for r in rows)
         assert [r["ts"] for r in rows] == [line.split(",")[0] for line in lines]
@@ -479,7 +479,7 @@ def test_a_field_longer_than_the_csv_modules_default_limit(tmp_path, model, caps
     assert len(rows) == 60 and rows[40]["label"] == "L" * 200_000 and rows[40]["anomaly_score"] != ""
     assert rows[30]["error"].startswith("non-finite value '9999") and rows[30]["a"] == "9" * 140_000
     assert [r["ts"] for r in rows] == [line.split(",")[0] for line in lines]  # the rest of the input is kept
-    assert "1 errors (marked)" in err
+    assert "1 error (marked)" in err
 
 
 @pytest.mark.parametrize("mode", ["batch", "stream"])
@@ -599,3 +599,12 @@ def test_label_and_identifier_columns_are_left_out_with_a_note_unless_named(mode
     only = _write(tmp_path / "only.csv", [f"{i},{i % 2}" for i in range(40)], header="id,label")
     code, out, err = _detect(capsys, monkeypatch, only)
     assert code == 2 and "'id' (named like an identifier)" in err and "--columns" in err
+
+
+def test_on_error_fail_reports_the_first_bad_row_only(model, tmp_path, capsys, monkeypatch):
+    lines = ["1,2,3", "x,3,4", "4,y,5", *[f"{i},{i + 1},{i + 2}" for i in range(40)], "q,r,s"]
+    src = _write(tmp_path / "bad.csv", lines, header="a,b,c")
+    code, out, err = _detect(capsys, monkeypatch, src, "--on-error", "fail")
+    assert code == 2
+    assert "1 error (stopped the run)" in err and "2 more bad row(s) after it" in err
+    assert "bad.csv:3: non-numeric value 'x' in column 'a'" in err
