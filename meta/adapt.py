@@ -363,6 +363,8 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
         "held_out_rows": int(known.sum()),
         "held_out_auroc_before": before[0],
         "held_out_logloss_before": -before[1],
+        "held_out_auroc_head": after[0],  # the candidate head's, out of fold; _after is the kept bundle's
+        "held_out_logloss_head": -after[1],
     })
     if after > before:
         bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
@@ -371,9 +373,11 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
                       reason=f"out-of-fold AUROC on the {int(known.sum())} labelled rows {before[0]:.3f} -> {after[0]:.3f}, "
                       f"log-loss {-before[1]:.3f} -> {-after[1]:.3f} ({k}-fold)")
     else:
-        record.update(kept="unadapted", held_out_auroc_after=before[0],
+        record.update(kept="unadapted", held_out_auroc_after=before[0], held_out_logloss_after=-before[1],
                       reason=f"the target head did not beat the unadapted policy on the {int(known.sum())} labelled rows "
-                      f"out of fold (AUROC {before[0]:.3f} vs {after[0]:.3f}, log-loss {-before[1]:.3f} vs {-after[1]:.3f})")
+                      f"out of fold (the head's AUROC {after[0]:.3f} and log-loss {-after[1]:.3f} against the unadapted "
+                      f"policy's {before[0]:.3f} and {-before[1]:.3f}); the bundle keeps the unadapted policy, whose "
+                      "figures are held_out_auroc_after")
     return record
 
 

@@ -136,6 +136,10 @@ def test_guard_falls_back_on_contradictory_labels(bundle, target, settings):
             assert "no update beat" in record["reason"] or "did not beat" in record["reason"]
             assert adapted.head is None
             np.testing.assert_allclose(adapted.score(target.X, refit=False), bundle.score(target.X))
+            # the figures name what they measure: _after is the kept (unadapted) policy, _head the refused head
+            assert record["held_out_auroc_after"] == record["held_out_auroc_before"]
+            if "held_out_auroc_head" in record:
+                assert f"the head's AUROC {record['held_out_auroc_head']:.3f}" in record["reason"]
     assert fallbacks >= 1
 
 
