@@ -25,10 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
         "labelled datasets, transfer to a new one.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("--version", action="version", version=f"anomaly-gym {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"anomaly_gym.scripts.{name}").add_parser(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("anomaly-gym")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -210,3 +210,14 @@ def test_list_flags_take_commas_everywhere():
     assert parser.parse_args(["benchmark", "--sources", "builtin,data/x"]).sources == ["builtin", "data/x"]
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--sources", "builtin,,x"])
+
+
+def test_version_flag_prints_the_installed_version(capsys):
+    from importlib import metadata
+
+    from anomaly_gym.scripts import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"anomaly-gym {metadata.version('anomaly-gym')}"
