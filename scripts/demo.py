@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
+    from anomaly_gym.detectors import make_detector
     from anomaly_gym.envs import benchmark_split
     from anomaly_gym.meta.adapt import adapt, few_shot_labels
     from anomaly_gym.meta.config import TrainConfig
@@ -71,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         few = adapt(bundle, X, labels, seed=args.seed)
     auc = lambda b: roc_auc_score(split.test.y, b.score(split.test.X, refit=False))  # noqa: E731
     record = few.metadata["adaptation"]
-    console.print(f"target {target.name}: test AUROC zero-shot {auc(zero):.3f}, few-shot {auc(few):.3f} "
-                  f"(kept the {record['kept']} policy: {record['reason']})")
+    iforest = make_detector("iforest", random_state=args.seed).fit(X)
+    iforest_auc = roc_auc_score(split.test.y, iforest.decision_function(split.test.X))
+    few_auc = auc(few)
+    verdict = "beats" if few_auc > iforest_auc else ("ties" if few_auc == iforest_auc else "does not beat")
+    console.print(f"target {target.name}: test AUROC zero-shot {auc(zero):.3f}, few-shot {few_auc:.3f}, "
+                  f"IForest {iforest_auc:.3f} (kept the {record['kept']} policy: {record['reason']})")
+    console.print(f"on rows none of them saw, the adapted policy {verdict} IForest ({few_auc:.3f} vs {iforest_auc:.3f})")
     adapted_path = few.save(run_path / "adapted.bundle.zip")
 
     console.rule("3. detect anomalies in a CSV file with the adapted policy")
