@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
                    help="NaN or infinite feature values: stop with an error (default) or replace them with column medians")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
-    p.add_argument("--out", type=Path, required=True, help="where to write the adapted bundle")
+    p.add_argument("-o", "--out", "--output", dest="out", type=Path, required=True, help="where to write the adapted bundle")
     p.set_defaults(func=run)
 
 

@@ -123,7 +123,7 @@ def add_parser(sub) -> None:
                    "the same number of columns share a fold (default 5)")
     p.add_argument("--source-rows", type=int, default=2000,
                    help="rows kept of each source dataset for the transfer baselines (seeded subsample, default 2000)")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results)")
+    p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results"), help="output folder (default: results)")
     p.add_argument("--retry-errors", action="store_true", help="run again the rows recorded as errors")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.md and the plots from OUT/results.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
         "Only convert files from a source you trust; --trust says that you do.",
     )
     conv.add_argument("source", type=Path, help="the older bundle")
-    conv.add_argument("-o", "--output", type=Path, required=True, help="where to write the converted bundle")
+    conv.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, help="where to write the converted bundle")
     conv.add_argument("--trust", action="store_true", help="confirm that you trust the source file (it is unpickled)")
     conv.set_defaults(func=run_convert)
 

@@ -119,7 +119,7 @@ def add_parser(sub) -> None:
                    help="feature columns, comma-separated (default: the numeric columns); others pass through")
     p.add_argument("--format", choices=("csv", "jsonl"), default=None,
                    help="output format (default: jsonl when --output ends in .jsonl or .ndjson, else csv)")
-    p.add_argument("-o", "--output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
+    p.add_argument("-o", "--out", "--output", dest="output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
     p.add_argument("--on-error", choices=("mark", "skip", "fail"), default="mark",
                    help="what to do with a bad row: mark it (default), skip it, or stop with exit code 2")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of the policy network (default auto)")

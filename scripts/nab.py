@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
     b = nsub.add_parser("benchmark", help="stream policy (leave-one-category-out) and baselines on a NAB data folder")
     b.add_argument("--data", type=Path, required=True, help="a folder laid out as NAB's data/, with combined_windows.json")
     b.add_argument("--windows", type=Path, default=None, help="NAB's combined_windows.json (default: in --data)")
-    b.add_argument("--out", type=Path, default=Path("results-nab"), help="output folder (default results-nab/)")
+    b.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results-nab"), help="output folder (default results-nab/)")
     b.add_argument("--methods", default=None, help="comma-separated: policy,rolling_zscore,windowed_gaussian,half_space_trees")
     b.add_argument("--profile", default="standard", help="NAB profile (standard, reward_low_FP_rate, reward_low_FN_rate)")
     b.add_argument("--total-steps", type=int, default=None, help="PPO steps per fold (default 150000)")

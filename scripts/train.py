@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--run-dir", default=None, help="parent folder of run folders (default: runs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, typed as the field is: --set monotone=false --set net_arch=16,16 --set featurizer.max_fit_rows=2000 --set datasets=wine,glass (see --show-config)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue the run in this run folder from its last checkpoint")
-    p.add_argument("--out", type=Path, default=None, metavar="BUNDLE",
+    p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=None, metavar="BUNDLE",
                    help="also copy the best bundle here when training ends (e.g. policy.bundle.zip)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")

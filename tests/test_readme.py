@@ -221,3 +221,15 @@ def test_version_flag_prints_the_installed_version(capsys):
         cli.main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.strip() == f"anomaly-gym {metadata.version('anomaly-gym')}"
+
+
+def test_every_command_that_writes_takes_the_same_output_flags():
+    from anomaly_gym.scripts import cli
+
+    parser = cli.build_parser()
+    for words in (["train"], ["adapt"], ["detect"], ["benchmark"], ["nab", "benchmark"], ["bundle", "convert"]):
+        options = {o for a in _parser_for(words)._actions for o in a.option_strings}
+        assert {"-o", "--out", "--output"} <= options, words
+    args = parser.parse_args(["adapt", "--data", "t.csv", "--output", "a.zip"])
+    assert str(args.out) == "a.zip"
+    assert parser.parse_args(["detect", "in.csv", "--out", "s.csv"]).output == "s.csv"
