@@ -48,6 +48,7 @@ not grow with the stream.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import logging
 import time
@@ -140,6 +141,36 @@ class _Neighbours:
         cache[key] = (np.sqrt(np.take_along_axis(d2, order, axis=1)), np.take_along_axis(idx, order, axis=1))
         return cache[key]
 
+    def _search_row(self, z: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_search` for one row ``z`` (1-D): the same distances (summed over the
+        columns in order: a reduction over the first axis adds its rows one after another)."""
+        key = ("neighbours-row", id(self))
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        D = self.fit_T - z[:, None]
+        np.multiply(D, D, out=D)
+        d2 = np.add.reduce(D, axis=0)
+        k1 = min(self.k + 1, len(d2))
+        idx = np.argpartition(d2, k1 - 1)[:k1] if k1 < len(d2) else np.arange(len(d2))
+        d2 = d2[idx]
+        order = np.lexsort((idx, d2))
+        cache[key] = hit = (np.sqrt(d2[order]), idx[order])
+        return hit
+
+    def query_row(self, z: np.ndarray, cache: dict, k: int, tree) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`query` for one row ``z`` (1-D): (distances, indices), each (k,)."""
+        full_dist, full_idx = self._search_row(z, cache)
+        k = min(k, len(full_dist))
+        dist, idx = full_dist[:k], full_idx[:k]
+        if tree is not None:
+            d2 = full_dist[: k + 1] ** 2
+            slack = 1e-12 * (1.0 + np.einsum("ij,ij->i", z[None], z[None])[0])
+            if (np.diff(d2) <= slack + 1e-9 * d2[1:]).any():
+                dist, idx = tree.query(z[None], k=k)
+                dist, idx = dist[0], idx[0]
+        return dist, idx
+
     def query(self, Z: np.ndarray, cache: dict, k: int, tree) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest: (distances, indices), each (n, k), nearest first, as ``tree`` finds them.
 
@@ -160,7 +191,18 @@ class _Neighbours:
         return dist, idx
 
 
-class _KNN:
+class _Scorer:
+    """A compiled detector: ``__call__(Z, cache)`` scores rows (n, d); :meth:`row` one row."""
+
+    def __call__(self, Z: np.ndarray, cache: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def row(self, z: np.ndarray, cache: dict) -> float:
+        """The score of one scaled row ``z`` (1-D), as ``self(z[None], cache)[0]``."""
+        return float(np.asarray(self(z[None], cache), dtype=np.float64).reshape(-1)[0])
+
+
+class _KNN(_Scorer):
     def __init__(self, det, neighbours: _Neighbours) -> None:
         self.k = int(det.n_neighbors)
         self.method = det.method
@@ -178,8 +220,14 @@ class _KNN:
             return np.mean(dist, axis=1)
         return np.median(dist, axis=1)
 
+    def row(self, z, cache):
+        dist, _ = self.neighbours.query_row(z, cache, self.k, None)
+        if self.method == "largest":
+            return float(dist[-1])
+        return float(np.mean(dist) if self.method == "mean" else np.median(dist))
 
-class _LOF:
+
+class _LOF(_Scorer):
     def __init__(self, det, neighbours: _Neighbours) -> None:
         lof = det.detector_
         self.k = int(lof.n_neighbors_)
@@ -196,8 +244,14 @@ class _LOF:
         ratios = self.lrd[idx] / lrd_x[:, np.newaxis]
         return -(-np.mean(ratios, axis=1))
 
+    def row(self, z, cache):
+        dist, idx = self.neighbours.query_row(z, cache, self.k, self.tree)
+        reach = np.maximum(dist, self.dist_k[idx])
+        lrd_x = 1.0 / (np.mean(reach) + 1e-10)
+        return float(-(-np.mean(self.lrd[idx] / lrd_x)))
 
-class _GMM:
+
+class _GMM(_Scorer):
     """PyOD's GMM: minus scikit-learn's ``score_samples``, without its input checks."""
 
     def __init__(self, det) -> None:
@@ -213,7 +267,7 @@ class _GMM:
         return -self.logsumexp(self.gm._estimate_weighted_log_prob(Z), axis=1)
 
 
-class _TailProbability:
+class _TailProbability(_Scorer):
     """ECOD and COPOD; detectors fitted on the same rows share one set of tail counts."""
 
     def __init__(self, det) -> None:
@@ -221,6 +275,7 @@ class _TailProbability:
         self.sorted_T = np.ascontiguousarray(det.sorted_.T)
         self.skew_sign = det.skew_sign_
         self.group: _TailProbability = self
+        self._columns: list[list[float]] | None = None  # the sorted columns as lists, built on first use
 
     def _tails(self, Z, cache):
         key = ("tails", id(self.group))
@@ -241,8 +296,42 @@ class _TailProbability:
         u_left, u_right = self._tails(Z, cache)
         return _features.tail_outlyingness(u_left, u_right, self.skew_sign, self.method)
 
+    def _tails_row(self, z, cache):
+        """One row's (u_left, u_right, u_skew) (1-D each), shared by the group.  The counts
+        come from binary searches in the sorted columns held as Python lists (exact float
+        comparisons, as ``np.searchsorted``'s), much cheaper than numpy calls for one value."""
+        key = ("tails-row", id(self.group))
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        g = self.group
+        if g._columns is None:
+            g._columns = g.sorted_T.tolist()
+            g._skew_left = np.sign(g.skew_sign - 1)
+            g._skew_right = np.sign(g.skew_sign + 1)
+        n = g.sorted_T.shape[1]
+        d = len(z)
+        counts = np.empty(2 * d)
+        for j, (column, value) in enumerate(zip(g._columns, z.tolist())):
+            counts[j] = bisect.bisect_right(column, value)
+            counts[d + j] = n - bisect.bisect_left(column, value)
+        u = -np.log((counts + 1.0) / (n + 1.0))
+        u_left, u_right = u[:d], u[d:]
+        u_skew = -u_left * g._skew_left + u_right * g._skew_right
+        cache[key] = hit = (u_left, u_right, u_skew)
+        return hit
 
-class _HBOS:
+    def row(self, z, cache):
+        # tail_outlyingness for one row, with the skew signs precomputed (the same arithmetic)
+        u_left, u_right, u_skew = self._tails_row(z, cache)
+        if self.method == "ecod":
+            return float(np.maximum(np.maximum(u_left, u_right), u_skew).sum())
+        if self.method == "copod":
+            return float(np.maximum(u_skew, (u_left + u_right) / 2).sum())
+        return super().row(z, cache)
+
+
+class _HBOS(_Scorer):
     def __init__(self, det) -> None:
         from pyod.models.hbos import _calculate_outlier_scores
 
@@ -261,6 +350,14 @@ class _HBOS:
         self.floor = table[n_bins]  # (d,)
         self.n_bins = n_bins
         self.tol = float(det.tol)
+        d = edges.shape[1]
+        padded = np.zeros((d, n_bins + 2))
+        padded[:, 1:-1] = self.bin_scores.T
+        self.table = padded.ravel()
+        self.outside = np.zeros((d, n_bins + 2), dtype=bool)
+        self.outside[:, [0, -1]] = True
+        self.outside = self.outside.ravel()
+        self.row_offsets = np.arange(d) * (n_bins + 2)
 
     def __call__(self, Z, cache):
         n, d = Z.shape
@@ -279,8 +376,17 @@ class _HBOS:
         out = np.where(near_above, self.bin_scores[self.n_bins - 1], out)
         return -np.sum(out, axis=1)
 
+    def row(self, z, cache):
+        # Inside every column's range: one lookup in a table of the bin scores (padded with
+        # flagged cells for the two outside bins, which take the general path above).
+        ind = (self.edges_T < z[:, None]).sum(axis=1)
+        cells = ind + self.row_offsets
+        if self.outside[cells].any():
+            return super().row(z, cache)
+        return float(-np.sum(self.table[cells]))
 
-class _IForest:
+
+class _IForest(_Scorer):
     def __init__(self, det) -> None:
         from sklearn.ensemble._iforest import _average_path_length
 
@@ -317,6 +423,13 @@ class _IForest:
         self.depth = int(max(int(np.max(forest._decision_path_lengths[t])) for t in range(n_trees)))
         self.denominator = n_trees * _average_path_length([forest._max_samples])
         self.offset_ = forest.offset_
+        # For one row: node g is held as 2 * g, its children at 2 * g (left) and 2 * g + 1
+        # (right), so that one step is ``node = children[node + goes_right]``.
+        self.feature2 = np.repeat(self.feature, 2)
+        self.threshold2 = np.repeat(self.threshold, 2)
+        self.children2 = 2 * np.column_stack([self.left, self.right]).ravel()
+        self.value2 = np.repeat(self.value, 2)
+        self.roots2 = 2 * self.roots
 
     def __call__(self, Z, cache):
         if len(Z) > SMALL_BATCH:
@@ -328,11 +441,23 @@ class _IForest:
             go_left = X32[rows, self.feature[node]] <= self.threshold[node]
             node = np.where(go_left, self.left[node], self.right[node])
         depths = np.cumsum(self.value[node], axis=1)[:, -1]
+        return self._finish(depths)
+
+    def _finish(self, depths: np.ndarray) -> np.ndarray:
         scores = 2 ** (-np.divide(depths, self.denominator, out=np.ones_like(depths), where=self.denominator != 0))
         return -((-scores) - self.offset_)
 
+    def row(self, z, cache):
+        x32 = z.astype(np.float32)
+        node = self.roots2
+        feature, threshold, children = self.feature2, self.threshold2, self.children2
+        for _ in range(self.depth):
+            right = x32[feature[node]] > threshold[node]  # not (x <= threshold): no NaN here
+            node = children[node + right]
+        return float(self._finish(np.cumsum(self.value2[node])[-1:])[0])
 
-class _PCA:
+
+class _PCA(_Scorer):
     def __init__(self, det) -> None:
         self.standardize = bool(det.standardization)
         if self.standardize:
@@ -346,8 +471,14 @@ class _PCA:
             Z = (Z - self.mean) / self.scale
         return np.sum(np.sqrt(_sq_distances(Z, self.components)) / self.weights, axis=1).ravel()
 
+    def row(self, z, cache):
+        if self.standardize:
+            z = (z - self.mean) / self.scale
+        diff = z - self.components
+        return float(np.sum(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1]) / self.weights))
 
-class _CBLOF:
+
+class _CBLOF(_Scorer):
     def __init__(self, det) -> None:
         from sklearn.cluster import KMeans
 
@@ -372,8 +503,21 @@ class _CBLOF:
             scores = scores * self.weights[labels]
         return scores.ravel()
 
+    def row(self, z, cache):
+        diff = z - self.centers
+        label = int(np.argmin(np.cumsum(diff * diff, axis=1)[:, -1]))
+        score = 0.0
+        if self.small[label]:
+            diff = z - self.large_centers
+            score = float(np.min(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1])))
+        elif self.large[label]:
+            score = float(np.sqrt(np.sum(np.square(self.centers[label] - z))))
+        if self.weights is not None:
+            score = score * float(self.weights[label])
+        return score
 
-class _Fallback:
+
+class _Fallback(_Scorer):
     def __init__(self, det) -> None:
         self.det = det
 
@@ -383,7 +527,7 @@ class _Fallback:
             return np.asarray(self.det.decision_function(Z), dtype=np.float64).reshape(-1)
 
 
-class _Dead:
+class _Dead(_Scorer):
     def __call__(self, Z, cache):
         return np.zeros(len(Z))
 
@@ -460,6 +604,7 @@ class FastFeaturizer:
         self._lo, self._span = featurizer.lo_, featurizer.span_
         self.n_columns = featurizer.n_columns_
         self.n_features = featurizer.n_features
+        self._row_post = _RowFeatures(featurizer)
 
     @property
     def fast_detectors(self) -> list[str]:
@@ -494,7 +639,81 @@ class FastFeaturizer:
             return self.transform(x)[0]  # raises the featurizer's own message
         if not self.exact:
             return self.featurizer.transform(x)[0]
-        return self._proxy._transform_chunk(x)[0]
+        z = x[0] - self._lo
+        z /= self._span
+        if not np.abs(z).max() <= _features.SCALE_CLIP:  # out of range, or overflowed: clipped
+            z = _features.scale_rows(x, self._lo, self._span)[0]
+        cache: dict = {}
+        return self._row_post([scorer.row(z, cache) for scorer in self._scorers])
+
+    def transform_row_generic(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`transform_row` through the batch code (the featurizer's own post-processing
+        of the fast detector scores): the reference the single-row path is tested against."""
+        x = np.asarray(x, dtype=np.float64).reshape(1, -1)
+        return self._proxy._transform_chunk(self.featurizer._check_X(x, fitting=False))[0]
+
+
+class _RowFeatures:
+    """``Featurizer._transform_chunk``'s post-processing of the detector scores, for one row.
+
+    The same arithmetic on the same values (the same numpy reductions over the same number
+    of contiguous values, exact float comparisons for the percentile ranks), without the
+    per-call overhead of numpy on arrays of one row: the percentile ranks are binary
+    searches in Python lists, the clipping of robust z-scores happens only where needed.
+    ``tests/envs/test_stream.py`` checks it against the featurizer's own code, bit for bit.
+    """
+
+    def __init__(self, featurizer: Featurizer) -> None:
+        cfg = featurizer.config
+        self.reference = [column.tolist() for column in np.asarray(featurizer.sorted_scores_).T]
+        self.n_ref = 2.0 * len(featurizer.sorted_scores_)
+        self.median = np.asarray(featurizer.median_, dtype=np.float64)
+        self.scale = np.asarray(featurizer.scale_, dtype=np.float64)
+        self.dead = [det is None for det in featurizer.detectors_]
+        self.any_dead = any(self.dead)
+        live = np.array([not d for d in self.dead])
+        self.live = live if live.any() else np.ones_like(live)
+        self.all_live = bool(self.live.all())
+        self.per_detector, self.consensus = cfg.per_detector, cfg.consensus
+        self.descriptors = np.asarray(featurizer.descriptors_, dtype=np.float64) if cfg.descriptors else None
+        self.lo, self.hi = featurizer.feature_bounds()
+        self.n_features = featurizer.n_features
+        self.n_detectors = len(self.dead)
+
+    def __call__(self, scores: list[float]) -> np.ndarray:
+        """Features (1-D float32) of one row from its detectors' raw scores."""
+        m = self.n_detectors
+        raw = np.array(scores, dtype=np.float64)
+        if not np.isfinite(raw).all():
+            raw = np.concatenate([Featurizer._finite(raw[j : j + 1]) for j in range(m)])
+        pct = np.empty(m)
+        for j, (column, s) in enumerate(zip(self.reference, raw.tolist())):
+            pct[j] = (bisect.bisect_left(column, s) + bisect.bisect_right(column, s)) / self.n_ref
+        z = (raw - self.median) / self.scale
+        if not np.abs(z).max() <= _features.Z_CLIP:  # NaN or beyond the clip
+            z = np.clip(np.nan_to_num(z, nan=0.0, posinf=_features.Z_CLIP, neginf=-_features.Z_CLIP),
+                        -_features.Z_CLIP, _features.Z_CLIP)
+        z = np.sign(z) * np.log1p(np.abs(z))
+        if self.any_dead:
+            pct[self.dead], z[self.dead] = 0.5, 0.0
+        feats = np.empty(self.n_features)
+        at = 0
+        if self.per_detector:
+            feats[0 : 2 * m : 2], feats[1 : 2 * m : 2] = pct, z
+            at = 2 * m
+        if self.consensus:
+            p, zz = (pct, z) if self.all_live else (pct[self.live], z[self.live])
+            n = len(p)
+            mean = np.add.reduce(p) / n  # ndarray.mean/std, without their dispatch
+            dev = p - mean
+            np.multiply(dev, dev, out=dev)
+            feats[at : at + 5] = mean, p.max(), p.min(), np.sqrt(np.add.reduce(dev) / n), np.add.reduce(zz) / n
+            at += 5
+        if self.descriptors is not None:
+            feats[at:] = self.descriptors
+        if np.isnan(feats).any():
+            feats = np.nan_to_num(feats, nan=0.0)
+        return np.clip(feats, self.lo, self.hi).astype(np.float32)
 
 
 def cache_pyod_kernels() -> None:
