@@ -51,6 +51,7 @@ from __future__ import annotations
 import bisect
 import copy
 import logging
+import math
 import time
 import warnings
 from collections import deque
@@ -58,7 +59,7 @@ from typing import Callable
 
 import numpy as np
 from anomaly_gym.envs import features as _features
-from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
+from anomaly_gym.envs.features import Z_CLIP, Featurizer, FeaturizerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class _Neighbours:
     def __init__(self, fit_X: np.ndarray) -> None:
         self.fit_X = np.ascontiguousarray(fit_X, dtype=np.float64)
         self.fit_T = np.ascontiguousarray(self.fit_X.T)
+        self.sq_norms = np.einsum("ij,ij->i", self.fit_X, self.fit_X)
+        self.max_sq_norm = float(self.sq_norms.max(initial=0.0))
         self.k = 1
         self._nn = None
 
@@ -148,12 +151,28 @@ class _Neighbours:
         hit = cache.get(key)
         if hit is not None:
             return hit
-        D = self.fit_T - z[:, None]
+        n = len(self.fit_X)
+        k1 = min(self.k + 1, n)
+        if k1 < n // 4:
+            # Candidates first, from the cheap expansion |z|^2 - 2 z.f + |f|^2 (one matrix-
+            # vector product): every row within 2 * margin of its k1-th smallest value.  The
+            # margin bounds the rounding of both that expansion and the exact sum (a few
+            # (d + 4) * 2^-53 of the squared norms), so the candidates hold every row the
+            # exact distances rank among the k1 nearest, ties at the k1-th included.
+            zz = float(z @ z)
+            approx = self.fit_X @ (-2.0 * z)
+            approx += self.sq_norms
+            kth = np.partition(approx, k1 - 1)[k1 - 1]
+            margin = 1e-12 * (len(z) + 4) * (zz + self.max_sq_norm + 1e-300)
+            cand = np.flatnonzero(approx <= kth + 2.0 * margin)  # (|z|^2 left out on both sides)
+        else:
+            cand = np.arange(n)
+        D = self.fit_T[:, cand] if len(cand) < n else self.fit_T.copy()
+        D -= z[:, None]
         np.multiply(D, D, out=D)
-        d2 = np.add.reduce(D, axis=0)
-        k1 = min(self.k + 1, len(d2))
+        d2 = np.add.reduce(D, axis=0)  # exact: as _sq_distances (rows added one after another)
         idx = np.argpartition(d2, k1 - 1)[:k1] if k1 < len(d2) else np.arange(len(d2))
-        d2 = d2[idx]
+        d2, idx = d2[idx], cand[idx]
         order = np.lexsort((idx, d2))
         cache[key] = hit = (np.sqrt(d2[order]), idx[order])
         return hit
@@ -454,7 +473,12 @@ class _IForest(_Scorer):
         for _ in range(self.depth):
             right = x32[feature[node]] > threshold[node]  # not (x <= threshold): no NaN here
             node = children[node + right]
-        return float(self._finish(np.cumsum(self.value2[node])[-1:])[0])
+        depths = np.cumsum(self.value2[node])[-1:]  # summed over the trees in order, as __call__ does
+        if self.denominator != 0:  # _finish's arithmetic, less its general-case calls
+            scores = 2 ** (-(depths / self.denominator))
+        else:
+            scores = 2 ** -np.ones_like(depths)
+        return -((-float(scores[0])) - float(self.offset_))
 
 
 class _PCA(_Scorer):
@@ -665,55 +689,53 @@ class _RowFeatures:
 
     def __init__(self, featurizer: Featurizer) -> None:
         cfg = featurizer.config
-        self.reference = [column.tolist() for column in np.asarray(featurizer.sorted_scores_).T]
+        reference = [column.tolist() for column in np.asarray(featurizer.sorted_scores_).T]
+        dead = [det is None for det in featurizer.detectors_]
         self.n_ref = 2.0 * len(featurizer.sorted_scores_)
-        self.median = np.asarray(featurizer.median_, dtype=np.float64)
-        self.scale = np.asarray(featurizer.scale_, dtype=np.float64)
-        self.dead = [det is None for det in featurizer.detectors_]
-        self.any_dead = any(self.dead)
-        live = np.array([not d for d in self.dead])
-        self.live = live if live.any() else np.ones_like(live)
-        self.all_live = bool(self.live.all())
+        self.reference = list(zip(reference, np.asarray(featurizer.median_, dtype=np.float64).tolist(),
+                                  np.asarray(featurizer.scale_, dtype=np.float64).tolist(), dead))
+        self.live = [j for j, d in enumerate(dead) if not d] or list(range(len(dead)))
+        self.some_dead = len(self.live) < len(dead)
         self.per_detector, self.consensus = cfg.per_detector, cfg.consensus
-        self.descriptors = np.asarray(featurizer.descriptors_, dtype=np.float64) if cfg.descriptors else None
-        self.lo, self.hi = featurizer.feature_bounds()
-        self.n_features = featurizer.n_features
-        self.n_detectors = len(self.dead)
+        self.descriptors = np.asarray(featurizer.descriptors_, dtype=np.float64).tolist() if cfg.descriptors else []
+        lo, hi = featurizer.feature_bounds()
+        self.lo, self.hi = lo.astype(np.float64).tolist(), hi.astype(np.float64).tolist()
 
     def __call__(self, scores: list[float]) -> np.ndarray:
         """Features (1-D float32) of one row from its detectors' raw scores."""
-        m = self.n_detectors
-        raw = np.array(scores, dtype=np.float64)
-        if not np.isfinite(raw).all():
-            raw = np.concatenate([Featurizer._finite(raw[j : j + 1]) for j in range(m)])
-        pct = np.empty(m)
-        for j, (column, s) in enumerate(zip(self.reference, raw.tolist())):
-            pct[j] = (bisect.bisect_left(column, s) + bisect.bisect_right(column, s)) / self.n_ref
-        z = (raw - self.median) / self.scale
-        if not np.abs(z).max() <= _features.Z_CLIP:  # NaN or beyond the clip
-            z = np.clip(np.nan_to_num(z, nan=0.0, posinf=_features.Z_CLIP, neginf=-_features.Z_CLIP),
-                        -_features.Z_CLIP, _features.Z_CLIP)
-        z = np.sign(z) * np.log1p(np.abs(z))
-        if self.any_dead:
-            pct[self.dead], z[self.dead] = 0.5, 0.0
-        feats = np.empty(self.n_features)
-        at = 0
+        if not all(map(math.isfinite, scores)):  # as raw_scores does, for a column of one row
+            scores = [float(Featurizer._finite(np.array([s]))[0]) for s in scores]
+        pct, z, size = [], [], []
+        for s, (column, med, scale, dead) in zip(scores, self.reference):
+            if dead:
+                pct.append(0.5)
+                z.append(0.0)
+                size.append(0.0)
+                continue
+            pct.append((bisect.bisect_left(column, s) + bisect.bisect_right(column, s)) / self.n_ref)
+            r = (s - med) / scale  # float arithmetic, as numpy's on arrays
+            r = 0.0 if r != r else (Z_CLIP if r > Z_CLIP else (-Z_CLIP if r < -Z_CLIP else r))
+            z.append(r)
+            size.append(abs(r))
+        logs = np.log1p(np.array(size)).tolist()  # numpy's log1p, as the featurizer's
+        z = [(lg if r > 0 else (-lg if r < 0 else 0.0)) for r, lg in zip(z, logs)]
+        feats: list[float] = []
         if self.per_detector:
-            feats[0 : 2 * m : 2], feats[1 : 2 * m : 2] = pct, z
-            at = 2 * m
+            for p, r in zip(pct, z):
+                feats += (p, r)
         if self.consensus:
-            p, zz = (pct, z) if self.all_live else (pct[self.live], z[self.live])
-            n = len(p)
-            mean = np.add.reduce(p) / n  # ndarray.mean/std, without their dispatch
+            live_pct = [pct[j] for j in self.live] if self.some_dead else pct
+            live_z = [z[j] for j in self.live] if self.some_dead else z
+            p = np.array(live_pct)
+            n = len(live_pct)
+            mean = float(np.add.reduce(p)) / n  # ndarray.mean and .std, less their dispatch
             dev = p - mean
             np.multiply(dev, dev, out=dev)
-            feats[at : at + 5] = mean, p.max(), p.min(), np.sqrt(np.add.reduce(dev) / n), np.add.reduce(zz) / n
-            at += 5
-        if self.descriptors is not None:
-            feats[at:] = self.descriptors
-        if np.isnan(feats).any():
-            feats = np.nan_to_num(feats, nan=0.0)
-        return np.clip(feats, self.lo, self.hi).astype(np.float32)
+            feats += (mean, max(live_pct), min(live_pct), math.sqrt(float(np.add.reduce(dev)) / n),
+                      float(np.add.reduce(np.array(live_z))) / n)
+        feats += self.descriptors
+        return np.array([lo if v < lo else (hi if v > hi else v) for v, lo, hi in zip(feats, self.lo, self.hi)],
+                        dtype=np.float32)
 
 
 def cache_pyod_kernels() -> None:
