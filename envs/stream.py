@@ -171,8 +171,11 @@ class _Neighbours:
         D -= z[:, None]
         np.multiply(D, D, out=D)
         d2 = np.add.reduce(D, axis=0)  # exact: as _sq_distances (rows added one after another)
-        idx = np.argpartition(d2, k1 - 1)[:k1] if k1 < len(d2) else np.arange(len(d2))
-        d2, idx = d2[idx], cand[idx]
+        if k1 < len(d2):
+            idx = np.argpartition(d2, k1 - 1)[:k1]
+            d2, idx = d2[idx], cand[idx]
+        else:
+            idx = cand
         order = np.lexsort((idx, d2))
         cache[key] = hit = (np.sqrt(d2[order]), idx[order])
         return hit
@@ -243,7 +246,7 @@ class _KNN(_Scorer):
         dist, _ = self.neighbours.query_row(z, cache, self.k, None)
         if self.method == "largest":
             return float(dist[-1])
-        return float(np.mean(dist) if self.method == "mean" else np.median(dist))
+        return float(np.add.reduce(dist)) / len(dist) if self.method == "mean" else float(np.median(dist))
 
 
 class _LOF(_Scorer):
@@ -265,9 +268,10 @@ class _LOF(_Scorer):
 
     def row(self, z, cache):
         dist, idx = self.neighbours.query_row(z, cache, self.k, self.tree)
+        k = len(dist)  # np.mean is the sum over the same contiguous values, then / k
         reach = np.maximum(dist, self.dist_k[idx])
-        lrd_x = 1.0 / (np.mean(reach) + 1e-10)
-        return float(-(-np.mean(self.lrd[idx] / lrd_x)))
+        lrd_x = 1.0 / (float(np.add.reduce(reach)) / k + 1e-10)
+        return -(-(float(np.add.reduce(self.lrd[idx] / lrd_x)) / k))
 
 
 class _GMM(_Scorer):
