@@ -582,7 +582,10 @@ def format_row(fields: Sequence[object]) -> str:
     texts = ["" if f is None else str(f) for f in fields]
     if texts == [""]:
         return '""\n'
-    return ",".join(_quote(t) for t in texts) + "\n"
+    line = ",".join(texts)  # one scan of the whole line: most records need no quoting
+    if '"' in line or "\r" in line or "\n" in line or line.count(",") != len(texts) - 1:
+        line = ",".join(_quote(t) for t in texts)
+    return line + "\n"
 
 
 def _quote(text: str) -> str:
