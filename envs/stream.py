@@ -348,9 +348,9 @@ class _TailProbability(_Scorer):
         # tail_outlyingness for one row, with the skew signs precomputed (the same arithmetic)
         u_left, u_right, u_skew = self._tails_row(z, cache)
         if self.method == "ecod":
-            return float(np.maximum(np.maximum(u_left, u_right), u_skew).sum())
+            return float(np.add.reduce(np.maximum(np.maximum(u_left, u_right), u_skew)))
         if self.method == "copod":
-            return float(np.maximum(u_skew, (u_left + u_right) / 2).sum())
+            return float(np.add.reduce(np.maximum(u_skew, (u_left + u_right) / 2)))
         return super().row(z, cache)
 
 
@@ -406,7 +406,7 @@ class _HBOS(_Scorer):
         cells = ind + self.row_offsets
         if self.outside[cells].any():
             return super().row(z, cache)
-        return float(-np.sum(self.table[cells]))
+        return -float(np.add.reduce(self.table[cells]))
 
 
 class _IForest(_Scorer):
@@ -520,7 +520,7 @@ class _PCA(_Scorer):
         if self.standardize:
             z = (z - self.mean) / self.scale
         diff = z - self.components
-        return float(np.sum(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1]) / self.weights))
+        return float(np.add.reduce(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1]) / self.weights))
 
 
 class _CBLOF(_Scorer):
@@ -554,9 +554,9 @@ class _CBLOF(_Scorer):
         score = 0.0
         if self.small[label]:
             diff = z - self.large_centers
-            score = float(np.min(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1])))
+            score = float(np.minimum.reduce(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1])))
         elif self.large[label]:
-            score = float(np.sqrt(np.sum(np.square(self.centers[label] - z))))
+            score = math.sqrt(float(np.add.reduce(np.square(self.centers[label] - z))))
         if self.weights is not None:
             score = score * float(self.weights[label])
         return score
