@@ -34,6 +34,17 @@ others     the detector's own ``decision_function`` (correct, not fast).
 
 After the detector scores, the featurizer's own code turns them into features
 (``Featurizer._transform_chunk``), so the feature definitions exist in one place only.
+
+One row (:meth:`FastFeaturizer.transform_row`, the stream's hot path) has its own code,
+because numpy's per-call overhead on arrays of one row dominated it: each compiled detector
+has a ``row`` method (ECOD/COPOD tail counts and the percentile ranks as binary searches in
+Python lists, the isolation forest walked over nodes laid out level by level across the
+trees, neighbours preselected with one matrix-vector product within a proven rounding
+margin and then measured exactly), and :class:`_RowFeatures` repeats
+``_transform_chunk``'s arithmetic for one row.  The same floating-point operations on the
+same values, so the features are bit-identical to the batch code's
+(``tests/envs/test_stream.py::test_single_row_path_is_bit_identical_to_the_batch_code``);
+:meth:`FastFeaturizer.transform_row_generic` is that batch code for one row.
 ``tests/envs/test_stream.py`` checks the agreement, for the default and the rich detector
 banks, on continuous and on tie-heavy discrete data (tolerance ``1e-6`` on the features; in
 practice they are bit-identical, except PCA and CBLOF distances, which may differ from
