@@ -96,6 +96,19 @@ def test_batch_round_trip_appends_scores_and_keeps_every_line(tmp_path, model, b
     assert "passed through as text: ['ts', 'label']" in err
 
 
+def test_data_flag_is_the_same_as_an_input(tmp_path, model, capsys, monkeypatch):
+    _, lines = _rows()
+    src = _write(tmp_path / "in.csv", lines)
+    code, by_position, err = _detect(capsys, monkeypatch, src)
+    assert code == 0, err
+    code, by_flag, err = _detect(capsys, monkeypatch, "--data", src, "-q")
+    assert code == 0, err
+    assert by_flag == by_position
+    code, both, err = _detect(capsys, monkeypatch, src, "--data", src)  # one table of both files, in order
+    assert code == 0, err
+    assert len(_table(both)) == 2 * len(lines)
+
+
 def test_batch_jsonl_has_one_valid_object_per_row(tmp_path, model, capsys, monkeypatch):
     X, lines = _rows()
     src = _write(tmp_path / "in.csv", lines)
