@@ -56,10 +56,16 @@ def _write(path, lines, header=HEADER):
     return path
 
 
-def _detect(capsys, monkeypatch, *argv, stdin: str | None = None):
+def _detect(capsys, monkeypatch, *argv, stdin: str | None = None, background: bool = False):
+    """Run detect in-process.  Stream runs refit inline unless ``background``: the tests of
+    reading and writing do not need a worker process (its start-up dominates their time);
+    the background refits have tests of their own."""
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
-    code = cli.main(["detect", *map(str, argv)])
+    argv = [str(a) for a in argv]
+    if "stream" in argv and "--refit" not in argv and not background:
+        argv += ["--refit", "inline"]
+    code = cli.main(["detect", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -187,7 +193,7 @@ def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, mo
 def test_stream_refits_in_the_background_by_default(tmp_path, model, capsys, monkeypatch):
     _, lines = _rows()
     code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
-                             "--refit-every", 20, stdin="\n".join([HEADER, *lines]) + "\n")
+                             "--refit-every", 20, stdin="\n".join([HEADER, *lines]) + "\n", background=True)
     assert code == 0, err
     rows = _table(out)
     assert [r["status"] for r in rows] == ["warmup"] * 40 + ["ok"] * 160
