@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import warnings
 
 import numpy as np
@@ -110,11 +111,17 @@ def _adapt_one(bundle, target, seed: int) -> dict:
     split = benchmark_split(target, seed)
     X, y = split.train.X, split.train.y
     labels = few_shot_labels(y, min(10, int(y.sum()) - 1), min(50, int((y == 0).sum()) - 1), seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        zero = adapt(bundle, X, seed=seed)
-        few = adapt(bundle, X, labels, seed=seed)
-        iforest = make_detector("iforest", random_state=seed).fit(X)
+    quiet = logging.getLogger("anomaly_gym")  # the table's "kept" column says what the guard chose
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zero = adapt(bundle, X, seed=seed)
+            few = adapt(bundle, X, labels, seed=seed)
+            iforest = make_detector("iforest", random_state=seed).fit(X)
+    finally:
+        quiet.setLevel(level)
     test_auc = lambda b: roc_auc_score(split.test.y, b.score(split.test.X, refit=False))  # noqa: E731
     return {"task": target.name, "target": target, "split": split, "bundle": few, "zero": test_auc(zero),
             "few": test_auc(few), "iforest": roc_auc_score(split.test.y, iforest.decision_function(split.test.X)),
