@@ -17,7 +17,7 @@ def add_parser(bsub) -> None:
         help="AUROC of few-shot adaptation vs zero-shot on the bundle's validation datasets (unlabelled rest of the training part, and the guard's choice judged on the unseen test part)",
     )
     a.add_argument("--model", type=Path, required=True, help="policy bundle from `anomaly-gym train` (its val_tasks are the targets)")
-    a.add_argument("--data-dir", type=Path, default=Path("../shared/data/adbench"), help="folder of NAME.npz files")
+    a.add_argument("--data", "--data-dir", dest="data_dir", type=Path, default=Path("../shared/data/adbench"), help="folder of NAME.npz files")
     add_list_argument(a, "--datasets", default=None, help="targets (default: the bundle's validation tasks)")
     a.add_argument("--shots", type=int, default=10, help="labelled anomalies (default 10)")
     a.add_argument("--normals", type=int, default=50, help="labelled normal rows (default 50)")

@@ -47,7 +47,7 @@ def add_parser(bsub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> dict[str, float]:
     if args.rows < 1000:
         raise ValueError(f"--rows must be at least 1000, got {args.rows}")
     cmd = [sys.executable, "-c", CHILD, str(args.policy), str(args.rows), str(max(1, args.rows // 20))]
@@ -64,4 +64,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"  resident memory: {rss[0]:.0f} MB after the first row, {rss[-1]:.0f} MB at the end, peak {r['peak_mb']:.0f} MB "
           f"(target < 300 MB; growth over the stream {rss[-1] - rss[0]:+.1f} MB)")
     print(f"  heavy modules imported: {', '.join(r['heavy_modules']) or 'none'}")
-    return 0
+    return {"rows/s": rate, "first scored row (s)": r["first_s"], "peak memory (MB)": r["peak_mb"]}

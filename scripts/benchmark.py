@@ -126,6 +126,9 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results"), help="output folder (default: results)")
     p.add_argument("--retry-errors", action="store_true", help="run again the rows recorded as errors")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.md and the plots from OUT/results.csv")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                   help="device of the policy's training and of the torch detectors (default cpu: results do not depend "
+                   "on the machine; auto picks CUDA when present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -396,8 +399,10 @@ class PolicySource:
 
     def __init__(self, mode: str, *, out: Path, model: Path | None = None, config: Path | None = None,
                  source_specs: Sequence[str] = (), sources: Sequence = (), targets: Sequence = (),
-                 folds: dict[str, str] | None = None, progress: Callable[[str], None] | None = None) -> None:
+                 folds: dict[str, str] | None = None, progress: Callable[[str], None] | None = None,
+                 device: str = "cpu") -> None:
         self.mode = mode
+        self.device = device
         self.out = Path(out)
         self.model = model
         self.config = config
@@ -437,7 +442,7 @@ class PolicySource:
             raise FileNotFoundError(
                 f"no policy bundle at {path}; pass --model BUNDLE or --train-config CONFIG, or leave 'policy' out of --methods"
             )
-        return load_bundle(path, device="cpu")
+        return load_bundle(path, device=self.device)
 
     def _train(self, fold: str):
         """Train (or load the cached) policy of ``fold`` on the sources minus the fold's targets."""
@@ -452,7 +457,7 @@ class PolicySource:
         base = TrainConfig.from_toml(self.config)
         data = base.to_dict()
         names = [s.name for s in train_sources]
-        data.update(sources=self.source_specs, datasets=names, device="cpu" if base.device == "auto" else base.device)
+        data.update(sources=self.source_specs, datasets=names, device=self.device)
         if isinstance(base.val_tasks, (list, tuple, str)):
             wanted = [base.val_tasks] if isinstance(base.val_tasks, str) else list(base.val_tasks)
             kept = [v for v in wanted if v in names]
@@ -468,7 +473,7 @@ class PolicySource:
                     f"{path} was trained for another setup (sources, held-out datasets or config differ); "
                     "use another --out, or delete it to train again"
                 )
-            bundle = load_bundle(path, device="cpu")
+            bundle = load_bundle(path, device=self.device)
         else:
             run_path = self.out / "models" / path.name.replace(".bundle.zip", "")
             resume = (run_path / "checkpoints" / "last.zip").is_file() and record_path.is_file() and \
@@ -479,7 +484,7 @@ class PolicySource:
             trainer = MetaTrainer(cfg, run_path, resume=resume)
             trainer.log_setup()
             trainer.train(progress=False)
-            bundle = load_bundle(run_path / "best.bundle.zip", device="cpu")
+            bundle = load_bundle(run_path / "best.bundle.zip", device=self.device)
             bundle.save(path)
         for name in held_out:
             check_not_trained_on(bundle, name)  # a bug if it ever fires: the fold's targets were held out
@@ -572,12 +577,12 @@ def target_features(train_X: np.ndarray, test_X: np.ndarray) -> tuple[np.ndarray
 # --------------------------------------------------------------------------- one method
 
 
-def build_detector(method: str, seed: int, bundle=None, feature_space: str | None = None):
-    """An unfitted detector of ``method``, seeded, single-threaded, on the CPU."""
+def build_detector(method: str, seed: int, bundle=None, feature_space: str | None = None, device: str = "cpu"):
+    """An unfitted detector of ``method``, seeded, single-threaded, on ``device`` (torch detectors only)."""
     from anomaly_gym.detectors import make_detector
 
     if method in POLICY_BACKED:
-        return make_detector(method, model=bundle, random_state=seed, device="cpu")
+        return make_detector(method, model=bundle, random_state=seed, device=device)
     det = make_detector(method)
     params = det.get_params()
     updates: dict[str, Any] = {}
@@ -586,7 +591,7 @@ def build_detector(method: str, seed: int, bundle=None, feature_space: str | Non
     if "n_jobs" in params:
         updates["n_jobs"] = 1
     if "device" in params:
-        updates["device"] = "cpu"
+        updates["device"] = device
     if feature_space is not None and "feature_space" in params:
         updates["feature_space"] = feature_space
     return det.set_params(**updates)
@@ -696,6 +701,9 @@ def run(args: argparse.Namespace) -> int:
                 "or --model BUNDLE, or leave 'policy' out of --methods (no default bundle is installed)"
             )
     folds = plan_folds(sources, all_targets, args.folds) if mode == "train" else {}
+    from anomaly_gym.agents.factory import resolve_device
+
+    device = resolve_device(args.device)  # 'cuda' without a GPU is a ValueError: exit 2 with the reason
     setup = _setup_record(args, sources, targets, folds, mode)
     _check_setup(out, setup, out / "results.csv")
 
@@ -726,7 +734,7 @@ def run(args: argparse.Namespace) -> int:
             job = bar.add_task("benchmark", total=total)
             policies = PolicySource(mode, out=out, model=args.model, config=args.train_config, source_specs=args.sources,
                                     sources=sources, targets=all_targets, folds=folds,
-                                    progress=lambda text: bar.update(job, description=text))
+                                    progress=lambda text: bar.update(job, description=text), device=device)
             pool = SourcePool(sources, args.source_rows)
             runner = _Runner(out, results, policies, pool, all_targets, folds, mode,
                              advance=lambda n=1: bar.advance(job, n), describe=lambda t: bar.update(job, description=t))
@@ -782,7 +790,7 @@ class _Runner:
                     y, note = draw_labels(train.y, setting, seed)
                 if method in POLICY_BACKED:
                     bundle = self.policies.bundle_for(task.name)
-                    det = build_detector(method, seed, bundle)
+                    det = build_detector(method, seed, bundle, device=self.policies.device)
                     auroc, auprc, fit_s, score_s = evaluate(det, train.X, test.X, test.y, y=y)
                     self._log_policy(task.name, method, setting, seed, det)
                     if setting.protocol == "few-shot" and det.adaptation_.get("mode") != "few-shot":
@@ -791,11 +799,11 @@ class _Runner:
                     if transfer_inputs is None:
                         transfer_inputs = self._transfer_inputs(task, train, test, seed)
                     source_X, source_y, space, train_X, test_X, extra = transfer_inputs
-                    det = build_detector(method, seed, feature_space="raw")
+                    det = build_detector(method, seed, feature_space="raw", device=self.policies.device)
                     auroc, auprc, fit_s, score_s = evaluate(det, train_X, test_X, test.y, source=(source_X, source_y))
                     fit_s += extra  # the target's share of the shared featurization
                 else:
-                    det = build_detector(method, seed)
+                    det = build_detector(method, seed, device=self.policies.device)
                     auroc, auprc, fit_s, score_s = evaluate(det, train.X, test.X, test.y,
                                                             y=y if DETECTORS[method].requires_labels else None)
                 row.update(auroc=auroc, auprc=auprc, fit_seconds=fit_s, score_seconds=score_s, error=note or "")

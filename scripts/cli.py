@@ -24,12 +24,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Meta-reinforcement learning for anomaly detection: learn how to detect on many "
         "labelled datasets, transfer to a new one.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     parser.add_argument("--version", action="version", version=f"anomaly-gym {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"anomaly_gym.scripts.{name}").add_parser(sub)
+    _add_verbosity(parser, top=True)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v/--verbose`` and ``-q/--quiet`` on every command, before or after its name.
+
+    Sub-command parsers default to ``SUPPRESS`` so that ``anomaly-gym -v detect`` is not undone
+    by the sub-command's own default.
+    """
+    default = False if top else argparse.SUPPRESS
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", default=default, help="log progress details to stderr")
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="less on stderr: no log messages below errors, no Python warnings, no progress bars "
+                            "(the notes on which columns were used and the run's summary stay)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_verbosity(child)
 
 
 def _version() -> str:
@@ -44,7 +62,16 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet exclude each other")
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        import warnings
+
+        warnings.simplefilter("ignore")
+        if hasattr(args, "no_progress"):
+            args.no_progress = True
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as exc:  # bad usage or input; anything else is a bug: exit 1

@@ -94,9 +94,11 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", default=["-"], metavar="INPUT",
+    p.add_argument("inputs", nargs="*", default=None, metavar="INPUT",
                    help="CSV files with a header row, read one after the other as one table (same header); "
                    "'-' (default) reads standard input")
+    p.add_argument("--data", action="append", default=None, metavar="PATH",
+                   help="an input file, as with adapt and tasks (the same as INPUT; may be repeated, after any INPUT)")
     p.add_argument("--model", type=Path, default=None,
                    help="policy bundle (.bundle.zip) from `anomaly-gym train`; default: the bundled default policy")
     p.add_argument("--mode", choices=("batch", "stream"), default="batch",
@@ -209,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     from anomaly_gym.scripts._csvio import parse_columns
     from threadpoolctl import threadpool_limits
 
+    args.inputs = (args.inputs or []) + (args.data or []) or ["-"]
     _check_args(args)
     columns = parse_columns(args.columns)
     fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".ndjson")) else "csv")

@@ -11,7 +11,8 @@ from rich.table import Table
 
 def add_parser(sub) -> None:
     p = sub.add_parser("tasks", help="list tasks: the built-in suite, or the datasets in a directory")
-    p.add_argument("--data-dir", default="builtin", help="'builtin' (default), a folder of ADBench NAME.npz files, or one .npz/.csv file")
+    p.add_argument("--data", "--data-dir", dest="data_dir", default="builtin",
+                   help="'builtin' (default), a folder of ADBench NAME.npz files, or one .npz/.csv file")
     p.add_argument("--label-column", default=None, help="label column, for a CSV file")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
     p.add_argument("--impute", choices=("error", "median"), default="error",

@@ -233,3 +233,50 @@ def test_every_command_that_writes_takes_the_same_output_flags():
     args = parser.parse_args(["adapt", "--data", "t.csv", "--output", "a.zip"])
     assert str(args.out) == "a.zip"
     assert parser.parse_args(["detect", "in.csv", "--out", "s.csv"]).output == "s.csv"
+
+
+def _leaf_parsers(parser=None, words=()):
+    """(command words, parser) of every command that runs (not the groups like ``bench``)."""
+    from anomaly_gym.scripts import cli
+
+    parser = parser or cli.build_parser()
+    subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    if not subs:
+        return [(" ".join(words), parser)]
+    found = []
+    for name, child in subs[0].choices.items():
+        found += _leaf_parsers(child, (*words, name))
+    return found
+
+
+def test_the_same_ideas_have_the_same_flags_on_every_command():
+    leaves = dict(_leaf_parsers())
+    assert len(leaves) > 15
+    options = {words: {o for a in p._actions for o in a.option_strings} for words, p in leaves.items()}
+    for words, opts in options.items():  # verbosity, before or after the command's name
+        assert {"-v", "--verbose", "-q", "--quiet"} <= opts, words
+    for words in ("train", "adapt", "detect", "demo", "benchmark", "bench env"):
+        assert "--device" in options[words], words
+    for words in ("adapt", "detect", "tasks", "bench featurizer", "bench adapt"):
+        assert "--data" in options[words], words
+    for words in ("adapt", "tasks"):
+        assert "--label-column" in options[words], words
+    for words in ("train", "adapt", "demo", "bench env", "bench detect"):
+        assert "--seed" in options[words], words
+    for words in ("adapt", "detect", "benchmark", "bench detect", "bench adapt"):
+        assert "--model" in options[words], words
+
+
+def test_verbosity_flags_work_before_and_after_the_command():
+    from anomaly_gym.scripts import cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["-v", "tasks"]).verbose is True
+    assert parser.parse_args(["tasks", "-v"]).verbose is True
+    assert parser.parse_args(["tasks"]).verbose is False
+    assert parser.parse_args(["bench", "env", "-q"]).quiet is True
+    assert parser.parse_args(["-q", "detect", "x.csv", "--data", "y.csv"]).data == ["y.csv"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["tasks", "-v", "-q"])
+    with pytest.raises(SystemExit):  # one before and one after the name: refused in main
+        cli.main(["-v", "tasks", "-q"])

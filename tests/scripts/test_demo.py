@@ -13,7 +13,7 @@ def test_demo_trains_adapts_detects_and_compares_with_iforest(tmp_path, capsys):
     assert cli.main(["demo", "--total-steps", "4096", "--run-dir", str(tmp_path), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "zero-shot on" in out and "vs IForest" in out
-    verdict = re.search(r"the adapted policy (beats|ties|does not beat) IForest \((\d\.\d+) vs (\d\.\d+)\)", out)
+    verdict = re.search(r"the adapted policy (beats|ties|does not beat) IForest: mean test AUROC (\d\.\d+) vs (\d\.\d+)", out)
     assert verdict is not None, out[-2000:]
     few, iforest = float(verdict.group(2)), float(verdict.group(3))
     expected = "beats" if few > iforest else ("ties" if few == iforest else "does not beat")

@@ -56,10 +56,16 @@ def _write(path, lines, header=HEADER):
     return path
 
 
-def _detect(capsys, monkeypatch, *argv, stdin: str | None = None):
+def _detect(capsys, monkeypatch, *argv, stdin: str | None = None, background: bool = False):
+    """Run detect in-process.  Stream runs refit inline unless ``background``: the tests of
+    reading and writing do not need a worker process (its start-up dominates their time);
+    the background refits have tests of their own."""
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
-    code = cli.main(["detect", *map(str, argv)])
+    argv = [str(a) for a in argv]
+    if "stream" in argv and "--refit" not in argv and not background:
+        argv += ["--refit", "inline"]
+    code = cli.main(["detect", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -94,6 +100,19 @@ def test_batch_round_trip_appends_scores_and_keeps_every_line(tmp_path, model, b
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
     assert "200 rows read, 200 scored, 0 errors" in err
     assert "passed through as text: ['ts', 'label']" in err
+
+
+def test_data_flag_is_the_same_as_an_input(tmp_path, model, capsys, monkeypatch):
+    _, lines = _rows()
+    src = _write(tmp_path / "in.csv", lines)
+    code, by_position, err = _detect(capsys, monkeypatch, src)
+    assert code == 0, err
+    code, by_flag, err = _detect(capsys, monkeypatch, "--data", src, "-q")
+    assert code == 0, err
+    assert by_flag == by_position
+    code, both, err = _detect(capsys, monkeypatch, src, "--data", src)  # one table of both files, in order
+    assert code == 0, err
+    assert len(_table(both)) == 2 * len(lines)
 
 
 def test_batch_jsonl_has_one_valid_object_per_row(tmp_path, model, capsys, monkeypatch):
@@ -174,7 +193,7 @@ def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, mo
 def test_stream_refits_in_the_background_by_default(tmp_path, model, capsys, monkeypatch):
     _, lines = _rows()
     code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
-                             "--refit-every", 20, stdin="\n".join([HEADER, *lines]) + "\n")
+                             "--refit-every", 20, stdin="\n".join([HEADER, *lines]) + "\n", background=True)
     assert code == 0, err
     rows = _table(out)
     assert [r["status"] for r in rows] == ["warmup"] * 40 + ["ok"] * 160

@@ -1,0 +1,31 @@
+"""``anomaly-gym bench ... --runs N``: every run reports, then the median and range of each headline figure."""
+
+from __future__ import annotations
+
+import re
+
+from anomaly_gym.scripts.bench import summarize_runs
+from anomaly_gym.scripts.cli import main
+
+
+def test_summary_gives_the_median_and_range_of_each_figure():
+    text = summarize_runs([{"rows/s": 1000.0, "p99 (ms)": 3.0}, {"rows/s": 3000.0, "p99 (ms)": 1.0},
+                           {"rows/s": 2000.0, "p99 (ms)": 9.0}], [0.5, 1.0, 2.0])
+    assert "median of 3 runs" in text and "0.5, 1.0, 2.0" in text
+    assert re.search(r"rows/s\s+median 2,000\s+\(range 1,000 to 3,000\)", text)
+    assert re.search(r"p99 \(ms\)\s+median 3\s+\(range 1 to 9\)", text)
+
+
+def test_runs_repeat_the_benchmark_and_summarize(capsys):
+    assert main(["bench", "stream-temporal", "--rows", "1000", "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("throughput:") == 2
+    assert "--- run 2 of 2" in out
+    assert re.search(r"median of 2 runs \(load average before each run: [\d.]+, [\d.]+\)", out)
+    for figure in ("rows/s", "first scored row (s)", "peak memory (MB)"):
+        assert re.search(re.escape(figure) + r"\s+median [\d,.]+\s+\(range", out), figure
+
+
+def test_runs_must_be_positive(capsys):
+    assert main(["bench", "stream-temporal", "--rows", "1000", "--runs", "0"]) == 2
+    assert "--runs must be a positive integer" in capsys.readouterr().err
