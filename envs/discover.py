@@ -111,7 +111,9 @@ class DiscoverEnv(gym.Env):
 
     ## Starting State
     A fresh pool of the current task; no labels known.  The first task is ``tasks[0]``
-    until ``set_task`` (or ``reset(options={"task": task})``) chooses another.
+    until ``set_task`` (or ``reset(options={"task": task})``) chooses another.  The pool and
+    the feedback features live in a :class:`DiscoverySession`, which needs no labels: it
+    serves a trained policy on an unlabelled target, one analyst answer at a time.
 
     ## Episode End
     ``terminated`` when the budget is spent or every row has been shown; never
@@ -130,6 +132,8 @@ class DiscoverEnv(gym.Env):
     - ``similarity_scale``: ``s`` of the similarity features (default 0.1).
     - ``featurizer``: a :class:`FeaturizerConfig`; ``cache_dir``: the feature cache (as Detect-v0).
     - ``features`` / ``priors``: optional precomputed features and prior scores, one array per task.
+    - ``resample_task_on_reset``: draw each episode's task from ``tasks`` with ``self.np_random``
+      (for meta-training); default False (keep the current task).
     - ``render_mode``: None or ``"ansi"``.
 
     ## Version History
@@ -151,6 +155,7 @@ class DiscoverEnv(gym.Env):
         cache_dir=None,
         features: Sequence[np.ndarray] | None = None,
         priors: Sequence[np.ndarray] | None = None,
+        resample_task_on_reset: bool = False,
         render_mode: str | None = None,
     ) -> None:
         _check_arguments(budget, pool_size, random_share, normal_reward, similarity_scale)
@@ -169,6 +174,7 @@ class DiscoverEnv(gym.Env):
         self.featurizer_config = featurizer or FeaturizerConfig()
         self.cache_dir = cache_dir
         self.render_mode = render_mode
+        self.resample_task_on_reset = bool(resample_task_on_reset)
         self._pct_cols = percentile_columns(self.featurizer_config)
         from anomaly_gym.envs.features import Featurizer
 
@@ -225,82 +231,189 @@ class DiscoverEnv(gym.Env):
         super().reset(seed=seed)
         if options and options.get("task") is not None:
             self.set_task(options["task"])
+        elif self.resample_task_on_reset:
+            self.set_task(self.tasks[int(self.np_random.integers(len(self.tasks)))])
         self._start_episode()
-        return self._obs.copy(), self._info()
+        return self._session.observation(), self._info()
 
     def step(self, action):
         slot = self._check_action(action)
-        row = int(self._pool[slot])
+        row = self._session.row(slot)
         label = int(self._y[row])
-        self._shown[row] = True
-        self._in_pool[row] = False
-        self._history.append(row)
-        self._labels.append(label)
-        self._learn(row, label)
-        self._pool[slot] = -1
-        self._fill(slot, self._pick_refill())
-        self._refresh_globals()
-        terminated = len(self._history) >= self.budget or not (self._pool >= 0).any()
+        self._session.reveal(slot, label)
+        terminated = self._session.done
         reward = 1.0 if label == 1 else self.normal_reward
         info = self._info()
         info.update(index=row, label=label)
-        return self._obs.copy(), reward, terminated, False, info
+        return self._session.observation(), reward, terminated, False, info
 
     def action_masks(self) -> np.ndarray:
         """Which slots hold a candidate (True = may be chosen)."""
-        return self._pool >= 0
+        return self._session.action_masks()
 
     def state(self) -> DiscoverState:
         """The rows shown so far and their labels."""
-        return DiscoverState(self._task.name, tuple(self._history), tuple(self._labels))
+        return DiscoverState(self._task.name, tuple(self._session.shown), tuple(self._session.labels))
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        return f"task={self._task.name} queries={len(self._history)}/{self.budget} found={sum(self._labels)} candidates={int(self.action_masks().sum())}"
+        ses = self._session
+        return f"task={self._task.name} queries={len(ses.shown)}/{self.budget} found={sum(ses.labels)} candidates={int(ses.action_masks().sum())}"
 
     # -- internals ---------------------------------------------------------------------
     def _start_episode(self) -> None:
-        task = self._task
-        self._feats, prior = self._data[task.hash]
-        self._y = task.y
-        n = task.n_rows
-        self._pct = np.ascontiguousarray(self._feats[:, self._pct_cols], dtype=np.float64)
-        order = np.argsort(-prior, kind="stable")
+        feats, prior = self._data[self._task.hash]
+        self._y = self._task.y
+        self._session = DiscoverySession(
+            feats, prior, self._pct_cols, budget=self.budget, pool_size=self.pool_size, random_share=self.random_share,
+            similarity_scale=self.similarity_scale, rng=self.np_random,
+        )
+
+    def _info(self) -> dict[str, Any]:
+        return {"task": self._task.name, "queries": len(self._session.shown), "found": int(sum(self._session.labels))}
+
+    def _check_action(self, action) -> int:
+        arr = np.asarray(action)
+        if arr.size != 1 or arr.dtype.kind not in "biu":
+            raise ValueError(f"action must be a candidate slot as an integer, got {action!r}")
+        slot = int(arr.reshape(-1)[0])
+        if not 0 <= slot < self.pool_size:
+            raise ValueError(f"action must be a slot in [0, {self.pool_size}), got {slot}")
+        if not self._session.action_masks()[slot]:
+            raise ValueError(f"slot {slot} holds no candidate (see action_masks()); choose a slot whose mask is True")
+        return slot
+
+
+def _check_arguments(budget, pool_size, random_share, normal_reward, similarity_scale) -> None:
+    if int(budget) < 1:
+        raise ValueError(f"budget must be a positive integer, got {budget}")
+    if int(pool_size) < 2:
+        raise ValueError(f"pool_size must be at least 2, got {pool_size}")
+    if not 0.0 <= random_share < 1.0:
+        raise ValueError(f"random_share must be in [0, 1), got {random_share}")
+    if not -1.0 <= normal_reward <= 0.0:
+        raise ValueError(f"normal_reward must be in [-1, 0] (Meta-AAD uses -0.1), got {normal_reward}")
+    if not similarity_scale > 0.0:
+        raise ValueError(f"similarity_scale must be positive, got {similarity_scale}")
+
+
+def bench_step(n_rows: int = 10_000, n_steps: int = 100, seed: int = 0) -> float:
+    """Mean seconds per ``step`` of Discover-v0 on a synthetic ``n_rows``-row task, features precomputed."""
+    from anomaly_gym.envs.features import Featurizer
+
+    rng = np.random.default_rng(seed)
+    config = FeaturizerConfig()
+    y = (rng.random(n_rows) < 0.05).astype(np.int8)
+    y[:2] = (0, 1)
+    task = Task("bench/discover", rng.normal(size=(n_rows, 4)).astype(np.float32), y, source="synthetic")
+    low, high = Featurizer(config).feature_bounds()
+    feats = rng.uniform(low, high, size=(n_rows, len(low))).astype(np.float32)
+    env = DiscoverEnv([task], budget=n_steps, featurizer=config, features=[feats])
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        mask = env.action_masks()
+        env.step(int(np.flatnonzero(mask)[0]))
+    return (time.perf_counter() - start) / n_steps
+
+
+class DiscoverySession:
+    """The candidate pool and feedback features of one discovery episode (no labels needed).
+
+    :class:`DiscoverEnv` wraps one per episode; a trained policy serves an unlabelled target
+    through one directly: :meth:`observation` and :meth:`action_masks` for the policy,
+    :meth:`row` for the row behind the chosen slot, :meth:`reveal` with the analyst's answer.
+
+    Args:
+        features: Transferable features of every row, shape (n, n_features).
+        prior: Prior anomaly score per row (higher = more anomalous).
+        pct_columns: The feature columns holding per-detector percentiles.
+        budget, pool_size, random_share, similarity_scale: As :class:`DiscoverEnv`.
+        rng: The generator behind the random candidates.
+    """
+
+    def __init__(self, features: np.ndarray, prior: np.ndarray, pct_columns: np.ndarray, *, budget: int, pool_size: int,
+                 random_share: float, similarity_scale: float, rng: np.random.Generator) -> None:
+        self.budget = budget
+        self.pool_size = pool_size
+        self.random_share = random_share
+        self.similarity_scale = similarity_scale
+        self.rng = rng
+        self._feats = features
+        self.n_base = features.shape[1]
+        n = len(features)
+        self._pct = np.ascontiguousarray(features[:, pct_columns], dtype=np.float64)
+        order = np.argsort(-np.asarray(prior), kind="stable")
         self._prior_rank = np.empty(n, dtype=np.float32)
         self._prior_rank[order] = 1.0 - np.arange(n, dtype=np.float32) / max(n - 1, 1)
         self._shown = np.zeros(n, dtype=bool)
         self._in_pool = np.zeros(n, dtype=bool)
-        self._history: list[int] = []
-        self._labels: list[int] = []
+        self.shown: list[int] = []
+        self.labels: list[int] = []
         n_det = self._pct.shape[1]
         self._sums = np.zeros((2, n_det))  # per class: summed percentiles of labelled rows
         self._counts = np.zeros(2)
         self._weights = np.full(n_det, 1.0 / n_det)
         self._weighted = self._pct @ self._weights
         self._labelled_pct = [np.empty((0, n_det)), np.empty((0, n_det))]
-        self._pool = np.full(self.pool_size, -1, dtype=np.int64)
-        self._sim = np.zeros((self.pool_size, 2))
-        self._obs = np.zeros(self.observation_space.shape, dtype=np.float32)
-        n_top = min(n, int(round(self.pool_size * (1.0 - self.random_share))))
+        self._pool = np.full(pool_size, -1, dtype=np.int64)
+        self._sim = np.zeros((pool_size, 2))
+        self._obs = np.zeros((pool_size, self.n_base + len(FEEDBACK_FEATURES)), dtype=np.float32)
+        n_top = min(n, int(round(pool_size * (1.0 - random_share))))
         rows = list(order[:n_top])
         rest = order[n_top:]
-        n_rand = min(len(rest), self.pool_size - n_top)
+        n_rand = min(len(rest), pool_size - n_top)
         if n_rand > 0:
-            rows += list(self.np_random.choice(rest, size=n_rand, replace=False))
+            rows += list(rng.choice(rest, size=n_rand, replace=False))
         for slot, row in enumerate(rows):
             self._fill(slot, int(row))
         self._refresh_globals()
 
+    @property
+    def done(self) -> bool:
+        """The budget is spent or no candidate is left."""
+        return len(self.shown) >= self.budget or not (self._pool >= 0).any()
+
+    def observation(self) -> np.ndarray:
+        """A copy of the current observation, (pool_size, n_features + 7) float32."""
+        return self._obs.copy()
+
+    def action_masks(self) -> np.ndarray:
+        """Which slots hold a candidate."""
+        return self._pool >= 0
+
+    def row(self, slot: int) -> int:
+        """The row index of the candidate in ``slot``."""
+        row = int(self._pool[slot])
+        if row < 0:
+            raise ValueError(f"slot {slot} holds no candidate (see action_masks()); choose a slot whose mask is True")
+        return row
+
+    def reveal(self, slot: int, label: int) -> int:
+        """Record the answer ``label`` (1 = anomaly) for the candidate in ``slot``; returns its row."""
+        row = self.row(slot)
+        if label not in (0, 1):
+            raise ValueError(f"label must be 0 or 1, got {label!r}")
+        self._shown[row] = True
+        self._in_pool[row] = False
+        self.shown.append(row)
+        self.labels.append(int(label))
+        self._learn(row, int(label))
+        self._pool[slot] = -1
+        self._fill(slot, self._pick_refill())
+        self._refresh_globals()
+        return row
+
     def _pick_refill(self) -> int | None:
         available = ~(self._shown | self._in_pool)
-        if self.np_random.random() < self.random_share:
+        if self.rng.random() < self.random_share:
             for _ in range(8):  # rejection sampling: cheap while most rows are available
-                row = int(self.np_random.integers(len(available)))
+                row = int(self.rng.integers(len(available)))
                 if available[row]:
                     return row
             free = np.flatnonzero(available)
-            return int(free[self.np_random.integers(len(free))]) if len(free) else None
+            return int(free[self.rng.integers(len(free))]) if len(free) else None
         scores = np.where(available, self._weighted, -np.inf)
         row = int(np.argmax(scores))
         return row if available[row] else None
@@ -338,8 +451,8 @@ class DiscoverEnv(gym.Env):
     def _refresh_globals(self) -> None:
         live = self._pool >= 0
         rows = self._pool[live]
-        queries = len(self._history)
-        found = sum(self._labels)
+        queries = len(self.shown)
+        found = sum(self.labels)
         fb = self._obs[:, self.n_base :]
         fb[live, 0] = self._sim[live, 1]  # anomalies
         fb[live, 1] = self._sim[live, 0]  # normals
@@ -350,49 +463,3 @@ class DiscoverEnv(gym.Env):
         fb[live, 6] = 1.0 - queries / self.budget
         fb[~live] = 0.0
 
-    def _info(self) -> dict[str, Any]:
-        return {"task": self._task.name, "queries": len(self._history), "found": int(sum(self._labels))}
-
-    def _check_action(self, action) -> int:
-        arr = np.asarray(action)
-        if arr.size != 1 or arr.dtype.kind not in "biu":
-            raise ValueError(f"action must be a candidate slot as an integer, got {action!r}")
-        slot = int(arr.reshape(-1)[0])
-        if not 0 <= slot < self.pool_size:
-            raise ValueError(f"action must be a slot in [0, {self.pool_size}), got {slot}")
-        if self._pool[slot] < 0:
-            raise ValueError(f"slot {slot} holds no candidate (see action_masks()); choose a slot whose mask is True")
-        return slot
-
-
-def _check_arguments(budget, pool_size, random_share, normal_reward, similarity_scale) -> None:
-    if int(budget) < 1:
-        raise ValueError(f"budget must be a positive integer, got {budget}")
-    if int(pool_size) < 2:
-        raise ValueError(f"pool_size must be at least 2, got {pool_size}")
-    if not 0.0 <= random_share < 1.0:
-        raise ValueError(f"random_share must be in [0, 1), got {random_share}")
-    if not -1.0 <= normal_reward <= 0.0:
-        raise ValueError(f"normal_reward must be in [-1, 0] (Meta-AAD uses -0.1), got {normal_reward}")
-    if not similarity_scale > 0.0:
-        raise ValueError(f"similarity_scale must be positive, got {similarity_scale}")
-
-
-def bench_step(n_rows: int = 10_000, n_steps: int = 100, seed: int = 0) -> float:
-    """Mean seconds per ``step`` of Discover-v0 on a synthetic ``n_rows``-row task, features precomputed."""
-    from anomaly_gym.envs.features import Featurizer
-
-    rng = np.random.default_rng(seed)
-    config = FeaturizerConfig()
-    y = (rng.random(n_rows) < 0.05).astype(np.int8)
-    y[:2] = (0, 1)
-    task = Task("bench/discover", rng.normal(size=(n_rows, 4)).astype(np.float32), y, source="synthetic")
-    low, high = Featurizer(config).feature_bounds()
-    feats = rng.uniform(low, high, size=(n_rows, len(low))).astype(np.float32)
-    env = DiscoverEnv([task], budget=n_steps, featurizer=config, features=[feats])
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for _ in range(n_steps):
-        mask = env.action_masks()
-        env.step(int(np.flatnonzero(mask)[0]))
-    return (time.perf_counter() - start) / n_steps

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from anomaly_gym.envs import DISCOVER_ENV_ID, DiscoverEnv, FeaturizerConfig
-from anomaly_gym.envs.discover import FEEDBACK_FEATURES, bench_step
+from anomaly_gym.envs.discover import FEEDBACK_FEATURES, DiscoverySession, bench_step
 from anomaly_gym.envs.sources import make_synthetic_task
 from gymnasium.utils.env_checker import check_env
 
@@ -70,10 +70,9 @@ def test_rows_are_never_shown_twice_and_rewards_follow_labels(tasks):
 
 def test_feedback_features_react_to_answers(tasks):
     env = _env(tasks)
-    env.reset(seed=0)
-    mask = env.action_masks()
-    # show the candidate with the highest prior: most likely an anomaly on this task
-    obs, *_ , info = env.step(int(np.argmax(np.where(mask, env._obs[:, -4], -1))))
+    obs, _ = env.reset(seed=0)
+    # show the candidate with the highest prior rank
+    obs, *_, info = env.step(int(np.argmax(np.where(env.action_masks(), obs[:, -4], -1))))
     cls = 0 if info["label"] == 1 else 1  # sim_anomaly when an anomaly was found, else sim_normal
     assert (obs[:, -7 + cls] > 0).any()
     assert np.allclose(obs[:, -1], 1 - 1 / 20)
@@ -99,6 +98,25 @@ def test_same_seed_same_episode_and_seeds_differ(tasks):
     b, _, _ = _run(env, 5, pick_random)
     c, _, _ = _run(env, 6, pick_random)
     assert a == b and a != c
+
+
+def test_a_session_serves_an_unlabelled_target_one_answer_at_a_time(tasks):
+    env = _env(tasks)
+    obs, _ = env.reset(seed=2)
+    feats, prior = env._data[tasks[0].hash]
+    session = DiscoverySession(feats, prior, env._pct_cols, budget=20, pool_size=16, random_share=0.25,
+                               similarity_scale=0.1, rng=np.random.default_rng(0))
+    assert np.array_equal(session.observation()[:12], obs[:12])  # the prior's part of the pool (the rest is random)
+    row = session.reveal(0, 1)
+    assert session.shown == [row] and session.labels == [1] and session.observation()[0, -3] == 1.0
+    with pytest.raises(ValueError, match="label must be 0 or 1"):
+        session.reveal(1, 2)
+
+
+def test_resampling_tasks_on_reset(tasks):
+    env = _env(tasks, resample_task_on_reset=True)
+    names = {env.reset(seed=s)[1]["task"] for s in range(8)}
+    assert names == {t.name for t in tasks}
 
 
 def test_bad_arguments():
