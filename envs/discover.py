@@ -226,6 +226,12 @@ class DiscoverEnv(gym.Env):
             raise ValueError(f"prior for task {task.name!r} must be {task.n_rows} finite scores, got shape {prior.shape}")
         self._data[task.hash] = (feats, prior)
 
+    def task_data(self, task: Task) -> tuple[np.ndarray, np.ndarray]:
+        """The features and prior scores the environment uses for ``task`` (computed on first use)."""
+        if task.hash not in self._data:
+            self.add_features(task)
+        return self._data[task.hash]
+
     # -- Gymnasium API -----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
