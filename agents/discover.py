@@ -44,30 +44,54 @@ class CandidateScorer(nn.Module):
         self.n_columns = n_columns
         self.encoder = nn.Sequential(nn.Linear(2 * n_columns, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
         self.logit = nn.Linear(hidden, 1)
+        self.linear = nn.Linear(n_columns, 1, bias=False)
         self.latent_dim_pi = n_slots
         self.latent_dim_vf = hidden
+
+    def start_from_heuristic(self, column: int, weight: float) -> None:
+        """Make the linear part of the logit ``weight * x[column]`` (the network's part starts near 0).
+
+        The untrained policy then shows candidates in the order of that column (a softmax
+        at temperature ``1 / weight``), and training learns corrections to it: residual
+        policy learning, instead of starting from a uniform choice among 64 candidates.
+        """
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.weight[0, column] = weight
 
     def _hidden(self, features: torch.Tensor) -> torch.Tensor:
         x = features.reshape(-1, self.n_slots, self.n_columns)
         context = x.mean(dim=1, keepdim=True).expand_as(x)
         return self.encoder(torch.cat([x, context], dim=-1))
 
+    def _logits(self, features: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x = features.reshape(-1, self.n_slots, self.n_columns)
+        return (self.logit(h) + self.linear(x)).squeeze(-1)
+
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self._hidden(features)
-        return self.logit(h).squeeze(-1), h.mean(dim=1)
+        return self._logits(features, h), h.mean(dim=1)
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
-        return self.logit(self._hidden(features)).squeeze(-1)
+        return self._logits(features, self._hidden(features))
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
         return self._hidden(features).mean(dim=1)
 
 
 class CandidatePolicy(MaskableActorCriticPolicy):
-    """MaskablePPO's actor-critic with :class:`CandidateScorer`; ``hidden`` is its width."""
+    """MaskablePPO's actor-critic with :class:`CandidateScorer`.
 
-    def __init__(self, observation_space, action_space, lr_schedule, hidden: int = 64, **kwargs) -> None:
+    ``hidden`` is the scorer's width; with ``heuristic_column`` >= 0 the untrained policy
+    starts from ``heuristic_weight`` times that observation column
+    (:meth:`CandidateScorer.start_from_heuristic`).
+    """
+
+    def __init__(self, observation_space, action_space, lr_schedule, hidden: int = 64, heuristic_column: int = -1,
+                 heuristic_weight: float = 0.0, **kwargs) -> None:
         self.hidden = int(hidden)
+        self.heuristic_column = int(heuristic_column)
+        self.heuristic_weight = float(heuristic_weight)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -80,19 +104,23 @@ class CandidatePolicy(MaskableActorCriticPolicy):
         self.action_net = nn.Identity()
         nn.init.orthogonal_(self.mlp_extractor.logit.weight, gain=0.01)
         nn.init.zeros_(self.mlp_extractor.logit.bias)
+        if self.heuristic_column >= 0:
+            self.mlp_extractor.start_from_heuristic(self.heuristic_column, self.heuristic_weight)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data["hidden"] = self.hidden
+        data.update(hidden=self.hidden, heuristic_column=self.heuristic_column, heuristic_weight=self.heuristic_weight)
         return data
 
 
-def make_discover_agent(env, *, hidden: int = 64, seed: int = 0, device: str = "cpu", **ppo_kwargs):
+def make_discover_agent(env, *, hidden: int = 64, heuristic_column: int = -1, heuristic_weight: float = 0.0, seed: int = 0,
+                        device: str = "cpu", **ppo_kwargs):
     """A MaskablePPO agent with :class:`CandidatePolicy` on ``env`` (a VecEnv of Discover-v0)."""
     from sb3_contrib import MaskablePPO
 
-    return MaskablePPO(CandidatePolicy, env, policy_kwargs={"hidden": hidden}, seed=seed, device=device, verbose=0, **ppo_kwargs)
+    kwargs = {"hidden": hidden, "heuristic_column": heuristic_column, "heuristic_weight": heuristic_weight}
+    return MaskablePPO(CandidatePolicy, env, policy_kwargs=kwargs, seed=seed, device=device, verbose=0, **ppo_kwargs)
 
 
 def candidate_logits(model, observation: np.ndarray) -> np.ndarray:
@@ -182,8 +210,9 @@ def _decode_policy(spec: dict, shape: tuple[int, int], tensors: bytes, device: s
         raise BundleError(f"{where}: observation bounds must have shape {shape}")
     n_actions = ser.field(spec, "n_actions", int, where, check=lambda n: n == shape[0])
     kwargs = ser.field(spec, "policy_kwargs", dict, where)
-    if set(kwargs) != {"hidden"} or not isinstance(kwargs["hidden"], int):
-        raise BundleError(f"{where}: policy_kwargs must be {{'hidden': int}}, got {kwargs}")
+    kinds = {"hidden": int, "heuristic_column": int, "heuristic_weight": (int, float)}
+    if set(kwargs) != set(kinds) or not all(isinstance(kwargs[k], kind) and not isinstance(kwargs[k], bool) for k, kind in kinds.items()):
+        raise BundleError(f"{where}: policy_kwargs must hold exactly {sorted(kinds)} as numbers, got {kwargs}")
     hyper = ser.field(spec, "hyperparameters", dict, where)
     unknown = set(hyper) - set(ser.HYPERPARAMETERS["ppo"])
     if unknown:

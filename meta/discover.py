@@ -25,7 +25,7 @@ import torch
 from anomaly_gym.agents.discover import ENV_SETTINGS, DiscoverBundle, make_discover_agent
 from anomaly_gym.agents.factory import resolve_device
 from anomaly_gym.detectors.active import ActiveStrategy, DiscoveryData
-from anomaly_gym.envs.discover import DiscoverEnv, DiscoverySession, percentile_columns
+from anomaly_gym.envs.discover import FEEDBACK_FEATURES, DiscoverEnv, DiscoverySession, percentile_columns
 from anomaly_gym.envs.features import FeaturizerConfig
 from anomaly_gym.envs.tasks import Task
 from stable_baselines3.common.callbacks import BaseCallback
@@ -56,6 +56,8 @@ class DiscoverTrainConfig:
     """Scale of the similarity feedback features."""
     hidden: int = 64
     """Width of the candidate scorer."""
+    heuristic_weight: float = 50.0
+    """The untrained policy's logit is this times ``feedback/learned_score`` (0: start uniform)."""
     n_steps: int = 200
     """Steps per environment per PPO rollout."""
     batch_size: int = 400
@@ -136,7 +138,9 @@ def train_discover_policy(
 
     env = VecMonitor(DummyVecEnv([make(i) for i in range(cfg.n_envs)]))
     env.seed(cfg.seed)
-    agent = make_discover_agent(env, hidden=cfg.hidden, seed=cfg.seed, device=device, n_steps=cfg.n_steps,
+    column = len(featurizer.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
+    agent = make_discover_agent(env, hidden=cfg.hidden, heuristic_column=column if cfg.heuristic_weight else -1,
+                                heuristic_weight=cfg.heuristic_weight, seed=cfg.seed, device=device, n_steps=cfg.n_steps,
                                 batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
                                 gamma=cfg.gamma, ent_coef=cfg.ent_coef)
     if run_dir is not None:

@@ -56,7 +56,7 @@ def test_observation_shape_and_bounds(tasks):
     assert obs.dtype == np.float32 and env.observation_space.contains(obs)
     assert env.action_space.n == 16 and env.action_masks().all()
     # before any answer: no similarity, full budget
-    assert np.all(obs[:, -7:-5] == 0) and np.all(obs[:, -1] == 1.0)
+    assert np.all(obs[:, -8:-6] == 0) and np.all(obs[:, -1] == 1.0)
 
 
 def test_rows_are_never_shown_twice_and_rewards_follow_labels(tasks):
@@ -74,7 +74,7 @@ def test_feedback_features_react_to_answers(tasks):
     # show the candidate with the highest prior rank
     obs, *_, info = env.step(int(np.argmax(np.where(env.action_masks(), obs[:, -4], -1))))
     cls = 0 if info["label"] == 1 else 1  # sim_anomaly when an anomaly was found, else sim_normal
-    assert (obs[:, -7 + cls] > 0).any()
+    assert (obs[:, -8 + cls] > 0).any()
     assert np.allclose(obs[:, -1], 1 - 1 / 20)
     assert np.allclose(obs[:, -3], float(info["label"]))
 
