@@ -476,9 +476,9 @@ class DiscoverySession:
         self._learned = self._discriminant() if self._found_any else self._weighted
 
     #: Pseudo-count of the dataset's mean in the normals' mean of the discriminant.
-    NORMAL_PRIOR_ROWS = 10.0
+    NORMAL_PRIOR_ROWS = 2.0
     #: Share of the diagonal added to the dataset's feature covariance before inverting it.
-    COVARIANCE_RIDGE = 0.1
+    COVARIANCE_RIDGE = 0.01
 
     def _discriminant(self) -> np.ndarray:
         """The learned score of every row: a linear discriminant, standardised (squashed later, for the pool only)."""

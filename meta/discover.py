@@ -15,6 +15,7 @@ a time (through :class:`~anomaly_gym.envs.discover.DiscoverySession`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,13 @@ class PolicyStrategy(ActiveStrategy):
         self._slot = None
 
 
+@functools.lru_cache(maxsize=1)
+def _default_detection_bundle():
+    from anomaly_gym.agents.bundle import load_default_bundle
+
+    return load_default_bundle(device="cpu")
+
+
 def zero_shot_ranking(bundle=None):
     """A score for :class:`~anomaly_gym.detectors.active.RankingStrategy`: a detection policy's P(anomaly).
 
@@ -206,9 +214,7 @@ def zero_shot_ranking(bundle=None):
     shipped one); ``DiscoveryData.features`` must come from its featurizer config.
     """
     if bundle is None:
-        from anomaly_gym.agents.bundle import load_default_bundle
-
-        bundle = load_default_bundle(device="cpu")
+        bundle = _default_detection_bundle()
 
     def score(data: DiscoveryData, seed: int) -> np.ndarray:
         return bundle.anomaly_proba(data.features)
