@@ -200,6 +200,41 @@ class PolicyStrategy(ActiveStrategy):
         self._slot = None
 
 
+class FeedbackGreedyStrategy(ActiveStrategy):
+    """The untrained starting point of the meta-policy: always the candidate with the highest ``feedback/learned_score``.
+
+    Same pool and feedback features as the policy (a :class:`DiscoverySession` with
+    Discover-v0's default settings), no network: comparing the two measures what
+    meta-training adds.
+    """
+
+    name = "feedback-greedy"
+
+    def __init__(self, featurizer: FeaturizerConfig, budget: int = 100, pool_size: int = 64, random_share: float = 0.25) -> None:
+        self.featurizer = featurizer
+        self.budget = budget
+        self.pool_size = pool_size
+        self.random_share = random_share
+
+    def start(self, data: DiscoveryData, seed: int = 0) -> None:
+        super().start(data, seed)
+        self.session_ = DiscoverySession(
+            np.asarray(data.features, dtype=np.float32), np.asarray(data.prior, dtype=np.float64),
+            percentile_columns(self.featurizer), budget=self.budget, pool_size=self.pool_size,
+            random_share=self.random_share, similarity_scale=0.1, rng=self.rng_,
+        )
+        self._column = len(self.featurizer.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
+
+    def select(self) -> int:
+        ses = self.session_
+        self._slot = int(np.argmax(np.where(ses.action_masks(), ses.observation()[:, self._column], -np.inf)))
+        return ses.row(self._slot)
+
+    def observe(self, index: int, label: int) -> None:
+        super().observe(index, label)
+        self.session_.reveal(self._slot, label)
+
+
 @functools.lru_cache(maxsize=1)
 def _default_detection_bundle():
     from anomaly_gym.agents.bundle import load_default_bundle

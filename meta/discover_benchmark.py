@@ -8,7 +8,10 @@ the policy that serves a fold's targets is trained on the other folds' datasets 
 
 Methods: ``meta-policy`` (trained here), ``random``, ``iforest`` and ``zero-shot`` (the
 shipped detection policy's ranking; both ignore the answers), ``aad`` (Das et al. 2016 on
-IForest leaves) and ``active-learning`` (a logistic head refitted every 10 answers).
+IForest leaves), ``active-learning`` (a logistic head refitted every 10 answers) and
+``feedback-greedy`` (the meta-policy's untrained starting point: the same candidate pool,
+always the candidate with the highest ``feedback/learned_score``; what meta-training adds
+is the difference to it).
 
 Outputs in ``out``: ``results.csv`` (one row per target, method and seed), ``curves.csv``
 (the cumulative anomalies found after each query), ``summary.md`` (per-target means over
@@ -41,12 +44,18 @@ from anomaly_gym.detectors.active import (
 from anomaly_gym.envs.discover import default_prior
 from anomaly_gym.envs.features import FeaturizerConfig, featurize_task
 from anomaly_gym.envs.tasks import Task
-from anomaly_gym.meta.discover import DiscoverTrainConfig, PolicyStrategy, train_discover_policy, zero_shot_ranking
+from anomaly_gym.meta.discover import (
+    DiscoverTrainConfig,
+    FeedbackGreedyStrategy,
+    PolicyStrategy,
+    train_discover_policy,
+    zero_shot_ranking,
+)
 
 logger = logging.getLogger(__name__)
 
 POLICY = "meta-policy"
-BASELINES = ("random", "iforest", "zero-shot", "aad", "active-learning")
+BASELINES = ("random", "iforest", "zero-shot", "aad", "active-learning", "feedback-greedy")
 METHODS = (POLICY, *BASELINES)
 
 
@@ -87,10 +96,12 @@ def dataset_folds(names: Sequence[str], folds: int, seed: int = 0) -> dict[str, 
     return {name: i % folds for i, name in enumerate(order)}
 
 
-def make_strategy(method: str, bundle: DiscoverBundle | None, budget: int) -> ActiveStrategy:
+def make_strategy(method: str, bundle: DiscoverBundle | None, budget: int, featurizer: FeaturizerConfig) -> ActiveStrategy:
     """The strategy behind a method name (``bundle`` is needed for the meta-policy)."""
     if method == POLICY:
         return PolicyStrategy(bundle, budget)
+    if method == "feedback-greedy":
+        return FeedbackGreedyStrategy(featurizer, budget)
     return {
         "random": RandomStrategy,
         "iforest": lambda: RankingStrategy(iforest_ranking, "iforest"),
@@ -184,7 +195,7 @@ def _run_one(task: Task, feats: np.ndarray, featurizer, method: str, seed: int, 
     data = DiscoveryData(task.X, feats, default_prior(feats, featurizer))
     start = time.perf_counter()
     try:
-        labels = run_discovery(make_strategy(method, bundle, cfg.budget), data, task.y, cfg.budget, seed)
+        labels = run_discovery(make_strategy(method, bundle, cfg.budget, featurizer), data, task.y, cfg.budget, seed)
     except Exception as exc:  # one failing method must not sink the benchmark: recorded as an error row
         logger.exception("%s on %s (seed %d) failed", method, task.name, seed)
         row.update({f"found@{k}": np.nan for k in cfg.checkpoints()}, seconds=np.nan, status="error", error=str(exc))
