@@ -1,11 +1,13 @@
 """Anomaly-detection tasks as Gymnasium environments.
 
-Importing this package registers ``AnomalyGym/Detect-v0`` and ``AnomalyGym/Stream-v0``.  ``BatchedDetectEnv`` (a
+Importing this package registers ``AnomalyGym/Detect-v0``, ``AnomalyGym/Stream-v0`` and
+``AnomalyGym/Discover-v0``.  ``BatchedDetectEnv`` (a
 stable-baselines3 VecEnv) is imported on first use, so that importing the package does
 not import stable-baselines3 and torch.
 """
 
 from anomaly_gym.envs.detect import AnomalyDetectionEnv
+from anomaly_gym.envs.discover import DiscoverEnv
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig, featurize_split, featurize_task
 from anomaly_gym.envs.series import Series, load_nab_dir, make_synthetic_series, synthetic_suite
 from anomaly_gym.envs.sources import builtin_suite, load_adbench_dir, load_csv, load_npz, load_tasks, make_synthetic_task
@@ -14,11 +16,14 @@ from gymnasium.envs.registration import register, registry
 
 ENV_ID = "AnomalyGym/Detect-v0"
 STREAM_ENV_ID = "AnomalyGym/Stream-v0"
+DISCOVER_ENV_ID = "AnomalyGym/Discover-v0"
 
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="anomaly_gym.envs.detect:AnomalyDetectionEnv")
 if STREAM_ENV_ID not in registry:
     register(id=STREAM_ENV_ID, entry_point="anomaly_gym.envs.stream_env:StreamDetectionEnv")
+if DISCOVER_ENV_ID not in registry:
+    register(id=DISCOVER_ENV_ID, entry_point="anomaly_gym.envs.discover:DiscoverEnv")
 
 
 def __getattr__(name: str):
@@ -32,6 +37,8 @@ def __getattr__(name: str):
 __all__ = [
     "ENV_ID",
     "STREAM_ENV_ID",
+    "DISCOVER_ENV_ID",
+    "DiscoverEnv",
     "Series",
     "load_nab_dir",
     "make_synthetic_series",

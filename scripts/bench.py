@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     from anomaly_gym.scripts import _bench_stream
 
     _bench_stream.add_parser(bsub)  # `bench stream-temporal`
+    from anomaly_gym.scripts import _bench_discover
+
+    _bench_discover.add_parser(bsub)  # `bench discover`
     for name in ("featurizer", "env", "detect", "stream-temporal"):
         sp = bsub.choices[name]
         sp.add_argument("--runs", type=int, default=1,

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anomaly_gym.scripts import _bench_active
 from anomaly_gym.scripts._args import add_list_argument
 
 logger = logging.getLogger(__name__)
@@ -102,8 +103,9 @@ def add_parser(sub) -> None:
                    help="source datasets: 'builtin' or folders of ADBench NAME.npz files (the policy and the transfer baselines learn from these)")
     add_list_argument(p, "--targets", default=None, metavar="SRC", help="target datasets: 'builtin' or folders of NAME.npz files")
     p.add_argument("--datasets", default=None, metavar="A,B,...", help="only these target names (default: every target)")
-    p.add_argument("--protocol", choices=("zero-shot", "few-shot", "all"), default="zero-shot",
-                   help="zero-shot (no target labels), few-shot (a few labelled anomalies), or both (default zero-shot)")
+    p.add_argument("--protocol", choices=("zero-shot", "few-shot", "all", "active"), default="zero-shot",
+                   help="zero-shot (no target labels), few-shot (a few labelled anomalies), both, or active (anomalies "
+                   "found within a query budget; see anomaly_gym.meta.discover_benchmark) (default zero-shot)")
     p.add_argument("--labels", default="5,10,20", metavar="K,...",
                    help="few-shot: numbers of labelled anomalies, drawn from the training part (default 5,10,20; 'none' for none)")
     p.add_argument("--label-ratio", default=None, metavar="R,...",
@@ -127,9 +129,10 @@ def add_parser(sub) -> None:
     p.add_argument("--retry-errors", action="store_true", help="run again the rows recorded as errors")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.md and the plots from OUT/results.csv")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
-                   help="device of the policy's training and of the torch detectors (default cpu: results do not depend "
+                   help="device of the policies' training (detection and, with --protocol active, discovery) and of the torch detectors (default cpu: results do not depend "
                    "on the machine; auto picks CUDA when present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _bench_active.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -647,6 +650,8 @@ class Plan:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.protocol == "active":
+        return _bench_active.run_active(args)
     out = Path(args.out)
     if args.summary_only:
         path = out / "results.csv"

@@ -1,0 +1,75 @@
+"""Meta-training the discovery policy and the active benchmark protocol (slow: they train policies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from anomaly_gym.agents.discover import DiscoverBundle
+from anomaly_gym.detectors.active import DiscoveryData, run_discovery
+from anomaly_gym.envs import FeaturizerConfig, featurize_task
+from anomaly_gym.envs.discover import default_prior
+from anomaly_gym.envs.sources import make_synthetic_task
+from anomaly_gym.meta.discover import FOUND_AT, DiscoverTrainConfig, PolicyStrategy, train_discover_policy
+from anomaly_gym.meta.discover_benchmark import ActiveBenchmarkConfig, compare, dataset_folds, run_active_benchmark
+from anomaly_gym.scripts.cli import main
+
+TINY = FeaturizerConfig(detectors=("ecod", "copod", "hbos"), descriptors=False)
+SMALL = DiscoverTrainConfig(total_timesteps=1200, n_envs=2, budget=30, pool_size=16, n_steps=100, batch_size=100,
+                            n_epochs=2, device="cpu")
+
+
+def _tasks(n=4):
+    kinds = ("local", "clustered", "dependency", "global")  # the held-out target (last) is one detectors can see
+    return [make_synthetic_task(kinds[i % 4], n_rows=300, n_features=3 + i % 3, contamination=0.08, seed=i) for i in range(n)]
+
+
+def test_dataset_folds_are_balanced_and_seeded():
+    names = [f"d{i}" for i in range(11)]
+    folds = dataset_folds(names, 3)
+    assert sorted(np.bincount(list(folds.values()))) == [3, 4, 4]
+    assert folds == dataset_folds(list(reversed(names)), 3)
+
+
+def test_compare_counts_wins_and_tests():
+    table = pd.DataFrame({"meta-policy": [5, 6, 7, 8, 9, 3], "aad": [4, 5, 6, 7, 8, 3]})
+    c = compare(table, "aad")
+    assert (c["wins"], c["ties"], c["losses"]) == (5, 1, 0) and c["p"] < 0.1
+
+
+@pytest.mark.slow
+def test_training_logs_found_at_k_and_the_bundle_serves_a_new_target(tmp_path):
+    tasks = _tasks()
+    bundle = train_discover_policy(tasks[:3], SMALL, featurizer=TINY, run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "discover.bundle.zip").is_file()
+    log = pd.read_csv(tmp_path / "run" / "progress.csv")
+    assert {"discover/found@10", "discover/found@25"} <= set(log.columns)
+    assert FOUND_AT == (10, 25, 50, 100)
+    loaded = DiscoverBundle.load(tmp_path / "run" / "discover.bundle.zip")
+    target = tasks[3]
+    feats = featurize_task(target, TINY)
+    data = DiscoveryData(target.X, feats, default_prior(feats, TINY))
+    found = [run_discovery(PolicyStrategy(b), data, target.y, 30, seed=0) for b in (bundle, loaded)]
+    assert np.array_equal(found[0], found[1])
+    assert found[0].sum() > 30 * target.anomaly_rate  # better than showing rows at random
+
+
+@pytest.mark.slow
+def test_active_benchmark_writes_results_summary_and_curves(tmp_path):
+    cfg = ActiveBenchmarkConfig(budget=30, seeds=2, folds=2, methods=("meta-policy", "random", "iforest", "aad"), train=SMALL)
+    frame = run_active_benchmark(_tasks(), tmp_path, cfg, featurizer=TINY)
+    assert len(frame) == 4 * 2 * 4 and set(frame["status"]) == {"ok"}
+    assert {"found@10", "found@25", "found@30"} <= set(frame.columns)
+    assert (frame["found@30"] >= frame["found@10"]).all()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "meta-policy vs" in summary and "Wilcoxon" in summary
+    assert (tmp_path / "curves.png").is_file() and (tmp_path / "models" / "fold1.bundle.zip").is_file()
+    again = run_active_benchmark(_tasks(), tmp_path, cfg, featurizer=TINY)  # resumes: nothing to redo
+    assert len(again) == len(frame)
+
+
+def test_cli_rejects_bad_active_arguments(capsys):
+    assert main(["benchmark", "--protocol", "active", "--targets", "builtin", "--budget", "0"]) == 2
+    assert "--budget must be positive" in capsys.readouterr().err
+    assert main(["benchmark", "--protocol", "active", "--targets", "builtin", "--methods", "nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
