@@ -359,8 +359,13 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     _default_rule(args)
     summary = Summary("batch", args.on_error)
     t = time.perf_counter()
-    data = read_table(args.inputs, columns=columns, on_error=args.on_error, reserved=BATCH_COLUMNS,
-                      **_schema_options(args))
+    options = _schema_options(args)
+    stored_encoder = getattr(bundle.featurizer, "encoder_", None) if _stored_featurizer(args, bundle) else None
+    if stored_encoder is not None and columns is None and not options["categorical"]:
+        # the columns, and their kinds, of the rows the bundle was adapted on
+        columns, options["categorical"] = list(stored_encoder.numeric), list(stored_encoder.categorical)
+        options["on_missing"] = options["on_missing"] or stored_encoder.on_missing
+    data = read_table(args.inputs, columns=columns, on_error=args.on_error, reserved=BATCH_COLUMNS, **options)
     logger.info("read %d rows x %d feature columns in %.2fs", data.n_rows, len(data.feature_idx), time.perf_counter() - t)
     for note in data.notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
@@ -398,7 +403,7 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
         t = time.perf_counter()
         fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(X))
         logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
-    if encoder is not None:
+    if encoder is not None and encoder.categorical:
         summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity; "
                              f"{X.shape[1]} encoded feature column(s)")
     t = time.perf_counter()
