@@ -31,12 +31,26 @@ output:
   feature columns (timestamps, ids, labels) pass through unchanged.
 
 feature columns:
-  --columns when given; otherwise the columns whose non-empty values are mostly (over
-  half) numbers in the sample: the well-formed rows among the first 32 data rows (stream
-  mode: the first min(32, --warmup), which it echoes as warm-up anyway).  The same rule in
-  both modes, decided once: a later row with text in a feature column is a bad row, the
-  column stays a feature.  A numeric id or epoch-time column is therefore a feature unless
-  --columns leaves it out.
+  each column's kind is inferred from the sample: the well-formed rows among the first 32
+  data rows (stream mode: the first min(32, --warmup), which it echoes as warm-up anyway),
+  decided once (a later row with text in a numeric column is a bad row; the column stays
+  numeric).  numeric: over half of its non-empty values are numbers; categorical: other
+  text, scored by how rare each value is among the rows the detectors are fitted on (a
+  value never seen there counts as the rarest; stream mode counts the warm-up rows);
+  boolean: true/false, yes/no.  Passed through unscored, with a note: columns named like a
+  label (label, y, class, is_anomaly, ...), identifiers (named id, index, row or ..._id;
+  whole numbers that only increase; text with over 90% distinct values), timestamps
+  (dates, with or without a time).  --columns names the numeric feature columns,
+  --categorical adds categorical ones (integer codes are categorical only when named
+  there), --numeric reads a column as numbers, --ignore leaves one out; -v prints the
+  schema.  A bundle adapted on a CSV (`anomaly-gym adapt`) brings its own columns and
+  value frequencies: batch mode encodes new rows exactly as the target's rows were.
+
+missing values (--on-missing):
+  default: an empty or NA-like value (NA, N/A, nan, null, none, ?) is a value of its own in
+  a categorical column and a bad row in a numeric one.  impute: a missing number gets the
+  column's median over the fitting rows, plus a 0/1 missingness column when the fitting
+  rows had missing values there.  error: a missing value in any feature column is a bad row.
 
 input:
   UTF-8 (a byte-order mark is fine), or UTF-16/UTF-32 with a byte-order mark; other bytes

@@ -143,12 +143,15 @@ def test_load_csv_names_missing_feature_columns(csv_file):
         load_csv(path, columns=["a", "d"])
 
 
-def test_load_csv_names_a_non_numeric_column(tmp_path):
+def test_load_csv_encodes_text_columns_or_names_them(tmp_path):
     path = tmp_path / "mixed.csv"
-    path.write_text("x,kind\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(30)))
+    path.write_text("x,kind\n" + "".join(f"{i},{'aab'[i % 3]}\n" for i in range(30)))
 
+    task = load_csv(path)  # 'kind' is categorical: each value's rarity, log(n / count)
+    assert task.n_features == 2
+    np.testing.assert_allclose(task.X[:3, 1], np.log([30 / 20, 30 / 20, 30 / 10]), rtol=1e-6)
     with pytest.raises(TypeError, match=r"non-numeric column\(s\) \['kind'\]"):
-        load_csv(path)
+        load_csv(path, encode=False)
     assert load_csv(path, columns=["x"]).n_features == 1
 
 
