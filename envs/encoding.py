@@ -8,10 +8,14 @@ and gives, per row:
   rows, plus a missingness indicator (1 = was missing) for every numeric column that had
   missing values among the fitting rows (a column that had none is imputed without one, so
   the width never depends on the rows being scored);
-- per categorical column, the value's *rarity*: ``log(n / count)`` with ``count`` its number
-  of occurrences among the ``n`` fitting rows; a value never seen there gets ``log(2 n)``,
-  rarer than any value seen (a rare protocol or country is often the anomaly).  An empty
-  field is a value of its own (``""``): missingness imputed as a category;
+- per categorical column, the value's *rarity*: how many times its share among the ``n``
+  fitting rows halves below the share every value would have if the column's ``k`` values
+  were equally common, ``max(0, floor(log2(n / (k * count))))``; a value never seen there
+  counts as half an occurrence, rarer than any value seen (a rare protocol or country is
+  often the anomaly).  Values at or near the uniform share all get 0: the featurizer
+  rescales every column to its range, so a finer measure would turn the sampling noise of
+  a column of equally common values into a full-range feature.  An empty field is a value
+  of its own (``""``): missingness imputed as a category;
 - for categorical columns with at most ``onehot_max`` distinct values, additionally one
   indicator per value seen (unseen values: all zero).  Off by default (``onehot_max=0``):
   ``anomaly-gym bench tables`` measures what it gives.
@@ -110,7 +114,7 @@ class TableEncoder:
         for j, counts in enumerate(self.counts_):
             column = X_cat[:, j]
             seen = np.array([counts.get(v, 0) for v in column.tolist()], dtype=np.float64)
-            parts.append(np.log(self.n_rows_ / np.maximum(seen, 0.5)).reshape(n, 1))
+            parts.append(rarity(seen, self.n_rows_, len(counts)).reshape(n, 1))
             if self.onehot_[j]:
                 parts.append((column[:, None] == np.asarray(self.onehot_[j], dtype=object)[None, :]).astype(np.float64))
         return np.concatenate(parts, axis=1) if parts else np.empty((n, 0))
@@ -211,6 +215,12 @@ class TableEncoder:
 
     def __repr__(self) -> str:
         return f"TableEncoder({len(self.numeric)} numeric, {len(self.categorical)} categorical)"
+
+
+def rarity(count: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``max(0, floor(log2(n / (k * count))))``, an unseen value (count 0) counted as 0.5."""
+    with np.errstate(divide="ignore"):
+        return np.maximum(0.0, np.floor(np.log2(n / (max(k, 1) * np.maximum(count, 0.5)))))
 
 
 def _missing(value) -> bool:

@@ -2,6 +2,9 @@
 
 For every ``NAME.csv.gz`` table (label column ``label``) of a folder, the labels held out:
 
+Means are taken over the tables where every variant applies (a table without numeric
+columns has no numeric-only variants) and over the tables with categorical columns.
+
 - the zero-shot policy (the default bundle, or ``--model``), as ``detect`` scores a file:
   the featurizer fitted on the table's own rows, on the numeric columns only, with the
   categorical columns' rarity added, and with rarity plus one-hot indicators for columns
@@ -121,10 +124,12 @@ def run(args: argparse.Namespace) -> int:
         cells = [table_name(path), f"{row['rows']:,}", str(row["numeric"]), str(row["categorical"])]
         cells += ["—" if np.isnan(row[v]) else f"{row[v]:.3f}" for v in VARIANTS]
         print("| " + " | ".join(cells) + f" |  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    complete = [r for r in rows if not any(np.isnan(r[v]) for v in VARIANTS)]
     mixed = [r for r in rows if r["categorical"]]
-    for label, subset in (("mean, all tables", rows), ("mean, tables with categorical columns", mixed)):
+    for label, subset in ((f"mean, the {len(complete)} tables with numeric columns", complete),
+                          (f"mean, the {len(mixed)} tables with categorical columns", mixed)):
         if subset:
-            means = [np.nanmean([r[v] for r in subset]) if any(not np.isnan(r[v]) for r in subset) else float("nan")
+            means = [np.mean([r[v] for r in subset]) if not any(np.isnan(r[v]) for r in subset) else float("nan")
                      for v in VARIANTS]
             print(f"| {label} | | | | " + " | ".join("—" if np.isnan(m) else f"{m:.3f}" for m in means) + " |")
     return 0

@@ -373,13 +373,7 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     _default_rule(args)
     summary = Summary("batch", args.on_error)
     t = time.perf_counter()
-    options = _schema_options(args)
-    stored_encoder = getattr(bundle.featurizer, "encoder_", None) if _stored_featurizer(args, bundle) else None
-    if stored_encoder is not None and columns is None and not options["categorical"]:
-        # the columns, and their kinds, of the rows the bundle was adapted on
-        columns, options["categorical"] = list(stored_encoder.numeric), list(stored_encoder.categorical)
-        options["on_missing"] = options["on_missing"] or stored_encoder.on_missing
-    data = read_table(args.inputs, columns=columns, on_error=args.on_error, reserved=BATCH_COLUMNS, **options)
+    data = read_table(args.inputs, on_error=args.on_error, reserved=BATCH_COLUMNS, **_batch_columns(args, bundle, columns))
     logger.info("read %d rows x %d feature columns in %.2fs", data.n_rows, len(data.feature_idx), time.perf_counter() - t)
     for note in data.notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
@@ -453,6 +447,17 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
 def _schema_options(args) -> dict:
     return {"categorical": getattr(args, "categorical", []), "numeric": getattr(args, "numeric", []),
             "ignore": getattr(args, "ignore", []), "on_missing": getattr(args, "on_missing", None)}
+
+
+def _batch_columns(args, bundle, columns) -> dict:
+    """``read_table``'s column options: the user's, or, for a bundle whose stored featurizer
+    has an encoder, the columns and kinds of the rows it was adapted on."""
+    options = dict(_schema_options(args), columns=columns)
+    stored_encoder = getattr(bundle.featurizer, "encoder_", None) if _stored_featurizer(args, bundle) else None
+    if stored_encoder is not None and columns is None and not options["categorical"]:
+        options["columns"], options["categorical"] = list(stored_encoder.numeric), list(stored_encoder.categorical)
+        options["on_missing"] = options["on_missing"] or stored_encoder.on_missing
+    return options
 
 
 def _print_schema(args, types) -> None:

@@ -16,12 +16,17 @@ def _fitted(**kwargs) -> TableEncoder:
     return TableEncoder(["bytes"], ["proto"], **kwargs).fit(X_num, X_cat)
 
 
-def test_rarity_is_minus_log_frequency_and_unseen_values_are_rarest():
-    enc = _fitted()
-    X = enc.transform(np.array([[3.0]] * 4), np.array([["tcp"], ["udp"], [""], ["ftp"]], dtype=object))
-    assert enc.output_names == ["bytes", "bytes/missing", "proto/rarity"]
-    np.testing.assert_allclose(X[:, 2], [np.log(5 / 3), np.log(5), np.log(5), np.log(10)])
-    assert X[3, 2] > X[:3, 2].max()  # never seen: rarer than anything seen once
+def test_rarity_counts_halvings_below_the_uniform_share_and_unseen_values_are_rarest():
+    values = ["a"] * 60 + ["b"] * 30 + ["c"] * 8 + ["d"] * 2  # k = 4 values: uniform share 25 rows
+    enc = TableEncoder([], ["v"]).fit(None, np.array(values, dtype=object).reshape(-1, 1))
+    X = enc.transform(None, np.array([["a"], ["b"], ["c"], ["d"], ["zzz"]], dtype=object))
+    assert enc.output_names == ["v/rarity"]
+    # log2(100 / (4 * count)): a and b above the uniform share, c 1.6, d 3.6, unseen (0.5) 5.6
+    np.testing.assert_array_equal(X[:, 0], [0, 0, 1, 3, 5])
+    # equally common values all score 0, whatever the sampling noise
+    noisy = ["x"] * 27 + ["y"] * 23 + ["z"] * 25 + ["w"] * 25
+    flat = TableEncoder([], ["v"]).fit_transform(None, np.array(noisy, dtype=object).reshape(-1, 1))
+    assert (flat == 0).all()
 
 
 def test_missing_numbers_get_the_median_and_an_indicator():
