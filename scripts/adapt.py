@@ -65,6 +65,7 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
         console.print(text, markup=False)
 
     path = args.data
+    encoder = None
     if not path.is_file():
         raise FileNotFoundError(f"no such data file: {path}")
     if path.suffix == ".npz":
