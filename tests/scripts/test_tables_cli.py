@@ -24,7 +24,7 @@ RARE = (13, 77, 150, 222, 281)  # rows with a protocol seen nowhere else
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     env = AnomalyDetectionEnv(tasks=[make_synthetic_task("global", n_rows=300, n_features=4, seed=0)], featurizer=SMALL)
-    model = make_agent("ppo", env, net_arch=[8], device="cpu", seed=0, n_steps=128, batch_size=128).learn(512)
+    model = make_agent("ppo", env, net_arch=[8], device="cpu", seed=0, n_steps=128, batch_size=128).learn(256)
     return PolicyBundle(model, SMALL).save(tmp_path_factory.mktemp("m") / "policy.zip")
 
 
