@@ -8,7 +8,10 @@ A bundle (format version 3) is a zip archive of data files only:
                             hyperparameters), featurizer config, metadata
 ``policy.safetensors``      the policy network's ``state_dict`` (safetensors)
 ``featurizer.json`` and     optional: a featurizer fitted on a target's rows, as its
-``featurizer.safetensors``  fitting rows and reference arrays (refitted on load)
+``featurizer.safetensors``  fitting rows and reference arrays (refitted on load), and
+                            in ``featurizer.json`` the target's column encoder
+                            (:class:`~anomaly_gym.envs.encoding.TableEncoder`: its
+                            numeric and categorical columns, medians, value counts)
 ``head.json``, ``head.ubj`` optional: a target head (JSON + XGBoost's own format)
 ==========================  ==========================================================
 
@@ -315,6 +318,9 @@ def encode_featurizer(featurizer) -> tuple[bytes, bytes]:
     from safetensors.numpy import save
 
     header = {"n_rows_seen": int(featurizer.n_rows_seen_), "n_columns": int(featurizer.n_columns_)}
+    encoder = getattr(featurizer, "encoder_", None)
+    if encoder is not None:  # the target's column schema and encoding: new rows are encoded the same way
+        header["encoder"] = encoder.to_dict()
     arrays = {"fit_rows": np.ascontiguousarray(featurizer.fit_rows_, dtype=np.float64),
               "sorted_scores": np.ascontiguousarray(featurizer.sorted_scores_, dtype=np.float64)}
     return json.dumps(header).encode(), save(arrays)
@@ -328,6 +334,19 @@ def decode_featurizer(config, header_bytes: bytes, arrays_bytes: bytes, origin: 
     header = parse_json(header_bytes, "featurizer.json", origin)
     n_columns = field(header, "n_columns", int, where, check=lambda n: n >= 1)
     n_rows_seen = field(header, "n_rows_seen", int, where, check=lambda n: n >= 10)
+    unknown = set(header) - {"n_columns", "n_rows_seen", "encoder"}
+    if unknown:
+        raise BundleError(f"{where}: unknown field(s) {sorted(unknown)}")
+    encoder = None
+    if "encoder" in header:
+        from anomaly_gym.envs.encoding import TableEncoder
+
+        try:
+            encoder = TableEncoder.from_dict(_plain(header["encoder"], f"{where} encoder"), f"{where} encoder")
+        except ValueError as exc:
+            raise BundleError(str(exc)) from None
+        if encoder.n_outputs != n_columns:
+            raise BundleError(f"{where}: the encoder gives {encoder.n_outputs} columns but the featurizer has {n_columns}")
     arrays = load_tensors(arrays_bytes, "featurizer.safetensors", origin)
     if set(arrays) != set(FEATURIZER_ARRAYS):
         raise BundleError(f"{origin}: featurizer.safetensors must hold {list(FEATURIZER_ARRAYS)}, got {sorted(arrays)}")
@@ -337,6 +356,7 @@ def decode_featurizer(config, header_bytes: bytes, arrays_bytes: bytes, origin: 
     if rows.dtype != np.float64 or not np.isfinite(rows).all():
         raise BundleError(f"{origin}: the featurizer's fitting rows must be finite float64 values")
     featurizer = Featurizer(config)._fit_rows(rows, n_rows_seen)
+    featurizer.encoder_ = encoder
     if ref.shape != featurizer.sorted_scores_.shape or not np.allclose(ref, featurizer.sorted_scores_, rtol=1e-6, atol=1e-9):
         warnings.warn(
             f"{origin}: the featurizer refitted from the bundle's rows gives other reference scores than when it was "

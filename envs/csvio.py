@@ -71,6 +71,7 @@ import codecs
 import csv
 import io
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,23 +172,109 @@ def feature_columns(header: Sequence[str], sample: Sequence[Sequence[str]]) -> l
     return classify_columns(header, sample)[0]
 
 
+#: Column kinds :func:`infer_column_types` gives; the first three are features.
+COLUMN_KINDS = ("numeric", "categorical", "boolean", "timestamp", "identifier", "label", "ignored", "empty")
+BOOLEAN_TEXTS = frozenset({"true", "false", "yes", "no", "t", "f", "y", "n"})
+#: Share of distinct values above which a text column counts as an identifier (nearly unique).
+ID_DISTINCT_SHARE = 0.9
+_TIMESTAMP = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
+                        r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2}|[AaPp][Mm])?)?\s*$")
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A column's inferred (or user-given) kind and why: ``numeric``, ``categorical`` and
+    ``boolean`` columns are features; the others pass through."""
+
+    name: str
+    kind: str
+    why: str
+
+    @property
+    def is_feature(self) -> bool:
+        return self.kind in ("numeric", "categorical", "boolean")
+
+
+def infer_column_types(header: Sequence[str], sample: Sequence[Sequence[str]], *, categorical: Sequence[str] = (),
+                       numeric: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[ColumnType]:
+    """The kind of every column of ``header``, from the sample rows and the overrides.
+
+    ``categorical``, ``numeric`` and ``ignore`` name columns whose kind the user sets (an
+    integer code column is categorical only when named so).  Otherwise a column whose
+    non-empty sample values are mostly numbers is numeric, unless it is named like a label
+    or an identifier or holds whole numbers that only increase (a row counter, a Unix
+    time); a text column is a label (by name), boolean (true/false, yes/no, t/f, y/n),
+    a timestamp (dates, ISO or d/m/y, with or without a time of day), an identifier (named
+    so, or over :data:`ID_DISTINCT_SHARE` of its values distinct over at least
+    :data:`ID_MIN_ROWS` rows), or else categorical.
+    """
+    overrides = {}
+    for kind, names in (("ignored", ignore), ("numeric", numeric), ("categorical", categorical)):
+        for name in names:
+            if name not in header:
+                raise ValueError(f"--{'ignore' if kind == 'ignored' else kind} names column {name!r}, which the header "
+                                 f"does not have; the columns are {list(header)}")
+            if name in overrides:
+                raise ValueError(f"column {name!r} is named in two of --categorical, --numeric and --ignore")
+            overrides[name] = kind
+    return [ColumnType(name, overrides[name], "named by the user") if name in overrides
+            else _infer_one(name, [row[i] for row in sample if row[i].strip()]) for i, name in enumerate(header)]
+
+
+def _infer_one(name: str, texts: list[str]) -> ColumnType:
+    key = name.strip().lower()
+    if not texts:
+        return ColumnType(name, "empty", "no value in the sample")
+    if key in LABEL_LIKE_NAMES:
+        return ColumnType(name, "label", "named like a label")
+    if key in ID_LIKE_NAMES or key.endswith("_id"):
+        return ColumnType(name, "identifier", "named like an identifier")
+    if 2 * sum(map(is_number, texts)) > len(texts):
+        if _increasing_whole_numbers(texts):
+            return ColumnType(name, "identifier", f"whole numbers that only increase over the first {len(texts)} rows, "
+                                                  "like an identifier")
+        return ColumnType(name, "numeric", "mostly numbers")
+    values = [t.strip().lower() for t in texts]
+    if set(values) <= BOOLEAN_TEXTS and len(set(values)) <= 2:
+        return ColumnType(name, "boolean", "true/false or yes/no values")
+    if 2 * sum(bool(_TIMESTAMP.match(t)) for t in texts) > len(texts):
+        return ColumnType(name, "timestamp", "dates or times")
+    if len(texts) >= ID_MIN_ROWS and len(set(texts)) > ID_DISTINCT_SHARE * len(texts):
+        return ColumnType(name, "identifier", f"{len(set(texts))} distinct values in {len(texts)} rows, like an identifier")
+    return ColumnType(name, "categorical", f"text with {len(set(texts))} distinct values in {len(texts)} rows")
+
+
 def classify_columns(header: Sequence[str], sample: Sequence[Sequence[str]]) -> tuple[list[int], dict[str, str]]:
-    """(feature column indices, {numeric column left out: why}) for a header and sample rows."""
+    """(numeric feature column indices, {numeric column left out: why}) for a header and
+    sample rows (see :func:`infer_column_types`)."""
     chosen, left_out = [], {}
-    for i, name in enumerate(header):
-        texts = [row[i] for row in sample if row[i].strip()]
-        if not (texts and 2 * sum(map(is_number, texts)) > len(texts)):
-            continue
-        key = name.strip().lower()
-        if key in LABEL_LIKE_NAMES:
-            left_out[name] = "named like a label"
-        elif key in ID_LIKE_NAMES or key.endswith("_id"):
-            left_out[name] = "named like an identifier"
-        elif _increasing_whole_numbers(texts):
-            left_out[name] = f"whole numbers that only increase over the first {len(texts)} rows, like an identifier"
-        else:
+    for i, col in enumerate(infer_column_types(header, sample)):
+        if col.kind == "numeric":
             chosen.append(i)
+        elif col.kind in ("label", "identifier"):
+            texts = [row[i] for row in sample if row[i].strip()]
+            if 2 * sum(map(is_number, texts)) > len(texts):
+                left_out[col.name] = col.why
     return chosen, left_out
+
+
+def describe_schema(types: Sequence[ColumnType]) -> list[str]:
+    """One line per column: ``name: kind (why)``."""
+    return [f"{t.name}: {t.kind} ({t.why})" for t in types]
+
+
+#: Texts read as a missing value (case-insensitive, surrounding spaces ignored).
+MISSING_TEXTS = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+
+
+def is_missing(text: str) -> bool:
+    """Whether ``text`` is an empty or NA-like field (:data:`MISSING_TEXTS`)."""
+    return text.strip().lower() in MISSING_TEXTS
+
+
+def _mostly_numbers(values: Sequence[str]) -> bool:
+    texts = [v for v in values if v.strip()]
+    return bool(texts) and 2 * sum(map(is_number, texts)) > len(texts)
 
 
 def _describe(left_out: dict[str, str]) -> str:
@@ -338,15 +425,31 @@ class CsvReader:
         sample_rows: How many data records decide the feature columns.
         whole: Read each input whole before the first record (faster; for batch use), not
             as it arrives.
+        categorical, numeric, ignore: Columns whose kind the user sets (see
+            :func:`infer_column_types`); with ``columns``, only ``categorical`` adds features.
+        on_missing: ``None`` (default): an empty or NA-like value (:data:`MISSING_TEXTS`) in a
+            numeric column is a bad row, in a categorical one a value of its own; ``"impute"``:
+            a missing numeric value is NaN in ``values`` (to impute), not an error;
+            ``"error"``: a missing value in any feature column is a bad row.
 
     After the first record (or the end of an input with a header only): ``header``,
-    ``feature_idx``, ``feature_names``; ``notes`` collects remarks worth showing a user.
+    ``feature_idx``, ``feature_names`` (the numeric feature columns), ``category_idx``,
+    ``category_names`` (the categorical and boolean ones, read from ``fields``), ``types``
+    (every column's :class:`ColumnType`); ``notes`` collects remarks worth showing a user.
     """
 
     def __init__(self, sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
-                 reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, whole: bool = False) -> None:
+                 reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, whole: bool = False,
+                 categorical: Sequence[str] = (), numeric: Sequence[str] = (), ignore: Sequence[str] = (),
+                 on_missing: str | None = None) -> None:
         if on_error not in ("mark", "skip", "fail"):
             raise ValueError(f"on_error must be 'mark', 'skip' or 'fail', got {on_error!r}")
+        if on_missing not in (None, "impute", "error"):
+            raise ValueError(f"on_missing must be 'impute' or 'error', got {on_missing!r}")
+        self.categorical, self.numeric, self.ignore = list(categorical), list(numeric), list(ignore)
+        self.on_missing = on_missing
+        self.category_idx: list[int] = []
+        self.types: list[ColumnType] = []
         if sample_rows < 1:
             raise ValueError(f"sample_rows must be at least 1, got {sample_rows}")
         self.sources = list(sources) or [STDIN]
@@ -363,6 +466,10 @@ class CsvReader:
     @property
     def feature_names(self) -> list[str]:
         return [self.header[i] for i in self.feature_idx or ()]
+
+    @property
+    def category_names(self) -> list[str]:
+        return [self.header[i] for i in self.category_idx]
 
     def __iter__(self) -> Iterator[Record]:
         return (self._parse(rec) for rec in self.shaped_records())
@@ -396,15 +503,23 @@ class CsvReader:
         if not sample:  # no data yet: nothing to decide on
             self.feature_idx = []
             return
-        self.feature_idx, left_out = classify_columns(self.header, sample)
-        if not self.feature_idx:
+        self.types = infer_column_types(self.header, sample, categorical=self.categorical, numeric=self.numeric,
+                                        ignore=self.ignore)
+        self.feature_idx = [i for i, t in enumerate(self.types) if t.kind == "numeric"]
+        self.category_idx = [i for i, t in enumerate(self.types) if t.kind in ("categorical", "boolean")]
+        numbers = {i for i, row in enumerate(zip(*sample)) if _mostly_numbers(row)}
+        left_out = {t.name: t.why for i, t in enumerate(self.types) if t.kind in ("label", "identifier") and i in numbers}
+        if not self.feature_idx and not self.category_idx:
             first = next(rec for rec in buffer if rec.error is None)
             why = f" (left out: {_describe(left_out)})" if left_out else ""
-            raise InputError(first.source, first.line, f"no column is mostly numbers in the first {len(sample)} data row(s)"
-                                                       f"{why}; name the feature columns with --columns")
-        rest = [h for i, h in enumerate(self.header) if i not in self.feature_idx and h not in left_out]
-        if rest or left_out:
+            raise InputError(first.source, first.line, f"no numeric or categorical column in the first {len(sample)} data "
+                                                       f"row(s){why}; name the feature columns with --columns or --categorical")
+        features = set(self.feature_idx) | set(self.category_idx)
+        rest = [h for i, h in enumerate(self.header) if i not in features and h not in left_out]
+        if rest or left_out or self.category_idx:
             note = f"feature columns {self.feature_names} (mostly numbers in the first {len(sample)} data row(s))"
+            if self.category_idx:
+                note += f"; categorical columns {self.category_names} (scored by how rare each value is)"
             if left_out:
                 note += f"; left out: {_describe(left_out)} (name them in --columns to score them)"
             if rest:
@@ -417,9 +532,14 @@ class CsvReader:
         values = np.empty(len(self.feature_idx))
         errors = []
         for j, i in enumerate(self.feature_idx):
+            if self.on_missing == "impute" and is_missing(rec.fields[i]):
+                values[j] = math.nan
+                continue
             values[j], err = parse_value(rec.fields[i], self.header[i])
             if err:
                 errors.append(err)
+        if self.on_missing == "error":
+            errors += [f"missing value in column {self.header[i]!r}" for i in self.category_idx if is_missing(rec.fields[i])]
         if errors:
             rec.error = "; ".join(errors)
         else:
@@ -492,7 +612,14 @@ class CsvReader:
             missing = [c for c in self.columns if c not in self.header]
             if missing:
                 raise ValueError(f"--columns names {missing}, which the header does not have; the columns are {self.header}")
-            self.feature_idx = [self.header.index(c) for c in self.columns]
+            self.types = infer_column_types(self.header, [], categorical=self.categorical, numeric=self.numeric,
+                                            ignore=self.ignore)
+            named = set(self.columns) - set(self.categorical) - set(self.ignore)
+            self.feature_idx = [self.header.index(c) for c in self.columns if c in named]
+            self.category_idx = [self.header.index(c) for c in self.categorical]
+            self.types = [ColumnType(t.name, "numeric", "named in --columns") if t.name in named
+                          else t if t.kind == "categorical" else ColumnType(t.name, "ignored", "not named in --columns")
+                          for t in self.types]
         return self._generated
 
     def _check_header(self, source: str) -> None:
@@ -535,6 +662,8 @@ class Table:
     sources: list[str]
     lines: np.ndarray
     notes: list[str] = field(default_factory=list)
+    category_idx: list[int] = field(default_factory=list)
+    types: list[ColumnType] = field(default_factory=list)
 
     @property
     def n_rows(self) -> int:
@@ -544,14 +673,28 @@ class Table:
     def feature_names(self) -> list[str]:
         return [self.header[i] for i in self.feature_idx]
 
+    @property
+    def category_names(self) -> list[str]:
+        return [self.header[i] for i in self.category_idx]
+
+    def categories(self, rows) -> np.ndarray:
+        """The text of the categorical columns in ``rows``: an object array (rows, columns)."""
+        out = np.empty((len(rows), len(self.category_idx)), dtype=object)
+        for k, r in enumerate(rows):
+            fields = self.fields[r]
+            out[k] = [fields[i] for i in self.category_idx]
+        return out
+
     def where(self, i: int) -> str:
         return f"{self.sources[i]}:{self.lines[i]}"
 
 
 def read_table(sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
-               reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS) -> Table:
+               reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, categorical: Sequence[str] = (),
+               numeric: Sequence[str] = (), ignore: Sequence[str] = (), on_missing: str | None = None) -> Table:
     """Every record of ``sources`` (see :class:`CsvReader`), collected."""
-    reader = CsvReader(sources, columns=columns, on_error=on_error, reserved=reserved, sample_rows=sample_rows, whole=True)
+    reader = CsvReader(sources, columns=columns, on_error=on_error, reserved=reserved, sample_rows=sample_rows, whole=True,
+                       categorical=categorical, numeric=numeric, ignore=ignore, on_missing=on_missing)
     records = list(reader.shaped_records())
     X = np.full((len(records), len(reader.feature_idx)), np.nan)
     errors = {r: rec.error for r, rec in enumerate(records) if rec.error is not None}
@@ -562,14 +705,22 @@ def read_table(sources: Sequence[Source], *, columns: Sequence[str] | None = Non
     for j, i in enumerate(reader.feature_idx):
         X[at, j], bad = parse_values(columns_text[i])
         for k in np.flatnonzero(bad).tolist():
+            if on_missing == "impute" and is_missing(columns_text[i][k]):
+                continue  # NaN: imputed by the encoder
             reasons.setdefault(rows[k], []).append(parse_value(columns_text[i][k], reader.header[i])[1])
+    if on_missing == "error":
+        for i in reader.category_idx:
+            for k, text in enumerate(columns_text[i] if rows else ()):
+                if is_missing(text):
+                    reasons.setdefault(rows[k], []).append(f"missing value in column {reader.header[i]!r}")
     for r, why in reasons.items():
         X[r] = np.nan
         errors[r] = "; ".join(why)
     errors = dict(sorted(errors.items()))
     return Table(header=reader.header, feature_idx=list(reader.feature_idx), X=X, errors=errors,
                  fields=[rec.fields for rec in records], sources=[rec.source for rec in records],
-                 lines=np.array([rec.line for rec in records], dtype=np.int64), notes=list(reader.notes))
+                 lines=np.array([rec.line for rec in records], dtype=np.int64), notes=list(reader.notes),
+                 category_idx=list(reader.category_idx), types=list(reader.types))
 
 
 # --------------------------------------------------------------------------- writing

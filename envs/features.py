@@ -200,11 +200,54 @@ def _lof(p, n, seed):
     return LOF(**_neighbours(p, n, 20))
 
 
-def _pca(p, n, seed):
-    from pyod.models.pca import PCA
+#: Principal components explaining less than this share of the total variance are taken for
+#: numerical rank deficiency (collinear or constant columns) and left out of PCA's score.
+PCA_MIN_VARIANCE_RATIO = 1e-9
 
+
+class _RankPCA:
+    """PyOD's PCA restricted to the components the data actually span.
+
+    PyOD's PCA scores a row by its distances to the smallest components, each divided by
+    the share of the variance that component explains.  On rank-deficient data (collinear
+    columns, as in ADBench's campaign, fault or mnist) the smallest shares are zero or
+    rounding noise, and the scores become infinite or are dominated by that noise.  Here
+    the detector is fitted with ``n_components`` limited to the components explaining at
+    least :data:`PCA_MIN_VARIANCE_RATIO` of the variance (``svd_solver="full"``, exact);
+    data of full rank get PyOD's own PCA unchanged.  Data with no variance at all raise
+    ``ValueError``.
+    """
+
+    def __init__(self, **params) -> None:
+        self.params = params
+
+    def fit(self, X) -> _RankPCA:
+        from pyod.models.pca import PCA
+
+        X = np.asarray(X, dtype=np.float64)
+        with warnings.catch_warnings():  # PyOD divides by the zero shares while fitting
+            warnings.simplefilter("ignore", RuntimeWarning)
+            detector = PCA(**self.params).fit(X)
+        ratio = np.nan_to_num(np.asarray(detector.explained_variance_ratio_, dtype=np.float64), nan=0.0)
+        rank = int(np.sum(ratio >= PCA_MIN_VARIANCE_RATIO))
+        if rank == 0:
+            raise ValueError("the rows have no variance to find principal components in (every column is constant)")
+        if rank < len(ratio):
+            params = dict(self.params, n_components=rank, svd_solver="full")
+            if params.get("n_selected_components") is not None:
+                params["n_selected_components"] = min(int(params["n_selected_components"]), rank)
+            detector = PCA(**params).fit(X)
+        self.detector_ = detector
+        self.rank_ = rank
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return self.detector_.decision_function(X)
+
+
+def _pca(p, n, seed):
     p.setdefault("random_state", seed)
-    return PCA(**p)
+    return _RankPCA(**p)
 
 
 #: (alpha, beta) tried in turn when PyOD's CBLOF cannot split large from small clusters.
@@ -344,7 +387,7 @@ class FeaturizerConfig:
 
 
 #: Bump when the meaning of any feature changes: it invalidates cached features.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 
 #: A larger bank: the default eight plus further hyperparameters of the same families and
 #: a Gaussian mixture.  The training default (configs/default.toml); `anomaly-gym

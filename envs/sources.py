@@ -11,6 +11,7 @@ independently from its normal marginal, breaking the correlations), and *cluster
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -228,11 +229,18 @@ def load_adbench_dir(path: str | Path, names: Iterable[str] | None = None, **tas
     return [load_npz(f, **task_kwargs) for f in files]
 
 
-def load_csv(path: str | Path, label_column: str | None = None, columns: list[str] | None = None, **task_kwargs) -> Task:
-    """A CSV file with a header row; ``label_column`` (if given) holds 0/1 labels.
+def load_csv(path: str | Path, label_column: str | None = None, columns: list[str] | None = None, *,
+             categorical: list[str] | None = None, encode: bool = True, **task_kwargs) -> Task:
+    """A CSV file (``.csv`` or ``.csv.gz``) with a header row; ``label_column`` (if given)
+    holds 0/1 labels.
 
-    Feature columns are ``columns`` if given, else every other column.  Non-numeric feature
-    columns are an error that names them (pass ``columns`` to leave them out).
+    Feature columns are ``columns`` if given, else every other column.  With ``encode``
+    (default), text columns, and the columns named in ``categorical``, are categorical:
+    each value becomes its rarity in the file (:class:`~anomaly_gym.envs.encoding.TableEncoder`);
+    text columns that look like identifiers or timestamps
+    (:func:`~anomaly_gym.envs.csvio.infer_column_types`) are left out with a warning unless
+    named in ``columns``; missing numbers are imputed with an indicator when ``nan_policy``
+    is ``"median"``.  With ``encode=False`` text feature columns are an error that names them.
     """
     import pandas as pd
 
@@ -249,12 +257,67 @@ def load_csv(path: str | Path, label_column: str | None = None, columns: list[st
             raise ValueError(f"{path}: no label column {label_column!r}; the columns are {list(frame.columns)}")
         y = frame.pop(label_column).to_numpy()
     if columns is not None:
-        missing = [c for c in columns if c not in frame.columns]
+        missing = [c for c in [*columns, *(categorical or [])] if c not in frame.columns]
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; the columns are {list(frame.columns)}")
-        frame = frame[columns]
+        frame = frame[list(dict.fromkeys([*columns, *(categorical or [])]))]
     task_kwargs.setdefault("source", "csv")
-    return make_task(path.stem, frame, y, **task_kwargs)
+    name = table_name(path)
+    if encode:
+        frame, cats = _categorical_columns(frame, name, categorical or [], named=columns is not None)
+        if cats or task_kwargs.get("nan_policy") == "median":
+            from anomaly_gym.envs.encoding import encode_frame
+
+            X, encoder = encode_frame(frame, cats, on_missing="impute")
+            task_kwargs.setdefault("description", f"{len(cats)} categorical column(s) encoded by rarity")
+            return make_task(name, X, y, **task_kwargs)
+    return make_task(name, frame, y, **task_kwargs)
+
+
+def table_name(path: Path) -> str:
+    """``bank`` for ``bank.csv.gz`` or ``bank.csv``."""
+    name = path.name
+    for suffix in (".gz", ".csv"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return name
+
+
+def _categorical_columns(frame, name: str, categorical: list[str], *, named: bool):
+    """(frame without identifier- and timestamp-like text columns, the categorical columns)."""
+    from anomaly_gym.envs.csvio import infer_column_types
+    from anomaly_gym.envs.tasks import _is_numeric_dtype
+
+    text = [c for c, t in zip(frame.columns, frame.dtypes) if not _is_numeric_dtype(t) and c not in categorical]
+    if not text:
+        return frame, [c for c in frame.columns if c in set(categorical)]
+    sample = frame[text].head(SAMPLE_FOR_TYPES).astype(object).where(frame[text].head(SAMPLE_FOR_TYPES).notna(), "")
+    types = infer_column_types([str(c) for c in text], sample.astype(str).values.tolist())
+    dropped = {t.name: f"{t.kind}: {t.why}" for t in types if t.kind in ("identifier", "timestamp", "empty") and not named}
+    if dropped:
+        warnings.warn(f"task {name!r}: leaving out text column(s) {dropped}", UserWarning, stacklevel=3)
+    frame = frame[[c for c in frame.columns if str(c) not in dropped]]
+    return frame, [c for c in frame.columns if c in set(categorical) or c in set(text)]
+
+
+#: Rows of a CSV file that decide whether a text column is an identifier or a timestamp.
+SAMPLE_FOR_TYPES = 1000
+
+
+def load_tables_dir(path: str | Path, names: Iterable[str] | None = None, label_column: str = "label", **task_kwargs) -> list[Task]:
+    """Every ``NAME.csv.gz`` or ``NAME.csv`` table in ``path`` (or only ``names``), with labels in
+    ``label_column``, sorted by name, categorical columns encoded (:func:`load_csv`)."""
+    path = Path(path)
+    files = sorted([*path.glob("*.csv.gz"), *path.glob("*.csv")], key=lambda p: table_name(p).lower())
+    if names is not None:
+        wanted = {n.lower() for n in names}
+        files = [f for f in files if table_name(f).lower() in wanted]
+    if not files:
+        raise ValueError(f"{path} holds no NAME.csv.gz or NAME.csv tables")
+    task_kwargs.setdefault("source", "tables")
+    task_kwargs.setdefault("nan_policy", "median")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # constant columns dropped, identifiers left out: by design
+        return [load_csv(f, label_column=label_column, **task_kwargs) for f in files]
 
 
 def training_pool(tasks: Iterable[Task] | None, owner: str) -> list[Task]:
@@ -275,15 +338,19 @@ def training_pool(tasks: Iterable[Task] | None, owner: str) -> list[Task]:
 
 
 def load_tasks(spec: str | Path, **task_kwargs) -> list[Task]:
-    """Resolve a task source: ``"builtin"``, a directory of .npz files, one .npz, or one .csv."""
+    """Resolve a task source: ``"builtin"``, a directory of .npz files, a directory of
+    ``NAME.csv.gz`` tables with a ``label`` column (:func:`load_tables_dir`, e.g.
+    ../shared/data/tables), one .npz, or one .csv."""
     if str(spec) == "builtin":
         return builtin_suite()
     path = Path(spec)
     if path.is_dir():
+        if not any(path.glob("*.npz")) and (any(path.glob("*.csv.gz")) or any(path.glob("*.csv"))):
+            return load_tables_dir(path, **task_kwargs)  # NAME.csv.gz tables with a label column
         return load_adbench_dir(path, **task_kwargs)
     if path.suffix == ".npz":
         return [load_npz(path, **task_kwargs)]
-    if path.suffix == ".csv":
+    if path.suffix == ".csv" or path.name.endswith(".csv.gz"):
         return [load_csv(path, **task_kwargs)]
     if not path.exists():
         raise FileNotFoundError(

@@ -76,7 +76,7 @@ logger = logging.getLogger(__name__)
 
 #: The ``FEATURE_VERSION`` whose detector scoring this module mirrors; on any other version
 #: :class:`FastFeaturizer` warns and delegates every row to the featurizer itself.
-MIRRORED_FEATURE_VERSION = 3
+MIRRORED_FEATURE_VERSION = 4
 
 #: At most this many rows are scored with the per-row numpy paths; larger batches use the
 #: vectorised library paths (scikit-learn's brute-force neighbour search, tree ``apply``).
@@ -595,6 +595,8 @@ def _compile(det, neighbour_sets: list[_Neighbours]) -> Callable[[np.ndarray, di
     cls = f"{type(det).__module__}.{type(det).__name__}"
     if cls == "anomaly_gym.envs.features._RelaxedCBLOF":  # the bank's CBLOF: PyOD's, fitted with relaxed splits
         det, cls = det.detector_, "pyod.models.cblof.CBLOF"
+    if cls == "anomaly_gym.envs.features._RankPCA":  # the bank's PCA: PyOD's, fitted on the data's rank
+        det, cls = det.detector_, "pyod.models.pca.PCA"
     try:
         if cls == "anomaly_gym.envs.features._TailProbabilityDetector":
             return _TailProbability(det)

@@ -38,16 +38,24 @@ def add_parser(sub) -> None:
                    "(for labels you trust; the check is noisy with a handful of labelled anomalies)")
     p.add_argument("--impute", choices=("error", "median"), default="error",
                    help="NaN or infinite feature values: stop with an error (default) or replace them with column medians")
+    add_list_argument(p, "--categorical", default=[], metavar="A,B",
+                      help="CSV columns to score as categorical (by how rare each value is), e.g. integer codes; "
+                      "text columns are categorical by default")
+    add_list_argument(p, "--numeric", default=[], metavar="C", help="CSV columns to read as numbers")
+    add_list_argument(p, "--ignore", default=[], metavar="D", help="CSV columns to leave out")
+    p.add_argument("--on-missing", choices=("impute", "error"), default=None,
+                   help="CSV: empty or NA numeric values imputed (median plus a missingness indicator) or an error "
+                   "(default: as --impute says); empty categorical values are a value of their own")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, required=True, help="where to write the adapted bundle")
     p.set_defaults(func=run)
 
 
-def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
-    """(X, labels with -1 = unknown, or None)."""
+def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None, object]:
+    """(X, labels with -1 = unknown, or None, the CSV column encoder or None)."""
     import pandas as pd
-    from anomaly_gym.envs.tasks import LABEL_LIKE_NAMES, make_task
+    from anomaly_gym.envs.tasks import make_task
     from anomaly_gym.meta.adapt import parse_labels, read_labels_file
     from rich.console import Console
 
@@ -57,6 +65,7 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
         console.print(text, markup=False)
 
     path = args.data
+    encoder = None
     if not path.is_file():
         raise FileNotFoundError(f"no such data file: {path}")
     if path.suffix == ".npz":
@@ -64,8 +73,9 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
             if "X" not in data:
                 raise ValueError(f"{path}: expected an array 'X' (and optionally 'y'); found {list(data.keys())}")
             X, y = data["X"], (data["y"] if "y" in data else None)
-        if args.label_column or args.columns:
-            raise ValueError("--label-column and --columns apply to CSV input; an .npz holds X and y")
+        if args.label_column or args.columns or args.categorical or args.numeric or args.ignore:
+            raise ValueError("--label-column, --columns, --categorical, --numeric and --ignore apply to CSV input; "
+                             "an .npz holds X and y")
         labels = None if y is None else parse_labels(np.asarray(y).ravel(), where=f"{path}, array y", first_line=0, unit="entry")
         if labels is not None and args.shots is None and args.mode not in ("few-shot",) and args.labels is None:
             note(f"{path} holds labels (y); adapting without them. To use them, pass --shots N (draw a few) "
@@ -78,25 +88,52 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
             if args.label_column not in frame.columns:
                 raise ValueError(f"{path}: no label column {args.label_column!r}; the columns are {list(frame.columns)}")
             labels = parse_labels(frame.pop(args.label_column).to_numpy(), where=f"{path}, column {args.label_column!r}", first_line=2)
-        if args.columns:
-            missing = [c for c in args.columns if c not in frame.columns]
-            if missing:
-                raise ValueError(f"{path}: no column(s) {missing}; the columns are {list(frame.columns)}")
-            frame = frame[args.columns]
-        else:
-            frame = frame.select_dtypes("number")
-            label_like = [c for c in frame.columns if str(c).strip().lower() in LABEL_LIKE_NAMES]
-            if label_like:
-                note(f"left out of the features: {label_like} (named like a label; give --label-column to use it as "
-                     "labels, or name it in --columns to use it as a feature)")
-                frame = frame.drop(columns=label_like)
-        X = frame
+        X, encoder = _encode_csv(args, frame, note)
     else:
         raise ValueError(f"--data must be a .csv or .npz file, got {path}")
     task = make_task(path.stem, X, source="adapt", drop_constant=False, nan_policy=args.impute)
     if args.labels is not None:
         labels = read_labels_file(args.labels, task.n_rows)
-    return task.X, labels
+    return task.X, labels, encoder
+
+
+def _encode_csv(args: argparse.Namespace, frame, note):
+    """The CSV's feature columns as a numeric matrix, and the encoder (None for numeric,
+    complete columns read as they are)."""
+    from anomaly_gym.envs.encoding import encode_frame
+    from anomaly_gym.envs.sources import _categorical_columns
+    from anomaly_gym.envs.tasks import LABEL_LIKE_NAMES
+
+    named = [*(args.columns or []), *args.categorical, *args.numeric, *args.ignore]
+    missing = [c for c in named if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{args.data}: no column(s) {missing}; the columns are {list(frame.columns)}")
+    if args.columns:
+        frame = frame[list(dict.fromkeys([*args.columns, *args.categorical]))]
+    else:
+        label_like = [c for c in frame.columns if str(c).strip().lower() in LABEL_LIKE_NAMES and c not in named]
+        if label_like:
+            note(f"left out of the features: {label_like} (named like a label; give --label-column to use it as "
+                 "labels, or name it in --columns to use it as a feature)")
+            frame = frame.drop(columns=label_like)
+    frame = frame.drop(columns=list(args.ignore))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        numbers = frame[list(args.numeric)]
+        frame, cats = _categorical_columns(frame.drop(columns=list(args.numeric)), args.data.stem, list(args.categorical),
+                                           named=bool(args.columns))
+        frame = frame.join(numbers) if len(args.numeric) else frame
+    for w in caught:
+        note(str(w.message))
+    on_missing = args.on_missing or ("impute" if args.impute == "median" else "error")
+    if not cats and on_missing == "error":
+        return frame, None
+    X, encoder = encode_frame(frame, cats, on_missing=on_missing)
+    if cats:
+        note(f"categorical columns {cats} (scored by how rare each value is); numeric columns {encoder.numeric}")
+    return X, encoder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
-    X, labels = _read_target(args)
+    X, labels, encoder = _read_target(args)
     if args.shots is not None:
         if labels is None:
             raise ValueError("--shots needs labels to draw from: give --label-column, --labels, or an .npz with y")
@@ -123,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     settings = AdaptSettings(few_shot=args.few_shot, head=HeadSettings(guard=not args.no_guard))
     adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, settings=settings,
                     device="cpu" if args.device == "auto" else args.device)
+    if encoder is not None and adapted.featurizer is not None:
+        adapted.featurizer.encoder_ = encoder  # stored in the bundle: detect encodes new rows the same way
     adapted.save(args.out)
     record = adapted.metadata["adaptation"]
     console.print(f"[bold]{record['mode']}[/bold] on {record['rows']:,} rows: kept the {record['kept']} policy — {record['reason']}")

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     from anomaly_gym.scripts import _bench_stream
 
     _bench_stream.add_parser(bsub)  # `bench stream-temporal`
+    from anomaly_gym.scripts import _bench_tables
+
+    _bench_tables.add_parser(bsub)  # `bench tables`
     from anomaly_gym.scripts import _bench_discover
 
     _bench_discover.add_parser(bsub)  # `bench discover`

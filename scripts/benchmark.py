@@ -100,8 +100,11 @@ def add_parser(sub) -> None:
         "(also after Ctrl-C).",
     )
     add_list_argument(p, "--sources", default=None, metavar="SRC",
-                   help="source datasets: 'builtin' or folders of ADBench NAME.npz files (the policy and the transfer baselines learn from these)")
-    add_list_argument(p, "--targets", default=None, metavar="SRC", help="target datasets: 'builtin' or folders of NAME.npz files")
+                   help="source datasets: 'builtin', folders of ADBench NAME.npz files, or folders of NAME.csv.gz tables with "
+                   "a 'label' column, categorical columns encoded by rarity (e.g. ../shared/data/tables); the policy and the "
+                   "transfer baselines learn from these")
+    add_list_argument(p, "--targets", default=None, metavar="SRC",
+                      help="target datasets: 'builtin', folders of NAME.npz files or of NAME.csv.gz tables (label column 'label')")
     p.add_argument("--datasets", default=None, metavar="A,B,...", help="only these target names (default: every target)")
     p.add_argument("--protocol", choices=("zero-shot", "few-shot", "all", "active"), default="zero-shot",
                    help="zero-shot (no target labels), few-shot (a few labelled anomalies), both, or active (anomalies "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+from anomaly_gym.scripts._args import add_list_argument
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,26 @@ output:
   feature columns (timestamps, ids, labels) pass through unchanged.
 
 feature columns:
-  --columns when given; otherwise the columns whose non-empty values are mostly (over
-  half) numbers in the sample: the well-formed rows among the first 32 data rows (stream
-  mode: the first min(32, --warmup), which it echoes as warm-up anyway).  The same rule in
-  both modes, decided once: a later row with text in a feature column is a bad row, the
-  column stays a feature.  A numeric id or epoch-time column is therefore a feature unless
-  --columns leaves it out.
+  each column's kind is inferred from the sample: the well-formed rows among the first 32
+  data rows (stream mode: the first min(32, --warmup), which it echoes as warm-up anyway),
+  decided once (a later row with text in a numeric column is a bad row; the column stays
+  numeric).  numeric: over half of its non-empty values are numbers; categorical: other
+  text, scored by how rare each value is among the rows the detectors are fitted on (a
+  value never seen there counts as the rarest; stream mode counts the warm-up rows);
+  boolean: true/false, yes/no.  Passed through unscored, with a note: columns named like a
+  label (label, y, class, is_anomaly, ...), identifiers (named id, index, row or ..._id;
+  whole numbers that only increase; text with over 90% distinct values), timestamps
+  (dates, with or without a time).  --columns names the numeric feature columns,
+  --categorical adds categorical ones (integer codes are categorical only when named
+  there), --numeric reads a column as numbers, --ignore leaves one out; -v prints the
+  schema.  A bundle adapted on a CSV (`anomaly-gym adapt`) brings its own columns and
+  value frequencies: batch mode encodes new rows exactly as the target's rows were.
+
+missing values (--on-missing):
+  default: an empty or NA-like value (NA, N/A, nan, null, none, ?) is a value of its own in
+  a categorical column and a bad row in a numeric one.  impute: a missing number gets the
+  column's median over the fitting rows, plus a 0/1 missingness column when the fitting
+  rows had missing values there.  error: a missing value in any feature column is a bad row.
 
 input:
   UTF-8 (a byte-order mark is fine), or UTF-16/UTF-32 with a byte-order mark; other bytes
@@ -118,7 +133,17 @@ def add_parser(sub) -> None:
     thr.add_argument("--contamination", type=float, default=None,
                      help=f"flag the top C share of the scores, 0 < C < 1 (default {DEFAULT_CONTAMINATION})")
     p.add_argument("--columns", action="append", default=None, metavar="A,B,...",
-                   help="feature columns, comma-separated (default: the numeric columns); others pass through")
+                   help="numeric feature columns, comma-separated (default: the numeric columns); others pass through "
+                   "unless named in --categorical")
+    add_list_argument(p, "--categorical", default=[], metavar="A,B",
+                      help="columns to score as categorical (by how rare each value is), e.g. integer codes; "
+                      "text columns are categorical by default")
+    add_list_argument(p, "--numeric", default=[], metavar="C", help="columns to read as numbers whatever they look like")
+    add_list_argument(p, "--ignore", default=[], metavar="D", help="columns to pass through unscored")
+    p.add_argument("--on-missing", choices=("impute", "error"), default=None,
+                   help="empty or NA values: 'impute' (numeric: the column's median plus a missingness indicator) or "
+                   "'error' (a bad row). Default: impute in categorical columns (an empty value is a value of its own), "
+                   "error in numeric ones")
     p.add_argument("--format", choices=("csv", "jsonl"), default=None,
                    help="output format (default: jsonl when --output ends in .jsonl or .ndjson, else csv)")
     p.add_argument("-o", "--out", "--output", dest="output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
@@ -349,10 +374,11 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     _default_rule(args)
     summary = Summary("batch", args.on_error)
     t = time.perf_counter()
-    data = read_table(args.inputs, columns=columns, on_error=args.on_error, reserved=BATCH_COLUMNS)
+    data = read_table(args.inputs, on_error=args.on_error, reserved=BATCH_COLUMNS, **_batch_columns(args, bundle, columns))
     logger.info("read %d rows x %d feature columns in %.2fs", data.n_rows, len(data.feature_idx), time.perf_counter() - t)
     for note in data.notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
+    _print_schema(args, data.types)
     n = data.n_rows
     summary.read = n
     if data.errors and args.on_error == "fail":  # the run stops at the first bad row
@@ -367,15 +393,16 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     valid = np.ones(n, dtype=bool)
     valid[list(data.errors)] = False
     n_valid = int(valid.sum())
-    X = data.X.astype(np.float32)  # the precision tasks have in training and adaptation (make_task)
+    rows = np.flatnonzero(valid)
+    stored = bundle.featurizer if _stored_featurizer(args, bundle) else None
+    X, encoder = _encoded_rows(args, data, rows, stored)
     scorer = PolicyScorer(bundle)
-    scorer.check_width(len(data.feature_idx))
-    if _stored_featurizer(args, bundle):
-        stored = bundle.featurizer
-        if stored.n_columns_ != len(data.feature_idx):
+    scorer.check_width(X.shape[1])
+    if stored is not None:
+        if stored.n_columns_ != X.shape[1]:
             raise ValueError(
                 f"the bundle's stored featurizer was fitted on {stored.n_columns_} columns but the input has "
-                f"{len(data.feature_idx)}; pick the target's columns with --columns, or pass --featurizer refit"
+                f"{X.shape[1]}; pick the target's columns with --columns, or pass --featurizer refit"
             )
         fast = FastFeaturizer(stored)
         summary.extra.append("features relative to the rows the bundle was adapted on (stored featurizer)")
@@ -383,15 +410,17 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
         if n_valid < 10:
             raise ValueError(f"only {n_valid} valid row(s); the detectors need at least 10 to fit")
         t = time.perf_counter()
-        fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(X[valid]))
+        fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(X))
         logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
+    if encoder is not None and encoder.categorical:
+        summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity; "
+                             f"{X.shape[1]} encoded feature column(s)")
     t = time.perf_counter()
     scores = np.full(n, np.nan)
-    rows = np.flatnonzero(valid)
     step = bundle.featurizer_config.chunk_size
     for start in _progress(range(0, len(rows), step), len(rows) // step + 1, args):
-        idx = rows[start : start + step]
-        scores[idx] = scorer.batch(fast.transform(X[idx]), X[idx])
+        part = X[start : start + step]
+        scores[rows[start : start + step]] = scorer.batch(fast.transform(part), part)
     logger.info("featurized and scored %d rows in %.2fs", n_valid, time.perf_counter() - t)
 
     if args.contamination is not None:
@@ -414,6 +443,53 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     logger.info("wrote the output in %.2fs", time.perf_counter() - t)
     print(summary.text(), file=sys.stderr)
     return 0
+
+
+def _schema_options(args) -> dict:
+    return {"categorical": getattr(args, "categorical", []), "numeric": getattr(args, "numeric", []),
+            "ignore": getattr(args, "ignore", []), "on_missing": getattr(args, "on_missing", None)}
+
+
+def _batch_columns(args, bundle, columns) -> dict:
+    """``read_table``'s column options: the user's, or, for a bundle whose stored featurizer
+    has an encoder, the columns and kinds of the rows it was adapted on."""
+    options = dict(_schema_options(args), columns=columns)
+    stored_encoder = getattr(bundle.featurizer, "encoder_", None) if _stored_featurizer(args, bundle) else None
+    if stored_encoder is not None and columns is None and not options["categorical"]:
+        options["columns"], options["categorical"] = list(stored_encoder.numeric), list(stored_encoder.categorical)
+        options["on_missing"] = options["on_missing"] or stored_encoder.on_missing
+    return options
+
+
+def _print_schema(args, types) -> None:
+    from anomaly_gym.envs.csvio import describe_schema
+
+    if getattr(args, "verbose", False) and types:  # -v/--verbose: the inferred column schema
+        print("anomaly-gym detect: schema:\n" + "\n".join(f"  {line}" for line in describe_schema(types)), file=sys.stderr)
+
+
+def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, object]:
+    """The valid rows as the featurizer's numeric matrix (float32), and the encoder used
+    (None when the rows are numeric, complete and not encoded)."""
+    from anomaly_gym.envs.encoding import TableEncoder
+
+    encoder = getattr(stored, "encoder_", None) if stored is not None else None
+    if encoder is not None:
+        if (encoder.numeric, encoder.categorical) != (data.feature_names, data.category_names):
+            raise ValueError(
+                f"the bundle was adapted on numeric columns {encoder.numeric} and categorical columns {encoder.categorical}, "
+                f"but the input's are {data.feature_names} and {data.category_names}; name them with --columns and "
+                "--categorical, or pass --featurizer refit")
+    elif data.category_idx or getattr(args, "on_missing", None) == "impute":
+        if stored is not None:
+            raise ValueError("the bundle's stored featurizer was adapted on numeric columns only, but this input has "
+                             f"categorical columns {data.category_names} or missing values to impute; leave them out "
+                             "(--ignore) or pass --featurizer refit")
+        encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute")
+        encoder.fit(data.X[rows], data.categories(rows))
+    if encoder is None:
+        return data.X[rows].astype(np.float32), None  # the precision tasks have in training (make_task)
+    return encoder.transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder
 
 
 def _progress(iterable, total: int, args):
@@ -462,8 +538,9 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
     summary = Summary("stream", args.on_error, rule=_describe_stream_rule(args))
     # the feature columns are decided on rows that stream mode echoes as warm-up anyway
     reader = CsvReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
-                       sample_rows=min(SAMPLE_ROWS, args.warmup))
+                       sample_rows=min(SAMPLE_ROWS, args.warmup), **_schema_options(args))
     detector = None
+    encoding = None
     records = iter(reader)
     status = 0
     try:
@@ -472,7 +549,7 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
             first = next(records, None)  # reads the header
             writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
                       else JsonlOutput(out, reader.header, STREAM_COLUMNS, (), flush_rows=True))
-            noted = 0
+            noted, schema_shown = 0, False
             rec = first
             while rec is not None:
                 summary.read += 1
@@ -480,6 +557,9 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
                     for note in reader.notes[noted:]:
                         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
                     noted = len(reader.notes)
+                if not schema_shown and reader.types:
+                    _print_schema(args, reader.types)
+                    schema_shown = True
                 if rec.error is not None:
                     summary.error(rec.error)
                     if args.on_error == "fail":
@@ -487,11 +567,16 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
                     if args.on_error == "mark":
                         writer.write(rec.fields, (None, None, "error", rec.error))
                 else:
-                    if detector is None:
+                    if encoding is None:
+                        encoding = _WarmupEncoder(reader, args) if reader.category_idx or args.on_missing == "impute" else False
+                    xs = encoding.rows(rec) if encoding else [rec.values]
+                    if detector is None and xs:
                         detector = _stream_detector(args, bundle)
                         if fmt == "jsonl":
                             writer.numeric = set(reader.feature_idx)
-                    score, flag = detector.process_one(rec.values)
+                    for x in xs[:-1]:  # warm-up rows held back until the encoder was fitted
+                        detector.process_one(x)
+                    score, flag = detector.process_one(xs[-1]) if xs else (None, None)
                     if flag is None:
                         summary.warmup += 1
                         writer.write(rec.fields, (None, None, "warmup", None))
@@ -519,6 +604,36 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
         summary.extra.append(f"detectors fitted {detector.n_fits} time(s) ({where}), {detector.fit_seconds / detector.n_fits:.2f}s each")
     print(summary.text(), file=sys.stderr)
     return status
+
+
+class _WarmupEncoder:
+    """Stream mode with categorical columns (or numeric values to impute): the encoder is
+    fitted on the first ``--warmup`` valid rows, which are warm-up rows anyway, and then
+    kept: value frequencies are those of the warm-up rows, a value not seen among them
+    scores as the rarest, and a missing number gets the warm-up rows' median."""
+
+    def __init__(self, reader, args) -> None:
+        self.reader = reader
+        self.warmup = args.warmup
+        self.pending: list[tuple[np.ndarray, list[str]]] = []
+        self.encoder = None
+
+    def rows(self, rec) -> list[np.ndarray]:
+        """The encoded rows ready for the detector: none while the warm-up rows gather,
+        all of them once there are ``warmup``, then each row as it comes."""
+        from anomaly_gym.envs.encoding import TableEncoder
+
+        cats = [rec.fields[i] for i in self.reader.category_idx]
+        if self.encoder is not None:
+            return [self.encoder.transform(rec.values[None, :], np.array([cats], dtype=object))[0]]
+        self.pending.append((rec.values, cats))
+        if len(self.pending) < self.warmup:
+            return []
+        X_num = np.array([v for v, _ in self.pending], dtype=np.float64).reshape(len(self.pending), -1)
+        X_cat = np.array([c for _, c in self.pending], dtype=object).reshape(len(self.pending), -1)
+        self.encoder = TableEncoder(self.reader.feature_names, self.reader.category_names, on_missing="impute").fit(X_num, X_cat)
+        self.pending = []
+        return list(self.encoder.transform(X_num, X_cat))
 
 
 def _stream_detector(args, bundle):

@@ -45,7 +45,8 @@ def test_feature_columns_come_from_the_sample_not_from_one_row():
     assert reader.feature_names == ["a", "b"]  # c is text in the sample, a mostly numbers
     assert recs[0].error == "non-numeric value 'abc' in column 'a'"
     assert recs[-1].error == "non-numeric value 'text' in column 'b'"  # after the sample: marked, not demoted
-    assert "passed through as text: ['c']" in reader.notes[0]
+    assert reader.category_names == ["c"]  # text with repeated values: a categorical feature
+    assert "categorical columns ['c']" in reader.notes[0]
 
 
 def test_named_columns_and_file_level_errors():
@@ -55,7 +56,7 @@ def test_named_columns_and_file_level_errors():
         (b"", {}, "the input is empty"),
         (b"a,a\n1,2\n", {}, "more than once"),
         (b"a,score\n1,2\n", {"reserved": ["score"]}, "which detect adds"),
-        (b"a,b\nx,y\nz,w\n", {}, "<stream>:2: no column is mostly numbers"),
+        (b"id,label\nx,y\nz,w\n", {}, "<stream>:2: no numeric or categorical column"),
         (b"1,2\n3,4\n", {"on_error": "fail"}, "<stream>:1: no header row"),
         (b"a,b\n1,2\n3,\xff\n", {}, "<stream>:3: not UTF-8 text: byte 0xff cannot be decoded"),
         ("a,b\n1,2\n".encode("utf-16-le"), {}, "not UTF-8 text (looks like UTF-16, little-endian, without a byte-order mark)"),
@@ -136,3 +137,36 @@ def test_reading_whole_inputs_gives_the_records_of_reading_as_they_arrive(rows, 
             return str(exc)
 
     assert records(True) == records(False)
+
+
+def test_column_kinds_are_inferred_from_the_sample():
+    from anomaly_gym.envs.csvio import infer_column_types
+
+    header = ["ts", "proto", "ok", "bytes", "code", "user", "row_id", "label", "blank"]
+    sample = [[f"2024-05-01T12:{i:02d}:00", ["tcp", "udp", "icmp"][i % 3], ["yes", "no"][i % 2], str(i * 7 % 13),
+               str(i % 4), f"u{i}", str(i), str(i % 2), ""] for i in range(20)]
+    kinds = {t.name: t.kind for t in infer_column_types(header, sample)}
+    assert kinds == {"ts": "timestamp", "proto": "categorical", "ok": "boolean", "bytes": "numeric", "code": "numeric",
+                     "user": "identifier", "row_id": "identifier", "label": "label", "blank": "empty"}
+    # integer codes are categorical only when the user says so; overrides win over inference
+    kinds = {t.name: t.kind for t in infer_column_types(header, sample, categorical=["code"], numeric=["ok"], ignore=["proto"])}
+    assert (kinds["code"], kinds["ok"], kinds["proto"]) == ("categorical", "numeric", "ignored")
+    with pytest.raises(ValueError, match="--categorical names column 'nope'"):
+        infer_column_types(header, sample, categorical=["nope"])
+    with pytest.raises(ValueError, match="two of"):
+        infer_column_types(header, sample, categorical=["code"], ignore=["code"])
+
+
+def test_missing_values_are_imputed_or_errors_as_asked(tmp_path):
+    src = tmp_path / "m.csv"
+    src.write_text("a,b,c\n1,x,2\n,y,3\n4,,NA\n5,x,6\n")
+    default = read_table([src])
+    assert default.feature_names == ["a", "c"] and default.category_names == ["b"]
+    assert default.errors == {1: "missing value in column 'a'", 2: "non-numeric value 'NA' in column 'c'"}
+    imputed = read_table([src], on_missing="impute")
+    assert imputed.errors == {} and np.isnan(imputed.X[1, 0]) and np.isnan(imputed.X[2, 1])
+    assert imputed.categories([0, 2]).tolist() == [["x"], [""]]
+    strict = read_table([src], on_missing="error")
+    assert "missing value in column 'b'" in strict.errors[2] and 1 in strict.errors
+    named = read_table([src], columns=["a"], categorical=["b"])
+    assert named.feature_names == ["a"] and named.category_names == ["b"]

@@ -1,0 +1,135 @@
+"""``anomaly-gym bench tables``: what categorical columns are worth on real mixed tables.
+
+For every ``NAME.csv.gz`` table (label column ``label``) of a folder, the labels held out:
+
+Means are taken over the tables where every variant applies (a table without numeric
+columns has no numeric-only variants) and over the tables with categorical columns.
+
+- the zero-shot policy (the default bundle, or ``--model``), as ``detect`` scores a file:
+  the featurizer fitted on the table's own rows, on the numeric columns only, with the
+  categorical columns' rarity added, and with rarity plus one-hot indicators for columns
+  of at most ``--onehot-max`` values;
+- IForest (PyOD, seeded) on the numeric columns only, on the numeric columns plus one-hot
+  encoded categorical columns (``pandas.get_dummies``), and on numeric plus rarity columns.
+
+AUROC of every variant on every table; tables above ``--max-rows`` rows are subsampled
+(stratified, seeded) first.  Nothing is tuned on these tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_TABLES = Path("../shared/data/tables")
+VARIANTS = ("policy numeric", "policy +rarity", "policy +rarity+onehot", "IForest numeric", "IForest one-hot", "IForest +rarity")
+
+
+def add_parser(bsub) -> None:
+    t = bsub.add_parser("tables", help="AUROC with and without categorical features on NAME.csv.gz tables (label column 'label')")
+    t.add_argument("--data", type=Path, default=DEFAULT_TABLES, help=f"folder of NAME.csv.gz tables (default {DEFAULT_TABLES})")
+    t.add_argument("--model", type=Path, default=None, help="policy bundle (default: the bundled default policy)")
+    t.add_argument("--max-rows", type=int, default=10_000, help="stratified, seeded subsample above this (default 10000)")
+    t.add_argument("--onehot-max", type=int, default=10, help="one-hot for categorical columns of at most N values (default 10)")
+    t.add_argument("--names", default=None, help="only these tables, comma-separated")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=run)
+
+
+def _table(path: Path, max_rows: int, seed: int):
+    """(frame of feature columns, labels, categorical column names) of one table."""
+    import pandas as pd
+    from anomaly_gym.envs.sources import _categorical_columns, table_name
+    from anomaly_gym.envs.tasks import _stratified_choice
+
+    frame = pd.read_csv(path)
+    if "label" not in frame.columns:
+        raise ValueError(f"{path}: no 'label' column; the columns are {list(frame.columns)}")
+    y = frame.pop("label").to_numpy().astype(np.int8)
+    if len(frame) > max_rows:
+        index = _stratified_choice(y, max_rows, np.random.default_rng(seed))
+        frame, y = frame.iloc[index].reset_index(drop=True), y[index]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        frame, cats = _categorical_columns(frame, table_name(path), [], named=False)
+    return frame, y, cats
+
+
+def _policy_auroc(bundle, X: np.ndarray, y: np.ndarray) -> float:
+    from anomaly_gym.envs.features import Featurizer
+    from sklearn.metrics import roc_auc_score
+
+    X = X.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        feats = Featurizer(bundle.featurizer_config).fit(X).transform(X)
+    return float(roc_auc_score(y, bundle.anomaly_proba(feats, X)))
+
+
+def _iforest_auroc(X: np.ndarray, y: np.ndarray, seed: int) -> float:
+    from pyod.models.iforest import IForest
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, IForest(random_state=seed).fit(X).decision_scores_))
+
+
+def measure(path: Path, bundle, *, max_rows: int = 10_000, onehot_max: int = 10, seed: int = 0) -> dict:
+    """AUROC of every variant of :data:`VARIANTS` on one table (NaN where a variant has no column)."""
+    import pandas as pd
+    from anomaly_gym.envs.encoding import encode_frame
+
+    frame, y, cats = _table(path, max_rows, seed)
+    numeric = frame[[c for c in frame.columns if c not in cats]]
+    row = {"rows": len(frame), "numeric": numeric.shape[1], "categorical": len(cats)}
+    X_num = encode_frame(numeric, [], on_missing="impute")[0] if numeric.shape[1] else None
+    X_rare = encode_frame(frame, cats, on_missing="impute")[0]
+    X_hot = encode_frame(frame, cats, on_missing="impute", onehot_max=onehot_max)[0]
+    dummies = pd.get_dummies(frame[cats].astype(str), dtype=np.float64).to_numpy() if cats else np.empty((len(frame), 0))
+    X_onehot = np.hstack([X_num, dummies]) if X_num is not None else dummies
+    nan = float("nan")
+    row["policy numeric"] = _policy_auroc(bundle, X_num, y) if X_num is not None else nan
+    row["policy +rarity"] = _policy_auroc(bundle, X_rare, y) if cats else row["policy numeric"]
+    row["policy +rarity+onehot"] = _policy_auroc(bundle, X_hot, y) if X_hot.shape[1] > X_rare.shape[1] else row["policy +rarity"]
+    row["IForest numeric"] = _iforest_auroc(X_num, y, seed) if X_num is not None else nan
+    row["IForest one-hot"] = _iforest_auroc(X_onehot, y, seed) if cats else row["IForest numeric"]
+    row["IForest +rarity"] = _iforest_auroc(X_rare, y, seed) if cats else row["IForest numeric"]
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    from anomaly_gym.agents import load_bundle, load_default_bundle
+    from anomaly_gym.envs.sources import table_name
+
+    if not args.data.is_dir():
+        raise FileNotFoundError(f"no such folder of tables: {args.data}; pass --data FOLDER")
+    files = sorted(args.data.glob("*.csv.gz"), key=lambda p: table_name(p).lower())
+    if args.names:
+        wanted = {n.strip().lower() for n in args.names.split(",")}
+        files = [f for f in files if table_name(f).lower() in wanted]
+    if not files:
+        raise ValueError(f"{args.data} holds no NAME.csv.gz tables" + (f" named {args.names}" if args.names else ""))
+    bundle = load_default_bundle(device="cpu") if args.model is None else load_bundle(args.model, device="cpu")
+    heads = ["table", "rows", "num", "cat", *VARIANTS]
+    print("| " + " | ".join(heads) + " |")
+    print("|---|" + "---:|" * (len(heads) - 1))
+    rows = []
+    for path in files:
+        t0 = time.perf_counter()
+        row = measure(path, bundle, max_rows=args.max_rows, onehot_max=args.onehot_max, seed=args.seed)
+        rows.append(row)
+        cells = [table_name(path), f"{row['rows']:,}", str(row["numeric"]), str(row["categorical"])]
+        cells += ["—" if np.isnan(row[v]) else f"{row[v]:.3f}" for v in VARIANTS]
+        print("| " + " | ".join(cells) + f" |  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    complete = [r for r in rows if not any(np.isnan(r[v]) for v in VARIANTS)]
+    mixed = [r for r in rows if r["categorical"]]
+    for label, subset in ((f"mean, the {len(complete)} tables with numeric columns", complete),
+                          (f"mean, the {len(mixed)} tables with categorical columns", mixed)):
+        if subset:
+            means = [np.mean([r[v] for r in subset]) if not any(np.isnan(r[v]) for r in subset) else float("nan")
+                     for v in VARIANTS]
+            print(f"| {label} | | | | " + " | ".join("—" if np.isnan(m) else f"{m:.3f}" for m in means) + " |")
+    return 0
