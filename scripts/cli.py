@@ -41,7 +41,7 @@ def _add_verbosity(parser: argparse.ArgumentParser, *, top: bool = False) -> Non
     default = False if top else argparse.SUPPRESS
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-v", "--verbose", action="store_true", default=default,
-                       help="log progress details to stderr (detect and adapt also print the inferred column schema)")
+                       help="log progress details to stderr (detect also prints the inferred column schema)")
     group.add_argument("-q", "--quiet", action="store_true", default=default,
                        help="less on stderr: no log messages below errors, no Python warnings, no progress bars "
                             "(the notes on which columns were used and the run's summary stay)")
