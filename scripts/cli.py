@@ -15,7 +15,7 @@ import logging
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("tasks", "train", "adapt", "detect", "demo", "bench", "benchmark", "nab", "datasets", "bundle")
+COMMANDS = ("tasks", "train", "adapt", "detect", "discover", "demo", "bench", "benchmark", "nab", "datasets", "bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:
