@@ -6,7 +6,6 @@ import csv
 import json
 import sys
 
-import numpy as np
 import pytest
 from anomaly_gym.envs import make_synthetic_task
 from anomaly_gym.scripts.cli import main
