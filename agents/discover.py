@@ -200,7 +200,6 @@ class DiscoverBundle:
 
 def _decode_policy(spec: dict, shape: tuple[int, int], tensors: bytes, device: str, origin: str):
     """Rebuild the MaskablePPO agent described by ``spec`` and load its weights."""
-    from gymnasium import spaces
     from sb3_contrib import MaskablePPO
 
     where = f"{origin}: bundle.json policy"
@@ -217,20 +216,10 @@ def _decode_policy(spec: dict, shape: tuple[int, int], tensors: bytes, device: s
     unknown = set(hyper) - set(ser.HYPERPARAMETERS["ppo"])
     if unknown:
         raise BundleError(f"{where}: unknown hyperparameter(s) {sorted(unknown)}")
-    try:
-        model = MaskablePPO(CandidatePolicy, env=None, device=device, _init_setup_model=False, policy_kwargs=kwargs, **hyper)
-        model.observation_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
-        model.action_space = spaces.Discrete(n_actions)
-        model.n_envs = 1
-        model._setup_model()
-    except (TypeError, ValueError, AssertionError, KeyError) as exc:
-        raise BundleError(f"{where}: cannot build the policy from these settings ({exc})") from None
-    state = ser.load_tensors(tensors, "policy.safetensors", origin, torch_tensors=True)
-    expected = model.policy.state_dict()
-    if set(state) != set(expected) or any(tuple(state[k].shape) != tuple(expected[k].shape) for k in expected):
-        raise BundleError(f"{origin}: policy.safetensors does not fit the policy described in bundle.json")
-    with torch.no_grad():
-        model.policy.load_state_dict({k: v.to(dtype=expected[k].dtype) for k, v in state.items()})
+    model = ser.build_model(lambda: MaskablePPO(CandidatePolicy, env=None, device=device, _init_setup_model=False,
+                                                policy_kwargs=kwargs, **hyper),
+                            low, high, n_actions, f"{where}: cannot build the policy from these settings")
+    ser.load_policy_state(model, tensors, origin)
     return model
 
 

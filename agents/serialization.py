@@ -260,9 +260,7 @@ def _decode_value(value, where: str):
 
 def decode_policy(algo: str, spec: dict, tensors: bytes, device: str, origin: str):
     """Rebuild the SB3 model described by ``spec`` and load ``tensors`` into its policy."""
-    import torch
     from anomaly_gym.agents.factory import ALGORITHMS
-    from gymnasium import spaces
 
     where = f"{origin}: bundle.json policy"
     low = np.asarray(field(spec, "observation_low", list, where), dtype=object)
@@ -277,15 +275,36 @@ def decode_policy(algo: str, spec: dict, tensors: bytes, device: str, origin: st
         raise BundleError(f"{where}: unknown hyperparameter(s) {sorted(unknown)} for {algo}")
     if "train_freq" in hyper:
         hyper["train_freq"] = tuple(hyper["train_freq"])
+    model = build_model(lambda: ALGORITHMS[algo]("MlpPolicy", env=None, device=device, _init_setup_model=False,
+                                                  policy_kwargs=policy_kwargs, **hyper),
+                        low, high, n_actions, f"{where}: cannot build a {algo} policy from these settings")
+    model.num_timesteps = field(spec, "num_timesteps", int, where, default=0)
+    load_policy_state(model, tensors, origin)
+    return model
+
+
+def build_model(make, low: np.ndarray, high: np.ndarray, n_actions: int, failure: str):
+    """Build an SB3 model with ``make()`` (``_init_setup_model=False``) for a Box observation and ``n_actions`` actions.
+
+    ``failure`` opens the :class:`BundleError` raised when the stored settings do not make a model.
+    """
+    from gymnasium import spaces
+
     try:
-        model = ALGORITHMS[algo]("MlpPolicy", env=None, device=device, _init_setup_model=False, policy_kwargs=policy_kwargs, **hyper)
+        model = make()
         model.observation_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         model.action_space = spaces.Discrete(n_actions)
         model.n_envs = 1
         model._setup_model()
     except (TypeError, ValueError, AssertionError, KeyError) as exc:
-        raise BundleError(f"{where}: cannot build a {algo} policy from these settings ({exc})") from None
-    model.num_timesteps = field(spec, "num_timesteps", int, where, default=0)
+        raise BundleError(f"{failure} ({exc})") from None
+    return model
+
+
+def load_policy_state(model, tensors: bytes, origin: str) -> None:
+    """Load ``policy.safetensors`` into ``model.policy``, refusing tensors that do not fit it."""
+    import torch
+
     state = load_tensors(tensors, "policy.safetensors", origin, torch_tensors=True)
     expected = model.policy.state_dict()
     if set(state) != set(expected) or any(tuple(state[k].shape) != tuple(expected[k].shape) for k in expected):
@@ -293,7 +312,6 @@ def decode_policy(algo: str, spec: dict, tensors: bytes, device: str, origin: st
                           f"(tensors {sorted(state)} vs {sorted(expected)})")
     with torch.no_grad():
         model.policy.load_state_dict({k: v.to(dtype=expected[k].dtype) for k, v in state.items()})
-    return model
 
 
 def load_tensors(data: bytes, name: str, origin: str, *, torch_tensors: bool = False) -> dict:
