@@ -74,7 +74,6 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                    help="device of the policies' training (detection and, with --protocol active, discovery) and of the torch detectors (default cpu: results do not depend "
                    "on the machine; auto picks CUDA when present)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
                    help="where the cells (target x method x seed) run: serial (this process), local (a process pool over "
                    "the cores, the default) or ray (Ray tasks; pip install 'anomaly-gym[ray]'); results are the same "
