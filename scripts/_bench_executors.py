@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--workers must be positive, got {args.workers}")
     if args.seeds < 1:
         raise ValueError(f"--seeds must be positive, got {args.seeds}")
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+        raise ValueError(f"{args.out} is not empty; give --out a new folder (every variant must start from nothing)")
     targets = _targets(args)
     with tempfile.TemporaryDirectory(prefix="bench-executors-") as tmp:
         root = Path(args.out) if args.out is not None else Path(tmp)
-        if root.exists() and any(root.iterdir()):
-            raise ValueError(f"{root} is not empty; give --out a new folder (every variant must start from nothing)")
         print(f"zero-shot benchmark: {len(targets) if targets else 'every'} target(s) of {args.data}, seeds {args.seeds}, "
               f"methods {args.methods or 'the default set'}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         figures: dict[str, float] = {}
