@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ class CellContext:
     mode: str
     source_rows: int
     device: str = "cpu"
-    token: str = field(default_factory=lambda: f"{time.time_ns()}")
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
