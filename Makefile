@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[test,stream]"
+	$(PIP) install -q -e ".[test,stream,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m ray -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

@@ -39,7 +39,7 @@ def run_active(args: argparse.Namespace) -> int:
     cfg = ActiveBenchmarkConfig(budget=args.budget, seeds=args.seeds, folds=args.folds, methods=methods, train=train)
 
     from anomaly_gym.envs.tasks import check_training_task, subsample
-    from anomaly_gym.scripts.benchmark import load_task_sets
+    from anomaly_gym.meta.benchmark.protocol import load_task_sets
 
     tasks = load_task_sets(specs)
     if args.datasets:

@@ -49,7 +49,10 @@ def add_parser(sub) -> None:
     from anomaly_gym.scripts import _bench_discover
 
     _bench_discover.add_parser(bsub)  # `bench discover`
-    for name in ("featurizer", "env", "detect", "stream-temporal", "discover"):
+    from anomaly_gym.scripts import _bench_executors
+
+    _bench_executors.add_parser(bsub)  # `bench executors`
+    for name in ("featurizer", "env", "detect", "stream-temporal", "discover", "executors"):
         sp = bsub.choices[name]
         sp.add_argument("--runs", type=int, default=1,
                         help="run the whole benchmark N times and print the median, range and load average of each headline figure "

@@ -12,8 +12,7 @@ from anomaly_gym.agents import load_bundle
 from anomaly_gym.detectors import DETECTORS, BaseDetector
 from anomaly_gym.envs import builtin_suite
 from anomaly_gym.envs.tasks import Task, benchmark_split
-from anomaly_gym.scripts import benchmark
-from anomaly_gym.scripts.benchmark import COLUMNS, Setting, draw_labels, plan_folds
+from anomaly_gym.meta.benchmark import COLUMNS, Setting, cells, draw_labels, plan_folds, protocol, report, results
 from anomaly_gym.scripts.cli import main
 
 # 4, 6, 10, 16, 4 and 13 columns: the two targets (4 columns each) share a fold
@@ -91,13 +90,13 @@ def test_summary_statistics_match_the_rows(run_dir):
     rows = _rows(run_dir)
     auroc = {(r["dataset"], r["method"]): float(r["auroc"]) for r in rows}
     diffs = [auroc[(d, "policy")] - auroc[(d, "iforest")] for d in TARGETS.split(",")]
-    result = benchmark.compare(*(benchmark.group_tables(benchmark.load_results(run_dir / "results.csv"))
+    result = report.compare(*(report.group_tables(results.load_results(run_dir / "results.csv"))
                                  [("zero-shot", "0")]["auroc"][m] for m in ("policy", "iforest")))
     assert result["n"] == 2
     assert result["wins"] == sum(d >= 1e-3 for d in diffs) and result["losses"] == sum(d <= -1e-3 for d in diffs)
     assert result["mean_diff"] == pytest.approx(np.mean(diffs), abs=1e-5)
-    assert benchmark._wilcoxon(np.zeros(4)) == 1.0  # all-zero differences: no evidence either way
-    assert 0.0 < benchmark._wilcoxon(np.array([0.1, 0.2, 0.3, -0.05, 0.0])) <= 1.0
+    assert report._wilcoxon(np.zeros(4)) == 1.0  # all-zero differences: no evidence either way
+    assert 0.0 < report._wilcoxon(np.array([0.1, 0.2, 0.3, -0.05, 0.0])) <= 1.0
 
 
 def test_a_dataset_counts_for_a_method_only_when_every_seed_succeeded():
@@ -111,10 +110,10 @@ def test_a_dataset_counts_for_a_method_only_when_every_seed_succeeded():
                 rows.append(dict(dataset=d, method=m, protocol="zero-shot", labels="0", seed=seed,
                                  auroc=np.nan if failed else auroc + seed / 100, auprc=0.5, fit_seconds=0.1,
                                  score_seconds=0.1, status="error" if failed else "ok", error=""))
-    table = benchmark.group_tables(pd.DataFrame(rows))[("zero-shot", "0")]["auroc"]
+    table = report.group_tables(pd.DataFrame(rows))[("zero-shot", "0")]["auroc"]
     assert np.isnan(table.loc["d1", "b"]) and table.loc["d2", "b"] == pytest.approx(0.605)
     assert table.loc["d1", "a"] == pytest.approx(0.905)
-    ranks, complete = benchmark.average_ranks(table)
+    ranks, complete = report.average_ranks(table)
     assert complete == ["d2"] and ranks["a"] == 1.0 and ranks["b"] == 2.0
 
 
@@ -145,7 +144,7 @@ def test_rerun_skips_finished_rows_and_reuses_fold_policies(run_dir, tiny_config
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished row was run again")
 
-    monkeypatch.setattr(benchmark, "evaluate", forbidden)
+    monkeypatch.setattr(cells, "evaluate", forbidden)
     monkeypatch.setattr("anomaly_gym.meta.training.MetaTrainer.train", forbidden)
     assert main(_args(run_dir, tiny_config)) == 0
     assert (run_dir / "results.csv").read_text() == before
@@ -160,13 +159,13 @@ def test_resume_after_a_killed_run_runs_only_the_missing_rows(run_dir, tiny_conf
     # keep the header and two rows, and a third row cut off mid-line as a killed run leaves it
     (out / "results.csv").write_text("\n".join(lines[:3]) + "\n" + lines[3][:15])
     calls = []
-    real = benchmark.evaluate
-    monkeypatch.setattr(benchmark, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cells.evaluate
+    monkeypatch.setattr(cells, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr("anomaly_gym.meta.training.MetaTrainer.train", lambda *a, **k: pytest.fail("retrained"))
-    assert main(_args(out, tiny_config)) == 0
+    assert main(_args(out, tiny_config, "--executor", "serial")) == 0  # counted in this process
     assert len(calls) == 4
     rows = _rows(out)
-    assert len(rows) == 6 and len({benchmark.row_key(r) for r in rows}) == 6
+    assert len(rows) == 6 and len({results.row_key(r) for r in rows}) == 6
 
 
 def test_other_setup_in_the_same_out_is_refused(run_dir, tiny_config, capsys):
@@ -253,7 +252,7 @@ def test_few_shot_labels_come_from_the_training_part_only(tmp_path, monkeypatch)
     names = ["synthetic/global-00", "synthetic/local-02"]
     args = ["benchmark", "--sources", "builtin", "--targets", "builtin", "--datasets", ",".join(names), "--seeds", "2",
             "--protocol", "few-shot", "--labels", "3,7", "--label-ratio", "0.25", "--methods", "label_spy,hbos",
-            "--out", str(out), "--no-progress"]
+            "--out", str(out), "--no-progress", "--executor", "serial"]
     assert main(args) == 0
     tasks = {t.name: t for t in builtin_suite()}
     splits = {(n, s): benchmark_split(tasks[n], s) for n in names for s in (0, 1)}
@@ -332,9 +331,9 @@ def test_plan_folds_holds_out_shared_datasets_by_name_content_and_width():
     assert sorted(set(numbered)) == ["1", "2", "3"] and len(numbered) == 7
     assert max(numbered.count(f) for f in "123") - min(numbered.count(f) for f in "123") <= 1
     for fold in ("1", "2", "3"):
-        kept = benchmark.fold_sources(sources, targets, folds, fold)
+        kept = protocol.fold_sources(sources, targets, folds, fold)
         held = [t for t in targets if folds[t.name] == fold]
-        assert not any(benchmark.same_dataset(s, t) for s in kept for t in held)
+        assert not any(protocol.same_dataset(s, t) for s in kept for t in held)
         if any(t.name == "copy-of-s5" for t in held):
             assert sources[5] not in kept
     # same width, same fold: a rescaled version of a dataset never teaches the policy tested on the other
@@ -352,14 +351,14 @@ def test_transfer_inputs_equal_the_detectors_own_feature_space():
     target = tasks["synthetic/global-00"]
     sources = [tasks[n] for n in ("synthetic/local-01", "sklearn/iris-1", "sklearn/wine-0")]
     split = benchmark_split(target, 0)
-    pool = benchmark.SourcePool(sources, 150)
+    pool = cells.SourcePool(sources, 150)
     X_src, y_src, space = pool.for_target([target], split.train.n_features, 0)
     assert space == "features" and len(X_src) == 3 and all(len(x) <= 150 for x in X_src)
-    train_Z, test_Z, _ = benchmark.target_features(split.train.X, split.test.X)
+    train_Z, test_Z, _ = cells.target_features(split.train.X, split.test.X)
     for method in ("feature_transfer_kmeans", "coral_kmeans"):
-        ours = benchmark.build_detector(method, 0, feature_space="raw").fit(train_Z, source=(X_src, y_src))
+        ours = cells.build_detector(method, 0, feature_space="raw").fit(train_Z, source=(X_src, y_src))
         scaled = [pool.scaled(s, 0) for s in sources]
-        direct = benchmark.build_detector(method, 0).fit(split.train.X, source=([t.X for t in scaled], [t.y for t in scaled]))
+        direct = cells.build_detector(method, 0).fit(split.train.X, source=([t.X for t in scaled], [t.y for t in scaled]))
         np.testing.assert_allclose(ours.decision_function(test_Z), direct.decision_function(split.test.X), rtol=1e-9)
     # the target itself is never among the sources handed out
     X_src2, _, _ = pool.for_target([sources[1]], split.train.n_features, 0)
@@ -377,7 +376,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 
 
 def test_gan_and_spectral_groups_are_opt_in():
-    from anomaly_gym.scripts.benchmark import GAN, SPECTRAL, resolve_methods
+    from anomaly_gym.meta.benchmark.protocol import GAN, SPECTRAL, resolve_methods
 
     zero = [Setting("zero-shot")]
     default = resolve_methods(None, zero)

@@ -1,0 +1,269 @@
+"""The benchmark protocol: settings, few-shot label draws, methods, dataset-level folds, leakage rules.
+
+The protocol is ADBench's (Han et al., NeurIPS 2022).  For every target dataset and seed,
+:func:`~anomaly_gym.envs.tasks.benchmark_split` subsamples the target to at most 10,000
+rows, splits it 70/30 (stratified) and min-max scales both parts with the training
+part's statistics.  Every method sees the same split:
+
+- **unsupervised baselines** are fitted on the training part without labels and score
+  the test part;
+- **few-shot**: K anomalies are labelled, drawn (seeded) from the *training* part only
+  (:func:`draw_labels`); the label-aware baselines and the policy get exactly the same
+  labels.  The draws are nested: the 5 labelled anomalies are among the 10;
+- **transfer baselines** get ``source=(list of X, list of y)`` from the source datasets,
+  never the target nor, when folds are used, any dataset of the target's fold;
+- **the policy** is trained on source datasets only; targets that are also sources are
+  held out by dataset-level K-fold (:func:`plan_folds`), and a bundle whose training or
+  validation tasks hold the target raises :class:`LeakError`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Columns of ``results.csv``.
+COLUMNS = ("dataset", "method", "protocol", "labels", "seed", "auroc", "auprc", "fit_seconds", "score_seconds", "status", "error")
+
+#: Unsupervised baselines run by default (PyOD's classics, one deep model, the ensemble).
+UNSUPERVISED = ("iforest", "ecod", "copod", "hbos", "knn", "lof", "pca", "ocsvm", "cblof", "autoencoder", "mean_rank")
+#: Transfer-clustering baselines run by default.
+TRANSFER = ("feature_transfer_kmeans", "model_transfer_kmeans", "coral_kmeans", "dtc", "prototype_meta")
+#: GAN-based baselines (PyOD's GAAL pair, the Reptile meta-GAN and its from-scratch twin) and
+#: transfer spectral clustering: opt-in (``--methods default,gan,spectral``), not in the default set.
+GAN = ("so_gaal", "mo_gaal", "meta_gan", "gan_scratch")
+SPECTRAL = ("transfer_spectral",)
+#: Names that stand for a group of methods in ``--methods``.
+GROUPS = {"gan": GAN, "spectral": SPECTRAL}
+#: Label-aware baselines run by default in the few-shot protocol.
+LABEL_AWARE = ("xgbod", "devnet", "gradient_boosting")
+POLICY = "policy"
+#: Methods backed by the policy bundle (the policy and its few-shot ablations): each gets its
+#: target's held-out bundle, like ``policy``.  Ablations run only when asked for.
+POLICY_BACKED = (POLICY, "policy_unguarded", "head_without_policy")
+PROTOCOLS = ("zero-shot", "few-shot")
+#: Per-dataset differences smaller than this count as ties.
+TIE = 1e-3
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One protocol setting: zero-shot, or few-shot with a count or a share of labelled anomalies."""
+
+    protocol: str
+    count: int | None = None
+    ratio: float | None = None
+
+    @property
+    def labels(self) -> str:
+        """The ``labels`` column: ``0``, ``10`` (a count) or ``1%`` (a share)."""
+        if self.protocol == "zero-shot":
+            return "0"
+        if self.count is not None:
+            return str(self.count)
+        return f"{self.ratio * 100:g}%"
+
+    def n_labels(self, n_train_anomalies: int) -> int:
+        """Labelled anomalies asked for, given the training part's anomalies."""
+        if self.protocol == "zero-shot":
+            return 0
+        if self.count is not None:
+            return self.count
+        return max(1, int(round(self.ratio * n_train_anomalies)))
+
+
+def settings_for(protocol: str, counts: Sequence[int] = (5, 10, 20), ratios: Sequence[float] = ()) -> list[Setting]:
+    """The settings of ``protocol`` (``zero-shot``, ``few-shot`` or ``all``) with these label counts and shares."""
+    if protocol not in ("zero-shot", "few-shot", "all"):
+        raise ValueError(f"protocol must be 'zero-shot', 'few-shot' or 'all', got {protocol!r}")
+    out = []
+    if protocol in ("zero-shot", "all"):
+        out.append(Setting("zero-shot"))
+    if protocol in ("few-shot", "all"):
+        counts, ratios = [int(k) for k in counts], [float(r) for r in ratios]
+        if any(k < 1 for k in counts):
+            raise ValueError(f"--labels must be positive integers, got {counts}")
+        if any(not 0.0 < r <= 1.0 for r in ratios):
+            raise ValueError(f"--label-ratio values must be in (0, 1], got {ratios}")
+        if not counts and not ratios:
+            raise ValueError("the few-shot protocol needs --labels K,... or --label-ratio R,...")
+        out += [Setting("few-shot", count=k) for k in dict.fromkeys(counts)]
+        out += [Setting("few-shot", ratio=r) for r in dict.fromkeys(ratios)]
+    return out
+
+
+def parse_label_counts(text: str | None) -> list[int]:
+    """``--labels``: comma-separated counts, or ``none``."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return []
+    return _int_list(text, "--labels")
+
+
+def parse_label_ratios(text: str | None) -> list[float]:
+    """``--label-ratio``: comma-separated shares."""
+    return [] if text is None else _float_list(text, "--label-ratio")
+
+
+def parse_settings(protocol: str, labels: str | None, ratios: str | None) -> list[Setting]:
+    """The settings asked for on the command line."""
+    return settings_for(protocol, parse_label_counts(labels), parse_label_ratios(ratios))
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} expects comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+
+
+def draw_labels(train_y: np.ndarray, setting: Setting, seed: int) -> tuple[np.ndarray, str]:
+    """Few-shot labels over the training part: 1 for the labelled anomalies, 0 for every other row.
+
+    The anomalies are drawn from the training part only, in a seeded order shared by every
+    setting (the 5 labelled anomalies are among the 10).  When fewer anomalies exist than
+    asked for, all are labelled and the returned note says so.
+    """
+    train_y = np.asarray(train_y)
+    anomalies = np.flatnonzero(train_y == 1)
+    k = setting.n_labels(len(anomalies))
+    note = ""
+    if k > len(anomalies):
+        note = f"only {len(anomalies)} anomalies in the training part: all of them are labelled"
+        k = len(anomalies)
+    order = np.random.default_rng([int(seed), 7411]).permutation(anomalies)
+    y = np.zeros(len(train_y), dtype=np.int8)
+    y[order[:k]] = 1
+    return y, note
+
+
+def resolve_methods(text: str | Sequence[str] | None, settings: Sequence[Setting]) -> list[str]:
+    """Method names to run (comma-separated text or a list; group names expanded), checked against the registry."""
+    from anomaly_gym.detectors import DETECTORS
+
+    few = any(s.protocol == "few-shot" for s in settings)
+    default = [POLICY, *UNSUPERVISED, *TRANSFER, *(LABEL_AWARE if few else ())]
+    if text is None:
+        return default
+    names: list[str] = []
+    tokens = text.split(",") if isinstance(text, str) else list(text)
+    for token in (str(t).strip().lower() for t in tokens):
+        if not token:
+            continue
+        names += default if token == "default" else list(GROUPS.get(token, (token,)))
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from 'policy', 'default', {sorted(GROUPS)} "
+                         f"and {sorted(DETECTORS)}")
+    if not names:
+        raise ValueError("--methods is empty")
+    if not few:
+        label_only = [n for n in names if DETECTORS[n].requires_labels]
+        if label_only:
+            warnings.warn(f"{label_only} need labels and run only in the few-shot protocol; they are skipped", UserWarning,
+                          stacklevel=2)
+    return list(dict.fromkeys(names))
+
+
+def applies(method: str, setting: Setting) -> bool:
+    """Whether ``method`` runs under ``setting`` (label-aware baselines only with labels)."""
+    from anomaly_gym.detectors import DETECTORS
+
+    return setting.protocol == "few-shot" or not DETECTORS[method].requires_labels
+
+
+def uses_labels(method: str) -> bool:
+    """Whether the method's result depends on the few-shot labels."""
+    from anomaly_gym.detectors import DETECTORS
+
+    return method in POLICY_BACKED or DETECTORS[method].requires_labels
+
+
+# --------------------------------------------------------------------------- tasks and folds
+
+
+def load_task_sets(specs: Sequence[str]) -> list:
+    """The tasks of every source spec (``builtin``, folders of ``.npz`` or ``.csv.gz``); names must be unique."""
+    from anomaly_gym.envs.sources import load_tasks
+
+    tasks = []
+    for spec in specs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # constant columns are dropped by design
+            tasks += load_tasks(spec)
+    names = [t.name for t in tasks]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"dataset names must be unique across {list(specs)}; repeated: {repeated}")
+    return tasks
+
+
+def same_dataset(a, b) -> bool:
+    """Two tasks are the same dataset when their names (case-insensitive) or their contents agree."""
+    return a.name.lower() == b.name.lower() or a.hash == b.hash
+
+
+def plan_folds(sources: Sequence, targets: Sequence, k: int, seed: int = 0) -> dict[str, str]:
+    """Fold of each target: ``"1"`` .. ``"k"`` for targets among the sources, ``"all"`` for the others.
+
+    The targets that are also sources are cut into ``k`` folds of near-equal size (fewer
+    when there are fewer groups); the policy of fold ``i`` is trained on the sources minus
+    fold ``i``'s datasets.  Datasets with the same number of columns are kept in the same
+    fold: benchmark collections hold several versions of one original dataset (ADBench's
+    landsat and satellite, both 36 columns; breastw and WBC, both 9), and one version must
+    not teach the policy that is tested on another.  Groups are shuffled (seeded), then
+    placed largest first, each into the fold with the fewest datasets.
+    """
+    if k < 2:
+        raise ValueError(f"--folds must be at least 2, got {k}")
+    shared = [t for t in targets if any(same_dataset(t, s) for s in sources)]
+    folds = {t.name: "all" for t in targets}
+    if not shared:
+        return folds
+    groups: dict[int, list[str]] = {}
+    for t in sorted(shared, key=lambda t: t.name.lower()):
+        groups.setdefault(t.n_features, []).append(t.name)
+    ordered = [groups[w] for w in sorted(groups)]
+    ordered = [ordered[int(i)] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    ordered.sort(key=len, reverse=True)  # stable: equal sizes keep their shuffled order
+    sizes = [0] * min(k, len(ordered))
+    for group in ordered:
+        fold = int(np.argmin(sizes))
+        sizes[fold] += len(group)
+        for name in group:
+            folds[name] = str(fold + 1)
+    return folds
+
+
+def fold_sources(sources: Sequence, targets: Sequence, folds: dict[str, str], fold: str) -> list:
+    """The sources of ``fold``'s policy: every source that is none of the fold's targets."""
+    held = [t for t in targets if folds.get(t.name) == fold]
+    return [s for s in sources if not any(same_dataset(s, t) for t in held)]
+
+
+class LeakError(ValueError):
+    """The target is among the tasks the policy was trained (or selected) on."""
+
+
+def check_not_trained_on(bundle, target: str) -> None:
+    """Raise :class:`LeakError` if ``target`` is among ``bundle``'s training or validation tasks."""
+    meta = getattr(bundle, "metadata", {}) or {}
+    lower = target.lower()
+    if lower in {str(n).lower() for n in meta.get("train_tasks", [])}:
+        raise LeakError("target among the bundle's training tasks")
+    if lower in {str(n).lower() for n in meta.get("val_tasks", [])}:
+        raise LeakError("target among the bundle's validation tasks (they chose the checkpoint)")
+
+
