@@ -52,6 +52,9 @@ class StreamPolicy:
         observation_names: The features, in order (:data:`OBSERVATION_NAMES`).
         activation: Of hidden layers.
         flag_threshold: P(anomaly) at which the scorer counts its own flag.
+        score_threshold: The cut on the score that flags a row in ``detect``: the best of
+            NAB's corpus-wide sweep over the series it was trained on (the features are
+            stream-relative, so one cut serves every stream).
         metadata: Training series, seed, steps, validation figures.
     """
 
@@ -59,6 +62,7 @@ class StreamPolicy:
     observation_names: tuple[str, ...] = OBSERVATION_NAMES
     activation: str = "tanh"
     flag_threshold: float = 0.5
+    score_threshold: float = 0.5
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +75,8 @@ class StreamPolicy:
             raise ValueError(f"the first layer takes {self.layers[0][0].shape[1]} inputs, but the policy observes {width} features")
         if self.layers[-1][0].shape[0] != 1:
             raise ValueError("the last layer must have one output (the anomaly margin)")
+        if not 0.0 <= float(self.score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be a probability in [0, 1], got {self.score_threshold}")
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
         if tuple(self.observation_names) != OBSERVATION_NAMES:
@@ -102,7 +108,8 @@ class StreamPolicy:
         path = Path(path)
         doc = {
             "format": FORMAT, "version": FORMAT_VERSION, "activation": self.activation,
-            "flag_threshold": self.flag_threshold, "observation_names": list(self.observation_names),
+            "flag_threshold": self.flag_threshold, "score_threshold": self.score_threshold,
+            "observation_names": list(self.observation_names),
             "layers": [{"W": w.tolist(), "b": b.tolist()} for w, b in self.layers], "metadata": self.metadata,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +134,7 @@ class StreamPolicy:
             observation_names=tuple(doc["observation_names"]),
             activation=doc.get("activation", "tanh"),
             flag_threshold=float(doc.get("flag_threshold", 0.5)),
+            score_threshold=float(doc.get("score_threshold", doc.get("flag_threshold", 0.5))),
             metadata=dict(doc.get("metadata", {})),
         )
 
@@ -197,3 +205,23 @@ def score_with_feedback(policy: StreamPolicy, features: np.ndarray) -> np.ndarra
         out[i] = p
         since = 0 if p >= policy.flag_threshold else (None if since is None else since + 1)
     return out
+
+
+#: Where the shipped default stream policy lies, inside the ``anomaly_gym.agents`` package.
+DEFAULT_STREAM_POLICY = ("models", "default.stream.policy.json")
+
+
+def default_stream_policy_path() -> Path:
+    """The shipped default stream policy's path (found without importing ``anomaly_gym.agents``,
+    whose bundles need torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("anomaly_gym.agents")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the anomaly_gym.agents package is not installed")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*DEFAULT_STREAM_POLICY)
+
+
+def load_default_stream_policy() -> StreamPolicy:
+    """The stream policy shipped with the package (``anomaly-gym nab train`` makes it)."""
+    return StreamPolicy.load(default_stream_policy_path())

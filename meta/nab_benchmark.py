@@ -33,9 +33,9 @@ from typing import Sequence
 
 import numpy as np
 from anomaly_gym.envs.series import Series, load_nab_dir, synthetic_suite
-from anomaly_gym.envs.stream_policy import TemporalScorer
+from anomaly_gym.envs.stream_policy import StreamPolicy, TemporalScorer
 from anomaly_gym.meta import nab
-from anomaly_gym.meta.stream_training import featurize_series, score_series_with_policy, train_stream_policy
+from anomaly_gym.meta.stream_training import calibrate_threshold, featurize_series, score_series_with_policy, train_stream_policy
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def _policy_folds(corpus: list[Series], cfg: NabBenchmarkConfig, out_dir: Path) 
         policy = train_stream_policy(train + synthetic, features=[feats[s.name] for s in train] + syn_feats,
                                      total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
         policy.metadata["held_out_category"] = cat
+        calibrate_threshold(policy, train + synthetic, [feats[s.name] for s in train] + syn_feats, cfg.profile)
         policy.save(out_dir / "policies" / f"{cat}.policy.json")
         for s in corpus:
             if s.category == cat:  # the streaming path, row by row
@@ -90,6 +91,21 @@ def _policy_folds(corpus: list[Series], cfg: NabBenchmarkConfig, out_dir: Path) 
         train_scores[cat] = dict(zip([s.name for s in train], score_series_with_policy(policy, [feats[s.name] for s in train])))
         logger.info("fold %s: trained and scored in %.0fs", cat, time.perf_counter() - t0)
     return held_scores, train_scores
+
+
+def train_nab_policy(data_dir: str | Path, config: NabBenchmarkConfig | None = None,
+                     windows_file: str | Path | None = None) -> StreamPolicy:
+    """A stream policy trained on every file of a NAB folder plus the seeded synthetic series, its score threshold
+    calibrated on them (NAB's corpus-wide sweep): what ``detect --mode stream`` ships as its default."""
+    cfg = config or NabBenchmarkConfig()
+    corpus = load_nab_dir(data_dir, windows_file)
+    series = corpus + synthetic_suite(cfg.synthetic_series, seed=cfg.synthetic_seed)
+    feats = featurize_series(series)
+    policy = train_stream_policy(series, features=feats, total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
+    threshold = calibrate_threshold(policy, series, feats, cfg.profile)
+    policy.metadata.update({"data": str(data_dir), "synthetic_series": cfg.synthetic_series,
+                            "synthetic_seed": cfg.synthetic_seed, "score_threshold": threshold})
+    return policy
 
 
 def _held_out_threshold_scores(corpus, scores, train_scores, profile) -> dict[str, dict[str, float]]:

@@ -119,3 +119,18 @@ def train_stream_policy(
 def score_series_with_policy(policy: StreamPolicy, features: Sequence[np.ndarray]) -> list[np.ndarray]:
     """P(anomaly) of every row of each series (from cached features, with the scorer's flag feedback)."""
     return [score_with_feedback(policy, f) for f in features]
+
+
+def calibrate_threshold(policy: StreamPolicy, series: Sequence[Series], features: Sequence[np.ndarray],
+                        profile: str = "standard") -> float:
+    """The best cut on the policy's score by NAB's corpus-wide sweep over ``series`` (one threshold for every stream).
+
+    Sets ``policy.score_threshold`` to it and returns it.
+    """
+    from anomaly_gym.meta import nab
+
+    scores = score_series_with_policy(policy, features)
+    prepared = [nab.prepare_file(s.n_rows, s.windows, profile) for s in series]
+    threshold, _ = nab.best_threshold(prepared, scores)
+    policy.score_threshold = float(min(1.0, max(0.0, threshold)))
+    return policy.score_threshold
