@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections import deque
 from datetime import datetime
 from typing import Sequence

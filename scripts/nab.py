@@ -15,6 +15,9 @@ def add_parser(sub) -> None:
     b.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results-nab"), help="output folder (default results-nab/)")
     b.add_argument("--methods", default=None, help="comma-separated: policy,rolling_zscore,windowed_gaussian,half_space_trees")
     b.add_argument("--profile", default="standard", help="NAB profile (standard, reward_low_FP_rate, reward_low_FN_rate)")
+    b.add_argument("--trainer", choices=("search", "ppo"), default="search",
+                   help="search (default): direct search on the training series' NAB score; ppo: PPO on Stream-v0")
+    b.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     b.add_argument("--total-steps", type=int, default=None, help="PPO steps per fold (default 150000)")
     b.add_argument("--synthetic", type=int, default=None, help="synthetic training series per fold (default 60)")
     b.add_argument("--seed", type=int, default=0, help="seed of training")
@@ -26,6 +29,9 @@ def add_parser(sub) -> None:
     t.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("stream.policy.json"),
                    help="the policy file to write (default stream.policy.json)")
     t.add_argument("--profile", default="standard", help="NAB profile of the reward and the threshold")
+    t.add_argument("--trainer", choices=("search", "ppo"), default="search",
+                   help="search (default): direct search on the training series' NAB score; ppo: PPO on Stream-v0")
+    t.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     t.add_argument("--total-steps", type=int, default=None, help="PPO steps (default 150000)")
     t.add_argument("--synthetic", type=int, default=None, help="synthetic training series (default 60)")
     t.add_argument("--seed", type=int, default=0, help="seed of training")
@@ -44,6 +50,11 @@ def _config(args: argparse.Namespace):
     from anomaly_gym.meta.nab_benchmark import NabBenchmarkConfig
 
     cfg = NabBenchmarkConfig(profile=args.profile, seed=args.seed, plots=not getattr(args, "no_plots", False))
+    cfg.trainer = args.trainer
+    if args.iterations is not None:
+        if args.iterations < 0:
+            raise ValueError(f"--iterations must not be negative, got {args.iterations}")
+        cfg.search_iterations = args.iterations
     if args.total_steps is not None:
         if args.total_steps < 1:
             raise ValueError(f"--total-steps must be positive, got {args.total_steps}")
@@ -94,6 +105,6 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is a folder; give a file name")
     policy = train_nab_policy(args.data, _config(args), windows_file=args.windows)
     policy.save(args.out)
-    print(f"stream policy trained on {len(policy.metadata['train_series'])} series in {policy.metadata['train_seconds']:.0f}s; "
+    print(f"stream policy ({args.trainer}) trained on {len(policy.metadata['train_series'])} series in {policy.metadata['train_seconds']:.0f}s; "
           f"score threshold {policy.score_threshold:.4g} (NAB corpus-wide sweep on them); written to {args.out}")
     return 0
