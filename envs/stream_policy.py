@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,6 +53,13 @@ class StreamPolicy:
         observation_names: The features, in order (:data:`OBSERVATION_NAMES`).
         activation: Of hidden layers.
         flag_threshold: P(anomaly) at which the scorer counts its own flag.
+        score_threshold: The cut on the score that flags a row in ``detect``: the best of
+            NAB's corpus-wide sweep over the series it was trained on (the features are
+            stream-relative, so one cut serves every stream).
+        gate_rows: 0, or report the rise of P(anomaly) over the largest of the previous
+            ``gate_rows`` rows' P(anomaly) (0 when the row is no new high): one high score
+            per event, where NAB rewards the first detection in a window and charges every
+            later one outside it.
         metadata: Training series, seed, steps, validation figures.
     """
 
@@ -59,6 +67,8 @@ class StreamPolicy:
     observation_names: tuple[str, ...] = OBSERVATION_NAMES
     activation: str = "tanh"
     flag_threshold: float = 0.5
+    score_threshold: float = 0.5
+    gate_rows: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +81,11 @@ class StreamPolicy:
             raise ValueError(f"the first layer takes {self.layers[0][0].shape[1]} inputs, but the policy observes {width} features")
         if self.layers[-1][0].shape[0] != 1:
             raise ValueError("the last layer must have one output (the anomaly margin)")
+        if int(self.gate_rows) < 0:
+            raise ValueError(f"gate_rows must not be negative, got {self.gate_rows}")
+        self.gate_rows = int(self.gate_rows)
+        if not 0.0 <= float(self.score_threshold) <= 1.0:
+            raise ValueError(f"score_threshold must be a probability in [0, 1], got {self.score_threshold}")
         if self.activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {self.activation!r}")
         if tuple(self.observation_names) != OBSERVATION_NAMES:
@@ -102,7 +117,9 @@ class StreamPolicy:
         path = Path(path)
         doc = {
             "format": FORMAT, "version": FORMAT_VERSION, "activation": self.activation,
-            "flag_threshold": self.flag_threshold, "observation_names": list(self.observation_names),
+            "flag_threshold": self.flag_threshold, "score_threshold": self.score_threshold,
+            "gate_rows": self.gate_rows,
+            "observation_names": list(self.observation_names),
             "layers": [{"W": w.tolist(), "b": b.tolist()} for w, b in self.layers], "metadata": self.metadata,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +144,57 @@ class StreamPolicy:
             observation_names=tuple(doc["observation_names"]),
             activation=doc.get("activation", "tanh"),
             flag_threshold=float(doc.get("flag_threshold", 0.5)),
+            score_threshold=float(doc.get("score_threshold", doc.get("flag_threshold", 0.5))),
+            gate_rows=int(doc.get("gate_rows", 0)),
             metadata=dict(doc.get("metadata", {})),
         )
+
+
+class RisingGate:
+    """The rise of a score over the largest of the previous ``rows`` scores (a sliding maximum, O(1) per row).
+
+    ``rows = 0`` passes scores through.  A tiny share of the score itself (1e-9) keeps the
+    order among rows that are no new high, so that a threshold sweep sees distinct values.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self.rows = int(rows)
+        self._i = 0
+        self._max: deque[tuple[int, float]] = deque()  # (row, score), scores decreasing
+
+    def peek(self, p: float) -> float:
+        """The gated score of ``p`` without remembering it."""
+        if self.rows <= 0:
+            return p
+        q = self._max
+        while q and q[0][0] < self._i - self.rows:
+            q.popleft()
+        return max(0.0, p - q[0][1]) + 1e-9 * p if q else p
+
+    def __call__(self, p: float) -> float:
+        out = self.peek(p)
+        if self.rows <= 0:
+            return out
+        q = self._max
+        while q and q[-1][1] <= p:
+            q.pop()
+        q.append((self._i, p))
+        self._i += 1
+        return out
+
+
+def rising_gate(scores: np.ndarray, rows: int) -> np.ndarray:
+    """:class:`RisingGate` over a whole series at once (the same values)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if rows <= 0 or len(s) == 0:
+        return s
+    from scipy.ndimage import maximum_filter1d
+
+    past = maximum_filter1d(s, size=rows, origin=(rows - 1) // 2, mode="nearest")  # max of s[i - rows + 1 .. i]
+    prev = np.concatenate([[np.nan], past[:-1]])
+    out = np.maximum(s - prev, 0.0) + 1e-9 * s
+    out[0] = s[0]
+    return out
 
 
 class TemporalScorer:
@@ -151,12 +217,13 @@ class TemporalScorer:
         self.policy = policy
         self.featurizer = TemporalFeaturizer(n_columns, config)
         self._since: int | None = None
+        self._gate = RisingGate(policy.gate_rows)
 
     def score_one(self, values: Sequence[float] | float, timestamp: float) -> float:
         """P(anomaly) of a row, without learning it."""
         feats = self.featurizer.score_one(values, timestamp)
         feats.append(since_flag_feature(self._since))
-        return self.policy.proba_one(feats)
+        return self._gate.peek(self.policy.proba_one(feats))
 
     def learn_one(self, values: Sequence[float] | float, timestamp: float) -> "TemporalScorer":
         """Learn a row (its features, and whether the scorer flags it)."""
@@ -169,7 +236,7 @@ class TemporalScorer:
         feats.append(since_flag_feature(self._since))
         p = self.policy.proba_one(feats)
         self._since = 0 if p >= self.policy.flag_threshold else (None if self._since is None else self._since + 1)
-        return p
+        return self._gate(p)
 
     def score_series(self, values: np.ndarray, timestamps) -> np.ndarray:
         """P(anomaly) of every row of a series, in order (float64)."""
@@ -196,4 +263,24 @@ def score_with_feedback(policy: StreamPolicy, features: np.ndarray) -> np.ndarra
         p = policy.proba_one(row)
         out[i] = p
         since = 0 if p >= policy.flag_threshold else (None if since is None else since + 1)
-    return out
+    return rising_gate(out, policy.gate_rows)
+
+
+#: Where the shipped default stream policy lies, inside the ``anomaly_gym.agents`` package.
+DEFAULT_STREAM_POLICY = ("models", "default.stream.policy.json")
+
+
+def default_stream_policy_path() -> Path:
+    """The shipped default stream policy's path (found without importing ``anomaly_gym.agents``,
+    whose bundles need torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("anomaly_gym.agents")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the anomaly_gym.agents package is not installed")
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*DEFAULT_STREAM_POLICY)
+
+
+def load_default_stream_policy() -> StreamPolicy:
+    """The stream policy shipped with the package (``anomaly-gym nab train`` makes it)."""
+    return StreamPolicy.load(default_stream_policy_path())

@@ -1,7 +1,8 @@
 """The NAB benchmark: the stream policy and online baselines, leave-one-category-out, scored the NAB way.
 
-For every category of the NAB folder, a stream policy is meta-trained on the *other*
-categories' files plus seeded synthetic series, and scores the held-out category's files
+For every category of the NAB folder, a stream policy is fitted on the *other*
+categories' files plus seeded synthetic series (by default by direct search on their NAB
+score; PPO on ``Stream-v0`` with ``trainer="ppo"``), and scores the held-out category's files
 through the streaming path (:class:`~anomaly_gym.envs.stream_policy.TemporalScorer`, row
 by row).  So no file is ever scored by a policy that trained on its category.  Baselines
 (rolling z-score, windowed Gaussian, River's Half-Space Trees) need no training and score
@@ -33,9 +34,15 @@ from typing import Sequence
 
 import numpy as np
 from anomaly_gym.envs.series import Series, load_nab_dir, synthetic_suite
-from anomaly_gym.envs.stream_policy import TemporalScorer
+from anomaly_gym.envs.stream_policy import StreamPolicy, TemporalScorer
 from anomaly_gym.meta import nab
-from anomaly_gym.meta.stream_training import featurize_series, score_series_with_policy, train_stream_policy
+from anomaly_gym.meta.stream_training import (
+    calibrate_threshold,
+    featurize_series,
+    score_series_with_policy,
+    search_stream_policy,
+    train_stream_policy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +62,15 @@ class NabBenchmarkConfig:
     """Synthetic training series added to every fold."""
     synthetic_seed: int = 1000
     """Seed of the first synthetic series."""
+    trainer: str = "search"
+    """How the policy is fitted: ``search`` (direct search on the NAB score of the training series, gated
+    scores; see :func:`~anomaly_gym.meta.stream_training.search_stream_policy`) or ``ppo`` (PPO on ``Stream-v0``)."""
+    search_iterations: int = 40
+    """Search steps per fold (``trainer="search"``)."""
+    gate_rows: int = 100
+    """The policy's rising gate (``trainer="search"``): see :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`."""
     total_steps: int = 150_000
-    """PPO steps per fold."""
+    """PPO steps per fold (``trainer="ppo"``)."""
     seed: int = 0
     """Seed of PPO and its environments."""
     plots: bool = True
@@ -80,9 +94,9 @@ def _policy_folds(corpus: list[Series], cfg: NabBenchmarkConfig, out_dir: Path) 
     for cat in sorted({s.category for s in corpus}):
         train = [s for s in corpus if s.category != cat]
         t0 = time.perf_counter()
-        policy = train_stream_policy(train + synthetic, features=[feats[s.name] for s in train] + syn_feats,
-                                     total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
+        policy = fit_policy(train + synthetic, [feats[s.name] for s in train] + syn_feats, cfg)
         policy.metadata["held_out_category"] = cat
+        calibrate_threshold(policy, train + synthetic, [feats[s.name] for s in train] + syn_feats, cfg.profile)
         policy.save(out_dir / "policies" / f"{cat}.policy.json")
         for s in corpus:
             if s.category == cat:  # the streaming path, row by row
@@ -90,6 +104,31 @@ def _policy_folds(corpus: list[Series], cfg: NabBenchmarkConfig, out_dir: Path) 
         train_scores[cat] = dict(zip([s.name for s in train], score_series_with_policy(policy, [feats[s.name] for s in train])))
         logger.info("fold %s: trained and scored in %.0fs", cat, time.perf_counter() - t0)
     return held_scores, train_scores
+
+
+def fit_policy(series: Sequence[Series], features: Sequence[np.ndarray], cfg: NabBenchmarkConfig) -> StreamPolicy:
+    """A stream policy fitted on ``series`` by ``cfg.trainer``."""
+    if cfg.trainer == "search":
+        return search_stream_policy(series, features=features, iterations=cfg.search_iterations, gate_rows=cfg.gate_rows,
+                                    seed=cfg.seed, profile=cfg.profile)
+    if cfg.trainer == "ppo":
+        return train_stream_policy(series, features=features, total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
+    raise ValueError(f"trainer must be 'search' or 'ppo', got {cfg.trainer!r}")
+
+
+def train_nab_policy(data_dir: str | Path, config: NabBenchmarkConfig | None = None,
+                     windows_file: str | Path | None = None) -> StreamPolicy:
+    """A stream policy trained on every file of a NAB folder plus the seeded synthetic series, its score threshold
+    calibrated on them (NAB's corpus-wide sweep): what ``detect --mode stream`` ships as its default."""
+    cfg = config or NabBenchmarkConfig()
+    corpus = load_nab_dir(data_dir, windows_file)
+    series = corpus + synthetic_suite(cfg.synthetic_series, seed=cfg.synthetic_seed)
+    feats = featurize_series(series)
+    policy = fit_policy(series, feats, cfg)
+    threshold = calibrate_threshold(policy, series, feats, cfg.profile)
+    policy.metadata.update({"data": str(data_dir), "synthetic_series": cfg.synthetic_series,
+                            "synthetic_seed": cfg.synthetic_seed, "score_threshold": threshold})
+    return policy
 
 
 def _held_out_threshold_scores(corpus, scores, train_scores, profile) -> dict[str, dict[str, float]]:

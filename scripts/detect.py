@@ -153,6 +153,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads of numpy/scikit-learn/torch (default 1: best on shared or busy cores)")
     p.add_argument("--no-progress", action="store_true", help="batch: no progress bar (it only shows on a terminal)")
+    from anomaly_gym.scripts._detect_temporal import add_arguments as add_temporal_arguments
+
+    add_temporal_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -242,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".ndjson")) else "csv")
     if args.inputs == ["-"] and sys.stdin.isatty():
         raise ValueError("no input: give CSV files, or pipe rows into standard input (INPUT '-')")
+    from anomaly_gym.scripts._detect_temporal import run_temporal
+
+    status = run_temporal(args, columns, fmt)  # a time-indexed stream: temporal features and a stream policy
+    if status is not None:
+        return status
     import torch
 
     torch.set_num_threads(args.threads)

@@ -78,3 +78,33 @@ def test_streaming_path_imports_no_heavy_library():
             "print([m for m in ('torch', 'sklearn', 'pyod', 'stable_baselines3') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_rising_gate_online_equals_the_whole_series_and_keeps_one_high_score_per_event():
+    from anomaly_gym.envs.stream_policy import RisingGate, rising_gate
+
+    rng = np.random.default_rng(0)
+    s = rng.random(3000) * 0.1
+    s[1000:1010] = 0.9  # an event: ten high rows in a row
+    for rows in (0, 1, 7, 100):
+        gate = RisingGate(rows)
+        online = np.array([gate(x) for x in s])
+        np.testing.assert_allclose(online, rising_gate(s, rows), rtol=0, atol=1e-15)
+    g = rising_gate(s, 100)
+    assert g[1000] > 0.7 and (g[1001:1010] < 1e-8).all()  # the first row of the event only
+    assert (g >= 0).all()
+
+
+def test_a_gated_policy_scores_the_same_row_by_row_and_from_cached_features(tmp_path):
+    from anomaly_gym.envs.series import make_synthetic_series
+    from anomaly_gym.envs.stream_env import OBSERVATION_NAMES
+    from anomaly_gym.envs.stream_policy import TemporalScorer, score_with_feedback
+    from anomaly_gym.envs.temporal import TemporalFeaturizer
+
+    w = np.array([[1.0 if n.startswith("level") else 0.0 for n in OBSERVATION_NAMES]])
+    policy = StreamPolicy.load(StreamPolicy(layers=[(w, np.array([-4.0]))], gate_rows=50, score_threshold=0.2).save(tmp_path / "g.json"))
+    assert policy.gate_rows == 50 and policy.score_threshold == 0.2
+    s = make_synthetic_series(3, n_rows=1500)
+    live = TemporalScorer(policy).score_series(s.values, s.timestamps)
+    cached = score_with_feedback(policy, TemporalFeaturizer().transform(s.values, s.timestamps))
+    np.testing.assert_allclose(live, cached, atol=1e-6)

@@ -70,3 +70,28 @@ def test_nab_commands(nab_like, tmp_path, capsys):
     assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods", "oracle"]) == 2
     assert "unknown method" in capsys.readouterr().err
     assert main(["nab", "score", str(tmp_path / "results"), "--detector", "nobody", "--data", str(nab_like)]) == 2
+
+
+def test_the_search_trainer_raises_the_training_nab_score_and_keeps_monotone_weights(nab_like):
+    from anomaly_gym.envs.stream_env import OBSERVATION_NAMES
+    from anomaly_gym.meta.stream_training import featurize_series, search_stream_policy
+
+    corpus = load_nab_dir(nab_like)
+    feats = featurize_series(corpus)
+    start = search_stream_policy(corpus, features=feats, iterations=0, seed=0)
+    fitted = search_stream_policy(corpus, features=feats, iterations=15, seed=0)
+    assert fitted.metadata["train_nab_score"] >= start.metadata["train_nab_score"]
+    w = fitted.layers[0][0][0]
+    directed = [i for i, n in enumerate(OBSERVATION_NAMES) if n not in ("stream/maturity", "self/since_flag")]
+    assert (w[directed] >= 0).all() and w[OBSERVATION_NAMES.index("self/since_flag")] == 0.0
+    assert fitted.gate_rows == 100
+
+
+def test_nab_train_writes_a_calibrated_stream_policy(nab_like, tmp_path, capsys):
+    out = tmp_path / "p.policy.json"
+    assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "1", "--iterations", "3", "-o", str(out)]) == 0
+    assert "score threshold" in capsys.readouterr().out
+    policy = StreamPolicy.load(out)
+    assert 0.0 <= policy.score_threshold <= 1.0 and policy.metadata["trainer"] == "search"
+    assert len(policy.metadata["train_series"]) == 5
+    assert main(["nab", "train", "--data", str(nab_like), "--iterations", "-1", "-o", str(out)]) == 2

@@ -59,12 +59,15 @@ def _write(path, lines, header=HEADER):
 def _detect(capsys, monkeypatch, *argv, stdin: str | None = None, background: bool = False):
     """Run detect in-process.  Stream runs refit inline unless ``background``: the tests of
     reading and writing do not need a worker process (its start-up dominates their time);
-    the background refits have tests of their own."""
+    the background refits have tests of their own.  Stream runs take the tabular path
+    (``--temporal off``) unless told otherwise: the temporal path has tests of its own."""
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
     argv = [str(a) for a in argv]
     if "stream" in argv and "--refit" not in argv and not background:
         argv += ["--refit", "inline"]
+    if "stream" in argv and "--temporal" not in argv:  # these inputs have a timestamp column; they test the tabular path
+        argv += ["--temporal", "off"]
     code = cli.main(["detect", *argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -205,7 +208,7 @@ def test_stream_through_a_pipe_answers_each_row_before_the_next_arrives(bundle_p
     _, lines = _rows(60)
     proc = subprocess.Popen(
         [sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", "-", "--mode", "stream", "--warmup", "20",
-         "--model", str(bundle_path), "--device", "cpu"],
+         "--model", str(bundle_path), "--device", "cpu", "--temporal", "off"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -153,7 +153,7 @@ def check(bundle, example, mode: str, on_error: str) -> None:
     header, records, data = example
     argv = ["--mode", mode, "--on-error", on_error, "--no-progress"]
     if mode == "stream":
-        argv += ["--warmup", str(WARMUP), "--window", str(WARMUP), "--refit-every", "1000", "--refit", "inline"]
+        argv += ["--warmup", str(WARMUP), "--window", str(WARMUP), "--refit-every", "1000", "--refit", "inline", "--temporal", "off"]
     code, out, err = run_detect(bundle, data, *argv)
     features, bad = expected(header, records, min(32, WARMUP) if mode == "stream" else 32)
     event(f"{mode} --on-error {on_error}: exit {code}")
