@@ -45,9 +45,13 @@ def add_parser(sub) -> None:
     add_list_argument(p, "--targets", default=None, metavar="SRC",
                       help="target datasets: 'builtin', folders of NAME.npz files or of NAME.csv.gz tables (label column 'label')")
     p.add_argument("--datasets", default=None, metavar="A,B,...", help="only these target names (default: every target)")
-    p.add_argument("--protocol", choices=("zero-shot", "few-shot", "all", "active"), default="zero-shot",
-                   help="zero-shot (no target labels), few-shot (a few labelled anomalies), both, or active (anomalies "
-                   "found within a query budget; see anomaly_gym.meta.discover_benchmark) (default zero-shot)")
+    p.add_argument("--protocol", choices=("zero-shot", "few-shot", "all", "active", "nab"), default="zero-shot",
+                   help="zero-shot (no target labels), few-shot (a few labelled anomalies), both, active (anomalies "
+                   "found within a query budget; see anomaly_gym.meta.discover_benchmark), or nab (the stream policy "
+                   "and online baselines on NAB's corpus in --data, leave-one-category-out; the options of "
+                   "`anomaly-gym nab benchmark` tune it) (default zero-shot)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="with --protocol nab: a folder laid out as NAB's data/ with its combined_windows.json")
     p.add_argument("--labels", default="5,10,20", metavar="K,...",
                    help="few-shot: numbers of labelled anomalies, drawn from the training part (default 5,10,20; 'none' for none)")
     p.add_argument("--label-ratio", default=None, metavar="R,...",
@@ -106,6 +110,10 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.protocol == "active":
         return _bench_active.run_active(args)
+    if args.protocol == "nab":
+        return _run_nab(args)
+    if args.data is not None:
+        raise ValueError("--data is for --protocol nab; the ADBench protocols read --sources and --targets")
     if args.address is not None and args.executor != "ray":
         raise ValueError("--address is for --executor ray")
     if args.workers is not None and args.workers < 1:
@@ -123,6 +131,22 @@ def run(args: argparse.Namespace) -> int:
 
     run_benchmark(config_from_args(args), notify=lambda text: print(text, file=sys.stderr))
     print(f"results: {out / 'results.csv'}  summary: {out / 'summary.md'}")
+    return 0
+
+
+def _run_nab(args: argparse.Namespace) -> int:
+    """``--protocol nab``: :func:`anomaly_gym.meta.nab_benchmark.run_nab_benchmark` with its defaults."""
+    from anomaly_gym.meta.nab_benchmark import NabBenchmarkConfig, run_nab_benchmark
+
+    if args.data is None:
+        raise ValueError("--protocol nab needs --data DIR: a folder laid out as NAB's data/ with combined_windows.json")
+    cfg = NabBenchmarkConfig()
+    if args.methods:
+        cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    out = Path(args.out)
+    run_nab_benchmark(args.data, out, cfg)
+    print((out / "summary.md").read_text())
+    print(f"results files, policies, summary.csv and plots in {out}/")
     return 0
 
 

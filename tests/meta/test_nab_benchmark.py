@@ -72,6 +72,17 @@ def test_nab_commands(nab_like, tmp_path, capsys):
     assert main(["nab", "score", str(tmp_path / "results"), "--detector", "nobody", "--data", str(nab_like)]) == 2
 
 
+def test_benchmark_protocol_nab_runs_the_nab_benchmark(nab_like, tmp_path, capsys):
+    assert main(["benchmark", "--protocol", "nab", "--data", str(nab_like), "--out", str(tmp_path),
+                 "--methods", "rolling_zscore"]) == 0
+    assert "rolling_zscore" in capsys.readouterr().out
+    assert (tmp_path / "summary.csv").is_file()
+    assert main(["benchmark", "--protocol", "nab", "--out", str(tmp_path)]) == 2
+    assert "--protocol nab needs --data" in capsys.readouterr().err
+    assert main(["benchmark", "--data", str(nab_like), "--out", str(tmp_path)]) == 2
+    assert "--data is for --protocol nab" in capsys.readouterr().err
+
+
 def test_the_search_trainer_raises_the_training_nab_score_and_keeps_monotone_weights(nab_like):
     from anomaly_gym.envs.stream_env import OBSERVATION_NAMES
     from anomaly_gym.meta.stream_training import featurize_series, search_stream_policy
