@@ -16,6 +16,8 @@ import itertools
 import sys
 from pathlib import Path
 
+from anomaly_gym.envs.csvio import _Prefixed
+
 TEMPORAL_HELP = ("stream: score with temporal features (deviation from the recent past, the daily/weekly profile, a forecast, "
                  "change statistics) and a stream policy. auto (default): when the input has a timestamp column; on: "
                  "always (error when there is none); off: the tabular stream path")
@@ -50,25 +52,10 @@ class _Recorded(io.RawIOBase):
         return len(data)
 
 
-class _Replayed(io.RawIOBase):
+class _Replayed(_Prefixed):
     """The bytes already read from standard input, then the rest of it."""
 
     name = "<stdin>"
-
-    def __init__(self, head: bytes, raw) -> None:
-        self._head, self._raw = bytes(head), raw
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        if self._head:
-            n = min(len(buf), len(self._head))
-            buf[:n], self._head = self._head[:n], self._head[n:]
-            return n
-        data = getattr(self._raw, "read1", self._raw.read)(len(buf))
-        buf[: len(data)] = data
-        return len(data)
 
 
 def _check(args) -> None:
