@@ -330,8 +330,11 @@ def default_bundle_path():
     return resources.files("anomaly_gym.agents").joinpath(*DEFAULT_BUNDLE)
 
 
-def load_default_bundle(*, device: str = "auto", location=None) -> PolicyBundle:
+def load_default_bundle(*, device: str = "auto", location=None, scoring_only: bool = False):
     """The policy bundle shipped with the package (or the one at ``location``).
+
+    With ``scoring_only=True`` it is read for scoring
+    (:func:`~anomaly_gym.agents.fast_policy.load_scoring_bundle`: no torch).
 
     Raises:
         FileNotFoundError: the bundle is not installed (for example in a source tree without it).
@@ -345,6 +348,10 @@ def load_default_bundle(*, device: str = "auto", location=None) -> PolicyBundle:
             "train one with `anomaly-gym train` and pass --model RUN_DIR/best.bundle.zip"
         )
     with resources.as_file(location) as local:
+        if scoring_only:
+            from anomaly_gym.agents.fast_policy import load_scoring_bundle
+
+            return load_scoring_bundle(local, device=device)
         return PolicyBundle.load(local, device=device)
 
 

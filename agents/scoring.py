@@ -10,6 +10,7 @@ is checked against torch when built and used only if they agree to 1e-5.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from anomaly_gym.agents.fast_policy import NumpyPolicy, policy_from_model, sigmoid
@@ -72,3 +73,41 @@ def _checked_copy(bundle) -> NumpyPolicy | None:
         logger.info("numpy policy head disagrees with torch (max %.2g); using torch for single rows", np.abs(got - ref).max())
         return None
     return row
+
+
+def score_rows(bundle, X: np.ndarray, *, featurizer=None, progress=None) -> np.ndarray:
+    """P(anomaly) of every row of ``X`` (float32, the bundle's input columns), in batch.
+
+    The detectors are fitted on ``X`` itself (its first ``max_fit_rows`` rows, as the
+    featurizer does), unless a fitted ``featurizer`` is given (a bundle's stored one: rows
+    are then judged relative to the rows it was fitted on).  Rows are featurized by the
+    compiled featurizer and scored in chunks of the config's ``chunk_size``.
+
+    Args:
+        bundle: A :class:`~anomaly_gym.agents.fast_policy.ScoringBundle` or a
+            :class:`~anomaly_gym.agents.PolicyBundle`.
+        X: The rows, 2-D.
+        featurizer: A fitted :class:`~anomaly_gym.envs.features.Featurizer`, or None to fit one on ``X``.
+        progress: Wraps the iterable of chunk starts (``progress(chunks, total)``), e.g. a progress bar.
+    """
+    from anomaly_gym.envs.features import Featurizer
+    from anomaly_gym.envs.stream import FastFeaturizer
+
+    scorer = PolicyScorer(bundle)
+    scorer.check_width(X.shape[1])
+    if featurizer is None:
+        t = time.perf_counter()
+        featurizer = Featurizer(bundle.featurizer_config).fit(X)
+        logger.info("detectors fitted on %d rows in %.2fs", min(len(X), bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
+    elif featurizer.n_columns_ != X.shape[1]:
+        raise ValueError(f"the fitted featurizer was fitted on {featurizer.n_columns_} columns but X has {X.shape[1]}")
+    t = time.perf_counter()
+    fast = FastFeaturizer(featurizer)
+    scores = np.empty(len(X), dtype=np.float64)
+    step = bundle.featurizer_config.chunk_size
+    chunks = range(0, len(X), step)
+    for start in chunks if progress is None else progress(chunks, len(X) // step + 1):
+        part = X[start : start + step]
+        scores[start : start + step] = scorer.batch(fast.transform(part), part)
+    logger.info("featurized and scored %d rows in %.2fs", len(X), time.perf_counter() - t)
+    return scores
