@@ -83,6 +83,8 @@ def _score(args, bundle, data, rows: np.ndarray, summary: Summary) -> np.ndarray
 
     stored = bundle.featurizer if _stored_featurizer(args, bundle) else None
     X, encoder = _encoded_rows(args, data, rows, stored)
+    if bundle.head is not None:  # a target head reads the columns it was adapted on: its message first
+        bundle.head.check_width(X.shape[1])
     if stored is not None:
         if stored.n_columns_ != X.shape[1]:
             raise ValueError(
