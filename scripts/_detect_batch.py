@@ -136,7 +136,7 @@ def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, obj
 
 
 def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bool) -> None:
-    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
+    from anomaly_gym.envs.csvio import CsvOutput, JsonlOutput
 
     header = data.header
     writer = (CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False) if fmt == "csv"

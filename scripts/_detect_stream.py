@@ -68,7 +68,7 @@ class _StreamRun:
         self.noted, self.schema_shown = 0, False
 
     def loop(self, out, fmt: str) -> None:
-        from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
+        from anomaly_gym.envs.csvio import CsvOutput, JsonlOutput
 
         records = iter(self.reader)
         t_row, c_row = time.perf_counter(), time.thread_time()

@@ -185,7 +185,7 @@ def __getattr__(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomaly_gym.scripts._csvio import parse_columns
+    from anomaly_gym.scripts._args import parse_columns
     from threadpoolctl import threadpool_limits
 
     args.inputs = (args.inputs or []) + (args.data or []) or ["-"]
