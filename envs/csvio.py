@@ -106,7 +106,7 @@ class InputError(ValueError):
         self.source, self.line, self.reason = source, line, reason
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One CSV record: where it starts, its fields (the header's width), and its feature
     values (float64) or the reason it is bad."""
