@@ -73,6 +73,17 @@ def measure(argv: list[str], *, scored_column: int) -> dict[str, float]:
             "CPU (s)": usage.ru_utime + usage.ru_stime, "peak RSS (MB)": rss_mb, "rows": rows, "summary": err.strip()}
 
 
+#: A process that loads the bundle and fits its featurizer on 50 rows: the imports scoring needs, and little data.
+FLOOR = """
+import sys
+import numpy as np
+from anomaly_gym.scripts.detect import load_model
+bundle = load_model(None if sys.argv[1] == "-" else sys.argv[1], "cpu")
+bundle.score(np.random.default_rng(0).normal(size=(50, int(sys.argv[2]))))
+print("x0\\n0")
+"""
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     for name in ("rows", "columns", "stream_rows", "threads"):
         if getattr(args, name) < 1:
@@ -86,6 +97,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     figures: dict[str, float] = {}
     print(f"anomaly-gym detect in a new process, {args.columns} columns; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores; targets: first scored row <= {TARGET_FIRST_ROW_S:g}s, peak RSS < {TARGET_RSS_MB:g} MB")
+    floor = measure([sys.executable, "-c", FLOOR, str(args.model or "-"), str(args.columns)], scored_column=0)
+    print(f"the imports alone (load the bundle, fit and score 50 rows in a new process): {floor['total (s)']:.2f}s, "
+          f"CPU {floor['CPU (s)']:.2f}s, peak RSS {floor['peak RSS (MB)']:.0f} MB")
+    figures["imports peak RSS (MB)"] = floor["peak RSS (MB)"]
     with tempfile.TemporaryDirectory(prefix="anomaly-gym-startup-") as tmp:
         if args.mode in ("both", "batch"):
             data = write_csv(Path(tmp) / "batch.csv", args.rows, args.columns, args.seed)
