@@ -73,11 +73,13 @@ def measure(argv: list[str], *, scored_column: int) -> dict[str, float]:
             "CPU (s)": usage.ru_utime + usage.ru_stime, "peak RSS (MB)": rss_mb, "rows": rows, "summary": err.strip()}
 
 
-#: A process that loads the bundle and fits its featurizer on 50 rows: the imports scoring needs, and little data.
+#: A process that loads the bundle and fits its featurizer on 50 rows, as detect does: the imports scoring needs,
+#: and little data.
 FLOOR = """
 import sys
 import numpy as np
-from anomaly_gym.scripts.detect import load_model
+from anomaly_gym.scripts.detect import cache_pyod_kernels, load_model
+cache_pyod_kernels()
 bundle = load_model(None if sys.argv[1] == "-" else sys.argv[1], "cpu")
 bundle.score(np.random.default_rng(0).normal(size=(50, int(sys.argv[2]))))
 print("x0\\n0")
