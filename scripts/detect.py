@@ -146,7 +146,7 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", "--output", dest="output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
     p.add_argument("--on-error", choices=("mark", "skip", "fail"), default="mark",
                    help="what to do with a bad row: mark it (default), skip it, or stop with exit code 2")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of the policy network (default auto)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of a policy that needs torch (default auto; the usual MLP policy is evaluated in numpy on the CPU)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads of numpy/scikit-learn/torch (default 1: best on shared or busy cores)")
     p.add_argument("--no-progress", action="store_true", help="batch: no progress bar (it only shows on a terminal)")
