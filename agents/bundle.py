@@ -28,16 +28,17 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from anomaly_gym.agents import serialization as ser
-from anomaly_gym.agents.factory import ALGORITHMS, policy_margin, resolve_device
 from anomaly_gym.agents.head import TargetHead
 from anomaly_gym.agents.serialization import BundleError
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
 from scipy.special import expit
-from stable_baselines3.common.base_class import BaseAlgorithm
+
+if TYPE_CHECKING:  # torch and stable-baselines3 are imported when a policy is built, not to read a bundle
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
 BUNDLE_FORMAT = "anomaly-gym-policy-bundle"
 BUNDLE_VERSION = 3
@@ -74,6 +75,8 @@ class PolicyBundle:
 
     @property
     def algo(self) -> str:
+        from anomaly_gym.agents.factory import ALGORITHMS
+
         for name, cls in ALGORITHMS.items():
             if isinstance(self.model, cls):
                 return name
@@ -82,6 +85,8 @@ class PolicyBundle:
     # -- scoring -----------------------------------------------------------------------
     def margin(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
         """The adapted policy's logit of "anomaly" for featurized rows (``X``: their raw columns, needed with a head)."""
+        from anomaly_gym.agents.factory import policy_margin
+
         margin = policy_margin(self.model, features)
         if self.head is None:
             return margin
@@ -153,30 +158,12 @@ class PolicyBundle:
         Nothing is unpickled or executed.  Raises :class:`BundleError` (a ``ValueError``)
         naming the problem for anything that is not a well-formed bundle of this format.
         """
-        members = ser.read_archive(data, origin)
-        header = ser.parse_json(members["bundle.json"], "bundle.json", origin)
-        where = f"{origin}: bundle.json"
-        fmt = ser.field(header, "format", str, where, default=None)
-        if fmt != BUNDLE_FORMAT:
-            raise BundleError(f"{origin} is not an anomaly-gym policy bundle (format {fmt!r})")
-        version = ser.field(header, "format_version", int, where)
-        if version > BUNDLE_VERSION:
-            raise BundleError(f"{origin} was written by a newer anomaly-gym (bundle format {version}); upgrade to load it")
-        if version < BUNDLE_VERSION:
-            raise BundleError(f"{origin} is an older policy bundle (format {version}); if you trust where it came from, "
-                              f"convert it once: anomaly-gym bundle convert {origin} -o NEW.bundle.zip --trust")
-        algo = ser.field(header, "algo", str, where, check=lambda a: a in ALGORITHMS)
-        try:
-            config = FeaturizerConfig.from_dict(ser.field(header, "featurizer", dict, where))
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{where}: invalid featurizer config ({exc})") from None
-        metadata = ser.field(header, "metadata", dict, where, default={})
-        if "policy.safetensors" not in members:
-            raise BundleError(f"{origin} has no policy.safetensors (the policy's weights); it is incomplete")
-        model = ser.decode_policy(algo, ser.field(header, "policy", dict, where), members["policy.safetensors"],
-                                  resolve_device(device), origin)
-        return cls(model=model, featurizer_config=config, metadata=metadata,
-                   featurizer=_read_featurizer(members, config, origin), head=_read_head(members, origin))
+        from anomaly_gym.agents.factory import resolve_device
+
+        parts = read_parts(data, origin)
+        model = ser.decode_policy(parts.algo, parts.policy_spec, parts.weights, resolve_device(device), origin)
+        return cls(model=model, featurizer_config=parts.config, metadata=parts.metadata,
+                   featurizer=read_featurizer(parts), head=read_head(parts))
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> PolicyBundle:
@@ -200,16 +187,62 @@ def _read_file(path: str | Path) -> bytes:
     return path.read_bytes()
 
 
-def _read_featurizer(members: dict[str, bytes], config: FeaturizerConfig, origin: str) -> Featurizer | None:
+@dataclass
+class BundleParts:
+    """A bundle archive's members with its header checked; the policy not yet built."""
+
+    origin: str
+    members: dict[str, bytes]
+    algo: str
+    config: FeaturizerConfig
+    metadata: dict[str, Any]
+    policy_spec: dict[str, Any]
+
+    @property
+    def weights(self) -> bytes:
+        return self.members["policy.safetensors"]
+
+
+def read_parts(data: bytes, origin: str) -> BundleParts:
+    """Read a bundle's archive and check its header (format, version, algorithm, featurizer
+    config); :class:`BundleError` names what is wrong.  Imports neither torch nor SB3."""
+    members = ser.read_archive(data, origin)
+    header = ser.parse_json(members["bundle.json"], "bundle.json", origin)
+    where = f"{origin}: bundle.json"
+    fmt = ser.field(header, "format", str, where, default=None)
+    if fmt != BUNDLE_FORMAT:
+        raise BundleError(f"{origin} is not an anomaly-gym policy bundle (format {fmt!r})")
+    version = ser.field(header, "format_version", int, where)
+    if version > BUNDLE_VERSION:
+        raise BundleError(f"{origin} was written by a newer anomaly-gym (bundle format {version}); upgrade to load it")
+    if version < BUNDLE_VERSION:
+        raise BundleError(f"{origin} is an older policy bundle (format {version}); if you trust where it came from, "
+                          f"convert it once: anomaly-gym bundle convert {origin} -o NEW.bundle.zip --trust")
+    algo = ser.field(header, "algo", str, where, check=lambda a: a in ser.ALGORITHM_NAMES)
+    try:
+        config = FeaturizerConfig.from_dict(ser.field(header, "featurizer", dict, where))
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{where}: invalid featurizer config ({exc})") from None
+    metadata = ser.field(header, "metadata", dict, where, default={})
+    if "policy.safetensors" not in members:
+        raise BundleError(f"{origin} has no policy.safetensors (the policy's weights); it is incomplete")
+    return BundleParts(origin, members, algo, config, metadata, ser.field(header, "policy", dict, where))
+
+
+def read_featurizer(parts: BundleParts) -> Featurizer | None:
+    """The fitted featurizer a bundle holds, or None."""
+    members, origin = parts.members, parts.origin
     present = {"featurizer.json", "featurizer.safetensors"} & set(members)
     if not present:
         return None
     if len(present) == 1:
         raise BundleError(f"{origin} holds {present.pop()} without its partner; a fitted featurizer needs both files")
-    return ser.decode_featurizer(config, members["featurizer.json"], members["featurizer.safetensors"], origin)
+    return ser.decode_featurizer(parts.config, members["featurizer.json"], members["featurizer.safetensors"], origin)
 
 
-def _read_head(members: dict[str, bytes], origin: str) -> TargetHead | None:
+def read_head(parts: BundleParts) -> TargetHead | None:
+    """The target head a bundle holds, or None."""
+    members, origin = parts.members, parts.origin
     present = {"head.json", "head.ubj"} & set(members)
     if not present:
         return None
@@ -228,6 +261,8 @@ def _read_head(members: dict[str, bytes], origin: str) -> TargetHead | None:
 
 
 def _bundle_from_parts(archive: bytes, featurizer: Featurizer | None, device: str) -> PolicyBundle:
+    from anomaly_gym.agents.factory import resolve_device
+
     device = "cuda" if device.startswith("cuda") and resolve_device("auto") == "cuda" else "cpu"
     bundle = PolicyBundle.from_bytes(archive, device=device)
     bundle.featurizer = featurizer
@@ -244,6 +279,8 @@ def convert_legacy_bundle(source: str | Path, target: str | Path, *, trust: bool
     if not trust:
         raise ValueError(f"converting {source} unpickles it, which can run code; pass --trust (trust=True) "
                          "only if you trust where the file came from")
+    from anomaly_gym.agents.factory import ALGORITHMS, resolve_device
+
     data = _read_file(source)
     origin = str(source)
     try:
@@ -293,8 +330,11 @@ def default_bundle_path():
     return resources.files("anomaly_gym.agents").joinpath(*DEFAULT_BUNDLE)
 
 
-def load_default_bundle(*, device: str = "auto", location=None) -> PolicyBundle:
+def load_default_bundle(*, device: str = "auto", location=None, scoring_only: bool = False):
     """The policy bundle shipped with the package (or the one at ``location``).
+
+    With ``scoring_only=True`` it is read for scoring
+    (:func:`~anomaly_gym.agents.fast_policy.load_scoring_bundle`: no torch).
 
     Raises:
         FileNotFoundError: the bundle is not installed (for example in a source tree without it).
@@ -308,6 +348,10 @@ def load_default_bundle(*, device: str = "auto", location=None) -> PolicyBundle:
             "train one with `anomaly-gym train` and pass --model RUN_DIR/best.bundle.zip"
         )
     with resources.as_file(location) as local:
+        if scoring_only:
+            from anomaly_gym.agents.fast_policy import load_scoring_bundle
+
+            return load_scoring_bundle(local, device=device)
         return PolicyBundle.load(local, device=device)
 
 

@@ -30,6 +30,7 @@ import json
 import warnings
 import zipfile
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,8 @@ LEGACY_MEMBERS = ("model.zip", "featurizer.pkl", "policy.pth")
 MAX_MEMBER_BYTES = 256 * 2**20
 MAX_TOTAL_BYTES = 512 * 2**20
 MAX_RATIO = 100.0
+#: The algorithms a bundle may hold (``anomaly_gym.agents.ALGORITHMS`` maps them to SB3 classes).
+ALGORITHM_NAMES = ("ppo", "a2c", "dqn")
 _RATIO_FLOOR = 2**20
 
 #: Classes a bundle may name in its policy settings, by the name it stores.
@@ -258,26 +261,62 @@ def _decode_value(value, where: str):
     return value
 
 
-def decode_policy(algo: str, spec: dict, tensors: bytes, device: str, origin: str):
-    """Rebuild the SB3 model described by ``spec`` and load ``tensors`` into its policy."""
-    from anomaly_gym.agents.factory import ALGORITHMS
+@dataclass
+class PolicySpec:
+    """A bundle's ``policy`` spec, checked: what rebuilding or evaluating the policy needs."""
 
-    where = f"{origin}: bundle.json policy"
+    low: np.ndarray
+    high: np.ndarray
+    n_actions: int
+    policy_kwargs: dict
+    hyperparameters: dict
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.low)
+
+
+def check_policy_spec(algo: str, spec: dict, where: str) -> PolicySpec:
+    """Check a bundle's ``policy`` spec without importing torch; classes stay as stored names."""
     low = np.asarray(field(spec, "observation_low", list, where), dtype=object)
     high = np.asarray(field(spec, "observation_high", list, where), dtype=object)
     if low.ndim != 1 or low.shape != high.shape or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*low, *high)):
         raise BundleError(f"{where}: observation_low/high must be equal-length lists of numbers")
     n_actions = field(spec, "n_actions", int, where, check=lambda n: n == 2)
-    policy_kwargs = _decode_value(_plain(field(spec, "policy_kwargs", dict, where), where), f"{where}.policy_kwargs")
+    policy_kwargs = _plain(field(spec, "policy_kwargs", dict, where), where)
+    _check_classes(policy_kwargs, f"{where}.policy_kwargs")
     hyper = _plain(field(spec, "hyperparameters", dict, where), where)
     unknown = set(hyper) - set(HYPERPARAMETERS[algo])
     if unknown:
         raise BundleError(f"{where}: unknown hyperparameter(s) {sorted(unknown)} for {algo}")
     if "train_freq" in hyper:
         hyper["train_freq"] = tuple(hyper["train_freq"])
+    return PolicySpec(low.astype(np.float32), high.astype(np.float32), n_actions, policy_kwargs, hyper)
+
+
+def _check_classes(value, where: str) -> None:
+    """Refuse a class name a bundle may not name (see :data:`ALLOWED_CLASSES`)."""
+    if isinstance(value, dict):
+        if set(value) == {"class"} and value["class"] not in ALLOWED_CLASSES:
+            raise BundleError(f"{where}: class {value['class']!r} is not one a bundle may name (allowed: {sorted(ALLOWED_CLASSES)})")
+        for k, v in value.items():
+            _check_classes(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for v in value:
+            _check_classes(v, where)
+
+
+def decode_policy(algo: str, spec: dict, tensors: bytes, device: str, origin: str):
+    """Rebuild the SB3 model described by ``spec`` and load ``tensors`` into its policy."""
+    from anomaly_gym.agents.factory import ALGORITHMS
+
+    where = f"{origin}: bundle.json policy"
+    checked = check_policy_spec(algo, spec, where)
+    policy_kwargs = _decode_value(checked.policy_kwargs, f"{where}.policy_kwargs")
+    hyper = checked.hyperparameters
     model = build_model(lambda: ALGORITHMS[algo]("MlpPolicy", env=None, device=device, _init_setup_model=False,
                                                   policy_kwargs=policy_kwargs, **hyper),
-                        low, high, n_actions, f"{where}: cannot build a {algo} policy from these settings")
+                        checked.low, checked.high, checked.n_actions, f"{where}: cannot build a {algo} policy from these settings")
     model.num_timesteps = field(spec, "num_timesteps", int, where, default=0)
     load_policy_state(model, tensors, origin)
     return model

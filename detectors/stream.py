@@ -7,7 +7,7 @@ one row at a time, ``score_one`` before ``learn_one``) and PySAD's aliases
 
     >>> from anomaly_gym.agents import load_default_bundle
     >>> from anomaly_gym.detectors.stream import StreamDetector
-    >>> with StreamDetector(load_default_bundle(device="cpu"), contamination=0.05) as det:
+    >>> with StreamDetector(load_default_bundle(scoring_only=True), contamination=0.05) as det:
     ...     for x in rows:                       # 1-D arrays of the feature columns
     ...         score, flag = det.process_one(x)  # NaN and None during the warm-up
 

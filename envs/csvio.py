@@ -63,6 +63,8 @@ Bad rows
 Output
     :func:`format_row` writes one record per row, quoting every field that holds a comma,
     a quote, CR or LF, so that what is written reads back as the same fields.
+    :class:`CsvOutput` and :class:`JsonlOutput` write rows with appended fields (the
+    scores ``anomaly-gym detect`` adds) as CSV or as JSON Lines.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 import math
 import re
 import sys
@@ -103,7 +106,7 @@ class InputError(ValueError):
         self.source, self.line, self.reason = source, line, reason
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One CSV record: where it starts, its fields (the header's width), and its feature
     values (float64) or the reason it is bad."""
@@ -743,3 +746,52 @@ def _quote(text: str) -> str:
     if any(c in text for c in ',"\r\n'):
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+# --------------------------------------------------------------------------- writing scored rows
+
+
+class CsvOutput:
+    """CSV rows, one record each (fields that need it quoted), each flushed at once when
+    ``flush_rows`` is set."""
+
+    def __init__(self, stream: IO[str], header: list[str], extra: Sequence[str], *, flush_rows: bool) -> None:
+        self.stream = stream
+        self.flush_rows = flush_rows
+        stream.write(format_row(list(header) + list(extra)))
+        if flush_rows:
+            stream.flush()
+
+    def write(self, fields: list[str], extra: Sequence) -> None:
+        self.stream.write(format_row(fields + list(extra)))
+        if self.flush_rows:
+            self.stream.flush()
+
+
+class JsonlOutput:
+    """One JSON object a line: feature values as numbers (their text when they are not
+    numbers), other columns as text, then the appended fields."""
+
+    def __init__(self, stream: IO[str], header: list[str], extra: Sequence[str], feature_idx: Sequence[int], *, flush_rows: bool) -> None:
+        self.stream = stream
+        self.header = list(header)
+        self.extra = list(extra)
+        self.numeric = set(feature_idx)
+        self.flush_rows = flush_rows
+
+    def write(self, fields: list[str], extra: Sequence) -> None:
+        obj = {}
+        for i, (name, text) in enumerate(zip(self.header, fields)):
+            if i in self.numeric:
+                try:
+                    value = float(text)
+                    obj[name] = value if math.isfinite(value) else text
+                except ValueError:
+                    obj[name] = text
+            else:
+                obj[name] = text
+        for name, value in zip(self.extra, extra):
+            obj[name] = value
+        self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        if self.flush_rows:
+            self.stream.flush()

@@ -260,3 +260,45 @@ def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_
     if not hasattr(encoder, "counts_"):
         encoder.fit(X_num, X_cat)
     return encoder.transform(X_num, X_cat), encoder
+
+
+class WarmupEncoder:
+    """A :class:`TableEncoder` fitted on the first ``warmup`` rows of a stream, then kept.
+
+    Value frequencies are those of the warm-up rows, a value not seen among them scores as
+    the rarest, and a missing number gets the warm-up rows' median.  Rows are held back
+    until the encoder is fitted, then released together.
+
+    Args:
+        numeric: Names of the numeric columns.
+        categorical: Names of the categorical columns.
+        warmup: Rows the encoder is fitted on (at least 1).
+
+    Example:
+        >>> enc = WarmupEncoder(["x"], ["colour"], warmup=256)
+        >>> for values, cats in rows:
+        ...     for encoded in enc.rows(values, cats):   # nothing until 256 rows, then all of them
+        ...         detector.process_one(encoded)
+    """
+
+    def __init__(self, numeric: Sequence[str], categorical: Sequence[str], warmup: int) -> None:
+        if warmup < 1:
+            raise ValueError(f"warmup must be at least 1 row, got {warmup}")
+        self.numeric, self.categorical, self.warmup = list(numeric), list(categorical), warmup
+        self.pending: list[tuple[np.ndarray, list[str]]] = []
+        self.encoder: TableEncoder | None = None
+
+    def rows(self, values: np.ndarray, categories: Sequence[str]) -> list[np.ndarray]:
+        """The encoded rows ready now: none while the warm-up rows gather, all of them once
+        there are ``warmup``, then each row as it comes."""
+        cats = list(categories)
+        if self.encoder is not None:
+            return [self.encoder.transform(np.asarray(values)[None, :], np.array([cats], dtype=object))[0]]
+        self.pending.append((values, cats))
+        if len(self.pending) < self.warmup:
+            return []
+        X_num = np.array([v for v, _ in self.pending], dtype=np.float64).reshape(len(self.pending), -1)
+        X_cat = np.array([c for _, c in self.pending], dtype=object).reshape(len(self.pending), -1)
+        self.encoder = TableEncoder(self.numeric, self.categorical, on_missing="impute").fit(X_num, X_cat)
+        self.pending = []
+        return list(self.encoder.transform(X_num, X_cat))

@@ -8,6 +8,7 @@ both forms mix.
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
 
 class CommaList(argparse.Action):
@@ -27,3 +28,15 @@ def add_list_argument(parser: argparse.ArgumentParser, *flags: str, **kwargs) ->
     """A list flag: ``--flag a,b,c`` (or ``--flag a b c``)."""
     kwargs.setdefault("nargs", "+")
     return parser.add_argument(*flags, action=CommaList, **kwargs)
+
+
+def parse_columns(specs: Sequence[str] | None) -> list[str] | None:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; ``None`` when no ``--columns`` was given."""
+    if not specs:
+        return None
+    names = [name.strip() for spec in specs for name in spec.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--columns names no column; give comma-separated column names, e.g. --columns x,y,z")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--columns names a column twice: {names}")
+    return names

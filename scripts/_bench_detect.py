@@ -136,7 +136,7 @@ def _batch(args, workdir: Path, model: Path) -> dict[str, float]:
           f"(target <= 5x: {'met' if wall <= 5 * base else 'NOT met'}); CPU time {cpu:.2f}s = {cpu / base_cpu:.1f}x "
           f"read+write's; {n_out - 1:,} rows written")
     for line in proc.stderr.splitlines():
-        if "anomaly_gym.scripts.detect:" in line or line.startswith("anomaly-gym detect:"):
+        if "anomaly_gym.scripts.detect:" in line or "anomaly_gym.agents.scoring:" in line or line.startswith("anomaly-gym detect:"):
             print("  " + line.split("detect: ", 1)[-1])
     return {"batch detect (s)": wall, "pandas read+write (s)": base, "batch detect / read+write (x)": wall / base}
 

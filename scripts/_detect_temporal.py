@@ -75,12 +75,13 @@ def run_temporal(args, columns, fmt: str) -> int | None:
         return None
     from anomaly_gym.envs.csvio import SAMPLE_ROWS, CsvReader
     from anomaly_gym.envs.temporal_stream import find_time_column
-    from anomaly_gym.scripts import detect
+    from anomaly_gym.scripts import _detect_report as report
+    from anomaly_gym.scripts._detect_stream import STREAM_COLUMNS
 
     stdin = _Recorded(sys.stdin.buffer) if "-" in args.inputs else None
     sources = [stdin if s == "-" else s for s in args.inputs]
-    reader = CsvReader(sources, columns=columns, on_error=args.on_error, reserved=detect.STREAM_COLUMNS,
-                       sample_rows=min(SAMPLE_ROWS, args.warmup), **detect._schema_options(args))
+    reader = CsvReader(sources, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
+                       sample_rows=min(SAMPLE_ROWS, args.warmup), **report.schema_options(args))
     records = iter(reader)
     head = list(itertools.islice(records, reader.sample_rows))  # already read: the sample decides the columns
     sample = [rec.fields for rec in head if rec.error is None]
@@ -135,20 +136,20 @@ def _setup(args, reader, sample, time_idx):
 
 
 def _score(args, fmt, reader, records, sample, time_idx) -> int:
-    from anomaly_gym.envs.csvio import InputError
-    from anomaly_gym.scripts import detect
-    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
+    from anomaly_gym.envs.csvio import CsvOutput, InputError, JsonlOutput
+    from anomaly_gym.scripts import _detect_report as report
+    from anomaly_gym.scripts._detect_stream import STREAM_COLUMNS
 
     det, value_idx, stamp_format, notes = _setup(args, reader, sample, time_idx)
-    summary = detect.Summary("stream", args.on_error, rule=det.describe_rule())
+    summary = report.Summary("stream", args.on_error, rule=det.describe_rule())
     for note in reader.notes + notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
-    detect._print_schema(args, reader.types)
+    report.print_schema(args, reader.types)
     status = 0
     try:
-        with detect._open_output(args.output, atomic=False) as out:
-            writer = (CsvOutput(out, reader.header, detect.STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
-                      else JsonlOutput(out, reader.header, detect.STREAM_COLUMNS, reader.feature_idx, flush_rows=True))
+        with report.open_output(args.output, atomic=False) as out:
+            writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
+                      else JsonlOutput(out, reader.header, STREAM_COLUMNS, reader.feature_idx, flush_rows=True))
             for rec in records:
                 summary.read += 1
                 error = rec.error
@@ -177,7 +178,7 @@ def _score(args, fmt, reader, records, sample, time_idx) -> int:
                     summary.flagged += flag
                     writer.write(rec.fields, (score, flag, "ok", None))
     except BrokenPipeError:
-        return detect._broken_pipe(summary)
+        return report.broken_pipe(summary)
     except KeyboardInterrupt:
         summary.extra.append("interrupted")
         status = 130

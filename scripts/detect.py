@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
-import os
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
-import numpy as np
 from anomaly_gym.scripts._args import add_list_argument
+from anomaly_gym.scripts._detect_batch import BATCH_COLUMNS, run_batch
+from anomaly_gym.scripts._detect_report import DEFAULT_CONTAMINATION, Summary, quiet_repeated_warnings
+from anomaly_gym.scripts._detect_stream import STREAM_COLUMNS, run_stream
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONTAMINATION = 0.05  # the share flagged when neither --threshold nor --contamination is given
-BATCH_COLUMNS = ("anomaly_score", "is_anomaly", "error")
-STREAM_COLUMNS = ("anomaly_score", "is_anomaly", "status", "error")
+__all__ = ["BATCH_COLUMNS", "DEFAULT_CONTAMINATION", "STREAM_COLUMNS", "Summary", "add_parser", "load_model", "run",
+           "run_batch", "run_stream"]
+_quiet_repeated_warnings = quiet_repeated_warnings  # the name benchmarks use
 
 EPILOG = """\
 output:
@@ -149,7 +146,7 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", "--output", dest="output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
     p.add_argument("--on-error", choices=("mark", "skip", "fail"), default="mark",
                    help="what to do with a bad row: mark it (default), skip it, or stop with exit code 2")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of the policy network (default auto)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of a policy that needs torch (default auto; the usual MLP policy is evaluated in numpy on the CPU)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads of numpy/scikit-learn/torch (default 1: best on shared or busy cores)")
     p.add_argument("--no-progress", action="store_true", help="batch: no progress bar (it only shows on a terminal)")
@@ -170,73 +167,20 @@ def default_bundle_path():
 
 
 def load_model(path: Path | None, device: str):
-    """The bundle at ``path``, or the default bundle when ``path`` is None."""
-    from anomaly_gym.agents import load_bundle, load_default_bundle
+    """The bundle at ``path``, or the default bundle when ``path`` is None, read for scoring:
+    the policy runs in numpy (no torch) unless it needs torch (see :mod:`anomaly_gym.agents.fast_policy`)."""
+    from anomaly_gym.agents import load_default_bundle, load_scoring_bundle
 
     if path is not None:
-        return load_bundle(path, device=device)
-    return load_default_bundle(device=device, location=default_bundle_path())
-
-
-def __getattr__(name: str):
-    if name == "PolicyScorer":  # moved to the library; imported on use (it needs the policy's stack)
-        from anomaly_gym.agents.scoring import PolicyScorer
-
-        return PolicyScorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# --------------------------------------------------------------------------- summary
-
-
-@dataclass
-class Summary:
-    """What happened to the rows; printed to stderr at the end."""
-
-    mode: str
-    on_error: str
-    rule: str = ""
-    read: int = 0
-    scored: int = 0
-    warmup: int = 0
-    errors: int = 0
-    flagged: int = 0
-    reasons: Counter = field(default_factory=Counter)
-    extra: list[str] = field(default_factory=list)
-    t0: float = field(default_factory=time.perf_counter)
-
-    def error(self, reason: str) -> None:
-        self.errors += 1
-        self.reasons[_error_kind(reason)] += 1
-
-    def text(self) -> str:
-        fate = {"mark": "marked", "skip": "skipped", "fail": "stopped the run"}[self.on_error]
-        parts = [f"{self.read:,} rows read", f"{self.scored:,} scored"]
-        if self.mode == "stream":
-            parts.append(f"{self.warmup:,} in warm-up")
-        parts.append(f"{self.errors:,} error{'' if self.errors == 1 else 's'}" + (f" ({fate})" if self.errors else ""))
-        parts.append(f"{self.flagged:,} flagged{' (' + self.rule + ')' if self.rule else ''}")
-        lines = [f"anomaly-gym detect: {', '.join(parts)}; {time.perf_counter() - self.t0:.1f}s"]
-        if self.reasons:
-            lines.append("  errors: " + ", ".join(f"{kind} {n:,}" for kind, n in self.reasons.most_common()))
-        lines += [f"  {e}" for e in self.extra]
-        return "\n".join(lines)
-
-
-def _error_kind(reason: str) -> str:
-    for prefix, kind in (("empty line", "empty line"), ("expected", "wrong number of fields"), ("missing", "missing value"),
-                         ("non-numeric", "non-numeric value"), ("non-finite", "NaN or infinite value"),
-                         ("value ", "value beyond float32's range")):
-        if reason.startswith(prefix):
-            return kind
-    return reason
+        return load_scoring_bundle(path, device=device)
+    return load_default_bundle(device=device, location=default_bundle_path(), scoring_only=True)
 
 
 # --------------------------------------------------------------------------- running
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomaly_gym.scripts._csvio import parse_columns
+    from anomaly_gym.scripts._args import parse_columns
     from threadpoolctl import threadpool_limits
 
     args.inputs = (args.inputs or []) + (args.data or []) or ["-"]
@@ -250,13 +194,12 @@ def run(args: argparse.Namespace) -> int:
     status = run_temporal(args, columns, fmt)  # a time-indexed stream: temporal features and a stream policy
     if status is not None:
         return status
-    import torch
-
-    torch.set_num_threads(args.threads)
     cache_pyod_kernels()
-    with threadpool_limits(args.threads), _quiet_repeated_warnings():
+    with threadpool_limits(args.threads), quiet_repeated_warnings():
         t0 = time.perf_counter()
         bundle = load_model(args.model, args.device)
+        if "torch" in sys.modules:  # a policy the numpy evaluator cannot run
+            sys.modules["torch"].set_num_threads(args.threads)
         logger.info("policy bundle loaded in %.2fs (%s, %d detectors)", time.perf_counter() - t0,
                     bundle.algo, len(bundle.featurizer_config.detectors))
         try:
@@ -300,360 +243,3 @@ def _check_args(args) -> None:
             raise ValueError(f"--output {args.output} is a folder; give a file name")
         if not Path(args.output).parent.is_dir():
             raise FileNotFoundError(f"the folder of --output {args.output} does not exist")
-
-
-@contextlib.contextmanager
-def _quiet_repeated_warnings():
-    """Each distinct featurizer warning once (a failing detector would repeat at every refit)."""
-    import warnings
-
-    seen: set[str] = set()
-
-    class Once(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            msg = record.getMessage()
-            if msg in seen:
-                return False
-            seen.add(msg)
-            return True
-
-    target = logging.getLogger("anomaly_gym.envs.features")
-    once = Once()
-    target.addFilter(once)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="detector .* failed to fit")  # the logger reports it
-            yield
-    finally:
-        target.removeFilter(once)
-
-
-@contextlib.contextmanager
-def _open_output(path: str, *, atomic: bool):
-    if path == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"--output {path} is a folder; give a file name")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"the folder of --output {path} does not exist")
-    tmp = target.with_name(target.name + ".partial") if atomic else target
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-        if atomic:
-            os.replace(tmp, target)
-    finally:
-        if atomic and tmp.exists():  # the run failed: no half-written output
-            tmp.unlink()
-
-
-def _default_rule(args) -> None:
-    if args.threshold is None and args.contamination is None:
-        args.contamination = DEFAULT_CONTAMINATION
-
-
-def _describe_rule(args, value: float | None = None) -> str:
-    if args.contamination is not None:
-        where = f"= {value:.4g}" if value is not None else "of the window"
-        return f"score > the {1 - args.contamination:.4g} quantile {where}"
-    return f"score > {args.threshold:g}"
-
-
-def _broken_pipe(summary: Summary) -> int:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
-    summary.extra.append("the output was closed early (broken pipe); stopped")
-    print(summary.text(), file=sys.stderr)
-    return 141
-
-
-# --------------------------------------------------------------------------- batch
-
-
-def run_batch(args, bundle, columns, fmt: str) -> int:
-    from anomaly_gym.agents.scoring import PolicyScorer
-    from anomaly_gym.envs.csvio import read_table
-    from anomaly_gym.envs.features import Featurizer
-    from anomaly_gym.envs.stream import FastFeaturizer
-
-    _default_rule(args)
-    summary = Summary("batch", args.on_error)
-    t = time.perf_counter()
-    data = read_table(args.inputs, on_error=args.on_error, reserved=BATCH_COLUMNS, **_batch_columns(args, bundle, columns))
-    logger.info("read %d rows x %d feature columns in %.2fs", data.n_rows, len(data.feature_idx), time.perf_counter() - t)
-    for note in data.notes:
-        print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
-    _print_schema(args, data.types)
-    n = data.n_rows
-    summary.read = n
-    if data.errors and args.on_error == "fail":  # the run stops at the first bad row
-        first = min(data.errors)
-        summary.error(data.errors[first])
-        if len(data.errors) > 1:
-            summary.extra.append(f"{len(data.errors) - 1:,} more bad row(s) after it (see them with --on-error mark)")
-        print(summary.text(), file=sys.stderr)
-        raise ValueError(f"{data.where(first)}: {data.errors[first]} (--on-error fail)")
-    for reason in data.errors.values():
-        summary.error(reason)
-    valid = np.ones(n, dtype=bool)
-    valid[list(data.errors)] = False
-    n_valid = int(valid.sum())
-    rows = np.flatnonzero(valid)
-    stored = bundle.featurizer if _stored_featurizer(args, bundle) else None
-    X, encoder = _encoded_rows(args, data, rows, stored)
-    scorer = PolicyScorer(bundle)
-    scorer.check_width(X.shape[1])
-    if stored is not None:
-        if stored.n_columns_ != X.shape[1]:
-            raise ValueError(
-                f"the bundle's stored featurizer was fitted on {stored.n_columns_} columns but the input has "
-                f"{X.shape[1]}; pick the target's columns with --columns, or pass --featurizer refit"
-            )
-        fast = FastFeaturizer(stored)
-        summary.extra.append("features relative to the rows the bundle was adapted on (stored featurizer)")
-    else:
-        if n_valid < 10:
-            raise ValueError(f"only {n_valid} valid row(s); the detectors need at least 10 to fit")
-        t = time.perf_counter()
-        fast = FastFeaturizer(Featurizer(bundle.featurizer_config).fit(X))
-        logger.info("detectors fitted on %d rows in %.2fs", min(n_valid, bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
-    if encoder is not None and encoder.categorical:
-        summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity; "
-                             f"{X.shape[1]} encoded feature column(s)")
-    t = time.perf_counter()
-    scores = np.full(n, np.nan)
-    step = bundle.featurizer_config.chunk_size
-    for start in _progress(range(0, len(rows), step), len(rows) // step + 1, args):
-        part = X[start : start + step]
-        scores[rows[start : start + step]] = scorer.batch(fast.transform(part), part)
-    logger.info("featurized and scored %d rows in %.2fs", n_valid, time.perf_counter() - t)
-
-    if args.contamination is not None:
-        cut = float(np.quantile(scores[valid], 1.0 - args.contamination))
-        summary.rule = _describe_rule(args, cut)
-    else:
-        cut = args.threshold
-        summary.rule = _describe_rule(args)
-    flags = np.zeros(n, dtype=np.int8)
-    flags[valid] = scores[valid] > cut
-    summary.scored = n_valid
-    summary.flagged = int(flags.sum())
-
-    t = time.perf_counter()
-    try:
-        with _open_output(args.output, atomic=True) as out:
-            _write_batch(out, data, scores, flags, valid, fmt, skip=args.on_error == "skip")
-    except BrokenPipeError:
-        return _broken_pipe(summary)
-    logger.info("wrote the output in %.2fs", time.perf_counter() - t)
-    print(summary.text(), file=sys.stderr)
-    return 0
-
-
-def _schema_options(args) -> dict:
-    return {"categorical": getattr(args, "categorical", []), "numeric": getattr(args, "numeric", []),
-            "ignore": getattr(args, "ignore", []), "on_missing": getattr(args, "on_missing", None)}
-
-
-def _batch_columns(args, bundle, columns) -> dict:
-    """``read_table``'s column options: the user's, or, for a bundle whose stored featurizer
-    has an encoder, the columns and kinds of the rows it was adapted on."""
-    options = dict(_schema_options(args), columns=columns)
-    stored_encoder = getattr(bundle.featurizer, "encoder_", None) if _stored_featurizer(args, bundle) else None
-    if stored_encoder is not None and columns is None and not options["categorical"]:
-        options["columns"], options["categorical"] = list(stored_encoder.numeric), list(stored_encoder.categorical)
-        options["on_missing"] = options["on_missing"] or stored_encoder.on_missing
-    return options
-
-
-def _print_schema(args, types) -> None:
-    from anomaly_gym.envs.csvio import describe_schema
-
-    if getattr(args, "verbose", False) and types:  # -v/--verbose: the inferred column schema
-        print("anomaly-gym detect: schema:\n" + "\n".join(f"  {line}" for line in describe_schema(types)), file=sys.stderr)
-
-
-def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, object]:
-    """The valid rows as the featurizer's numeric matrix (float32), and the encoder used
-    (None when the rows are numeric, complete and not encoded)."""
-    from anomaly_gym.envs.encoding import TableEncoder
-
-    encoder = getattr(stored, "encoder_", None) if stored is not None else None
-    if encoder is not None:
-        if (encoder.numeric, encoder.categorical) != (data.feature_names, data.category_names):
-            raise ValueError(
-                f"the bundle was adapted on numeric columns {encoder.numeric} and categorical columns {encoder.categorical}, "
-                f"but the input's are {data.feature_names} and {data.category_names}; name them with --columns and "
-                "--categorical, or pass --featurizer refit")
-    elif data.category_idx or getattr(args, "on_missing", None) == "impute":
-        if stored is not None:
-            raise ValueError("the bundle's stored featurizer was adapted on numeric columns only, but this input has "
-                             f"categorical columns {data.category_names} or missing values to impute; leave them out "
-                             "(--ignore) or pass --featurizer refit")
-        encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute")
-        encoder.fit(data.X[rows], data.categories(rows))
-    if encoder is None:
-        return data.X[rows].astype(np.float32), None  # the precision tasks have in training (make_task)
-    return encoder.transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder
-
-
-def _progress(iterable, total: int, args):
-    if args.no_progress or not sys.stderr.isatty() or total < 2:
-        return iterable
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(iterable, total=total, description="scoring", transient=True, console=Console(stderr=True))
-
-
-def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bool) -> None:
-    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
-
-    header = data.header
-    writer = (CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False) if fmt == "csv"
-              else JsonlOutput(out, header, BATCH_COLUMNS, data.feature_idx, flush_rows=False))
-    for i, fields in enumerate(data.fields):
-        if valid[i]:
-            writer.write(fields, (float(scores[i]), int(flags[i]), None))
-        elif not skip:
-            writer.write(fields, (None, None, data.errors[i]))
-
-
-# --------------------------------------------------------------------------- stream
-
-
-def _stored_featurizer(args, bundle) -> bool:
-    """Whether batch mode uses the bundle's stored featurizer (``--featurizer``)."""
-    if args.featurizer == "stored" and bundle.featurizer is None:
-        raise ValueError("--featurizer stored: this bundle holds no fitted featurizer (adapt it with `anomaly-gym adapt` first, "
-                         "or pass --featurizer refit)")
-    return args.featurizer == "stored" or (args.featurizer == "auto" and bundle.featurizer is not None)
-
-
-def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, float]] | None = None) -> int:
-    """Score rows as they arrive.  ``timings`` (benchmarks) receives, for each scored row,
-    the wall-clock and the CPU seconds from reading it to having written and flushed its
-    output, refits included, and whether a refit was running in the background."""
-    from anomaly_gym.envs.csvio import SAMPLE_ROWS, CsvReader, InputError
-    from anomaly_gym.scripts._csvio import CsvOutput, JsonlOutput
-
-    if args.featurizer == "stored":
-        raise ValueError("--featurizer stored applies to batch mode; stream mode fits the detectors on its sliding window")
-    _default_rule(args)
-    summary = Summary("stream", args.on_error, rule=_describe_stream_rule(args))
-    # the feature columns are decided on rows that stream mode echoes as warm-up anyway
-    reader = CsvReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
-                       sample_rows=min(SAMPLE_ROWS, args.warmup), **_schema_options(args))
-    detector = None
-    encoding = None
-    records = iter(reader)
-    status = 0
-    try:
-        with _open_output(args.output, atomic=False) as out:
-            t_row, c_row = time.perf_counter(), time.thread_time()
-            first = next(records, None)  # reads the header
-            writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
-                      else JsonlOutput(out, reader.header, STREAM_COLUMNS, (), flush_rows=True))
-            noted, schema_shown = 0, False
-            rec = first
-            while rec is not None:
-                summary.read += 1
-                if len(reader.notes) > noted:
-                    for note in reader.notes[noted:]:
-                        print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
-                    noted = len(reader.notes)
-                if not schema_shown and reader.types:
-                    _print_schema(args, reader.types)
-                    schema_shown = True
-                if rec.error is not None:
-                    summary.error(rec.error)
-                    if args.on_error == "fail":
-                        raise InputError(rec.source, rec.line, f"{rec.error} (--on-error fail)")
-                    if args.on_error == "mark":
-                        writer.write(rec.fields, (None, None, "error", rec.error))
-                else:
-                    if encoding is None:
-                        encoding = _WarmupEncoder(reader, args) if reader.category_idx or args.on_missing == "impute" else False
-                    xs = encoding.rows(rec) if encoding else [rec.values]
-                    if detector is None and xs:
-                        detector = _stream_detector(args, bundle)
-                        if fmt == "jsonl":
-                            writer.numeric = set(reader.feature_idx)
-                    for x in xs[:-1]:  # warm-up rows held back until the encoder was fitted
-                        detector.process_one(x)
-                    score, flag = detector.process_one(xs[-1]) if xs else (None, None)
-                    if flag is None:
-                        summary.warmup += 1
-                        writer.write(rec.fields, (None, None, "warmup", None))
-                    else:
-                        summary.scored += 1
-                        summary.flagged += flag
-                        writer.write(rec.fields, (score, flag, "ok", None))
-                    if timings is not None and flag is not None:
-                        timings.append((time.perf_counter() - t_row, time.thread_time() - c_row, detector.refitting))
-                t_row, c_row = time.perf_counter(), time.thread_time()
-                rec = next(records, None)
-    except BrokenPipeError:
-        return _broken_pipe(summary)
-    except KeyboardInterrupt:
-        summary.extra.append("interrupted")
-        status = 130
-    except (ValueError, OSError):
-        print(summary.text(), file=sys.stderr)
-        raise
-    finally:
-        if detector is not None:
-            detector.close()
-    if detector is not None and detector.n_fits:
-        where = "in the background" if detector.background else "inline"
-        summary.extra.append(f"detectors fitted {detector.n_fits} time(s) ({where}), {detector.fit_seconds / detector.n_fits:.2f}s each")
-    print(summary.text(), file=sys.stderr)
-    return status
-
-
-class _WarmupEncoder:
-    """Stream mode with categorical columns (or numeric values to impute): the encoder is
-    fitted on the first ``--warmup`` valid rows, which are warm-up rows anyway, and then
-    kept: value frequencies are those of the warm-up rows, a value not seen among them
-    scores as the rarest, and a missing number gets the warm-up rows' median."""
-
-    def __init__(self, reader, args) -> None:
-        self.reader = reader
-        self.warmup = args.warmup
-        self.pending: list[tuple[np.ndarray, list[str]]] = []
-        self.encoder = None
-
-    def rows(self, rec) -> list[np.ndarray]:
-        """The encoded rows ready for the detector: none while the warm-up rows gather,
-        all of them once there are ``warmup``, then each row as it comes."""
-        from anomaly_gym.envs.encoding import TableEncoder
-
-        cats = [rec.fields[i] for i in self.reader.category_idx]
-        if self.encoder is not None:
-            return [self.encoder.transform(rec.values[None, :], np.array([cats], dtype=object))[0]]
-        self.pending.append((rec.values, cats))
-        if len(self.pending) < self.warmup:
-            return []
-        X_num = np.array([v for v, _ in self.pending], dtype=np.float64).reshape(len(self.pending), -1)
-        X_cat = np.array([c for _, c in self.pending], dtype=object).reshape(len(self.pending), -1)
-        self.encoder = TableEncoder(self.reader.feature_names, self.reader.category_names, on_missing="impute").fit(X_num, X_cat)
-        self.pending = []
-        return list(self.encoder.transform(X_num, X_cat))
-
-
-def _stream_detector(args, bundle):
-    """The stream detector of ``detect --mode stream`` (see :mod:`anomaly_gym.detectors.stream`)."""
-    from anomaly_gym.detectors.stream import StreamDetector
-
-    return StreamDetector(bundle, contamination=args.contamination, threshold=args.threshold, warmup=args.warmup,
-                          window=args.window, refit_every=args.refit_every, background=args.refit == "background",
-                          n_threads=args.threads)
-
-
-def _describe_stream_rule(args) -> str:
-    if args.contamination is not None:
-        return f"conformal p-value <= {args.contamination:.4g} among the current fit's held-out and live scores"
-    return f"score > {args.threshold:g}"

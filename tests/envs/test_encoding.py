@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from anomaly_gym.envs.encoding import TableEncoder, encode_frame
+from anomaly_gym.envs.encoding import TableEncoder, WarmupEncoder, encode_frame
 
 
 def _fitted(**kwargs) -> TableEncoder:
@@ -67,3 +67,19 @@ def test_encode_frame_splits_a_dataframe_and_reuses_a_fitted_encoder():
     assert X.shape == (4, 2) and np.isfinite(X).all()
     Y, same = encode_frame(frame.iloc[:1], ["country"], encoder=enc)
     assert same is enc and Y.tolist() == X[:1].tolist()
+
+
+def test_warmup_encoder_holds_rows_back_then_encodes_as_fitted_on_the_warmup_rows():
+    values = [(np.array([float(i)]), ["tcp" if i % 3 else "udp"]) for i in range(6)]
+    enc = WarmupEncoder(["bytes"], ["proto"], warmup=4)
+    released = [enc.rows(v, c) for v, c in values[:4]]
+    assert [len(r) for r in released] == [0, 0, 0, 4]
+    reference = TableEncoder(["bytes"], ["proto"], on_missing="impute").fit(
+        np.array([v for v, _ in values[:4]]), np.array([c for _, c in values[:4]], dtype=object))
+    expected = reference.transform(np.array([v for v, _ in values]), np.array([c for _, c in values], dtype=object))
+    np.testing.assert_array_equal(np.array(released[-1]), expected[:4])
+    later = [enc.rows(v, c) for v, c in values[4:]]
+    assert [len(r) for r in later] == [1, 1]
+    np.testing.assert_array_equal(np.array([r[0] for r in later]), expected[4:])
+    with pytest.raises(ValueError, match="at least 1"):
+        WarmupEncoder(["x"], [], warmup=0)

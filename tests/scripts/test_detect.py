@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from anomaly_gym.agents import PolicyBundle, load_bundle, make_agent
+from anomaly_gym.agents.scoring import PolicyScorer
 from anomaly_gym.detectors.stream import StreamDetector, split_window
 from anomaly_gym.envs import AnomalyDetectionEnv, Featurizer, FeaturizerConfig, make_synthetic_task
 from anomaly_gym.scripts import cli, detect
@@ -353,7 +354,7 @@ def test_the_numpy_policy_head_matches_torch(algo, bundle):
         config = FeaturizerConfig(detectors=("ecod",))
         env = AnomalyDetectionEnv(tasks=[make_synthetic_task("global", n_rows=100, seed=1)], featurizer=config)
         b = PolicyBundle(make_agent(algo, env, net_arch=[16, 16], device="cpu"), config)
-    scorer = detect.PolicyScorer(b)
+    scorer = PolicyScorer(b)
     assert scorer._row is not None  # the numpy head passed its own check against torch
     lo, hi = Featurizer(b.featurizer_config).feature_bounds()
     feats = np.random.default_rng(2).uniform(lo, hi, size=(50, len(lo))).astype(np.float32)
@@ -386,7 +387,7 @@ def test_batch_scores_with_a_target_head(tmp_path, headed, capsys, monkeypatch):
 
 
 def test_single_rows_with_a_target_head_match_the_batch_path(headed):
-    scorer = detect.PolicyScorer(headed)
+    scorer = PolicyScorer(headed)
     X, _ = _rows(60, seed=4)
     feats = headed.featurizer.transform(X)
     np.testing.assert_allclose([scorer.row(f, x) for f, x in zip(feats, X)], scorer.batch(feats, X), rtol=0, atol=1e-6)
