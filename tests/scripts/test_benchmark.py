@@ -402,3 +402,14 @@ def test_transfer_rows_are_the_same_serially_and_on_the_process_pool(run_dir, ti
         return sorted((r["dataset"], r["auroc"], r["auprc"], r["status"]) for r in _rows(path) if r["method"] == "feature_transfer_kmeans")
 
     assert transfer(out) == transfer(run_dir) and all(r[3] == "ok" for r in transfer(out))
+
+
+def test_methods_help_names_every_method_of_the_protocols_lists():
+    """The --methods help spells out the lists (building the parser imports no library code); it must match them."""
+    from anomaly_gym.meta.benchmark.protocol import GAN, LABEL_AWARE, SPECTRAL, TRANSFER, UNSUPERVISED
+    from anomaly_gym.scripts.cli import build_parser
+
+    sub = [a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"][0].choices["benchmark"]
+    (methods,) = [a for a in sub._actions if "--methods" in a.option_strings]
+    for group in (GAN, SPECTRAL, UNSUPERVISED, TRANSFER, LABEL_AWARE):
+        assert ", ".join(group) in methods.help
