@@ -203,6 +203,21 @@ def run_cell(ctx: CellContext, cell: Cell) -> CellResult:
     return CellResult(runner.rows, runner.policy_log)
 
 
+def featurize_source(ctx: CellContext, item: tuple[int, int]) -> str:
+    """Featurize source ``item[0]`` (an index into ``ctx.sources``) for seed ``item[1]``, single-threaded.
+
+    The features land in the disk cache of :func:`~anomaly_gym.envs.features.featurize_task`,
+    where the transfer cells of that seed find them: run over the executor before the cells,
+    each source is featurized once instead of once per worker.
+    """
+    from threadpoolctl import threadpool_limits
+
+    index, seed = item
+    with threadpool_limits(limits=1):
+        _state(ctx)["pool"].features(ctx.sources[index], seed)
+    return ctx.sources[index].name
+
+
 class _CellRunner:
     """Runs the pairs of one cell; label-free methods run once and their row is repeated under each setting."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anomaly_gym.meta.benchmark.cells import Cell, CellContext, error_rows, run_cell
+from anomaly_gym.meta.benchmark.cells import Cell, CellContext, error_rows, featurize_source, run_cell
 from anomaly_gym.meta.benchmark.policies import PolicySource, error_text
 from anomaly_gym.meta.benchmark.protocol import (
     POLICY_BACKED,
@@ -314,19 +314,42 @@ def _execute(config: BenchmarkConfig, setup: _Setup, results: ResultsFile, cells
         context = CellContext({t.name: t for t in setup.targets}, setup.sources, setup.all_targets, setup.folds,
                               setup.mode, config.source_rows, setup.device)
         executor = make_executor(config.executor, workers=workers, address=config.address, start_method=start)
-        with executor, closing(executor.map(run_cell, _with_policies(cells, policies), context)) as outcomes:
-            for outcome in outcomes:
-                cell = outcome.item
-                rows = outcome.value.rows if outcome.ok else error_rows(cell, outcome.error)
-                for row in rows:
-                    results.add(row)
-                if outcome.ok and outcome.value.policy_log:
-                    with (out / "policies.jsonl").open("a") as fh:
-                        fh.writelines(json.dumps(r, default=str) + "\n" for r in outcome.value.policy_log)
-                ran += len(rows)
-                methods = ", ".join(dict.fromkeys(m for _, m in cell.pairs))
-                bar.update(job, advance=len(rows), description=f"{cell.dataset} seed {cell.seed}: {methods}")
+        with executor:
+            _prefeaturize(executor, cells, context, lambda text: bar.update(job, description=text))
+            with closing(executor.map(run_cell, _with_policies(cells, policies), context)) as outcomes:
+                for outcome in outcomes:
+                    cell = outcome.item
+                    rows = outcome.value.rows if outcome.ok else error_rows(cell, outcome.error)
+                    for row in rows:
+                        results.add(row)
+                    if outcome.ok and outcome.value.policy_log:
+                        with (out / "policies.jsonl").open("a") as fh:
+                            fh.writelines(json.dumps(r, default=str) + "\n" for r in outcome.value.policy_log)
+                    ran += len(rows)
+                    methods = ", ".join(dict.fromkeys(m for _, m in cell.pairs))
+                    bar.update(job, advance=len(rows), description=f"{cell.dataset} seed {cell.seed}: {methods}")
     return ran
+
+
+def _prefeaturize(executor, cells: list[Cell], context: CellContext, describe: Callable[[str], None]) -> None:
+    """With several workers, featurize the transfer baselines' sources once each, spread over the workers.
+
+    Each worker would otherwise featurize every source itself for its first transfer cell.
+    A failure here is only logged: the cells featurize again and record their own errors.
+    """
+    from anomaly_gym.detectors import DETECTORS
+
+    widths = {s.n_features for s in context.sources}
+    seeds = sorted({c.seed for c in cells if any(m not in POLICY_BACKED and DETECTORS[m].uses_source for _, m in c.pairs)
+                    and widths != {context.targets[c.dataset].n_features}})
+    if executor.workers < 2 or not seeds:
+        return
+    describe(f"featurizing {len(context.sources)} source datasets for the transfer baselines")
+    items = [(i, seed) for seed in seeds for i in range(len(context.sources))]
+    with closing(executor.map(featurize_source, items, context)) as outcomes:
+        for outcome in outcomes:
+            if not outcome.ok:
+                logger.warning("featurizing source %s failed: %s", context.sources[outcome.item[0]].name, outcome.error)
 
 
 def _cores() -> int:

@@ -384,3 +384,32 @@ def test_gan_and_spectral_groups_are_opt_in():
     chosen = resolve_methods("iforest,gan,spectral", zero)
     assert chosen == ["iforest", "so_gaal", "mo_gaal", "meta_gan", "gan_scratch", "transfer_spectral"]
     assert resolve_methods("default,gan", zero) == default + list(GAN)
+
+
+def test_transfer_rows_are_the_same_serially_and_on_the_process_pool(run_dir, tiny_config, tmp_path):
+    """run_dir ran on the default local pool (sources featurized over the workers first); serially the rows agree."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(run_dir, out)
+    lines = (out / "results.csv").read_text().splitlines()
+    kept = [line for line in lines if ",feature_transfer_kmeans," not in line]
+    assert len(kept) == len(lines) - 2
+    (out / "results.csv").write_text("\n".join(kept) + "\n")
+    assert main(_args(out, tiny_config, "--executor", "serial")) == 0
+
+    def transfer(path):
+        return sorted((r["dataset"], r["auroc"], r["auprc"], r["status"]) for r in _rows(path) if r["method"] == "feature_transfer_kmeans")
+
+    assert transfer(out) == transfer(run_dir) and all(r[3] == "ok" for r in transfer(out))
+
+
+def test_methods_help_names_every_method_of_the_protocols_lists():
+    """The --methods help spells out the lists (building the parser imports no library code); it must match them."""
+    from anomaly_gym.meta.benchmark.protocol import GAN, LABEL_AWARE, SPECTRAL, TRANSFER, UNSUPERVISED
+    from anomaly_gym.scripts.cli import build_parser
+
+    sub = [a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"][0].choices["benchmark"]
+    (methods,) = [a for a in sub._actions if "--methods" in a.option_strings]
+    for group in (GAN, SPECTRAL, UNSUPERVISED, TRANSFER, LABEL_AWARE):
+        assert ", ".join(group) in methods.help
