@@ -18,7 +18,19 @@ and gives, per row:
   of its own (``""``): missingness imputed as a category;
 - for categorical columns with at most ``onehot_max`` distinct values, additionally one
   indicator per value seen (unseen values: all zero).  Off by default (``onehot_max=0``):
-  ``anomaly-gym bench tables`` measures what it gives.
+  ``anomaly-gym bench tables`` measures what it gives;
+- with ``pairs=True``, one more column, ``pairs/rarity``: the conditional rarity of value
+  pairs.  For every pair of categorical columns with 2 to :data:`PAIR_MAX_VALUES` values
+  each, a row's combination (a, b) is compared with how often it would occur if the two
+  columns were independent, ``count(a) * count(b) / n``: ``max(0, floor(log2(expected /
+  count(a, b))))``, a combination never seen counting as half an occurrence; the column
+  holds the largest of these over the pairs (a combination of common values that never
+  occur together is the anomaly that single-column rarity misses).  A value never seen
+  has no expected count and adds nothing here (its own rarity already says it).  Off by
+  default: ``anomaly-gym bench tables`` measures what it gives.
+
+Fitting and transforming are vectorised (pandas hashing, numpy indexing): no Python loop
+runs over the rows; ``anomaly-gym bench encoding`` measures rows/s and peak memory.
 
 The result goes into :class:`~anomaly_gym.envs.features.Featurizer` like any numeric
 table, so one policy acts on tables of any width and mix.  :meth:`TableEncoder.to_dict`
@@ -40,6 +52,8 @@ ONEHOT_MAX = 0
 MAX_CATEGORIES = 100_000
 
 ON_MISSING = ("impute", "error")
+#: Categorical columns with more distinct values than this take no part in pair rarity.
+PAIR_MAX_VALUES = 100
 
 
 class TableEncoder:
@@ -52,6 +66,7 @@ class TableEncoder:
             fitting rows also get one indicator per value (0: none).
         on_missing: ``"impute"`` (default) or ``"error"``: a missing numeric value raises
             ``ValueError`` (categorical columns always treat an empty field as a value).
+        pairs: Add the ``pairs/rarity`` column, the conditional rarity of value pairs.
 
     Example:
         >>> enc = TableEncoder(["amount"], ["country"]).fit(X_num, X_cat)
@@ -59,11 +74,12 @@ class TableEncoder:
     """
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (), *,
-                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute") -> None:
+                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = False) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
         self.onehot_max = int(onehot_max)
         self.on_missing = on_missing
+        self.pairs = bool(pairs)
         names = self.numeric + self.categorical
         if len(set(names)) != len(names):
             raise ValueError(f"a column is named twice among the numeric and categorical columns: {names}")
@@ -76,7 +92,7 @@ class TableEncoder:
 
     # -- fitting -----------------------------------------------------------------------
     def fit(self, X_num=None, X_cat=None) -> TableEncoder:
-        """Learn medians, which columns need missingness indicators, and value counts."""
+        """Learn medians, which columns need missingness indicators, value and pair counts."""
         X_num, X_cat = self._check(X_num, X_cat)
         n = len(X_num)
         if n == 0:
@@ -90,12 +106,15 @@ class TableEncoder:
                 raise ValueError(f"numeric column {name!r} has no value to impute from; leave it out (--ignore {name})")
             self.medians_.append(float(np.median(finite)))
         self.indicators_ = [bool(missing[:, j].any()) for j in range(len(self.numeric))]
-        self.counts_ = []
-        for j in range(len(self.categorical)):
-            values, counts = np.unique(X_cat[:, j], return_counts=True)
-            order = np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]
-            self.counts_.append({str(values[k]): int(counts[k]) for k in order})
-        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max else [] for c in self.counts_]
+        self.counts_ = [_value_counts(X_cat[:, j]) for j in range(len(self.categorical))]
+        self._prepare()
+        codes = [self._codes(X_cat, j) for j in range(len(self.categorical))]
+        self.pair_counts_ = {}
+        for i, j in self._pair_columns():
+            ki, kj = len(self.counts_[i]), len(self.counts_[j])
+            both = (codes[i] >= 0) & (codes[j] >= 0)
+            table = np.bincount(codes[i][both] * kj + codes[j][both], minlength=ki * kj).reshape(ki, kj)
+            self.pair_counts_[(i, j)] = table
         return self
 
     # -- transforming ------------------------------------------------------------------
@@ -103,21 +122,43 @@ class TableEncoder:
         """The encoded rows: float64, shape (n, :attr:`n_outputs`), finite."""
         self._check_fitted()
         X_num, X_cat = self._check(X_num, X_cat)
-        parts = []
+        n = len(X_num)
+        out = np.empty((n, self.n_outputs))
+        at = len(self.numeric)
         if self.numeric:
             missing = np.isnan(X_num)
-            parts.append(np.where(missing, np.asarray(self.medians_), X_num))
+            out[:, :at] = np.where(missing, np.asarray(self.medians_), X_num)
             flagged = [j for j, has in enumerate(self.indicators_) if has]
-            if flagged:
-                parts.append(missing[:, flagged].astype(np.float64))
-        n = len(X_num)
+            out[:, at:at + len(flagged)] = missing[:, flagged]
+            at += len(flagged)
+        codes = [self._codes(X_cat, j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
-            column = X_cat[:, j]
-            seen = np.array([counts.get(v, 0) for v in column.tolist()], dtype=np.float64)
-            parts.append(rarity(seen, self.n_rows_, len(counts)).reshape(n, 1))
+            seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
+            out[:, at] = rarity(seen, self.n_rows_, len(counts))
+            at += 1
             if self.onehot_[j]:
-                parts.append((column[:, None] == np.asarray(self.onehot_[j], dtype=object)[None, :]).astype(np.float64))
-        return np.concatenate(parts, axis=1) if parts else np.empty((n, 0))
+                width = len(self.onehot_[j])
+                block = out[:, at:at + width]
+                block[:] = 0.0
+                hit = codes[j] >= 0
+                block[np.flatnonzero(hit), self._onehot_pos_[j][codes[j][hit]]] = 1.0
+                at += width
+        if self.pairs:
+            out[:, at] = self._pair_rarity(codes)
+        return out
+
+    def _pair_rarity(self, codes: list[np.ndarray]) -> np.ndarray:
+        """Per row, the largest conditional rarity of its value pairs (0 without pairs)."""
+        best = np.zeros(len(codes[0]) if codes else 0)
+        for (i, j), table in self.pair_counts_.items():
+            both = (codes[i] >= 0) & (codes[j] >= 0)
+            a, b = codes[i][both], codes[j][both]
+            expected = self._count_arrays_[i][a] * self._count_arrays_[j][b] / self.n_rows_
+            observed = np.maximum(table[a, b], 0.5)
+            with np.errstate(divide="ignore"):
+                score = np.maximum(0.0, np.floor(np.log2(expected / observed)))
+            best[both] = np.maximum(best[both], score)
+        return best
 
     def fit_transform(self, X_num=None, X_cat=None) -> np.ndarray:
         return self.fit(X_num, X_cat).transform(X_num, X_cat)
@@ -130,20 +171,28 @@ class TableEncoder:
 
     @property
     def output_names(self) -> list[str]:
-        """Name of each encoded column: ``x``, ``x/missing``, ``c/rarity``, ``c=value``."""
+        """Name of each encoded column: ``x``, ``x/missing``, ``c/rarity``, ``c=value``, ``pairs/rarity``."""
         self._check_fitted()
         names = list(self.numeric) + [f"{c}/missing" for c, has in zip(self.numeric, self.indicators_) if has]
         for name, values in zip(self.categorical, self.onehot_):
             names += [f"{name}/rarity"] + [f"{name}={v}" for v in values]
-        return names
+        return names + (["pairs/rarity"] if self.pairs else [])
 
     # -- storage -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The fitted state as plain JSON data."""
+        """The fitted state as plain JSON data (``pairs`` only when pair rarity is on)."""
         self._check_fitted()
-        return {"numeric": list(self.numeric), "categorical": list(self.categorical), "onehot_max": self.onehot_max,
+        data = {"numeric": list(self.numeric), "categorical": list(self.categorical), "onehot_max": self.onehot_max,
                 "on_missing": self.on_missing, "n_rows": self.n_rows_, "medians": list(self.medians_),
                 "indicators": list(self.indicators_), "counts": [dict(c) for c in self.counts_]}
+        if self.pairs:
+            data["pairs"] = []
+            for (i, j), table in self.pair_counts_.items():
+                a, b = np.nonzero(table)
+                keys_i, keys_j = list(self.counts_[i]), list(self.counts_[j])
+                data["pairs"].append({"columns": [i, j], "counts": [[keys_i[p], keys_j[q], int(table[p, q])]
+                                                                     for p, q in zip(a.tolist(), b.tolist())]})
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "encoder") -> TableEncoder:
@@ -151,8 +200,8 @@ class TableEncoder:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
         expected = {"numeric", "categorical", "onehot_max", "on_missing", "n_rows", "medians", "indicators", "counts"}
-        if set(data) != expected:
-            raise ValueError(f"{where}: fields must be {sorted(expected)}, got {sorted(data)}")
+        if not expected <= set(data) <= expected | {"pairs"}:
+            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally 'pairs'), got {sorted(data)}")
         numeric = _str_list(data["numeric"], f"{where}.numeric")
         categorical = _str_list(data["categorical"], f"{where}.categorical")
         onehot_max, n_rows = data["onehot_max"], data["n_rows"]
@@ -160,7 +209,7 @@ class TableEncoder:
             raise ValueError(f"{where}: onehot_max and n_rows must be whole numbers (n_rows at least 1)")
         if not isinstance(data["on_missing"], str):
             raise ValueError(f"{where}: on_missing must be a string")
-        encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"])
+        encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"], pairs="pairs" in data)
         medians, indicators, counts = data["medians"], data["indicators"], data["counts"]
         if not (isinstance(medians, list) and len(medians) == len(numeric)
                 and all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) for m in medians)):
@@ -176,10 +225,31 @@ class TableEncoder:
         encoder.medians_ = [float(m) for m in medians]
         encoder.indicators_ = list(indicators)
         encoder.counts_ = [dict(c) for c in counts]
-        encoder.onehot_ = [sorted(c) if len(c) <= encoder.onehot_max else [] for c in encoder.counts_]
+        encoder._prepare()
+        encoder.pair_counts_ = _pair_tables(encoder, data.get("pairs", []), f"{where}.pairs")
         return encoder
 
     # -- helpers -----------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Lookup structures derived from ``counts_``: a hash index and a count array per column."""
+        import pandas as pd
+
+        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max else [] for c in self.counts_]
+        self._index_ = [pd.Index(list(c), dtype=object) for c in self.counts_]
+        self._count_arrays_ = [np.array([*c.values(), 0], dtype=np.float64) for c in self.counts_]
+        self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None
+                             for c, hot in zip(self.counts_, self.onehot_)]
+
+    def _codes(self, X_cat: np.ndarray, j: int) -> np.ndarray:
+        """Position of each row's value in ``counts_[j]``, -1 for a value not counted there."""
+        return self._index_[j].get_indexer(X_cat[:, j])
+
+    def _pair_columns(self) -> list[tuple[int, int]]:
+        if not self.pairs:
+            return []
+        usable = [j for j, c in enumerate(self.counts_) if 2 <= len(c) <= PAIR_MAX_VALUES]
+        return [(i, j) for k, i in enumerate(usable) for j in usable[k + 1:]]
+
     def _check(self, X_num, X_cat) -> tuple[np.ndarray, np.ndarray]:
         n_num, n_cat = len(self.numeric), len(self.categorical)
         if X_num is None:
@@ -198,16 +268,13 @@ class TableEncoder:
             X_num = np.empty((len(X_cat), 0))
         if not n_cat:
             X_cat = np.empty((len(X_num), 0), dtype=object)
-        if np.isinf(X_num).any():
+        if not np.isfinite(X_num[~np.isnan(X_num)]).all():
             raise ValueError("numeric columns hold infinite values; clean them first")
         if self.on_missing == "error" and np.isnan(X_num).any():
             row, col = np.argwhere(np.isnan(X_num))[0]
             raise ValueError(f"missing value in numeric column {self.numeric[col]!r} (row {row}); "
                              "pass on_missing='impute' (CLI: --on-missing impute) to impute it")
-        if n_cat:  # text, with None and NaN as the empty value
-            flat = ["" if _missing(v) else str(v) for v in X_cat.ravel().tolist()]
-            X_cat = np.array(flat, dtype=object).reshape(X_cat.shape)
-        return X_num, X_cat
+        return X_num, _as_text(X_cat)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "counts_"):
@@ -217,14 +284,56 @@ class TableEncoder:
         return f"TableEncoder({len(self.numeric)} numeric, {len(self.categorical)} categorical)"
 
 
+def _as_text(X_cat: np.ndarray) -> np.ndarray:
+    """Every categorical value as text, None and NaN as the empty value ``""`` (column by column, in pandas)."""
+    import pandas as pd
+
+    if X_cat.size == 0:
+        return X_cat
+    out = np.empty(X_cat.shape, dtype=object)
+    for j in range(X_cat.shape[1]):
+        column = pd.Series(X_cat[:, j], dtype=object, copy=False)
+        if pd.api.types.infer_dtype(column, skipna=False) != "string":
+            column = column.where(column.notna(), "").astype(str)
+        out[:, j] = column.to_numpy(dtype=object)
+    return out
+
+
+def _value_counts(column: np.ndarray) -> dict[str, int]:
+    """``{value: count}``, most common first (ties by value), at most :data:`MAX_CATEGORIES` values."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(column)
+    counts = np.bincount(codes, minlength=len(uniques))
+    values = np.asarray(uniques, dtype=object)
+    order = np.lexsort((values.astype(str), -counts))[:MAX_CATEGORIES]
+    return {str(values[k]): int(counts[k]) for k in order}
+
+
+def _pair_tables(encoder: TableEncoder, pairs: Any, where: str) -> dict[tuple[int, int], np.ndarray]:
+    """The pair count tables of :meth:`TableEncoder.to_dict`'s ``pairs``, checked."""
+    tables, wanted = {}, encoder._pair_columns()
+    if not isinstance(pairs, list) or len(pairs) != len(wanted):
+        raise ValueError(f"{where}: must be a list of {len(wanted)} pair(s) of categorical columns")
+    for entry, (i, j) in zip(pairs, wanted):
+        if not (isinstance(entry, dict) and set(entry) == {"columns", "counts"} and entry["columns"] == [i, j]
+                and isinstance(entry["counts"], list)):
+            raise ValueError(f"{where}: each pair must be {{'columns': [{i}, {j}], 'counts': [[a, b, count], ...]}}")
+        table = np.zeros((len(encoder.counts_[i]), len(encoder.counts_[j])), dtype=np.int64)
+        for item in entry["counts"]:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str)
+                    and item[0] in encoder.counts_[i] and item[1] in encoder.counts_[j]
+                    and _is_int(item[2]) and 1 <= item[2] <= encoder.n_rows_):
+                raise ValueError(f"{where}: bad pair count {item!r}: give [value, value, count] with counted values")
+            table[encoder._index_[i].get_loc(item[0]), encoder._index_[j].get_loc(item[1])] = item[2]
+        tables[(i, j)] = table
+    return tables
+
+
 def rarity(count: np.ndarray, n: int, k: int) -> np.ndarray:
     """``max(0, floor(log2(n / (k * count))))``, an unseen value (count 0) counted as 0.5."""
     with np.errstate(divide="ignore"):
         return np.maximum(0.0, np.floor(np.log2(n / (max(k, 1) * np.maximum(count, 0.5)))))
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _is_int(value) -> bool:
@@ -238,7 +347,7 @@ def _str_list(value, where: str) -> list[str]:
 
 
 def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_MAX, on_missing: str = "impute",
-                 encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
+                 pairs: bool = False, encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
     """Encode a pandas DataFrame: ``categorical`` columns by rarity, the others as numbers.
 
     Fits a new encoder unless ``encoder`` (fitted) is given.  Returns (matrix, encoder).
@@ -249,7 +358,7 @@ def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_
     numeric = [c for c in frame.columns if c not in set(categorical)]
     if encoder is None:
         encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], onehot_max=onehot_max,
-                               on_missing=on_missing)
+                               on_missing=on_missing, pairs=pairs)
     X_num = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if numeric else None
     X_cat = frame[categorical].astype(object).where(frame[categorical].notna(), "").astype(str).to_numpy(dtype=object) if categorical else None
     if X_num is not None and encoder.on_missing == "error":

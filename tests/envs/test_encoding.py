@@ -67,3 +67,48 @@ def test_encode_frame_splits_a_dataframe_and_reuses_a_fitted_encoder():
     assert X.shape == (4, 2) and np.isfinite(X).all()
     Y, same = encode_frame(frame.iloc[:1], ["country"], encoder=enc)
     assert same is enc and Y.tolist() == X[:1].tolist()
+
+
+def _dependent_pairs() -> np.ndarray:
+    """Columns a and b always agree (x with p, y with q), but one row pairs x with q; c is noise."""
+    rng = np.random.default_rng(0)
+    a = np.array(["x", "y"] * 100, dtype=object)
+    b = np.where(a == "x", "p", "q").astype(object)
+    b[0] = "q"
+    c = rng.choice(["u", "v", "w"], size=200).astype(object)
+    return np.column_stack([a, b, c])
+
+
+def test_pair_rarity_finds_a_combination_of_common_values_that_single_rarity_misses():
+    X_cat = _dependent_pairs()
+    enc = TableEncoder([], ["a", "b", "c"], pairs=True).fit(X_cat=X_cat)
+    X = enc.transform(X_cat=X_cat)
+    assert enc.output_names == ["a/rarity", "b/rarity", "c/rarity", "pairs/rarity"]
+    assert (X[:, :3] == 0).all()  # every single value is common
+    # (x, q): expected 100 * 101 / 200 = 50.5 times, seen once: floor(log2(50.5)) = 5
+    assert X[0, 3] == 5 and (X[1:, 3] == 0).all()
+    # a combination never seen counts as half an occurrence; a value never seen adds nothing
+    new = enc.transform(X_cat=np.array([["y", "p", "u"], ["zzz", "p", "u"]], dtype=object))
+    assert new[0, 3] == 6 and new[1, 3] == 0 and new[1, 0] > 0
+    assert TableEncoder([], ["a", "b", "c"]).fit(X_cat=X_cat).n_outputs == 3  # off by default
+
+
+def test_pair_counts_round_trip_through_json_and_are_checked():
+    X_cat = _dependent_pairs()
+    enc = TableEncoder(["n"], ["a", "b", "c"], pairs=True).fit(np.arange(200.0).reshape(-1, 1), X_cat)
+    data = json.loads(json.dumps(enc.to_dict()))
+    again = TableEncoder.from_dict(data)
+    X_new = np.array([["y", "p", "u"], ["x", "p", "w"]], dtype=object)
+    np.testing.assert_array_equal(again.transform(np.zeros((2, 1)), X_new), enc.transform(np.zeros((2, 1)), X_new))
+    data["pairs"][0]["counts"][0] = ["x", "nope", 3]
+    with pytest.raises(ValueError, match="bad pair count"):
+        TableEncoder.from_dict(data)
+    assert "pairs" not in TableEncoder(["n"], ["a"]).fit(np.zeros((2, 1)), X_cat[:2, :1]).to_dict()
+
+
+def test_values_of_any_type_are_read_as_text_with_none_and_nan_as_the_empty_value():
+    X_cat = np.array([[1], [1.5], [None], [np.nan], ["1"], [""]], dtype=object)
+    enc = TableEncoder([], ["v"], onehot_max=5).fit(X_cat=X_cat)
+    assert enc.counts_[0] == {"": 3, "1": 2, "1.5": 1}
+    np.testing.assert_array_equal(enc.transform(X_cat=X_cat)[:, 1:], [[0, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0],
+                                                                       [0, 1, 0], [1, 0, 0]])
