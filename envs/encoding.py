@@ -54,6 +54,8 @@ MAX_CATEGORIES = 100_000
 ON_MISSING = ("impute", "error")
 #: Categorical columns with more distinct values than this take no part in pair rarity.
 PAIR_MAX_VALUES = 100
+#: Rows encoded at a time by :meth:`TableEncoder.transform`.
+CHUNK_ROWS = 32_768
 
 
 class TableEncoder:
@@ -106,9 +108,10 @@ class TableEncoder:
                 raise ValueError(f"numeric column {name!r} has no value to impute from; leave it out (--ignore {name})")
             self.medians_.append(float(np.median(finite)))
         self.indicators_ = [bool(missing[:, j].any()) for j in range(len(self.numeric))]
-        self.counts_ = [_value_counts(X_cat[:, j]) for j in range(len(self.categorical))]
+        texts = [_as_text(X_cat[:, j]) for j in range(len(self.categorical))]
+        self.counts_ = [_value_counts(text) for text in texts]
         self._prepare()
-        codes = [self._codes(X_cat, j) for j in range(len(self.categorical))]
+        codes = [self._codes(text, j) for j, text in enumerate(texts)]
         self.pair_counts_ = {}
         for i, j in self._pair_columns():
             ki, kj = len(self.counts_[i]), len(self.counts_[j])
@@ -119,11 +122,25 @@ class TableEncoder:
 
     # -- transforming ------------------------------------------------------------------
     def transform(self, X_num=None, X_cat=None) -> np.ndarray:
-        """The encoded rows: float64, shape (n, :attr:`n_outputs`), finite."""
+        """The encoded rows: float64, shape (n, :attr:`n_outputs`), finite.
+
+        Encoded :data:`CHUNK_ROWS` rows at a time into a reused buffer (the output columns
+        of a chunk stay in the CPU's cache; temporary arrays stay chunk-sized).
+        """
         self._check_fitted()
         X_num, X_cat = self._check(X_num, X_cat)
         n = len(X_num)
         out = np.empty((n, self.n_outputs))
+        buffer = np.empty((min(n, CHUNK_ROWS), self.n_outputs))
+        for start in range(0, n, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, n)
+            chunk = buffer[: stop - start]
+            self._encode_rows(X_num[start:stop], X_cat[start:stop], chunk)
+            out[start:stop] = chunk
+        return out
+
+    def _encode_rows(self, X_num: np.ndarray, X_cat: np.ndarray, out: np.ndarray) -> None:
+        """Write the encoding of some checked rows into ``out`` (rows x :attr:`n_outputs`)."""
         at = len(self.numeric)
         if self.numeric:
             missing = np.isnan(X_num)
@@ -131,7 +148,7 @@ class TableEncoder:
             flagged = [j for j, has in enumerate(self.indicators_) if has]
             out[:, at:at + len(flagged)] = missing[:, flagged]
             at += len(flagged)
-        codes = [self._codes(X_cat, j) for j in range(len(self.categorical))]
+        codes = [self._codes(_as_text(X_cat[:, j]), j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
             seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
             out[:, at] = rarity(seen, self.n_rows_, len(counts))
@@ -145,7 +162,6 @@ class TableEncoder:
                 at += width
         if self.pairs:
             out[:, at] = self._pair_rarity(codes)
-        return out
 
     def _pair_rarity(self, codes: list[np.ndarray]) -> np.ndarray:
         """Per row, the largest conditional rarity of its value pairs (0 without pairs)."""
@@ -240,9 +256,11 @@ class TableEncoder:
         self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None
                              for c, hot in zip(self.counts_, self.onehot_)]
 
-    def _codes(self, X_cat: np.ndarray, j: int) -> np.ndarray:
-        """Position of each row's value in ``counts_[j]``, -1 for a value not counted there."""
-        return self._index_[j].get_indexer(X_cat[:, j])
+    def _codes(self, text: np.ndarray, j: int) -> np.ndarray:
+        """Position of each value of column ``j`` (text) in ``counts_[j]``, -1 for a value not counted there."""
+        import pandas as pd
+
+        return self._index_[j].get_indexer(pd.Index(text, dtype=object, copy=False))
 
     def _pair_columns(self) -> list[tuple[int, int]]:
         if not self.pairs:
@@ -274,7 +292,7 @@ class TableEncoder:
             row, col = np.argwhere(np.isnan(X_num))[0]
             raise ValueError(f"missing value in numeric column {self.numeric[col]!r} (row {row}); "
                              "pass on_missing='impute' (CLI: --on-missing impute) to impute it")
-        return X_num, _as_text(X_cat)
+        return X_num, X_cat
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "counts_"):
@@ -284,19 +302,19 @@ class TableEncoder:
         return f"TableEncoder({len(self.numeric)} numeric, {len(self.categorical)} categorical)"
 
 
-def _as_text(X_cat: np.ndarray) -> np.ndarray:
-    """Every categorical value as text, None and NaN as the empty value ``""`` (column by column, in pandas)."""
+def _as_text(column: np.ndarray) -> np.ndarray:
+    """A categorical column's values as text (``str``), None and NaN as the empty value ``""``."""
     import pandas as pd
 
-    if X_cat.size == 0:
-        return X_cat
-    out = np.empty(X_cat.shape, dtype=object)
-    for j in range(X_cat.shape[1]):
-        column = pd.Series(X_cat[:, j], dtype=object, copy=False)
-        if pd.api.types.infer_dtype(column, skipna=False) != "string":
-            column = column.where(column.notna(), "").astype(str)
-        out[:, j] = column.to_numpy(dtype=object)
-    return out
+    missing = pd.isna(column)
+    if pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):
+        column = column.astype(str).astype(object)  # numbers (integer codes): str() of each, in numpy's loop
+    elif missing.any():
+        column = column.copy()
+    else:
+        return column
+    column[missing] = ""
+    return column
 
 
 def _value_counts(column: np.ndarray) -> dict[str, int]:

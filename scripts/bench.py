@@ -46,10 +46,13 @@ def add_parser(sub) -> None:
     from anomaly_gym.scripts import _bench_tables
 
     _bench_tables.add_parser(bsub)  # `bench tables`
+    from anomaly_gym.scripts import _bench_encoding
+
+    _bench_encoding.add_parser(bsub)  # `bench encoding`
     from anomaly_gym.scripts import _bench_discover
 
     _bench_discover.add_parser(bsub)  # `bench discover`
-    for name in ("featurizer", "env", "detect", "stream-temporal"):
+    for name in ("featurizer", "env", "detect", "stream-temporal", "encoding"):
         sp = bsub.choices[name]
         sp.add_argument("--runs", type=int, default=1,
                         help="run the whole benchmark N times and print the median, range and load average of each headline figure "

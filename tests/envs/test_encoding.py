@@ -112,3 +112,17 @@ def test_values_of_any_type_are_read_as_text_with_none_and_nan_as_the_empty_valu
     assert enc.counts_[0] == {"": 3, "1": 2, "1.5": 1}
     np.testing.assert_array_equal(enc.transform(X_cat=X_cat)[:, 1:], [[0, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0],
                                                                        [0, 1, 0], [1, 0, 0]])
+
+
+def test_transform_in_chunks_gives_the_rows_encoded_one_at_a_time(monkeypatch):
+    import anomaly_gym.envs.encoding as encoding
+
+    rng = np.random.default_rng(1)
+    X_num = np.where(rng.random((50, 2)) < 0.2, np.nan, rng.normal(size=(50, 2)))
+    X_cat = rng.choice(np.array(["a", "b", "c", None], dtype=object), size=(50, 2))
+    enc = TableEncoder(["x", "y"], ["c", "d"], onehot_max=4, pairs=True).fit(X_num, X_cat)
+    monkeypatch.setattr(encoding, "CHUNK_ROWS", 7)
+    whole = enc.transform(X_num, X_cat)
+    one_by_one = np.vstack([enc.transform(X_num[i:i + 1], X_cat[i:i + 1]) for i in range(50)])
+    np.testing.assert_array_equal(whole, one_by_one)
+    assert whole.shape == (50, enc.n_outputs) and np.isfinite(whole).all()

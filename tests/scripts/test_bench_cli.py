@@ -29,3 +29,13 @@ def test_runs_repeat_the_benchmark_and_summarize(capsys):
 def test_runs_must_be_positive(capsys):
     assert main(["bench", "stream-temporal", "--rows", "1000", "--runs", "0"]) == 2
     assert "--runs must be a positive integer" in capsys.readouterr().err
+
+
+def test_bench_encoding_prints_rows_per_second_and_peak_memory(capsys):
+    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--pairs", "--onehot-max", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "5,000 rows, 7 numeric + 3 categorical columns (cardinalities [4, 200, 50000])" in out
+    # 7 numbers + 7 missingness indicators + 3 rarities + 5 one-hot (4 values and the empty one) + pairs/rarity
+    assert re.search(r"fit: [\d.]+s \([\d,]+ rows/s\); transform: [\d.]+s \([\d,]+ rows/s\); 23 encoded columns", out)
+    assert re.search(r"peak memory of fit \+ transform: [\d,]+ MiB", out)
+    assert main(["bench", "encoding", "--rows", "5000", "--missing", "1.5"]) == 2
