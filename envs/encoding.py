@@ -54,6 +54,11 @@ MAX_CATEGORIES = 100_000
 ON_MISSING = ("impute", "error")
 #: Categorical columns with more distinct values than this take no part in pair rarity.
 PAIR_MAX_VALUES = 100
+#: A column of at most this many values that are about equally common gets one-hot
+#: indicators (with ``even_onehot``): its values' rarities can hardly tell them apart.
+EVEN_MAX_VALUES = 10
+#: "About equally common": the values' entropy is at least this share of log(k).
+EVEN_ENTROPY = 0.9
 #: Rows encoded at a time by :meth:`TableEncoder.transform`.
 CHUNK_ROWS = 32_768
 
@@ -76,12 +81,14 @@ class TableEncoder:
     """
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (), *,
-                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = False) -> None:
+                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = False,
+                 even_onehot: bool = False) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
         self.onehot_max = int(onehot_max)
         self.on_missing = on_missing
         self.pairs = bool(pairs)
+        self.even_onehot = bool(even_onehot)
         names = self.numeric + self.categorical
         if len(set(names)) != len(names):
             raise ValueError(f"a column is named twice among the numeric and categorical columns: {names}")
@@ -196,11 +203,13 @@ class TableEncoder:
 
     # -- storage -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The fitted state as plain JSON data (``pairs`` only when pair rarity is on)."""
+        """The fitted state as plain JSON data (``pairs`` and ``even_onehot`` only when they are on)."""
         self._check_fitted()
         data = {"numeric": list(self.numeric), "categorical": list(self.categorical), "onehot_max": self.onehot_max,
                 "on_missing": self.on_missing, "n_rows": self.n_rows_, "medians": list(self.medians_),
                 "indicators": list(self.indicators_), "counts": [dict(c) for c in self.counts_]}
+        if self.even_onehot:
+            data["even_onehot"] = True
         if self.pairs:
             data["pairs"] = []
             for (i, j), table in self.pair_counts_.items():
@@ -216,8 +225,11 @@ class TableEncoder:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
         expected = {"numeric", "categorical", "onehot_max", "on_missing", "n_rows", "medians", "indicators", "counts"}
-        if not expected <= set(data) <= expected | {"pairs"}:
-            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally 'pairs'), got {sorted(data)}")
+        if not expected <= set(data) <= expected | {"pairs", "even_onehot"}:
+            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally 'pairs', 'even_onehot'), "
+                             f"got {sorted(data)}")
+        if data.get("even_onehot", True) is not True:
+            raise ValueError(f"{where}: even_onehot, when present, must be true")
         numeric = _str_list(data["numeric"], f"{where}.numeric")
         categorical = _str_list(data["categorical"], f"{where}.categorical")
         onehot_max, n_rows = data["onehot_max"], data["n_rows"]
@@ -225,7 +237,8 @@ class TableEncoder:
             raise ValueError(f"{where}: onehot_max and n_rows must be whole numbers (n_rows at least 1)")
         if not isinstance(data["on_missing"], str):
             raise ValueError(f"{where}: on_missing must be a string")
-        encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"], pairs="pairs" in data)
+        encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"], pairs="pairs" in data,
+                      even_onehot="even_onehot" in data)
         medians, indicators, counts = data["medians"], data["indicators"], data["counts"]
         if not (isinstance(medians, list) and len(medians) == len(numeric)
                 and all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) for m in medians)):
@@ -250,7 +263,8 @@ class TableEncoder:
         """Lookup structures derived from ``counts_``: a hash index and a count array per column."""
         import pandas as pd
 
-        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max else [] for c in self.counts_]
+        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max or (self.even_onehot and _even(c)) else []
+                        for c in self.counts_]
         self._index_ = [pd.Index(list(c), dtype=object) for c in self.counts_]
         self._count_arrays_ = [np.array([*c.values(), 0], dtype=np.float64) for c in self.counts_]
         self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None
@@ -317,6 +331,16 @@ def _as_text(column: np.ndarray) -> np.ndarray:
     return column
 
 
+def _even(counts: dict[str, int]) -> bool:
+    """2 to :data:`EVEN_MAX_VALUES` values whose entropy is at least :data:`EVEN_ENTROPY` of log(k)."""
+    k = len(counts)
+    if not 2 <= k <= EVEN_MAX_VALUES:
+        return False
+    p = np.array(list(counts.values()), dtype=np.float64)
+    p /= p.sum()
+    return float(-(p * np.log(p)).sum() / np.log(k)) >= EVEN_ENTROPY
+
+
 def _value_counts(column: np.ndarray) -> dict[str, int]:
     """``{value: count}``, most common first (ties by value), at most :data:`MAX_CATEGORIES` values."""
     import pandas as pd
@@ -365,7 +389,7 @@ def _str_list(value, where: str) -> list[str]:
 
 
 def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_MAX, on_missing: str = "impute",
-                 pairs: bool = False, encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
+                 pairs: bool = False, even_onehot: bool = False, encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
     """Encode a pandas DataFrame: ``categorical`` columns by rarity, the others as numbers.
 
     Fits a new encoder unless ``encoder`` (fitted) is given.  Returns (matrix, encoder).
@@ -376,7 +400,7 @@ def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_
     numeric = [c for c in frame.columns if c not in set(categorical)]
     if encoder is None:
         encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], onehot_max=onehot_max,
-                               on_missing=on_missing, pairs=pairs)
+                               on_missing=on_missing, pairs=pairs, even_onehot=even_onehot)
     X_num = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if numeric else None
     X_cat = frame[categorical].astype(object).where(frame[categorical].notna(), "").astype(str).to_numpy(dtype=object) if categorical else None
     if X_num is not None and encoder.on_missing == "error":
