@@ -19,15 +19,18 @@ and gives, per row:
 - for categorical columns with at most ``onehot_max`` distinct values, additionally one
   indicator per value seen (unseen values: all zero).  Off by default (``onehot_max=0``):
   ``anomaly-gym bench tables`` measures what it gives;
-- with ``pairs=True``, one more column, ``pairs/rarity``: the conditional rarity of value
+- with ``pairs`` (the default), one more column, ``pairs/rarity``: the conditional rarity of value
   pairs.  For every pair of categorical columns with 2 to :data:`PAIR_MAX_VALUES` values
   each, a row's combination (a, b) is compared with how often it would occur if the two
   columns were independent, ``count(a) * count(b) / n``: ``max(0, floor(log2(expected /
   count(a, b))))``, a combination never seen counting as half an occurrence; the column
   holds the largest of these over the pairs (a combination of common values that never
   occur together is the anomaly that single-column rarity misses).  A value never seen
-  has no expected count and adds nothing here (its own rarity already says it).  Off by
-  default: ``anomaly-gym bench tables`` measures what it gives.
+  has no expected count and adds nothing here (its own rarity already says it).
+  ``anomaly-gym bench tables`` measures what it gives: on by default (:data:`PAIRS`);
+- with ``even_onehot``, one-hot indicators for columns of at most :data:`EVEN_MAX_VALUES`
+  values that are about equally common, whose rarities can hardly tell the values apart.
+  Off by default: it helps a table of board coordinates and hurts a customer table.
 
 Fitting and transforming are vectorised (pandas hashing, numpy indexing): no Python loop
 runs over the rows; ``anomaly-gym bench encoding`` measures rows/s and peak memory.
@@ -52,6 +55,9 @@ ONEHOT_MAX = 0
 MAX_CATEGORIES = 100_000
 
 ON_MISSING = ("impute", "error")
+#: The conditional rarity of value pairs is on by default: ``anomaly-gym bench tables``
+#: measures what it gives.
+PAIRS = True
 #: Categorical columns with more distinct values than this take no part in pair rarity.
 PAIR_MAX_VALUES = 100
 #: A column of at most this many values that are about equally common gets one-hot
@@ -73,7 +79,10 @@ class TableEncoder:
             fitting rows also get one indicator per value (0: none).
         on_missing: ``"impute"`` (default) or ``"error"``: a missing numeric value raises
             ``ValueError`` (categorical columns always treat an empty field as a value).
-        pairs: Add the ``pairs/rarity`` column, the conditional rarity of value pairs.
+        pairs: Add the ``pairs/rarity`` column, the conditional rarity of value pairs (when
+            at least two categorical columns have 2 to :data:`PAIR_MAX_VALUES` values).
+        even_onehot: Give one-hot indicators to columns of at most :data:`EVEN_MAX_VALUES`
+            values that are about equally common (off by default: see the module docstring).
 
     Example:
         >>> enc = TableEncoder(["amount"], ["country"]).fit(X_num, X_cat)
@@ -81,7 +90,7 @@ class TableEncoder:
     """
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (), *,
-                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = False,
+                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = PAIRS,
                  even_onehot: bool = False) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
@@ -167,7 +176,7 @@ class TableEncoder:
                 hit = codes[j] >= 0
                 block[np.flatnonzero(hit), self._onehot_pos_[j][codes[j][hit]]] = 1.0
                 at += width
-        if self.pairs:
+        if self.pair_counts_:
             out[:, at] = self._pair_rarity(codes)
 
     def _pair_rarity(self, codes: list[np.ndarray]) -> np.ndarray:
@@ -199,7 +208,7 @@ class TableEncoder:
         names = list(self.numeric) + [f"{c}/missing" for c, has in zip(self.numeric, self.indicators_) if has]
         for name, values in zip(self.categorical, self.onehot_):
             names += [f"{name}/rarity"] + [f"{name}={v}" for v in values]
-        return names + (["pairs/rarity"] if self.pairs else [])
+        return names + (["pairs/rarity"] if self._pair_columns() else [])
 
     # -- storage -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -389,7 +398,7 @@ def _str_list(value, where: str) -> list[str]:
 
 
 def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_MAX, on_missing: str = "impute",
-                 pairs: bool = False, even_onehot: bool = False, encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
+                 pairs: bool = PAIRS, even_onehot: bool = False, encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
     """Encode a pandas DataFrame: ``categorical`` columns by rarity, the others as numbers.
 
     Fits a new encoder unless ``encoder`` (fitted) is given.  Returns (matrix, encoder).

@@ -90,7 +90,8 @@ def test_pair_rarity_finds_a_combination_of_common_values_that_single_rarity_mis
     # a combination never seen counts as half an occurrence; a value never seen adds nothing
     new = enc.transform(X_cat=np.array([["y", "p", "u"], ["zzz", "p", "u"]], dtype=object))
     assert new[0, 3] == 6 and new[1, 3] == 0 and new[1, 0] > 0
-    assert TableEncoder([], ["a", "b", "c"]).fit(X_cat=X_cat).n_outputs == 3  # off by default
+    assert TableEncoder([], ["a", "b", "c"], pairs=False).fit(X_cat=X_cat).n_outputs == 3
+    assert TableEncoder([], ["a", "c"]).fit(X_cat=X_cat[:, [0, 2]]).n_outputs == 3  # on by default
 
 
 def test_pair_counts_round_trip_through_json_and_are_checked():
@@ -103,7 +104,7 @@ def test_pair_counts_round_trip_through_json_and_are_checked():
     data["pairs"][0]["counts"][0] = ["x", "nope", 3]
     with pytest.raises(ValueError, match="bad pair count"):
         TableEncoder.from_dict(data)
-    assert "pairs" not in TableEncoder(["n"], ["a"]).fit(np.zeros((2, 1)), X_cat[:2, :1]).to_dict()
+    assert "pairs" not in TableEncoder(["n"], ["a"], pairs=False).fit(np.zeros((2, 1)), X_cat[:2, :1]).to_dict()
 
 
 def test_values_of_any_type_are_read_as_text_with_none_and_nan_as_the_empty_value():
@@ -126,3 +127,21 @@ def test_transform_in_chunks_gives_the_rows_encoded_one_at_a_time(monkeypatch):
     one_by_one = np.vstack([enc.transform(X_num[i:i + 1], X_cat[i:i + 1]) for i in range(50)])
     np.testing.assert_array_equal(whole, one_by_one)
     assert whole.shape == (50, enc.n_outputs) and np.isfinite(whole).all()
+
+
+def test_even_onehot_expands_only_low_cardinality_columns_of_about_equally_common_values():
+    rng = np.random.default_rng(0)
+    even = rng.choice(list("abcdefgh"), size=800)  # 8 values, about equally common
+    skewed = rng.choice(["tcp", "udp", "icmp"], size=800, p=[0.9, 0.08, 0.02])
+    wide = rng.choice([f"v{i}" for i in range(40)], size=800)  # even, but too many values
+    X_cat = np.column_stack([even, skewed, wide]).astype(object)
+    enc = TableEncoder([], ["file", "proto", "id"], even_onehot=True, pairs=False).fit(X_cat=X_cat)
+    assert [len(v) for v in enc.onehot_] == [8, 0, 0]
+    assert enc.output_names[:2] == ["file/rarity", "file=a"] and enc.n_outputs == 3 + 8
+    X = enc.transform(X_cat=X_cat)
+    np.testing.assert_array_equal(X[:, 1:9].sum(axis=1), 1)
+    again = TableEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    np.testing.assert_array_equal(again.transform(X_cat=X_cat[:20]), X[:20])
+    assert TableEncoder([], ["file", "proto", "id"], pairs=False).fit(X_cat=X_cat).n_outputs == 3  # off: rarity only
+    with pytest.raises(ValueError, match="even_onehot"):
+        TableEncoder.from_dict({**enc.to_dict(), "even_onehot": "yes"})

@@ -32,10 +32,12 @@ def test_runs_must_be_positive(capsys):
 
 
 def test_bench_encoding_prints_rows_per_second_and_peak_memory(capsys):
-    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--pairs", "--onehot-max", "5"]) == 0
+    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--onehot-max", "5"]) == 0
     out = capsys.readouterr().out
-    assert "5,000 rows, 7 numeric + 3 categorical columns (cardinalities [4, 200, 50000])" in out
+    assert "5,000 rows, 7 numeric + 3 categorical columns (cardinalities [4, 60, 50000])" in out
     # 7 numbers + 7 missingness indicators + 3 rarities + 5 one-hot (4 values and the empty one) + pairs/rarity
     assert re.search(r"fit: [\d.]+s \([\d,]+ rows/s\); transform: [\d.]+s \([\d,]+ rows/s\); 23 encoded columns", out)
     assert re.search(r"peak memory of fit \+ transform: [\d,]+ MiB", out)
+    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--no-pairs"]) == 0
+    assert "; 17 encoded columns" in capsys.readouterr().out
     assert main(["bench", "encoding", "--rows", "5000", "--missing", "1.5"]) == 2
