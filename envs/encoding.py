@@ -9,13 +9,15 @@ and gives, per row:
   missing values among the fitting rows (a column that had none is imputed without one, so
   the width never depends on the rows being scored);
 - per categorical column, the value's *rarity*: how many times its share among the ``n``
-  fitting rows halves below the share every value would have if the column's ``k`` values
-  were equally common, ``max(0, floor(log2(n / (k * count))))``; a value never seen there
-  counts as half an occurrence, rarer than any value seen (a rare protocol or country is
-  often the anomaly).  Values at or near the uniform share all get 0: the featurizer
+  fitting rows halves below ``1 / margin`` of the share every value would have if the
+  column's ``k`` values were equally common, ``max(0, floor(log2(n / (margin * k *
+  count))))``, with ``margin`` :data:`RARITY_MARGIN`; a value never seen there counts as
+  half an occurrence, rarer than any value seen (a rare protocol or country is often the
+  anomaly).  Values down to a quarter of the uniform share all get 0: the featurizer
   rescales every column to its range, so a finer measure would turn the sampling noise of
-  a column of equally common values into a full-range feature.  An empty field is a value
-  of its own (``""``): missingness imputed as a category;
+  a column of equally common values, or a moderately skewed one (a chess piece on an
+  edge file), into a full-range feature that marks a large share of the rows as rare.
+  An empty field is a value of its own (``""``): missingness imputed as a category;
 - for categorical columns with at most ``onehot_max`` distinct values, additionally one
   indicator per value seen (unseen values: all zero).  Off by default (``onehot_max=0``):
   ``anomaly-gym bench tables`` measures what it gives;
@@ -51,6 +53,9 @@ import numpy as np
 #: Categorical columns with at most this many distinct values also get one-hot indicators.
 #: 0 (no one-hot) is the default: see the module docstring.
 ONEHOT_MAX = 0
+#: A value is rare from ``1 / RARITY_MARGIN`` of the uniform share down (1: from the uniform
+#: share itself, as bundles written before this setting existed encode).
+RARITY_MARGIN = 2
 #: Most distinct values a categorical column keeps counts of; the rest count as unseen.
 MAX_CATEGORIES = 100_000
 
@@ -83,6 +88,7 @@ class TableEncoder:
             at least two categorical columns have 2 to :data:`PAIR_MAX_VALUES` values).
         even_onehot: Give one-hot indicators to columns of at most :data:`EVEN_MAX_VALUES`
             values that are about equally common (off by default: see the module docstring).
+        rarity_margin: A value is rare from ``1 / rarity_margin`` of the uniform share down.
 
     Example:
         >>> enc = TableEncoder(["amount"], ["country"]).fit(X_num, X_cat)
@@ -91,13 +97,16 @@ class TableEncoder:
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (), *,
                  onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = PAIRS,
-                 even_onehot: bool = False) -> None:
+                 even_onehot: bool = False, rarity_margin: int = RARITY_MARGIN) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
         self.onehot_max = int(onehot_max)
         self.on_missing = on_missing
         self.pairs = bool(pairs)
         self.even_onehot = bool(even_onehot)
+        self.rarity_margin = int(rarity_margin)
+        if self.rarity_margin < 1:
+            raise ValueError(f"rarity_margin must be 1 or more, got {rarity_margin}")
         names = self.numeric + self.categorical
         if len(set(names)) != len(names):
             raise ValueError(f"a column is named twice among the numeric and categorical columns: {names}")
@@ -167,7 +176,7 @@ class TableEncoder:
         codes = [self._codes(_as_text(X_cat[:, j]), j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
             seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
-            out[:, at] = rarity(seen, self.n_rows_, len(counts))
+            out[:, at] = rarity(seen, self.n_rows_, len(counts), self.rarity_margin)
             at += 1
             if self.onehot_[j]:
                 width = len(self.onehot_[j])
@@ -216,7 +225,8 @@ class TableEncoder:
         self._check_fitted()
         data = {"numeric": list(self.numeric), "categorical": list(self.categorical), "onehot_max": self.onehot_max,
                 "on_missing": self.on_missing, "n_rows": self.n_rows_, "medians": list(self.medians_),
-                "indicators": list(self.indicators_), "counts": [dict(c) for c in self.counts_]}
+                "indicators": list(self.indicators_), "counts": [dict(c) for c in self.counts_],
+                "rarity_margin": self.rarity_margin}
         if self.even_onehot:
             data["even_onehot"] = True
         if self.pairs:
@@ -234,9 +244,13 @@ class TableEncoder:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
         expected = {"numeric", "categorical", "onehot_max", "on_missing", "n_rows", "medians", "indicators", "counts"}
-        if not expected <= set(data) <= expected | {"pairs", "even_onehot"}:
-            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally 'pairs', 'even_onehot'), "
+        optional = {"pairs", "even_onehot", "rarity_margin"}
+        if not expected <= set(data) <= expected | optional:
+            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally {sorted(optional)}), "
                              f"got {sorted(data)}")
+        margin = data.get("rarity_margin", 1)  # absent: written before the margin existed
+        if not _is_int(margin) or margin < 1:
+            raise ValueError(f"{where}: rarity_margin must be a whole number, 1 or more")
         if data.get("even_onehot", True) is not True:
             raise ValueError(f"{where}: even_onehot, when present, must be true")
         numeric = _str_list(data["numeric"], f"{where}.numeric")
@@ -247,7 +261,7 @@ class TableEncoder:
         if not isinstance(data["on_missing"], str):
             raise ValueError(f"{where}: on_missing must be a string")
         encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"], pairs="pairs" in data,
-                      even_onehot="even_onehot" in data)
+                      even_onehot="even_onehot" in data, rarity_margin=margin)
         medians, indicators, counts = data["medians"], data["indicators"], data["counts"]
         if not (isinstance(medians, list) and len(medians) == len(numeric)
                 and all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) for m in medians)):
@@ -381,10 +395,10 @@ def _pair_tables(encoder: TableEncoder, pairs: Any, where: str) -> dict[tuple[in
     return tables
 
 
-def rarity(count: np.ndarray, n: int, k: int) -> np.ndarray:
-    """``max(0, floor(log2(n / (k * count))))``, an unseen value (count 0) counted as 0.5."""
+def rarity(count: np.ndarray, n: int, k: int, margin: int = RARITY_MARGIN) -> np.ndarray:
+    """``max(0, floor(log2(n / (margin * k * count))))``, an unseen value (count 0) counted as 0.5."""
     with np.errstate(divide="ignore"):
-        return np.maximum(0.0, np.floor(np.log2(n / (max(k, 1) * np.maximum(count, 0.5)))))
+        return np.maximum(0.0, np.floor(np.log2(n / (margin * max(k, 1) * np.maximum(count, 0.5)))))
 
 
 def _is_int(value) -> bool:
@@ -397,19 +411,20 @@ def _str_list(value, where: str) -> list[str]:
     return list(value)
 
 
-def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_MAX, on_missing: str = "impute",
-                 pairs: bool = PAIRS, even_onehot: bool = False, encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
+def encode_frame(frame, categorical: Sequence[str], *, on_missing: str = "impute", encoder: TableEncoder | None = None,
+                 **options) -> tuple[np.ndarray, TableEncoder]:
     """Encode a pandas DataFrame: ``categorical`` columns by rarity, the others as numbers.
 
-    Fits a new encoder unless ``encoder`` (fitted) is given.  Returns (matrix, encoder).
+    Fits a new encoder (``options``: :class:`TableEncoder`'s keyword arguments such as
+    ``onehot_max`` or ``pairs``) unless ``encoder`` (fitted) is given.  Returns (matrix, encoder).
     """
     import pandas as pd
 
     categorical = [c for c in frame.columns if c in set(categorical)]
     numeric = [c for c in frame.columns if c not in set(categorical)]
     if encoder is None:
-        encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], onehot_max=onehot_max,
-                               on_missing=on_missing, pairs=pairs, even_onehot=even_onehot)
+        encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], on_missing=on_missing,
+                               **options)
     X_num = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if numeric else None
     X_cat = frame[categorical].astype(object).where(frame[categorical].notna(), "").astype(str).to_numpy(dtype=object) if categorical else None
     if X_num is not None and encoder.on_missing == "error":

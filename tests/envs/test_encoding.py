@@ -16,13 +16,19 @@ def _fitted(**kwargs) -> TableEncoder:
     return TableEncoder(["bytes"], ["proto"], **kwargs).fit(X_num, X_cat)
 
 
-def test_rarity_counts_halvings_below_the_uniform_share_and_unseen_values_are_rarest():
+def test_rarity_counts_halvings_below_half_the_uniform_share_and_unseen_values_are_rarest():
     values = ["a"] * 60 + ["b"] * 30 + ["c"] * 8 + ["d"] * 2  # k = 4 values: uniform share 25 rows
-    enc = TableEncoder([], ["v"]).fit(None, np.array(values, dtype=object).reshape(-1, 1))
-    X = enc.transform(None, np.array([["a"], ["b"], ["c"], ["d"], ["zzz"]], dtype=object))
+    X_cat = np.array(values, dtype=object).reshape(-1, 1)
+    enc = TableEncoder([], ["v"]).fit(None, X_cat)
+    new = np.array([["a"], ["b"], ["c"], ["d"], ["zzz"]], dtype=object)
     assert enc.output_names == ["v/rarity"]
-    # log2(100 / (4 * count)): a and b above the uniform share, c 1.6, d 3.6, unseen (0.5) 5.6
-    np.testing.assert_array_equal(X[:, 0], [0, 0, 1, 3, 5])
+    # log2(100 / (2 * 4 * count)): a, b and c (a third of the uniform share) 0, d 2.6, unseen (0.5) 4.6
+    np.testing.assert_array_equal(enc.transform(None, new)[:, 0], [0, 0, 0, 2, 4])
+    # margin 1, rare from the uniform share down, as encoders stored without a margin encode
+    np.testing.assert_array_equal(TableEncoder([], ["v"], rarity_margin=1).fit(None, X_cat).transform(None, new)[:, 0],
+                                  [0, 0, 1, 3, 5])
+    old = {k: v for k, v in enc.to_dict().items() if k not in ("rarity_margin", "pairs")}
+    assert TableEncoder.from_dict(old).transform(None, new)[:, 0].tolist() == [0, 0, 1, 3, 5]
     # equally common values all score 0, whatever the sampling noise
     noisy = ["x"] * 27 + ["y"] * 23 + ["z"] * 25 + ["w"] * 25
     flat = TableEncoder([], ["v"]).fit_transform(None, np.array(noisy, dtype=object).reshape(-1, 1))
