@@ -149,19 +149,16 @@ class TableEncoder:
     def transform(self, X_num=None, X_cat=None) -> np.ndarray:
         """The encoded rows: float64, shape (n, :attr:`n_outputs`), finite.
 
-        Encoded :data:`CHUNK_ROWS` rows at a time into a reused buffer (the output columns
-        of a chunk stay in the CPU's cache; temporary arrays stay chunk-sized).
+        Encoded :data:`CHUNK_ROWS` rows at a time (the output columns of a block of rows stay
+        in the CPU's cache; temporary arrays stay block-sized).
         """
         self._check_fitted()
         X_num, X_cat = self._check(X_num, X_cat)
         n = len(X_num)
         out = np.empty((n, self.n_outputs))
-        buffer = np.empty((min(n, CHUNK_ROWS), self.n_outputs))
-        for start in range(0, n, CHUNK_ROWS):
+        for start in range(0, n, CHUNK_ROWS):  # a block of rows of a C-ordered array is contiguous
             stop = min(start + CHUNK_ROWS, n)
-            chunk = buffer[: stop - start]
-            self._encode_rows(X_num[start:stop], X_cat[start:stop], chunk)
-            out[start:stop] = chunk
+            self._encode_rows(X_num[start:stop], X_cat[start:stop], out[start:stop])
         return out
 
     def _encode_rows(self, X_num: np.ndarray, X_cat: np.ndarray, out: np.ndarray) -> None:
@@ -323,7 +320,7 @@ class TableEncoder:
             X_num = np.empty((len(X_cat), 0))
         if not n_cat:
             X_cat = np.empty((len(X_num), 0), dtype=object)
-        if not np.isfinite(X_num[~np.isnan(X_num)]).all():
+        if np.isinf(X_num).any():
             raise ValueError("numeric columns hold infinite values; clean them first")
         if self.on_missing == "error" and np.isnan(X_num).any():
             row, col = np.argwhere(np.isnan(X_num))[0]
