@@ -70,6 +70,9 @@ PAIR_MAX_VALUES = 100
 EVEN_MAX_VALUES = 10
 #: "About equally common": the values' entropy is at least this share of log(k).
 EVEN_ENTROPY = 0.9
+#: Up to this many rows, values are looked up one by one in a dict (a stream scores rows
+#: one at a time, where pandas' fixed cost per call would dominate).
+SMALL_ROWS = 64
 #: Rows encoded at a time by :meth:`TableEncoder.transform`.
 CHUNK_ROWS = 32_768
 
@@ -166,11 +169,10 @@ class TableEncoder:
         at = len(self.numeric)
         if self.numeric:
             missing = np.isnan(X_num)
-            out[:, :at] = np.where(missing, np.asarray(self.medians_), X_num)
-            flagged = [j for j, has in enumerate(self.indicators_) if has]
-            out[:, at:at + len(flagged)] = missing[:, flagged]
-            at += len(flagged)
-        codes = [self._codes(_as_text(X_cat[:, j]), j) for j in range(len(self.categorical))]
+            out[:, :at] = np.where(missing, self._medians_, X_num)
+            out[:, at:at + len(self._flagged_)] = missing[:, self._flagged_]
+            at += len(self._flagged_)
+        codes = [self._column_codes(X_cat[:, j], j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
             seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
             out[:, at] = rarity(seen, self.n_rows_, len(counts), self.rarity_margin)
@@ -188,13 +190,21 @@ class TableEncoder:
     def _pair_rarity(self, codes: list[np.ndarray]) -> np.ndarray:
         """Per row, the largest conditional rarity of its value pairs (0 without pairs)."""
         best = np.zeros(len(codes[0]) if codes else 0)
+        if len(best) <= SMALL_ROWS:  # a stream's rows: plain Python beats a dozen numpy calls per pair
+            lists, counts = [c.tolist() for c in codes], self._count_lists_
+            for r in range(len(best)):
+                for (i, j), table in self.pair_counts_.items():
+                    a, b = lists[i][r], lists[j][r]
+                    if a >= 0 and b >= 0:
+                        ratio = counts[i][a] * counts[j][b] / self.n_rows_ / max(int(table[a, b]), 0.5)
+                        best[r] = max(best[r], float(math.floor(math.log2(ratio))))
+            return best
         for (i, j), table in self.pair_counts_.items():
             both = (codes[i] >= 0) & (codes[j] >= 0)
             a, b = codes[i][both], codes[j][both]
             expected = self._count_arrays_[i][a] * self._count_arrays_[j][b] / self.n_rows_
             observed = np.maximum(table[a, b], 0.5)
-            with np.errstate(divide="ignore"):
-                score = np.maximum(0.0, np.floor(np.log2(expected / observed)))
+            score = np.maximum(0.0, np.floor(np.log2(expected / observed)))  # both counts >= 1: no zero
             best[both] = np.maximum(best[both], score)
         return best
 
@@ -205,7 +215,7 @@ class TableEncoder:
     def n_outputs(self) -> int:
         """Width of the encoded matrix."""
         self._check_fitted()
-        return len(self.output_names)
+        return self._n_outputs_
 
     @property
     def output_names(self) -> list[str]:
@@ -280,15 +290,29 @@ class TableEncoder:
 
     # -- helpers -----------------------------------------------------------------------
     def _prepare(self) -> None:
-        """Lookup structures derived from ``counts_``: a hash index and a count array per column."""
+        """Lookup structures derived from the fitted state: per column a hash index, a dict and a
+        count array; the one-hot columns; the width."""
         import pandas as pd
 
         self.onehot_ = [sorted(c) if len(c) <= self.onehot_max or (self.even_onehot and _even(c)) else []
                         for c in self.counts_]
         self._index_ = [pd.Index(list(c), dtype=object) for c in self.counts_]
+        self._lookup_ = [{v: i for i, v in enumerate(c)} for c in self.counts_]
         self._count_arrays_ = [np.array([*c.values(), 0], dtype=np.float64) for c in self.counts_]
         self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None
                              for c, hot in zip(self.counts_, self.onehot_)]
+        self._count_lists_ = [list(c.values()) for c in self.counts_]
+        self._medians_ = np.asarray(self.medians_, dtype=np.float64)
+        self._flagged_ = [j for j, has in enumerate(self.indicators_) if has]
+        self._n_outputs_ = len(self.output_names)
+
+    def _column_codes(self, column: np.ndarray, j: int) -> np.ndarray:
+        """:meth:`_codes` of a column of any values; a few rows (a stream's) by plain dict lookups,
+        which cost less than pandas' fixed cost per call."""
+        if len(column) > SMALL_ROWS:
+            return self._codes(_as_text(column), j)
+        lookup = self._lookup_[j]
+        return np.fromiter((lookup.get(_text(v), -1) for v in column.tolist()), dtype=np.intp, count=len(column))
 
     def _codes(self, text: np.ndarray, j: int) -> np.ndarray:
         """Position of each value of column ``j`` (text) in ``counts_[j]``, -1 for a value not counted there."""
@@ -334,6 +358,13 @@ class TableEncoder:
 
     def __repr__(self) -> str:
         return f"TableEncoder({len(self.numeric)} numeric, {len(self.categorical)} categorical)"
+
+
+def _text(value) -> str:
+    """One categorical value as text, None and NaN as the empty value (as :func:`_as_text` does)."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _as_text(column: np.ndarray) -> np.ndarray:
@@ -394,8 +425,7 @@ def _pair_tables(encoder: TableEncoder, pairs: Any, where: str) -> dict[tuple[in
 
 def rarity(count: np.ndarray, n: int, k: int, margin: int = RARITY_MARGIN) -> np.ndarray:
     """``max(0, floor(log2(n / (margin * k * count))))``, an unseen value (count 0) counted as 0.5."""
-    with np.errstate(divide="ignore"):
-        return np.maximum(0.0, np.floor(np.log2(n / (margin * max(k, 1) * np.maximum(count, 0.5)))))
+    return np.maximum(0.0, np.floor(np.log2(n / (margin * max(k, 1) * np.maximum(count, 0.5)))))
 
 
 def _is_int(value) -> bool:

@@ -127,12 +127,16 @@ def test_transform_in_chunks_gives_the_rows_encoded_one_at_a_time(monkeypatch):
     rng = np.random.default_rng(1)
     X_num = np.where(rng.random((50, 2)) < 0.2, np.nan, rng.normal(size=(50, 2)))
     X_cat = rng.choice(np.array(["a", "b", "c", None], dtype=object), size=(50, 2))
+    X_cat[5:, 1] = X_cat[5:, 0]  # d repeats c but in the first rows: combinations rarer than the marginals say
     enc = TableEncoder(["x", "y"], ["c", "d"], onehot_max=4, pairs=True).fit(X_num, X_cat)
     monkeypatch.setattr(encoding, "CHUNK_ROWS", 7)
     whole = enc.transform(X_num, X_cat)
     one_by_one = np.vstack([enc.transform(X_num[i:i + 1], X_cat[i:i + 1]) for i in range(50)])
     np.testing.assert_array_equal(whole, one_by_one)
     assert whole.shape == (50, enc.n_outputs) and np.isfinite(whole).all()
+    assert enc.output_names[-1] == "pairs/rarity" and whole[:, -1].max() > 0  # rows scored one by one take the dict path
+    X_cat[0, 0] = 3  # a number in a text column is read as its text
+    assert enc.transform(X_num[:1], X_cat[:1]).tolist() == enc.transform(X_num[:65], X_cat[:65])[:1].tolist()
 
 
 def test_even_onehot_expands_only_low_cardinality_columns_of_about_equally_common_values():
