@@ -9,16 +9,33 @@ and gives, per row:
   missing values among the fitting rows (a column that had none is imputed without one, so
   the width never depends on the rows being scored);
 - per categorical column, the value's *rarity*: how many times its share among the ``n``
-  fitting rows halves below the share every value would have if the column's ``k`` values
-  were equally common, ``max(0, floor(log2(n / (k * count))))``; a value never seen there
-  counts as half an occurrence, rarer than any value seen (a rare protocol or country is
-  often the anomaly).  Values at or near the uniform share all get 0: the featurizer
+  fitting rows halves below ``1 / margin`` of the share every value would have if the
+  column's ``k`` values were equally common, ``max(0, floor(log2(n / (margin * k *
+  count))))``, with ``margin`` :data:`RARITY_MARGIN`; a value never seen there counts as
+  half an occurrence, rarer than any value seen (a rare protocol or country is often the
+  anomaly).  Values down to a quarter of the uniform share all get 0: the featurizer
   rescales every column to its range, so a finer measure would turn the sampling noise of
-  a column of equally common values into a full-range feature.  An empty field is a value
-  of its own (``""``): missingness imputed as a category;
+  a column of equally common values, or a moderately skewed one (a chess piece on an
+  edge file), into a full-range feature that marks a large share of the rows as rare.
+  An empty field is a value of its own (``""``): missingness imputed as a category;
 - for categorical columns with at most ``onehot_max`` distinct values, additionally one
   indicator per value seen (unseen values: all zero).  Off by default (``onehot_max=0``):
-  ``anomaly-gym bench tables`` measures what it gives.
+  ``anomaly-gym bench tables`` measures what it gives;
+- with ``pairs`` (the default), one more column, ``pairs/rarity``: the conditional rarity of value
+  pairs.  For every pair of categorical columns with 2 to :data:`PAIR_MAX_VALUES` values
+  each, a row's combination (a, b) is compared with how often it would occur if the two
+  columns were independent, ``count(a) * count(b) / n``: ``max(0, floor(log2(expected /
+  count(a, b))))``, a combination never seen counting as half an occurrence; the column
+  holds the largest of these over the pairs (a combination of common values that never
+  occur together is the anomaly that single-column rarity misses).  A value never seen
+  has no expected count and adds nothing here (its own rarity already says it).
+  ``anomaly-gym bench tables`` measures what it gives: on by default (:data:`PAIRS`);
+- with ``even_onehot``, one-hot indicators for columns of at most :data:`EVEN_MAX_VALUES`
+  values that are about equally common, whose rarities can hardly tell the values apart.
+  Off by default: it helps a table of board coordinates and hurts a customer table.
+
+Fitting and transforming are vectorised (pandas hashing, numpy indexing): no Python loop
+runs over the rows; ``anomaly-gym bench encoding`` measures rows/s and peak memory.
 
 The result goes into :class:`~anomaly_gym.envs.features.Featurizer` like any numeric
 table, so one policy acts on tables of any width and mix.  :meth:`TableEncoder.to_dict`
@@ -36,10 +53,28 @@ import numpy as np
 #: Categorical columns with at most this many distinct values also get one-hot indicators.
 #: 0 (no one-hot) is the default: see the module docstring.
 ONEHOT_MAX = 0
+#: A value is rare from ``1 / RARITY_MARGIN`` of the uniform share down (1: from the uniform
+#: share itself, as bundles written before this setting existed encode).
+RARITY_MARGIN = 2
 #: Most distinct values a categorical column keeps counts of; the rest count as unseen.
 MAX_CATEGORIES = 100_000
 
 ON_MISSING = ("impute", "error")
+#: The conditional rarity of value pairs is on by default: ``anomaly-gym bench tables``
+#: measures what it gives.
+PAIRS = True
+#: Categorical columns with more distinct values than this take no part in pair rarity.
+PAIR_MAX_VALUES = 100
+#: A column of at most this many values that are about equally common gets one-hot
+#: indicators (with ``even_onehot``): its values' rarities can hardly tell them apart.
+EVEN_MAX_VALUES = 10
+#: "About equally common": the values' entropy is at least this share of log(k).
+EVEN_ENTROPY = 0.9
+#: Up to this many rows, values are looked up one by one in a dict (a stream scores rows
+#: one at a time, where pandas' fixed cost per call would dominate).
+SMALL_ROWS = 64
+#: Rows encoded at a time by :meth:`TableEncoder.transform`.
+CHUNK_ROWS = 32_768
 
 
 class TableEncoder:
@@ -52,6 +87,11 @@ class TableEncoder:
             fitting rows also get one indicator per value (0: none).
         on_missing: ``"impute"`` (default) or ``"error"``: a missing numeric value raises
             ``ValueError`` (categorical columns always treat an empty field as a value).
+        pairs: Add the ``pairs/rarity`` column, the conditional rarity of value pairs (when
+            at least two categorical columns have 2 to :data:`PAIR_MAX_VALUES` values).
+        even_onehot: Give one-hot indicators to columns of at most :data:`EVEN_MAX_VALUES`
+            values that are about equally common (off by default: see the module docstring).
+        rarity_margin: A value is rare from ``1 / rarity_margin`` of the uniform share down.
 
     Example:
         >>> enc = TableEncoder(["amount"], ["country"]).fit(X_num, X_cat)
@@ -59,11 +99,17 @@ class TableEncoder:
     """
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (), *,
-                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute") -> None:
+                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = PAIRS,
+                 even_onehot: bool = False, rarity_margin: int = RARITY_MARGIN) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
         self.onehot_max = int(onehot_max)
         self.on_missing = on_missing
+        self.pairs = bool(pairs)
+        self.even_onehot = bool(even_onehot)
+        self.rarity_margin = int(rarity_margin)
+        if self.rarity_margin < 1:
+            raise ValueError(f"rarity_margin must be 1 or more, got {rarity_margin}")
         names = self.numeric + self.categorical
         if len(set(names)) != len(names):
             raise ValueError(f"a column is named twice among the numeric and categorical columns: {names}")
@@ -76,7 +122,7 @@ class TableEncoder:
 
     # -- fitting -----------------------------------------------------------------------
     def fit(self, X_num=None, X_cat=None) -> TableEncoder:
-        """Learn medians, which columns need missingness indicators, and value counts."""
+        """Learn medians, which columns need missingness indicators, value and pair counts."""
         X_num, X_cat = self._check(X_num, X_cat)
         n = len(X_num)
         if n == 0:
@@ -90,34 +136,77 @@ class TableEncoder:
                 raise ValueError(f"numeric column {name!r} has no value to impute from; leave it out (--ignore {name})")
             self.medians_.append(float(np.median(finite)))
         self.indicators_ = [bool(missing[:, j].any()) for j in range(len(self.numeric))]
-        self.counts_ = []
-        for j in range(len(self.categorical)):
-            values, counts = np.unique(X_cat[:, j], return_counts=True)
-            order = np.argsort(-counts, kind="stable")[:MAX_CATEGORIES]
-            self.counts_.append({str(values[k]): int(counts[k]) for k in order})
-        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max else [] for c in self.counts_]
+        texts = [_as_text(X_cat[:, j]) for j in range(len(self.categorical))]
+        self.counts_ = [_value_counts(text) for text in texts]
+        self._prepare()
+        codes = [self._codes(text, j) for j, text in enumerate(texts)]
+        self.pair_counts_ = {}
+        for i, j in self._pair_columns():
+            ki, kj = len(self.counts_[i]), len(self.counts_[j])
+            both = (codes[i] >= 0) & (codes[j] >= 0)
+            table = np.bincount(codes[i][both] * kj + codes[j][both], minlength=ki * kj).reshape(ki, kj)
+            self.pair_counts_[(i, j)] = table
         return self
 
     # -- transforming ------------------------------------------------------------------
     def transform(self, X_num=None, X_cat=None) -> np.ndarray:
-        """The encoded rows: float64, shape (n, :attr:`n_outputs`), finite."""
+        """The encoded rows: float64, shape (n, :attr:`n_outputs`), finite.
+
+        Encoded :data:`CHUNK_ROWS` rows at a time (the output columns of a block of rows stay
+        in the CPU's cache; temporary arrays stay block-sized).
+        """
         self._check_fitted()
         X_num, X_cat = self._check(X_num, X_cat)
-        parts = []
+        n = len(X_num)
+        out = np.empty((n, self.n_outputs))
+        for start in range(0, n, CHUNK_ROWS):  # a block of rows of a C-ordered array is contiguous
+            stop = min(start + CHUNK_ROWS, n)
+            self._encode_rows(X_num[start:stop], X_cat[start:stop], out[start:stop])
+        return out
+
+    def _encode_rows(self, X_num: np.ndarray, X_cat: np.ndarray, out: np.ndarray) -> None:
+        """Write the encoding of some checked rows into ``out`` (rows x :attr:`n_outputs`)."""
+        at = len(self.numeric)
         if self.numeric:
             missing = np.isnan(X_num)
-            parts.append(np.where(missing, np.asarray(self.medians_), X_num))
-            flagged = [j for j, has in enumerate(self.indicators_) if has]
-            if flagged:
-                parts.append(missing[:, flagged].astype(np.float64))
-        n = len(X_num)
+            out[:, :at] = np.where(missing, self._medians_, X_num)
+            out[:, at:at + len(self._flagged_)] = missing[:, self._flagged_]
+            at += len(self._flagged_)
+        codes = [self._column_codes(X_cat[:, j], j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
-            column = X_cat[:, j]
-            seen = np.array([counts.get(v, 0) for v in column.tolist()], dtype=np.float64)
-            parts.append(rarity(seen, self.n_rows_, len(counts)).reshape(n, 1))
+            seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
+            out[:, at] = rarity(seen, self.n_rows_, len(counts), self.rarity_margin)
+            at += 1
             if self.onehot_[j]:
-                parts.append((column[:, None] == np.asarray(self.onehot_[j], dtype=object)[None, :]).astype(np.float64))
-        return np.concatenate(parts, axis=1) if parts else np.empty((n, 0))
+                width = len(self.onehot_[j])
+                block = out[:, at:at + width]
+                block[:] = 0.0
+                hit = codes[j] >= 0
+                block[np.flatnonzero(hit), self._onehot_pos_[j][codes[j][hit]]] = 1.0
+                at += width
+        if self.pair_counts_:
+            out[:, at] = self._pair_rarity(codes)
+
+    def _pair_rarity(self, codes: list[np.ndarray]) -> np.ndarray:
+        """Per row, the largest conditional rarity of its value pairs (0 without pairs)."""
+        best = np.zeros(len(codes[0]) if codes else 0)
+        if len(best) <= SMALL_ROWS:  # a stream's rows: plain Python beats a dozen numpy calls per pair
+            lists, counts = [c.tolist() for c in codes], self._count_lists_
+            for r in range(len(best)):
+                for (i, j), table in self.pair_counts_.items():
+                    a, b = lists[i][r], lists[j][r]
+                    if a >= 0 and b >= 0:
+                        ratio = counts[i][a] * counts[j][b] / self.n_rows_ / max(int(table[a, b]), 0.5)
+                        best[r] = max(best[r], float(math.floor(math.log2(ratio))))
+            return best
+        for (i, j), table in self.pair_counts_.items():
+            both = (codes[i] >= 0) & (codes[j] >= 0)
+            a, b = codes[i][both], codes[j][both]
+            expected = self._count_arrays_[i][a] * self._count_arrays_[j][b] / self.n_rows_
+            observed = np.maximum(table[a, b], 0.5)
+            score = np.maximum(0.0, np.floor(np.log2(expected / observed)))  # both counts >= 1: no zero
+            best[both] = np.maximum(best[both], score)
+        return best
 
     def fit_transform(self, X_num=None, X_cat=None) -> np.ndarray:
         return self.fit(X_num, X_cat).transform(X_num, X_cat)
@@ -126,24 +215,35 @@ class TableEncoder:
     def n_outputs(self) -> int:
         """Width of the encoded matrix."""
         self._check_fitted()
-        return len(self.output_names)
+        return self._n_outputs_
 
     @property
     def output_names(self) -> list[str]:
-        """Name of each encoded column: ``x``, ``x/missing``, ``c/rarity``, ``c=value``."""
+        """Name of each encoded column: ``x``, ``x/missing``, ``c/rarity``, ``c=value``, ``pairs/rarity``."""
         self._check_fitted()
         names = list(self.numeric) + [f"{c}/missing" for c, has in zip(self.numeric, self.indicators_) if has]
         for name, values in zip(self.categorical, self.onehot_):
             names += [f"{name}/rarity"] + [f"{name}={v}" for v in values]
-        return names
+        return names + (["pairs/rarity"] if self._pair_columns() else [])
 
     # -- storage -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The fitted state as plain JSON data."""
+        """The fitted state as plain JSON data (``pairs`` and ``even_onehot`` only when they are on)."""
         self._check_fitted()
-        return {"numeric": list(self.numeric), "categorical": list(self.categorical), "onehot_max": self.onehot_max,
+        data = {"numeric": list(self.numeric), "categorical": list(self.categorical), "onehot_max": self.onehot_max,
                 "on_missing": self.on_missing, "n_rows": self.n_rows_, "medians": list(self.medians_),
-                "indicators": list(self.indicators_), "counts": [dict(c) for c in self.counts_]}
+                "indicators": list(self.indicators_), "counts": [dict(c) for c in self.counts_],
+                "rarity_margin": self.rarity_margin}
+        if self.even_onehot:
+            data["even_onehot"] = True
+        if self.pairs:
+            data["pairs"] = []
+            for (i, j), table in self.pair_counts_.items():
+                a, b = np.nonzero(table)
+                keys_i, keys_j = list(self.counts_[i]), list(self.counts_[j])
+                data["pairs"].append({"columns": [i, j], "counts": [[keys_i[p], keys_j[q], int(table[p, q])]
+                                                                     for p, q in zip(a.tolist(), b.tolist())]})
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "encoder") -> TableEncoder:
@@ -151,8 +251,15 @@ class TableEncoder:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
         expected = {"numeric", "categorical", "onehot_max", "on_missing", "n_rows", "medians", "indicators", "counts"}
-        if set(data) != expected:
-            raise ValueError(f"{where}: fields must be {sorted(expected)}, got {sorted(data)}")
+        optional = {"pairs", "even_onehot", "rarity_margin"}
+        if not expected <= set(data) <= expected | optional:
+            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally {sorted(optional)}), "
+                             f"got {sorted(data)}")
+        margin = data.get("rarity_margin", 1)  # absent: written before the margin existed
+        if not _is_int(margin) or margin < 1:
+            raise ValueError(f"{where}: rarity_margin must be a whole number, 1 or more")
+        if data.get("even_onehot", True) is not True:
+            raise ValueError(f"{where}: even_onehot, when present, must be true")
         numeric = _str_list(data["numeric"], f"{where}.numeric")
         categorical = _str_list(data["categorical"], f"{where}.categorical")
         onehot_max, n_rows = data["onehot_max"], data["n_rows"]
@@ -160,7 +267,8 @@ class TableEncoder:
             raise ValueError(f"{where}: onehot_max and n_rows must be whole numbers (n_rows at least 1)")
         if not isinstance(data["on_missing"], str):
             raise ValueError(f"{where}: on_missing must be a string")
-        encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"])
+        encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"], pairs="pairs" in data,
+                      even_onehot="even_onehot" in data, rarity_margin=margin)
         medians, indicators, counts = data["medians"], data["indicators"], data["counts"]
         if not (isinstance(medians, list) and len(medians) == len(numeric)
                 and all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) for m in medians)):
@@ -176,10 +284,48 @@ class TableEncoder:
         encoder.medians_ = [float(m) for m in medians]
         encoder.indicators_ = list(indicators)
         encoder.counts_ = [dict(c) for c in counts]
-        encoder.onehot_ = [sorted(c) if len(c) <= encoder.onehot_max else [] for c in encoder.counts_]
+        encoder._prepare()
+        encoder.pair_counts_ = _pair_tables(encoder, data.get("pairs", []), f"{where}.pairs")
         return encoder
 
     # -- helpers -----------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Lookup structures derived from the fitted state: per column a hash index, a dict and a
+        count array; the one-hot columns; the width."""
+        import pandas as pd
+
+        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max or (self.even_onehot and _even(c)) else []
+                        for c in self.counts_]
+        self._index_ = [pd.Index(list(c), dtype=object) for c in self.counts_]
+        self._lookup_ = [{v: i for i, v in enumerate(c)} for c in self.counts_]
+        self._count_arrays_ = [np.array([*c.values(), 0], dtype=np.float64) for c in self.counts_]
+        self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None
+                             for c, hot in zip(self.counts_, self.onehot_)]
+        self._count_lists_ = [list(c.values()) for c in self.counts_]
+        self._medians_ = np.asarray(self.medians_, dtype=np.float64)
+        self._flagged_ = [j for j, has in enumerate(self.indicators_) if has]
+        self._n_outputs_ = len(self.output_names)
+
+    def _column_codes(self, column: np.ndarray, j: int) -> np.ndarray:
+        """:meth:`_codes` of a column of any values; a few rows (a stream's) by plain dict lookups,
+        which cost less than pandas' fixed cost per call."""
+        if len(column) > SMALL_ROWS:
+            return self._codes(_as_text(column), j)
+        lookup = self._lookup_[j]
+        return np.fromiter((lookup.get(_text(v), -1) for v in column.tolist()), dtype=np.intp, count=len(column))
+
+    def _codes(self, text: np.ndarray, j: int) -> np.ndarray:
+        """Position of each value of column ``j`` (text) in ``counts_[j]``, -1 for a value not counted there."""
+        import pandas as pd
+
+        return self._index_[j].get_indexer(pd.Index(text, dtype=object, copy=False))
+
+    def _pair_columns(self) -> list[tuple[int, int]]:
+        if not self.pairs:
+            return []
+        usable = [j for j, c in enumerate(self.counts_) if 2 <= len(c) <= PAIR_MAX_VALUES]
+        return [(i, j) for k, i in enumerate(usable) for j in usable[k + 1:]]
+
     def _check(self, X_num, X_cat) -> tuple[np.ndarray, np.ndarray]:
         n_num, n_cat = len(self.numeric), len(self.categorical)
         if X_num is None:
@@ -204,9 +350,6 @@ class TableEncoder:
             row, col = np.argwhere(np.isnan(X_num))[0]
             raise ValueError(f"missing value in numeric column {self.numeric[col]!r} (row {row}); "
                              "pass on_missing='impute' (CLI: --on-missing impute) to impute it")
-        if n_cat:  # text, with None and NaN as the empty value
-            flat = ["" if _missing(v) else str(v) for v in X_cat.ravel().tolist()]
-            X_cat = np.array(flat, dtype=object).reshape(X_cat.shape)
         return X_num, X_cat
 
     def _check_fitted(self) -> None:
@@ -217,14 +360,72 @@ class TableEncoder:
         return f"TableEncoder({len(self.numeric)} numeric, {len(self.categorical)} categorical)"
 
 
-def rarity(count: np.ndarray, n: int, k: int) -> np.ndarray:
-    """``max(0, floor(log2(n / (k * count))))``, an unseen value (count 0) counted as 0.5."""
-    with np.errstate(divide="ignore"):
-        return np.maximum(0.0, np.floor(np.log2(n / (max(k, 1) * np.maximum(count, 0.5)))))
+def _text(value) -> str:
+    """One categorical value as text, None and NaN as the empty value (as :func:`_as_text` does)."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def _as_text(column: np.ndarray) -> np.ndarray:
+    """A categorical column's values as text (``str``), None and NaN as the empty value ``""``."""
+    import pandas as pd
+
+    missing = pd.isna(column)
+    if pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):
+        column = column.astype(str).astype(object)  # numbers (integer codes): str() of each, in numpy's loop
+    elif missing.any():
+        column = column.copy()
+    else:
+        return column
+    column[missing] = ""
+    return column
+
+
+def _even(counts: dict[str, int]) -> bool:
+    """2 to :data:`EVEN_MAX_VALUES` values whose entropy is at least :data:`EVEN_ENTROPY` of log(k)."""
+    k = len(counts)
+    if not 2 <= k <= EVEN_MAX_VALUES:
+        return False
+    p = np.array(list(counts.values()), dtype=np.float64)
+    p /= p.sum()
+    return float(-(p * np.log(p)).sum() / np.log(k)) >= EVEN_ENTROPY
+
+
+def _value_counts(column: np.ndarray) -> dict[str, int]:
+    """``{value: count}``, most common first (ties by value), at most :data:`MAX_CATEGORIES` values."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(column)
+    counts = np.bincount(codes, minlength=len(uniques))
+    values = np.asarray(uniques, dtype=object)
+    order = np.lexsort((values.astype(str), -counts))[:MAX_CATEGORIES]
+    return {str(values[k]): int(counts[k]) for k in order}
+
+
+def _pair_tables(encoder: TableEncoder, pairs: Any, where: str) -> dict[tuple[int, int], np.ndarray]:
+    """The pair count tables of :meth:`TableEncoder.to_dict`'s ``pairs``, checked."""
+    tables, wanted = {}, encoder._pair_columns()
+    if not isinstance(pairs, list) or len(pairs) != len(wanted):
+        raise ValueError(f"{where}: must be a list of {len(wanted)} pair(s) of categorical columns")
+    for entry, (i, j) in zip(pairs, wanted):
+        if not (isinstance(entry, dict) and set(entry) == {"columns", "counts"} and entry["columns"] == [i, j]
+                and isinstance(entry["counts"], list)):
+            raise ValueError(f"{where}: each pair must be {{'columns': [{i}, {j}], 'counts': [[a, b, count], ...]}}")
+        table = np.zeros((len(encoder.counts_[i]), len(encoder.counts_[j])), dtype=np.int64)
+        for item in entry["counts"]:
+            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str)
+                    and item[0] in encoder.counts_[i] and item[1] in encoder.counts_[j]
+                    and _is_int(item[2]) and 1 <= item[2] <= encoder.n_rows_):
+                raise ValueError(f"{where}: bad pair count {item!r}: give [value, value, count] with counted values")
+            table[encoder._index_[i].get_loc(item[0]), encoder._index_[j].get_loc(item[1])] = item[2]
+        tables[(i, j)] = table
+    return tables
+
+
+def rarity(count: np.ndarray, n: int, k: int, margin: int = RARITY_MARGIN) -> np.ndarray:
+    """``max(0, floor(log2(n / (margin * k * count))))``, an unseen value (count 0) counted as 0.5."""
+    return np.maximum(0.0, np.floor(np.log2(n / (margin * max(k, 1) * np.maximum(count, 0.5)))))
 
 
 def _is_int(value) -> bool:
@@ -237,19 +438,20 @@ def _str_list(value, where: str) -> list[str]:
     return list(value)
 
 
-def encode_frame(frame, categorical: Sequence[str], *, onehot_max: int = ONEHOT_MAX, on_missing: str = "impute",
-                 encoder: TableEncoder | None = None) -> tuple[np.ndarray, TableEncoder]:
+def encode_frame(frame, categorical: Sequence[str], *, on_missing: str = "impute", encoder: TableEncoder | None = None,
+                 **options) -> tuple[np.ndarray, TableEncoder]:
     """Encode a pandas DataFrame: ``categorical`` columns by rarity, the others as numbers.
 
-    Fits a new encoder unless ``encoder`` (fitted) is given.  Returns (matrix, encoder).
+    Fits a new encoder (``options``: :class:`TableEncoder`'s keyword arguments such as
+    ``onehot_max`` or ``pairs``) unless ``encoder`` (fitted) is given.  Returns (matrix, encoder).
     """
     import pandas as pd
 
     categorical = [c for c in frame.columns if c in set(categorical)]
     numeric = [c for c in frame.columns if c not in set(categorical)]
     if encoder is None:
-        encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], onehot_max=onehot_max,
-                               on_missing=on_missing)
+        encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], on_missing=on_missing,
+                               **options)
     X_num = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if numeric else None
     X_cat = frame[categorical].astype(object).where(frame[categorical].notna(), "").astype(str).to_numpy(dtype=object) if categorical else None
     if X_num is not None and encoder.on_missing == "error":

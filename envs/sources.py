@@ -240,7 +240,8 @@ def load_csv(path: str | Path, label_column: str | None = None, columns: list[st
     text columns that look like identifiers or timestamps
     (:func:`~anomaly_gym.envs.csvio.infer_column_types`) are left out with a warning unless
     named in ``columns``; missing numbers are imputed with an indicator when ``nan_policy``
-    is ``"median"``.  With ``encode=False`` text feature columns are an error that names them.
+    is ``"median"`` and are an error otherwise.  With ``encode=False`` text feature columns
+    are an error that names them.
     """
     import pandas as pd
 
@@ -268,7 +269,12 @@ def load_csv(path: str | Path, label_column: str | None = None, columns: list[st
         if cats or task_kwargs.get("nan_policy") == "median":
             from anomaly_gym.envs.encoding import encode_frame
 
-            X, encoder = encode_frame(frame, cats, on_missing="impute")
+            on_missing = "impute" if task_kwargs.get("nan_policy") == "median" else "error"
+            try:
+                X, encoder = encode_frame(frame, cats, on_missing=on_missing)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}; as a task source: nan_policy='median' (training config: "
+                                 "nan_policy = \"median\") imputes missing numbers") from None
             task_kwargs.setdefault("description", f"{len(cats)} categorical column(s) encoded by rarity")
             return make_task(name, X, y, **task_kwargs)
     return make_task(name, frame, y, **task_kwargs)

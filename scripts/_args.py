@@ -40,3 +40,27 @@ def parse_columns(specs: Sequence[str] | None) -> list[str] | None:
     if len(set(names)) != len(names):
         raise ValueError(f"--columns names a column twice: {names}")
     return names
+
+
+def add_column_kind_arguments(parser: argparse.ArgumentParser, *, ignore_help: str = "columns to leave out",
+                              on_missing_default: str = "impute in categorical columns (an empty value is a value "
+                              "of its own), error in numeric ones") -> None:
+    """The flags that override inferred column kinds of a CSV and say what a missing value does.
+
+    ``--categorical A,B``, ``--numeric C``, ``--ignore D`` (lists, default ``[]``) and
+    ``--on-missing impute|error`` (default ``None``: the command decides, as
+    ``on_missing_default`` tells the user).
+
+    Args:
+        parser: The subcommand's parser.
+        ignore_help: What ``--ignore`` does with a column in this command.
+        on_missing_default: The ``--on-missing`` default, in words, for the help text.
+    """
+    add_list_argument(parser, "--categorical", default=[], metavar="A,B",
+                      help="columns to score as categorical (by how rare each value is), e.g. integer codes; "
+                      "text columns are categorical by default")
+    add_list_argument(parser, "--numeric", default=[], metavar="C", help="columns to read as numbers whatever they look like")
+    add_list_argument(parser, "--ignore", default=[], metavar="D", help=ignore_help)
+    parser.add_argument("--on-missing", choices=("impute", "error"), default=None,
+                        help="empty or NA values: 'impute' (numeric: the column's median plus a missingness indicator) "
+                        f"or 'error'. Default: {on_missing_default}")

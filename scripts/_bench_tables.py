@@ -6,11 +6,13 @@ Means are taken over the tables where every variant applies (a table without num
 columns has no numeric-only variants) and over the tables with categorical columns.
 
 - the zero-shot policy (the default bundle, or ``--model``), as ``detect`` scores a file:
-  the featurizer fitted on the table's own rows, on the numeric columns only, with the
-  categorical columns' rarity added, and with rarity plus one-hot indicators for columns
-  of at most ``--onehot-max`` values;
+  the featurizer fitted on the table's own rows, on the numeric columns only ("numeric");
+  with each categorical column's rarity alone, rare from the uniform share down
+  ("rarity", the first encoding); with the encoder's defaults ("encoded": rare from half
+  the uniform share down, plus the conditional rarity of value pairs); and with the
+  defaults plus one-hot indicators for columns of at most ``--onehot-max`` values;
 - IForest (PyOD, seeded) on the numeric columns only, on the numeric columns plus one-hot
-  encoded categorical columns (``pandas.get_dummies``), and on numeric plus rarity columns.
+  encoded categorical columns (``pandas.get_dummies``), and on the default encoding.
 
 AUROC of every variant on every table; tables above ``--max-rows`` rows are subsampled
 (stratified, seeded) first.  Nothing is tuned on these tables.
@@ -26,7 +28,10 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_TABLES = Path("../shared/data/tables")
-VARIANTS = ("policy numeric", "policy +rarity", "policy +rarity+onehot", "IForest numeric", "IForest one-hot", "IForest +rarity")
+VARIANTS = ("policy numeric", "policy rarity", "policy encoded", "policy encoded+onehot", "IForest numeric", "IForest one-hot",
+            "IForest encoded")
+#: The first encoding: each categorical column's rarity from the uniform share down, nothing more.
+RARITY_ONLY = {"rarity_margin": 1, "pairs": False}
 
 
 def add_parser(bsub) -> None:
@@ -86,17 +91,19 @@ def measure(path: Path, bundle, *, max_rows: int = 10_000, onehot_max: int = 10,
     numeric = frame[[c for c in frame.columns if c not in cats]]
     row = {"rows": len(frame), "numeric": numeric.shape[1], "categorical": len(cats)}
     X_num = encode_frame(numeric, [], on_missing="impute")[0] if numeric.shape[1] else None
-    X_rare = encode_frame(frame, cats, on_missing="impute")[0]
+    X_rare = encode_frame(frame, cats, on_missing="impute", **RARITY_ONLY)[0]
+    X_enc = encode_frame(frame, cats, on_missing="impute")[0]
     X_hot = encode_frame(frame, cats, on_missing="impute", onehot_max=onehot_max)[0]
     dummies = pd.get_dummies(frame[cats].astype(str), dtype=np.float64).to_numpy() if cats else np.empty((len(frame), 0))
     X_onehot = np.hstack([X_num, dummies]) if X_num is not None else dummies
     nan = float("nan")
     row["policy numeric"] = _policy_auroc(bundle, X_num, y) if X_num is not None else nan
-    row["policy +rarity"] = _policy_auroc(bundle, X_rare, y) if cats else row["policy numeric"]
-    row["policy +rarity+onehot"] = _policy_auroc(bundle, X_hot, y) if X_hot.shape[1] > X_rare.shape[1] else row["policy +rarity"]
+    row["policy rarity"] = _policy_auroc(bundle, X_rare, y) if cats else row["policy numeric"]
+    row["policy encoded"] = _policy_auroc(bundle, X_enc, y) if cats else row["policy numeric"]
+    row["policy encoded+onehot"] = _policy_auroc(bundle, X_hot, y) if X_hot.shape[1] > X_enc.shape[1] else row["policy encoded"]
     row["IForest numeric"] = _iforest_auroc(X_num, y, seed) if X_num is not None else nan
     row["IForest one-hot"] = _iforest_auroc(X_onehot, y, seed) if cats else row["IForest numeric"]
-    row["IForest +rarity"] = _iforest_auroc(X_rare, y, seed) if cats else row["IForest numeric"]
+    row["IForest encoded"] = _iforest_auroc(X_enc, y, seed) if cats else row["IForest numeric"]
     return row
 
 

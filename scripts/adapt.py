@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from anomaly_gym.scripts._args import add_list_argument
+from anomaly_gym.scripts._args import add_column_kind_arguments, add_list_argument
 
 
 def add_parser(sub) -> None:
@@ -38,14 +38,8 @@ def add_parser(sub) -> None:
                    "(for labels you trust; the check is noisy with a handful of labelled anomalies)")
     p.add_argument("--impute", choices=("error", "median"), default="error",
                    help="NaN or infinite feature values: stop with an error (default) or replace them with column medians")
-    add_list_argument(p, "--categorical", default=[], metavar="A,B",
-                      help="CSV columns to score as categorical (by how rare each value is), e.g. integer codes; "
-                      "text columns are categorical by default")
-    add_list_argument(p, "--numeric", default=[], metavar="C", help="CSV columns to read as numbers")
-    add_list_argument(p, "--ignore", default=[], metavar="D", help="CSV columns to leave out")
-    p.add_argument("--on-missing", choices=("impute", "error"), default=None,
-                   help="CSV: empty or NA numeric values imputed (median plus a missingness indicator) or an error "
-                   "(default: as --impute says); empty categorical values are a value of their own")
+    add_column_kind_arguments(p, on_missing_default="as --impute says (median: impute, error: error); an empty "
+                              "categorical value is a value of its own")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, required=True, help="where to write the adapted bundle")

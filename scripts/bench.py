@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     from anomaly_gym.scripts import _bench_tables
 
     _bench_tables.add_parser(bsub)  # `bench tables`
+    from anomaly_gym.scripts import _bench_encoding
+
+    _bench_encoding.add_parser(bsub)  # `bench encoding`
     from anomaly_gym.scripts import _bench_discover
 
     _bench_discover.add_parser(bsub)  # `bench discover`
@@ -39,7 +42,7 @@ def add_parser(sub) -> None:
 
     _bench_executors.add_parser(bsub)  # `bench executors`
     _bench_startup.add_parser(bsub)  # `bench detect-startup`
-    for name in ("featurizer", "env", "detect", "stream-temporal", "discover", "executors", "detect-startup"):
+    for name in ("featurizer", "env", "detect", "stream-temporal", "discover", "executors", "detect-startup", "encoding"):
         sp = bsub.choices[name]
         sp.add_argument("--runs", type=int, default=1,
                         help="run the whole benchmark N times and print the median, range and load average of each headline figure "

@@ -16,13 +16,19 @@ def _fitted(**kwargs) -> TableEncoder:
     return TableEncoder(["bytes"], ["proto"], **kwargs).fit(X_num, X_cat)
 
 
-def test_rarity_counts_halvings_below_the_uniform_share_and_unseen_values_are_rarest():
+def test_rarity_counts_halvings_below_half_the_uniform_share_and_unseen_values_are_rarest():
     values = ["a"] * 60 + ["b"] * 30 + ["c"] * 8 + ["d"] * 2  # k = 4 values: uniform share 25 rows
-    enc = TableEncoder([], ["v"]).fit(None, np.array(values, dtype=object).reshape(-1, 1))
-    X = enc.transform(None, np.array([["a"], ["b"], ["c"], ["d"], ["zzz"]], dtype=object))
+    X_cat = np.array(values, dtype=object).reshape(-1, 1)
+    enc = TableEncoder([], ["v"]).fit(None, X_cat)
+    new = np.array([["a"], ["b"], ["c"], ["d"], ["zzz"]], dtype=object)
     assert enc.output_names == ["v/rarity"]
-    # log2(100 / (4 * count)): a and b above the uniform share, c 1.6, d 3.6, unseen (0.5) 5.6
-    np.testing.assert_array_equal(X[:, 0], [0, 0, 1, 3, 5])
+    # log2(100 / (2 * 4 * count)): a, b and c (a third of the uniform share) 0, d 2.6, unseen (0.5) 4.6
+    np.testing.assert_array_equal(enc.transform(None, new)[:, 0], [0, 0, 0, 2, 4])
+    # margin 1, rare from the uniform share down, as encoders stored without a margin encode
+    np.testing.assert_array_equal(TableEncoder([], ["v"], rarity_margin=1).fit(None, X_cat).transform(None, new)[:, 0],
+                                  [0, 0, 1, 3, 5])
+    old = {k: v for k, v in enc.to_dict().items() if k not in ("rarity_margin", "pairs")}
+    assert TableEncoder.from_dict(old).transform(None, new)[:, 0].tolist() == [0, 0, 1, 3, 5]
     # equally common values all score 0, whatever the sampling noise
     noisy = ["x"] * 27 + ["y"] * 23 + ["z"] * 25 + ["w"] * 25
     flat = TableEncoder([], ["v"]).fit_transform(None, np.array(noisy, dtype=object).reshape(-1, 1))
@@ -83,3 +89,85 @@ def test_warmup_encoder_holds_rows_back_then_encodes_as_fitted_on_the_warmup_row
     np.testing.assert_array_equal(np.array([r[0] for r in later]), expected[4:])
     with pytest.raises(ValueError, match="at least 1"):
         WarmupEncoder(["x"], [], warmup=0)
+
+
+def _dependent_pairs() -> np.ndarray:
+    """Columns a and b always agree (x with p, y with q), but one row pairs x with q; c is noise."""
+    rng = np.random.default_rng(0)
+    a = np.array(["x", "y"] * 100, dtype=object)
+    b = np.where(a == "x", "p", "q").astype(object)
+    b[0] = "q"
+    c = rng.choice(["u", "v", "w"], size=200).astype(object)
+    return np.column_stack([a, b, c])
+
+
+def test_pair_rarity_finds_a_combination_of_common_values_that_single_rarity_misses():
+    X_cat = _dependent_pairs()
+    enc = TableEncoder([], ["a", "b", "c"], pairs=True).fit(X_cat=X_cat)
+    X = enc.transform(X_cat=X_cat)
+    assert enc.output_names == ["a/rarity", "b/rarity", "c/rarity", "pairs/rarity"]
+    assert (X[:, :3] == 0).all()  # every single value is common
+    # (x, q): expected 100 * 101 / 200 = 50.5 times, seen once: floor(log2(50.5)) = 5
+    assert X[0, 3] == 5 and (X[1:, 3] == 0).all()
+    # a combination never seen counts as half an occurrence; a value never seen adds nothing
+    new = enc.transform(X_cat=np.array([["y", "p", "u"], ["zzz", "p", "u"]], dtype=object))
+    assert new[0, 3] == 6 and new[1, 3] == 0 and new[1, 0] > 0
+    assert TableEncoder([], ["a", "b", "c"], pairs=False).fit(X_cat=X_cat).n_outputs == 3
+    assert TableEncoder([], ["a", "c"]).fit(X_cat=X_cat[:, [0, 2]]).n_outputs == 3  # on by default
+
+
+def test_pair_counts_round_trip_through_json_and_are_checked():
+    X_cat = _dependent_pairs()
+    enc = TableEncoder(["n"], ["a", "b", "c"], pairs=True).fit(np.arange(200.0).reshape(-1, 1), X_cat)
+    data = json.loads(json.dumps(enc.to_dict()))
+    again = TableEncoder.from_dict(data)
+    X_new = np.array([["y", "p", "u"], ["x", "p", "w"]], dtype=object)
+    np.testing.assert_array_equal(again.transform(np.zeros((2, 1)), X_new), enc.transform(np.zeros((2, 1)), X_new))
+    data["pairs"][0]["counts"][0] = ["x", "nope", 3]
+    with pytest.raises(ValueError, match="bad pair count"):
+        TableEncoder.from_dict(data)
+    assert "pairs" not in TableEncoder(["n"], ["a"], pairs=False).fit(np.zeros((2, 1)), X_cat[:2, :1]).to_dict()
+
+
+def test_values_of_any_type_are_read_as_text_with_none_and_nan_as_the_empty_value():
+    X_cat = np.array([[1], [1.5], [None], [np.nan], ["1"], [""]], dtype=object)
+    enc = TableEncoder([], ["v"], onehot_max=5).fit(X_cat=X_cat)
+    assert enc.counts_[0] == {"": 3, "1": 2, "1.5": 1}
+    np.testing.assert_array_equal(enc.transform(X_cat=X_cat)[:, 1:], [[0, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0],
+                                                                       [0, 1, 0], [1, 0, 0]])
+
+
+def test_transform_in_chunks_gives_the_rows_encoded_one_at_a_time(monkeypatch):
+    import anomaly_gym.envs.encoding as encoding
+
+    rng = np.random.default_rng(1)
+    X_num = np.where(rng.random((50, 2)) < 0.2, np.nan, rng.normal(size=(50, 2)))
+    X_cat = rng.choice(np.array(["a", "b", "c", None], dtype=object), size=(50, 2))
+    X_cat[5:, 1] = X_cat[5:, 0]  # d repeats c but in the first rows: combinations rarer than the marginals say
+    enc = TableEncoder(["x", "y"], ["c", "d"], onehot_max=4, pairs=True).fit(X_num, X_cat)
+    monkeypatch.setattr(encoding, "CHUNK_ROWS", 7)
+    whole = enc.transform(X_num, X_cat)
+    one_by_one = np.vstack([enc.transform(X_num[i:i + 1], X_cat[i:i + 1]) for i in range(50)])
+    np.testing.assert_array_equal(whole, one_by_one)
+    assert whole.shape == (50, enc.n_outputs) and np.isfinite(whole).all()
+    assert enc.output_names[-1] == "pairs/rarity" and whole[:, -1].max() > 0  # rows scored one by one take the dict path
+    X_cat[0, 0] = 3  # a number in a text column is read as its text
+    assert enc.transform(X_num[:1], X_cat[:1]).tolist() == enc.transform(X_num[:65], X_cat[:65])[:1].tolist()
+
+
+def test_even_onehot_expands_only_low_cardinality_columns_of_about_equally_common_values():
+    rng = np.random.default_rng(0)
+    even = rng.choice(list("abcdefgh"), size=800)  # 8 values, about equally common
+    skewed = rng.choice(["tcp", "udp", "icmp"], size=800, p=[0.9, 0.08, 0.02])
+    wide = rng.choice([f"v{i}" for i in range(40)], size=800)  # even, but too many values
+    X_cat = np.column_stack([even, skewed, wide]).astype(object)
+    enc = TableEncoder([], ["file", "proto", "id"], even_onehot=True, pairs=False).fit(X_cat=X_cat)
+    assert [len(v) for v in enc.onehot_] == [8, 0, 0]
+    assert enc.output_names[:2] == ["file/rarity", "file=a"] and enc.n_outputs == 3 + 8
+    X = enc.transform(X_cat=X_cat)
+    np.testing.assert_array_equal(X[:, 1:9].sum(axis=1), 1)
+    again = TableEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    np.testing.assert_array_equal(again.transform(X_cat=X_cat[:20]), X[:20])
+    assert TableEncoder([], ["file", "proto", "id"], pairs=False).fit(X_cat=X_cat).n_outputs == 3  # off: rarity only
+    with pytest.raises(ValueError, match="even_onehot"):
+        TableEncoder.from_dict({**enc.to_dict(), "even_onehot": "yes"})

@@ -147,9 +147,9 @@ def test_load_csv_encodes_text_columns_or_names_them(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_text("x,kind\n" + "".join(f"{i},{'b' if i % 10 == 0 else 'a'}\n" for i in range(30)))
 
-    task = load_csv(path)  # 'kind' is categorical: each value's rarity, floor(log2(n / (k * count)))
+    task = load_csv(path)  # 'kind' is categorical: each value's rarity, floor(log2(n / (2 * k * count)))
     assert task.n_features == 2
-    np.testing.assert_array_equal(task.X[:2, 1], [2, 0])  # b: log2(30 / 6); a: above the uniform share
+    np.testing.assert_array_equal(task.X[:2, 1], [1, 0])  # b: log2(30 / 12); a: above the uniform share
     with pytest.raises(TypeError, match=r"non-numeric column\(s\) \['kind'\]"):
         load_csv(path, encode=False)
     assert load_csv(path, columns=["x"]).n_features == 1

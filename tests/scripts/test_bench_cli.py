@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from anomaly_gym.scripts.bench import summarize_runs
 from anomaly_gym.scripts.cli import main
 
@@ -29,3 +30,39 @@ def test_runs_repeat_the_benchmark_and_summarize(capsys):
 def test_runs_must_be_positive(capsys):
     assert main(["bench", "stream-temporal", "--rows", "1000", "--runs", "0"]) == 2
     assert "--runs must be a positive integer" in capsys.readouterr().err
+
+
+def test_bench_encoding_prints_rows_per_second_and_peak_memory(capsys):
+    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--onehot-max", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "5,000 rows, 7 numeric + 3 categorical columns (cardinalities [4, 60, 50000])" in out
+    # 7 numbers + 7 missingness indicators + 3 rarities + 5 one-hot (4 values and the empty one) + pairs/rarity
+    assert re.search(r"fit: [\d.]+s \([\d,]+ rows/s\); transform: [\d.]+s \([\d,]+ rows/s\); 23 encoded columns", out)
+    assert re.search(r"peak memory of fit \+ transform: [\d,]+ MiB", out)
+    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--no-pairs"]) == 0
+    assert "; 17 encoded columns" in capsys.readouterr().out
+    assert main(["bench", "encoding", "--rows", "5000", "--missing", "1.5"]) == 2
+
+
+@pytest.mark.slow  # the default policy's 18-detector bank, fitted for four variants: over a minute on loaded cores
+def test_bench_tables_compares_the_encodings_on_a_folder_of_tables(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 300
+    y = (np.arange(n) % 30 == 0).astype(int)
+    proto = np.where(y == 1, "gre", rng.choice(["tcp", "udp"], n))
+    flag = np.where(proto == "tcp", "SF", "REJ")
+    pd.DataFrame({"x": rng.normal(size=n) + y, "proto": proto, "flag": flag, "label": y}).to_csv(
+        tmp_path / "net.csv.gz", index=False)
+    assert main(["bench", "tables", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    head, _, row, *means = out.splitlines()
+    assert "| policy rarity | policy encoded | policy encoded+onehot |" in head
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[:4] == ["net", "300", "1", "2"]
+    assert all(0.0 <= float(c) <= 1.0 for c in cells[4:])
+    assert float(cells[6]) > 0.9  # the rare protocol, found by its rarity
+    assert any("tables with categorical columns" in m for m in means)
+    assert main(["bench", "tables", "--data", str(tmp_path / "absent")]) == 2
