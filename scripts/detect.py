@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from anomaly_gym.scripts._args import add_list_argument
+from anomaly_gym.scripts._args import add_column_kind_arguments
 from anomaly_gym.scripts._detect_batch import BATCH_COLUMNS, run_batch
 from anomaly_gym.scripts._detect_report import DEFAULT_CONTAMINATION, Summary, quiet_repeated_warnings
 from anomaly_gym.scripts._detect_stream import STREAM_COLUMNS, run_stream
@@ -132,15 +132,7 @@ def add_parser(sub) -> None:
     p.add_argument("--columns", action="append", default=None, metavar="A,B,...",
                    help="numeric feature columns, comma-separated (default: the numeric columns); others pass through "
                    "unless named in --categorical")
-    add_list_argument(p, "--categorical", default=[], metavar="A,B",
-                      help="columns to score as categorical (by how rare each value is), e.g. integer codes; "
-                      "text columns are categorical by default")
-    add_list_argument(p, "--numeric", default=[], metavar="C", help="columns to read as numbers whatever they look like")
-    add_list_argument(p, "--ignore", default=[], metavar="D", help="columns to pass through unscored")
-    p.add_argument("--on-missing", choices=("impute", "error"), default=None,
-                   help="empty or NA values: 'impute' (numeric: the column's median plus a missingness indicator) or "
-                   "'error' (a bad row). Default: impute in categorical columns (an empty value is a value of its own), "
-                   "error in numeric ones")
+    add_column_kind_arguments(p, ignore_help="columns to pass through unscored")
     p.add_argument("--format", choices=("csv", "jsonl"), default=None,
                    help="output format (default: jsonl when --output ends in .jsonl or .ndjson, else csv)")
     p.add_argument("-o", "--out", "--output", dest="output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
