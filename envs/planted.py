@@ -37,9 +37,11 @@ splits keep it with that dataset (:class:`~anomaly_gym.meta.sampler.TaskSampler`
 
 Source spec (the training config's ``sources``)::
 
-    planted:PATH?types=local,global&rates=0.02,0.05&strengths=0.5,1&per_dataset=8&max_rows=1000&seed=0
+    planted:PATH?types=local+global&rates=0.02+0.05&strengths=0.5+1&per_dataset=8&max_rows=500&max_columns=64&seed=0
 
-``PATH`` is any other source (a folder of ADBench .npz files, ``builtin``, a file).
+``PATH`` is any other source (a folder of ADBench .npz files, ``builtin``, a file).  List
+items are joined by ``+`` (or by commas, in a TOML file; on the command line commas
+separate sources).
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ class PlantSettings:
     per_dataset: int | None = None
     """Tasks per parent, drawn from the grid types x rates x strengths in a seeded order
     (cycling with fresh seeds past its size); ``None``: the whole grid once."""
-    max_rows: int = 1000
+    max_rows: int = 500
     """Most normal rows per task (a seeded subsample of the parent's normal rows)."""
+    max_columns: int = 64
+    """Wider parents keep a seeded random subset of this many columns (one per parent): the
+    detector bank's cost grows with the width, and a subset of a table is still real data."""
     seed: int = 0
     """Seed of the row subsamples, the grid order and the generated anomalies."""
 
@@ -99,6 +104,8 @@ class PlantSettings:
             raise ValueError(f"per_dataset must be a positive integer, got {self.per_dataset}")
         if self.max_rows < 20:
             raise ValueError(f"max_rows must be at least 20, got {self.max_rows}")
+        if self.max_columns < 1:
+            raise ValueError(f"max_columns must be a positive integer, got {self.max_columns}")
 
     def grid(self) -> list[tuple[str, float, float]]:
         return list(itertools.product(self.types, self.rates, self.strengths))
@@ -220,7 +227,7 @@ def _snap_discrete(X: np.ndarray, discrete: Sequence[np.ndarray | None]) -> np.n
 
 
 def plant(parent: Task, anomaly_type: str, *, rate: float = 0.05, strength: float = 1.0, seed: int = 0,
-          max_rows: int = 1000, model: NormalModel | None = None, name: str | None = None) -> Task:
+          max_rows: int = 500, model: NormalModel | None = None, name: str | None = None) -> Task:
     """A task of up to ``max_rows`` of ``parent``'s normal rows and planted anomalies at ``rate``.
 
     Args:
@@ -273,6 +280,10 @@ def planted_tasks(parents: Iterable[Task], settings: PlantSettings | None = None
             continue
         salt = zlib.crc32(parent.name.encode())
         rng = np.random.default_rng([settings.seed, salt])
+        if parent.n_features > settings.max_columns:
+            cols = np.sort(rng.choice(parent.n_features, settings.max_columns, replace=False))
+            parent = Task(parent.name, parent.X[:, cols], parent.y, parent.source,
+                          f"{settings.max_columns} of the {parent.n_features} columns of {parent.name}", parent.parent)
         normal = parent.X[parent.y == 0]
         model = fit_normal_model(normal, seed=int(rng.integers(2**31)))
         order = rng.permutation(len(grid))
@@ -290,7 +301,8 @@ PREFIX = "planted:"
 
 
 def parse_planted_spec(spec: str) -> tuple[str, PlantSettings]:
-    """``planted:PATH?key=value&...`` -> (PATH, settings).  Keys: the fields of :class:`PlantSettings`.
+    """``planted:PATH?key=value&...`` -> (PATH, settings).  Keys: the fields of :class:`PlantSettings`;
+    list items are joined by ``+`` or ``,``.
 
     Raises:
         ValueError: no ``planted:`` prefix, no PATH, an unknown key or a bad value.
@@ -306,7 +318,7 @@ def parse_planted_spec(spec: str) -> tuple[str, PlantSettings]:
         key, sep, value = part.partition("=")
         if not sep or key not in known:
             raise ValueError(f"{spec!r}: unknown or empty option {part!r}; options are {sorted(known)} (key=value, joined by &)")
-        items = [v.strip() for v in value.split(",") if v.strip()]
+        items = [v.strip() for v in value.replace("+", ",").split(",") if v.strip()]
         try:
             if key == "types":
                 values[key] = tuple(items)

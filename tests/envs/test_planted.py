@@ -94,15 +94,20 @@ def test_planted_tasks_follow_the_grid_per_parent(parent):
         kind = t.name.split("/planted-")[1].split("-")[0]
         assert kind in ("local", "clustered") and t.n_rows - t.n_anomalies <= 200
     assert [t.hash for t in planted_tasks([parent, other], settings)] == [t.hash for t in tasks]
+    narrow = planted_tasks([parent], PlantSettings(types=("global",), strengths=(1.0,), max_columns=3))
+    assert narrow[0].n_features == 3 and narrow[0].parent == "parent"
     whole = planted_tasks([parent], PlantSettings(types=("local", "global"), rates=(0.05,), strengths=(0.5, 1.0)))
     assert len(whole) == 4  # per_dataset unset: the whole grid once
 
 
 def test_spec_parsing_and_its_errors():
-    path, settings = parse_planted_spec("planted:builtin?types=local,global&rates=0.02,0.05&strengths=1&per_dataset=5&max_rows=300")
+    path, settings = parse_planted_spec("planted:builtin?types=local,global&rates=0.02,0.05&strengths=1&per_dataset=5&max_rows=300&max_columns=9")
     assert path == "builtin"
-    assert settings == PlantSettings(types=("local", "global"), rates=(0.02, 0.05), strengths=(1.0,), per_dataset=5, max_rows=300)
+    assert settings == PlantSettings(types=("local", "global"), rates=(0.02, 0.05), strengths=(1.0,), per_dataset=5, max_rows=300,
+                                     max_columns=9)
     assert parse_planted_spec("planted:data/x")[1] == PlantSettings()
+    assert parse_planted_spec("planted:x?types=local+dependency&rates=0.02+0.1")[1] == PlantSettings(
+        types=("local", "dependency"), rates=(0.02, 0.1))
     with pytest.raises(ValueError, match="unknown or empty option 'kinds=local'"):
         parse_planted_spec("planted:builtin?kinds=local")
     with pytest.raises(ValueError, match="planted types must be among"):
