@@ -53,9 +53,13 @@ class HeadSettings:
     """Shrink the head toward the unadapted policy by the evidence its out-of-fold predictions
     give (the negative-transfer guard).  Off: always keep it whole (no cross-validation)."""
     evidence_low: float = 1.0
-    """Guard: out-of-fold AUROC this many standard errors above chance, or less, keeps none of the head."""
-    evidence_high: float = 3.0
-    """Guard: this many standard errors above chance, or more, keeps all of it."""
+    """Guard: labels ranked (by the head out of fold, or by the policy) this many standard errors
+    above chance, or less, keep none of the head."""
+    evidence_high: float = 2.0
+    """Guard: this many standard errors above chance, or more, keep all of it."""
+    disagreement_se: float = 3.0
+    """Guard: a head that ranks the labels this many standard errors worse than the policy, or
+    more, is not kept (partly kept in between)."""
     policy_prior: bool = True
     """Boost from the policy's calibrated logit.  Off (an ablation): boost from the base rate,
     so the head ignores the policy; the transferable features stay among its inputs."""
@@ -63,6 +67,8 @@ class HeadSettings:
     def __post_init__(self) -> None:
         if not self.evidence_high > self.evidence_low:
             raise ValueError(f"evidence_high ({self.evidence_high}) must be above evidence_low ({self.evidence_low})")
+        if not self.disagreement_se > 0:
+            raise ValueError(f"disagreement_se must be positive, got {self.disagreement_se}")
 
 
 @dataclass

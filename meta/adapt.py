@@ -20,8 +20,9 @@ target, with a record of what was done in ``metadata["adaptation"]``:
 
 A **negative-transfer guard** protects all three.  The target head is shrunk toward the
 unadapted policy by the evidence its out-of-fold predictions give on the labelled rows
-(:func:`shrinkage_weight`): labels that carry no signal leave the policy as it was, labels
-that the head clearly ranks keep the head whole, and the weight and its evidence are in the
+(:func:`shrinkage_weight`): labels that carry no signal (neither the policy nor the head
+ranks them above chance) leave the policy as it was, real labels keep the head whole unless
+it ranks them clearly worse than the policy, and the weight and its evidence are in the
 record.  Fine-tuning keeps the adapted policy only when it beats the unadapted one on a
 held-out part of the labels, or of the pseudo-labels while staying close in ranking to it
 (unsupervised); otherwise the unadapted policy is kept and the record says so.
@@ -369,8 +370,8 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
         "evidence": evidence,
         "head_weight": w,
     })
-    summary = (f"out of fold on the {int(known.sum())} labelled rows ({k}-fold) the head ranks with AUROC {auc_head:.3f} "
-               f"(z = {evidence['z']:.2f} above chance), the unadapted policy {auc_prior:.3f}")
+    summary = (f"on the {int(known.sum())} labelled rows the head ranks with AUROC {auc_head:.3f} out of fold ({k}-fold), "
+               f"the unadapted policy {auc_prior:.3f} (evidence z = {evidence['z']:.2f} above chance)")
     if w == 0.0:
         record.update(kept="unadapted",
                       reason=f"{summary}: too little evidence, the bundle keeps the unadapted policy")
@@ -396,28 +397,29 @@ def _head_rows(labels: np.ndarray, settings: HeadSettings, seed: int) -> np.ndar
 
 def shrinkage_weight(auc_head: float, auc_prior: float, n_anomalies: int, n_normals: int,
                      settings: HeadSettings) -> dict:
-    """How much of a target head to keep, from its out-of-fold AUROC on the labelled rows.
+    """How much of a target head to keep, from the AUROCs on the labelled rows.
 
-    The evidence is measured in standard errors of an AUROC under the null hypothesis that
-    the labels carry no signal (Mann-Whitney: ``se = sqrt((n1 + n0 + 1) / (12 n1 n0))``), so
-    the number of labelled anomalies and normal rows sets how much a given AUROC counts:
+    ``auc_head`` is the head's out-of-fold AUROC, ``auc_prior`` the unadapted policy's.  Both
+    are measured in standard errors of an AUROC under the null hypothesis that the labels carry
+    no signal (Mann-Whitney: ``se = sqrt((n1 + n0 + 1) / (12 n1 n0))``), so the number of
+    labelled anomalies and normal rows sets how much a given AUROC counts:
 
-    - ``signal``: ``z = (auc_head - 0.5) / se``, mapped linearly from 0 at
-      ``settings.evidence_low`` to 1 at ``settings.evidence_high``;
-    - ``agreement``: 1 unless the head ranks the held-out labels worse than the unadapted
-      policy, falling linearly to 0 when it is ``settings.evidence_high - settings.evidence_low``
-      standard errors worse.
+    - ``signal``: do the labels carry any?  ``z = max(auc_head, auc_prior) - 0.5`` in standard
+      errors (labels that the policy already ranks, or that the head learns to rank, are
+      real), mapped linearly from 0 at ``settings.evidence_low`` to 1 at ``settings.evidence_high``;
+    - ``agreement``: 1 unless the head ranks the labels worse than the unadapted policy,
+      falling linearly to 0 at ``settings.disagreement_se`` standard errors worse.
 
-    The weight is their product; labels that carry no signal get weight 0 (or near it), a
-    head that clearly ranks them gets 1.
+    The weight is their product: labels at chance level get (nearly) none of the head, real
+    labels all of it unless the head clearly does worse on them than the policy did.
     """
     se = float(np.sqrt((n_anomalies + n_normals + 1) / (12.0 * n_anomalies * n_normals)))
-    z = (auc_head - 0.5) / se
-    span = settings.evidence_high - settings.evidence_low
-    signal = float(np.clip((z - settings.evidence_low) / span, 0.0, 1.0))
-    agreement = float(np.clip(1.0 + (auc_head - auc_prior) / se / span, 0.0, 1.0))
-    return {"z": round(z, 4), "se": round(se, 6), "signal": round(signal, 4), "agreement": round(agreement, 4),
-            "weight": round(signal * agreement, 4)}
+    z_head, z_prior = (auc_head - 0.5) / se, (auc_prior - 0.5) / se
+    z = max(z_head, z_prior)
+    signal = float(np.clip((z - settings.evidence_low) / (settings.evidence_high - settings.evidence_low), 0.0, 1.0))
+    agreement = float(np.clip(1.0 + (auc_head - auc_prior) / se / settings.disagreement_se, 0.0, 1.0))
+    return {"z": round(z, 4), "z_head": round(z_head, 4), "z_prior": round(z_prior, 4), "se": round(se, 6),
+            "signal": round(signal, 4), "agreement": round(agreement, 4), "weight": round(signal * agreement, 4)}
 
 
 def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, settings: AdaptSettings, seed: int, name: str, *, pseudo: bool) -> dict:

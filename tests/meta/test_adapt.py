@@ -169,7 +169,7 @@ def test_head_moves_with_informative_labels(bundle, target):
     adapted = adapt(bundle, target.X, labels, seed=0)
     record = adapted.metadata["adaptation"]
     assert record["kept"] == "adapted" and record["head_weight"] > 0.5
-    assert record["evidence"]["z"] > 3 and record["evidence"]["signal"] == 1.0
+    assert record["evidence"]["z"] > 2 and record["evidence"]["signal"] == 1.0
     assert f"weight {record['head_weight']:.2f}" in record["reason"]
     rest = labels == -1
     prior = bundle.score(target.X)
@@ -185,9 +185,12 @@ def test_shrinkage_weight_counts_evidence_and_agreement():
     # the same AUROC counts for more with more labelled anomalies
     few, many = shrinkage_weight(0.68, 0.6, 5, 50, s), shrinkage_weight(0.68, 0.6, 40, 400, s)
     assert few["weight"] < many["weight"] and few["se"] > many["se"]
+    # labels the policy already ranks are real even when the head learns little from them
+    assert shrinkage_weight(0.6, 0.9, 10, 50, s)["signal"] == 1.0
     # a head that ranks clearly worse than the unadapted policy is shrunk although it beats chance
     worse = shrinkage_weight(0.8, 0.99, 20, 200, s)
     assert worse["signal"] == 1.0 and worse["agreement"] < 0.5 and worse["weight"] == worse["agreement"]
+    assert shrinkage_weight(0.97, 0.99, 20, 200, s)["weight"] > 0.9  # a little worse: nearly all kept
     with pytest.raises(ValueError, match="evidence_high"):
         HeadSettings(evidence_low=2.0, evidence_high=1.0)
 
