@@ -254,6 +254,7 @@ def read_head(parts: BundleParts) -> TargetHead | None:
     ser.field(header, "offset", float, where)
     ser.field(header, "n_columns", int, where, check=lambda n: n >= 1)
     ser.field(header, "settings", dict, where, default={})
+    ser.field(header, "weight", float, where, default=1.0, check=lambda w: 0.0 <= w <= 1.0)
     try:
         return TargetHead.from_files(members["head.json"].decode(), members["head.ubj"])
     except Exception as exc:  # XGBoost raises its own error type for a malformed model

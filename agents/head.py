@@ -5,13 +5,15 @@ which is what lets it act on any dataset, and also what limits it once a target'
 are known: what separates that target's anomalies may lie in its own columns.  A target
 head keeps the policy as the prior and learns only the difference:
 
-    margin(x) = a * policy_margin(features(x)) + b + trees([x, features(x)])
+    margin(x) = a * policy_margin(features(x)) + b + w * trees([x, features(x)])
 
 ``a`` and ``b`` calibrate the policy's logit to the target's labels (Platt scaling), and
 the trees are gradient-boosted (XGBoost) from that calibrated logit as their base margin,
 on the target's raw columns next to the transferable features.  With few labels, a short,
 shrunk boosting run moves the prior only where the labels insist.  P(anomaly) of the
-adapted policy is ``sigmoid(margin)``.
+adapted policy is ``sigmoid(margin)``.  :meth:`TargetHead.shrunk` blends a fitted head with
+the unadapted policy's own logit, ``(1 - w) * policy_margin + w * head_margin``, by the
+evidence the labels give (:mod:`anomaly_gym.meta.adapt`).
 
 A head belongs to one target: it expects that target's columns, in the same order and
 units as the rows it was fitted on.
@@ -48,11 +50,25 @@ class HeadSettings:
     n_jobs: int = 1
     """XGBoost threads."""
     guard: bool = True
-    """Keep the head only if it beats the unadapted policy out of fold (the negative-transfer
-    guard).  Off: always keep it (no cross-validation)."""
+    """Shrink the head toward the unadapted policy by the evidence its out-of-fold predictions
+    give (the negative-transfer guard).  Off: always keep it whole (no cross-validation)."""
+    evidence_low: float = 1.0
+    """Guard: labels ranked (by the head out of fold, or by the policy) this many standard errors
+    above chance, or less, keep none of the head."""
+    evidence_high: float = 2.0
+    """Guard: this many standard errors above chance, or more, keep all of it."""
+    disagreement_se: float = 3.0
+    """Guard: a head that ranks the labels this many standard errors worse than the policy, or
+    more, is not kept (partly kept in between)."""
     policy_prior: bool = True
     """Boost from the policy's calibrated logit.  Off (an ablation): boost from the base rate,
     so the head ignores the policy; the transferable features stay among its inputs."""
+
+    def __post_init__(self) -> None:
+        if not self.evidence_high > self.evidence_low:
+            raise ValueError(f"evidence_high ({self.evidence_high}) must be above evidence_low ({self.evidence_low})")
+        if not self.disagreement_se > 0:
+            raise ValueError(f"disagreement_se must be positive, got {self.disagreement_se}")
 
 
 @dataclass
@@ -65,6 +81,7 @@ class TargetHead:
         n_columns: Width of the target's rows.
         booster: The boosted trees (an ``xgboost.Booster``) on ``[x, features(x)]``.
         settings: The settings it was fitted with (a record).
+        weight: ``w``, the weight of the trees (1 for a fitted head, less once shrunk).
     """
 
     scale: float
@@ -72,10 +89,21 @@ class TargetHead:
     n_columns: int
     booster: Any
     settings: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready record of the head: its fit settings and calibration."""
-        return {**self.settings, "scale": self.scale, "offset": self.offset}
+        """A JSON-ready record of the head: its fit settings, calibration and weight."""
+        return {**self.settings, "scale": self.scale, "offset": self.offset, "weight": self.weight}
+
+    def shrunk(self, w: float) -> TargetHead:
+        """This head blended with the unadapted logit: ``(1 - w) * policy_margin + w * self.margin``.
+
+        ``w = 1`` is this head, ``w = 0`` the unadapted policy (its logit exactly).
+        """
+        if not 0.0 <= w <= 1.0:
+            raise ValueError(f"a shrinkage weight must be in [0, 1], got {w}")
+        return TargetHead(1.0 - w + w * self.scale, w * self.offset, self.n_columns, self.booster, self.settings,
+                          w * self.weight)
 
     def check_width(self, n_columns: int) -> None:
         if n_columns != self.n_columns:
@@ -93,15 +121,18 @@ class TargetHead:
         self.check_width(X.shape[1])
         base = self.scale * np.asarray(policy_margin, dtype=np.float64) + self.offset
         inputs = np.hstack([X, np.asarray(features, dtype=np.float32)])
+        if self.weight == 0.0:
+            return base
         trees = self.booster.inplace_predict(inputs, predict_type="margin", base_margin=np.zeros(len(X)))
-        return base + np.asarray(trees, dtype=np.float64)
+        return base + self.weight * np.asarray(trees, dtype=np.float64)
 
     def proba(self, X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray) -> np.ndarray:
         return expit(self.margin(X, features, policy_margin))
 
     # -- persistence (JSON header + XGBoost's own binary format; no pickle) -------------
     def to_files(self) -> tuple[str, bytes]:
-        header = {"scale": self.scale, "offset": self.offset, "n_columns": self.n_columns, "settings": self.settings}
+        header = {"scale": self.scale, "offset": self.offset, "n_columns": self.n_columns, "settings": self.settings,
+                  "weight": self.weight}
         return json.dumps(header, indent=2), bytes(self.booster.save_raw("ubj"))
 
     @classmethod
@@ -112,7 +143,8 @@ class TargetHead:
         model = xgb.Booster()
         model.load_model(bytearray(booster))
         model.set_param({"nthread": int(meta.get("settings", {}).get("n_jobs", 1))})
-        return cls(float(meta["scale"]), float(meta["offset"]), int(meta["n_columns"]), model, meta.get("settings", {}))
+        return cls(float(meta["scale"]), float(meta["offset"]), int(meta["n_columns"]), model, meta.get("settings", {}),
+                   float(meta.get("weight", 1.0)))
 
 
 def calibrate(policy_margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:

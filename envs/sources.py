@@ -346,9 +346,14 @@ def training_pool(tasks: Iterable[Task] | None, owner: str) -> list[Task]:
 def load_tasks(spec: str | Path, **task_kwargs) -> list[Task]:
     """Resolve a task source: ``"builtin"``, a directory of .npz files, a directory of
     ``NAME.csv.gz`` tables with a ``label`` column (:func:`load_tables_dir`, e.g.
-    ../shared/data/tables), one .npz, or one .csv."""
+    ../shared/data/tables), one .npz, one .csv, or ``planted:SOURCE?...``: anomalies planted
+    into the normal rows of another source's datasets (:mod:`anomaly_gym.envs.planted`)."""
     if str(spec) == "builtin":
         return builtin_suite()
+    if str(spec).startswith("planted:"):
+        from anomaly_gym.envs.planted import load_planted
+
+        return load_planted(str(spec), **task_kwargs)
     path = Path(spec)
     if path.is_dir():
         if not any(path.glob("*.npz")) and (any(path.glob("*.csv.gz")) or any(path.glob("*.csv"))):

@@ -39,6 +39,9 @@ class Task:
         y: Labels, int8, shape (n,), 1 = anomaly and 0 = normal; ``None`` when unlabelled.
         source: Where the task came from (``"sklearn"``, ``"synthetic"``, ``"adbench"``, ``"csv"``).
         description: How the task was made (for example which class plays the anomaly).
+        parent: The name of the dataset a derived task was made from (planted anomalies in
+            its normal rows, :mod:`anomaly_gym.envs.planted`), ``None`` for an original one.
+            Dataset-level splits keep a derived task with its parent.
         hash: Hex digest of ``X`` and ``y``: equal data, equal hash, across processes.
     """
 
@@ -47,6 +50,7 @@ class Task:
     y: np.ndarray | None
     source: str = "unknown"
     description: str = ""
+    parent: str | None = None
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -94,11 +98,17 @@ class Task:
             y=None if self.y is None else self.y[index],
             source=self.source,
             description=self.description,
+            parent=self.parent,
         )
+
+    @property
+    def dataset(self) -> str:
+        """The original dataset: ``parent`` for a derived task, else ``name``."""
+        return self.parent or self.name
 
     def without_labels(self) -> Task:
         """The same rows with the labels removed (what a detector may see of a target)."""
-        return Task(self.name, self.X, None, self.source, self.description)
+        return Task(self.name, self.X, None, self.source, self.description, self.parent)
 
     def __repr__(self) -> str:
         rate = f"{self.anomaly_rate:.2%}" if self.labelled else "unlabelled"

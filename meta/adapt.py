@@ -18,11 +18,14 @@ target, with a record of what was done in ``metadata["adaptation"]``:
 - **unsupervised** (``mode="unsupervised"``): self-training on the policy's most confident
   pseudo-labels (top-scored rows as anomalies, low-scored rows as normal).
 
-A **negative-transfer guard** protects the last two: the adapted policy is kept only when
-it beats the unadapted one on held-out labels (few-shot: out-of-fold predictions for the
-head, a held-out part for fine-tuning) or on held-out pseudo-labels
-while staying close in ranking to it (unsupervised); otherwise the unadapted policy is
-kept and the record says so.
+A **negative-transfer guard** protects all three.  The target head is shrunk toward the
+unadapted policy by the evidence its out-of-fold predictions give on the labelled rows
+(:func:`shrinkage_weight`): labels that carry no signal (neither the policy nor the head
+ranks them above chance) leave the policy as it was, real labels keep the head whole unless
+it ranks them clearly worse than the policy, and the weight and its evidence are in the
+record.  Fine-tuning keeps the adapted policy only when it beats the unadapted one on a
+held-out part of the labels, or of the pseudo-labels while staying close in ranking to it
+(unsupervised); otherwise the unadapted policy is kept and the record says so.
 """
 
 from __future__ import annotations
@@ -306,25 +309,19 @@ def _logloss(y: np.ndarray, margin: np.ndarray) -> float:
 
 def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, labels: np.ndarray,
                      settings: HeadSettings, seed: int) -> dict:
-    """Few-shot by a target head, kept only if it beats the unadapted policy on out-of-fold labels.
+    """Few-shot by a target head, shrunk toward the unadapted policy by the evidence the labels give.
 
-    The guard cross-validates the whole fit (calibration and trees) over ``settings.folds``
-    folds and compares, on the labelled rows only, (AUROC, -log-loss) of the out-of-fold
-    adapted logits with the unadapted policy's (its logit for AUROC, calibrated in the same
-    folds for the log-loss): AUROC first, log-loss breaking ties.
+    The whole fit (calibration and trees) is cross-validated over ``settings.folds`` folds;
+    on the labelled rows, the out-of-fold head gives the evidence (:func:`shrinkage_weight`),
+    and the head fitted on every row is blended with the unadapted policy's logit by that
+    weight (:meth:`~anomaly_gym.agents.head.TargetHead.shrunk`).  Labels that carry no signal
+    leave the policy as it was; the more clearly the head ranks held-out labels, the more
+    of it is kept.
     """
     from sklearn.model_selection import StratifiedKFold
 
     margin = policy_margin(bundle.model, features)
-    if settings.unlabelled_as_normal:
-        rows = np.arange(len(labels))
-        unknown = np.flatnonzero(labels == UNKNOWN)
-        cap = settings.max_unlabelled_rows
-        if cap is not None and len(unknown) > cap:
-            keep = np.random.default_rng(seed).choice(unknown, size=cap, replace=False)
-            rows = np.sort(np.concatenate([np.flatnonzero(labels != UNKNOWN), keep]))
-    else:
-        rows = np.flatnonzero(labels != UNKNOWN)
+    rows = _head_rows(labels, settings, seed)
     y = (labels[rows] == 1).astype(np.int8)
     known = labels[rows] != UNKNOWN
     n_anomalies, n_normals = int((labels == 1).sum()), int((labels == 0).sum())
@@ -338,8 +335,8 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     }
     if not settings.guard:
         bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
-        record.update(kept="adapted", head=bundle.head.describe(),
-                      reason="the guard is off: the head is kept without a held-out check")
+        record.update(kept="adapted", head_weight=1.0, head=bundle.head.describe(),
+                      reason="the guard is off: the head is kept whole, without a held-out check")
         return record
     k = max(2, min(settings.folds, n_anomalies, n_normals))
     strata = labels[rows].astype(np.int64) + 1  # unknown / normal / anomaly, each spread over the folds
@@ -355,30 +352,74 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
         head = fit_head(X[fit_rows], features[fit_rows], margin[fit_rows], y[fit_idx], settings, seed)
         oof_head[held_idx] = head.margin(X[held_rows], features[held_rows], margin[held_rows])
         oof_prior[held_idx] = head.scale * margin[held_rows] + head.offset
-    y_known = y[known]
-    before = (round(float(roc_auc_score(y_known, margin[rows][known])), 6), -_logloss(y_known, oof_prior[known]))
-    after = (round(float(roc_auc_score(y_known, oof_head[known])), 6), -_logloss(y_known, oof_head[known]))
+    y_known, prior_known, head_known = y[known], margin[rows][known], oof_head[known]
+    auc_prior = float(roc_auc_score(y_known, prior_known))
+    auc_head = float(roc_auc_score(y_known, head_known))
+    evidence = shrinkage_weight(auc_head, auc_prior, int(y_known.sum()), int((y_known == 0).sum()), settings)
+    w = evidence["weight"]
+    blend = (1.0 - w) * prior_known + w * head_known
+    auc_after = float(roc_auc_score(y_known, blend))
     record.update({
         "guard_folds": k,
         "held_out_rows": int(known.sum()),
-        "held_out_auroc_before": before[0],
-        "held_out_logloss_before": -before[1],
-        "held_out_auroc_head": after[0],  # the candidate head's, out of fold; _after is the kept bundle's
-        "held_out_logloss_head": -after[1],
+        "held_out_auroc_before": round(auc_prior, 6),
+        "held_out_logloss_before": _logloss(y_known, oof_prior[known]),
+        "held_out_auroc_head": round(auc_head, 6),  # the whole head's, out of fold; _after is the kept blend's
+        "held_out_logloss_head": _logloss(y_known, head_known),
+        "held_out_auroc_after": round(auc_after, 6),
+        "evidence": evidence,
+        "head_weight": w,
     })
-    if after > before:
-        bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
-        record.update(kept="adapted", held_out_auroc_after=after[0], held_out_logloss_after=-after[1],
-                      head=bundle.head.describe(),
-                      reason=f"out-of-fold AUROC on the {int(known.sum())} labelled rows {before[0]:.3f} -> {after[0]:.3f}, "
-                      f"log-loss {-before[1]:.3f} -> {-after[1]:.3f} ({k}-fold)")
-    else:
-        record.update(kept="unadapted", held_out_auroc_after=before[0], held_out_logloss_after=-before[1],
-                      reason=f"the target head did not beat the unadapted policy on the {int(known.sum())} labelled rows "
-                      f"out of fold (the head's AUROC {after[0]:.3f} and log-loss {-after[1]:.3f} against the unadapted "
-                      f"policy's {before[0]:.3f} and {-before[1]:.3f}); the bundle keeps the unadapted policy, whose "
-                      "figures are held_out_auroc_after")
+    summary = (f"on the {int(known.sum())} labelled rows the head ranks with AUROC {auc_head:.3f} out of fold ({k}-fold), "
+               f"the unadapted policy {auc_prior:.3f} (evidence z = {evidence['z']:.2f} above chance)")
+    if w == 0.0:
+        record.update(kept="unadapted",
+                      reason=f"{summary}: too little evidence, the bundle keeps the unadapted policy")
+        return record
+    bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed).shrunk(w)
+    record.update(kept="adapted", head=bundle.head.describe(),
+                  reason=f"{summary}: the head is kept with weight {w:.2f} (held-out AUROC {auc_prior:.3f} -> {auc_after:.3f})")
     return record
+
+
+def _head_rows(labels: np.ndarray, settings: HeadSettings, seed: int) -> np.ndarray:
+    """The rows a head is fitted on: the labelled ones, and (capped) unlabelled ones as normal."""
+    if not settings.unlabelled_as_normal:
+        return np.flatnonzero(labels != UNKNOWN)
+    rows = np.arange(len(labels))
+    unknown = np.flatnonzero(labels == UNKNOWN)
+    cap = settings.max_unlabelled_rows
+    if cap is not None and len(unknown) > cap:
+        keep = np.random.default_rng(seed).choice(unknown, size=cap, replace=False)
+        rows = np.sort(np.concatenate([np.flatnonzero(labels != UNKNOWN), keep]))
+    return rows
+
+
+def shrinkage_weight(auc_head: float, auc_prior: float, n_anomalies: int, n_normals: int,
+                     settings: HeadSettings) -> dict:
+    """How much of a target head to keep, from the AUROCs on the labelled rows.
+
+    ``auc_head`` is the head's out-of-fold AUROC, ``auc_prior`` the unadapted policy's.  Both
+    are measured in standard errors of an AUROC under the null hypothesis that the labels carry
+    no signal (Mann-Whitney: ``se = sqrt((n1 + n0 + 1) / (12 n1 n0))``), so the number of
+    labelled anomalies and normal rows sets how much a given AUROC counts:
+
+    - ``signal``: do the labels carry any?  ``z = max(auc_head, auc_prior) - 0.5`` in standard
+      errors (labels that the policy already ranks, or that the head learns to rank, are
+      real), mapped linearly from 0 at ``settings.evidence_low`` to 1 at ``settings.evidence_high``;
+    - ``agreement``: 1 unless the head ranks the labels worse than the unadapted policy,
+      falling linearly to 0 at ``settings.disagreement_se`` standard errors worse.
+
+    The weight is their product: labels at chance level get (nearly) none of the head, real
+    labels all of it unless the head clearly does worse on them than the policy did.
+    """
+    se = float(np.sqrt((n_anomalies + n_normals + 1) / (12.0 * n_anomalies * n_normals)))
+    z_head, z_prior = (auc_head - 0.5) / se, (auc_prior - 0.5) / se
+    z = max(z_head, z_prior)
+    signal = float(np.clip((z - settings.evidence_low) / (settings.evidence_high - settings.evidence_low), 0.0, 1.0))
+    agreement = float(np.clip(1.0 + (auc_head - auc_prior) / se / settings.disagreement_se, 0.0, 1.0))
+    return {"z": round(z, 4), "z_head": round(z_head, 4), "z_prior": round(z_prior, 4), "se": round(se, 6),
+            "signal": round(signal, 4), "agreement": round(agreement, 4), "weight": round(signal * agreement, 4)}
 
 
 def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, settings: AdaptSettings, seed: int, name: str, *, pseudo: bool) -> dict:

@@ -18,7 +18,7 @@ class TrainConfig:
     name: str = "default"
     """Config name; the first part of the run folder's name."""
     sources: list[str] = field(default_factory=lambda: ["builtin"])
-    """Task sources: 'builtin', folders of ADBench NAME.npz files or of NAME.csv.gz tables with a 'label' column, or .npz/.csv files."""
+    """Task sources: 'builtin', folders of ADBench NAME.npz files or of NAME.csv.gz tables with a 'label' column, single .npz/.csv files, or 'planted:SOURCE?...' (anomalies planted into another source's normal rows)."""
     datasets: list[str] = field(default_factory=list)
     """Keep only these task names from the sources (empty: all)."""
     val_tasks: Any = 0.2

@@ -13,10 +13,14 @@ class TaskSampler:
 
     Validation tasks are never handed out for training: :meth:`sample` draws from
     :attr:`train_tasks` only, so validation AUROC measures transfer to unseen datasets.
+    Derived tasks (planted anomalies, :mod:`anomaly_gym.envs.planted`) go with their
+    parent dataset: when a dataset is held out, so is every task made from it, and
+    validation scores the original datasets only (the derived ones when a held-out group
+    has no original).
 
     Args:
         tasks: Labelled source tasks (each with both classes).
-        val_tasks: How many tasks to hold out (an int), a share of them (a float in
+        val_tasks: How many datasets to hold out (an int), a share of them (a float in
             (0, 1)), or their names (a sequence of str).
         seed: Seed of the hold-out choice (when not given by name).
     """
@@ -29,23 +33,26 @@ class TaskSampler:
             raise ValueError(f"source task names must be unique; repeated: {dup}")
         for t in tasks:
             check_training_task(t)
+        groups = list(dict.fromkeys(t.dataset for t in tasks))
         if isinstance(val_tasks, str):
             val_tasks = [val_tasks]
         if isinstance(val_tasks, (list, tuple)):
             missing = sorted(set(val_tasks) - set(names))
             if missing:
                 raise ValueError(f"validation task(s) {missing} are not among the sources {names}")
-            held = set(val_tasks)
+            by_name = {t.name: t.dataset for t in tasks}
+            held = {by_name[v] for v in val_tasks}
         else:
-            n_val = int(round(val_tasks * len(tasks))) if isinstance(val_tasks, float) else int(val_tasks)
+            n_val = int(round(val_tasks * len(groups))) if isinstance(val_tasks, float) else int(val_tasks)
             if isinstance(val_tasks, float) and not 0.0 <= val_tasks < 1.0:
                 raise ValueError(f"a validation share must be in [0, 1), got {val_tasks}")
-            if not 0 <= n_val < len(tasks):
-                raise ValueError(f"cannot hold out {n_val} of {len(tasks)} tasks; at least one must remain for training")
-            order = np.random.default_rng(seed).permutation(len(tasks))
-            held = {names[i] for i in order[:n_val]}
-        self.train_tasks = [t for t in tasks if t.name not in held]
-        self.val_tasks = [t for t in tasks if t.name in held]
+            if not 0 <= n_val < len(groups):
+                raise ValueError(f"cannot hold out {n_val} of {len(groups)} datasets; at least one must remain for training")
+            order = np.random.default_rng(seed).permutation(len(groups))
+            held = {groups[i] for i in order[:n_val]}
+        self.train_tasks = [t for t in tasks if t.dataset not in held]
+        originals = {t.dataset for t in tasks if t.parent is None}
+        self.val_tasks = [t for t in tasks if t.dataset in held and (t.parent is None or t.dataset not in originals)]
         if not self.train_tasks:
             raise ValueError("every task was held out for validation; leave at least one for training")
 

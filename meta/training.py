@@ -32,16 +32,40 @@ def load_sources(cfg: TrainConfig) -> list[Task]:
     for spec in cfg.sources:
         tasks += load_tasks(spec, nan_policy=cfg.nan_policy)
     if cfg.datasets:
-        wanted = {d.lower() for d in cfg.datasets}
-        found = {t.name.lower() for t in tasks}
-        missing = sorted(wanted - found)
-        if missing:
-            raise ValueError(f"dataset(s) {missing} not found in sources {cfg.sources}")
-        tasks = [t for t in tasks if t.name.lower() in wanted]
+        tasks = select_datasets(tasks, cfg.datasets, cfg.sources)
     tasks = [t for t in tasks if t.labelled]
     if not tasks:
         raise ValueError(f"no labelled tasks in sources {cfg.sources}; training needs labels")
     return [subsample(t, cfg.max_task_rows, cfg.seed) for t in tasks]
+
+
+def select_datasets(tasks: Sequence[Task], datasets: Sequence[str], sources: Sequence[str] = ()) -> list[Task]:
+    """The tasks named in ``datasets`` (case-insensitive), derived tasks only with their parent.
+
+    A task made from another dataset (planted anomalies, ``task.parent``) is kept when its
+    parent is named, and never without it: naming a derived task whose parent is left out
+    (as a dataset-level fold does with a held-out dataset) drops it, so no policy trains on
+    what was planted into a dataset it is tested on.
+
+    Raises:
+        ValueError: a name matches no task or parent, or every named task is a derived one
+            whose parent is not named.
+    """
+    wanted = {d.lower() for d in datasets}
+    found = {t.name.lower() for t in tasks} | {t.parent.lower() for t in tasks if t.parent}
+    missing = sorted(wanted - found)
+    if missing:
+        raise ValueError(f"dataset(s) {missing} not found in sources {list(sources)}")
+    kept = [t for t in tasks if (t.parent.lower() in wanted if t.parent else t.name.lower() in wanted)]
+    dropped = [t.name for t in tasks if t.parent and t.name.lower() in wanted and t.parent.lower() not in wanted]
+    if dropped:
+        logger.info("left out %d derived task(s) whose parent dataset is not among the datasets", len(dropped))
+        if not kept:
+            raise ValueError(
+                f"the datasets name only derived tasks (e.g. {dropped[0]!r}) whose parent datasets are left out; "
+                "a derived task trains only with its parent: add the parent's source and name"
+            )
+    return kept
 
 
 def make_run_path(cfg: TrainConfig) -> Path:

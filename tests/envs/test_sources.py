@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from anomaly_gym.envs.sources import (
@@ -268,3 +270,27 @@ def test_adbench_constant_columns_are_dropped_by_default(adbench_dir):
         (mnist,) = load_adbench_dir(adbench_dir, names=["mnist"])
 
     assert mnist.n_features == 78
+
+
+ADBENCH_CV = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "adbench-cv"
+
+
+@pytest.mark.skipif(not ADBENCH_CV.is_dir(), reason="../shared/data/adbench-cv is absent")
+def test_adbench_cv_image_embeddings_are_a_training_source():
+    """The 21 image-embedding tasks (ResNet-18, 512 columns) load as a source, plain and planted."""
+    from anomaly_gym.meta.config import TrainConfig
+    from anomaly_gym.meta.training import load_sources
+
+    with pytest.warns(UserWarning, match="constant column"):  # embedding dimensions constant on a task are dropped
+        tasks = load_tasks(ADBENCH_CV)
+    assert len(tasks) == 21 and len({t.name for t in tasks}) == 21
+    assert {t.name.split("_")[0] for t in tasks} == {"CIFAR10", "SVHN", "MVTec-AD"}
+    assert all(0 < t.n_anomalies < t.n_rows and t.n_features <= 512 for t in tasks)
+    # CIFAR10 and SVHN use nearly all 512 dimensions; MVTec-AD classes leave many constant (dropped)
+    assert all(t.n_features >= 500 for t in tasks if not t.name.startswith("MVTec"))
+    assert all(t.n_features >= 200 for t in tasks)
+    cfg = TrainConfig(sources=[str(ADBENCH_CV)], datasets=["CIFAR10_0", "MVTec-AD_bottle"], max_task_rows=1000)
+    picked = load_sources(cfg)
+    assert [t.name for t in picked] == ["CIFAR10_0", "MVTec-AD_bottle"] and all(t.n_rows <= 1000 for t in picked)
+    planted = load_tasks(f"planted:{ADBENCH_CV / 'SVHN_0.npz'}?types=local&strengths=1&max_rows=100")
+    assert len(planted) == 1 and planted[0].parent == "SVHN_0" and 32 <= planted[0].n_features <= 64

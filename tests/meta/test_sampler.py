@@ -39,3 +39,37 @@ def test_sampler_rejects_bad_splits(tasks):
     unlabelled_anomalies = make_task("flat", np.random.default_rng(0).normal(size=(50, 2)), np.zeros(50))
     with pytest.raises(ValueError, match="no anomalies"):
         TaskSampler(tasks + [unlabelled_anomalies], val_tasks=1)
+
+
+def test_planted_tasks_stay_with_their_parent_dataset(tasks):
+    from anomaly_gym.envs.planted import PlantSettings, planted_tasks
+
+    children = planted_tasks(tasks[:5], PlantSettings(types=("local",), strengths=(1.0,), per_dataset=2, max_rows=60))
+    pool = [*tasks, *children]
+    for seed in range(5):
+        sampler = TaskSampler(pool, val_tasks=2, seed=seed)
+        held = {t.name for t in sampler.val_tasks}
+        assert len(held) == 2 and all(t.parent is None for t in sampler.val_tasks)  # validation scores originals
+        assert all(t.dataset not in held for t in sampler.train_tasks)  # no child of a held-out parent trains
+    by_name = TaskSampler(pool, val_tasks=["t0"])
+    assert [t.name for t in by_name.val_tasks] == ["t0"]
+    assert not any(t.dataset == "t0" for t in by_name.train_tasks) and len(by_name.train_tasks) == 9 + 8
+
+
+def test_load_sources_keeps_derived_tasks_only_with_their_parent(tmp_path):
+    from anomaly_gym.meta.config import TrainConfig
+    from anomaly_gym.meta.training import load_sources
+
+    for name in ("a", "b"):
+        task = make_synthetic_task("local", n_rows=150, n_features=3, seed=len(name) + ord(name))
+        np.savez(tmp_path / f"{name}.npz", X=task.X, y=task.y)
+    spec = f"planted:{tmp_path}?types=global&strengths=1&per_dataset=1&max_rows=80"
+    child = "a/planted-global-s1-r0.05-0"
+    cfg = TrainConfig(sources=[str(tmp_path), spec], datasets=["a", "b"])
+    assert sorted(t.name for t in load_sources(cfg)) == ["a", child, "b", "b/planted-global-s1-r0.05-0"]
+    # a fold that holds b out names b's child but not b itself: the child is left out
+    fold = TrainConfig(sources=[str(tmp_path), spec], datasets=["a", child, "b/planted-global-s1-r0.05-0"])
+    assert sorted(t.name for t in load_sources(fold)) == ["a", child]
+    only = TrainConfig(sources=[spec], datasets=[child])
+    with pytest.raises(ValueError, match="trains only with its parent"):
+        load_sources(only)
