@@ -211,8 +211,11 @@ def load_task_sets(specs: Sequence[str]) -> list:
 
 
 def same_dataset(a, b) -> bool:
-    """Two tasks are the same dataset when their names (case-insensitive) or their contents agree."""
-    return a.name.lower() == b.name.lower() or a.hash == b.hash
+    """Two tasks are the same dataset when their original datasets' names (case-insensitive) or their contents agree.
+
+    A derived task (anomalies planted into a dataset's normal rows) is the dataset it was made from.
+    """
+    return getattr(a, "dataset", a.name).lower() == getattr(b, "dataset", b.name).lower() or a.hash == b.hash
 
 
 def plan_folds(sources: Sequence, targets: Sequence, k: int, seed: int = 0) -> dict[str, str]:

@@ -345,6 +345,17 @@ def test_plan_folds_holds_out_shared_datasets_by_name_content_and_width():
         plan_folds(sources, targets, k=1)
 
 
+def test_a_planted_task_is_its_parent_dataset_in_folds_and_source_pools():
+    rng = np.random.default_rng(0)
+    parent = Task("wine", rng.normal(size=(40, 3)), np.r_[np.zeros(36), np.ones(4)])
+    child = Task("planted/wine/local-0", rng.normal(size=(40, 3)), np.r_[np.zeros(36), np.ones(4)], parent="wine")
+    other = Task("iris", rng.normal(size=(40, 4)), np.r_[np.zeros(36), np.ones(4)])
+    assert protocol.same_dataset(child, parent) and not protocol.same_dataset(child, other)
+    folds = plan_folds([parent, child, other], [parent, other], k=2)
+    kept = protocol.fold_sources([parent, child, other], [parent, other], folds, folds["wine"])
+    assert [t.name for t in kept] == ["iris"]  # the held-out dataset's planted child is held out with it
+
+
 def test_transfer_inputs_equal_the_detectors_own_feature_space():
     """Precomputed source features give exactly the scores of the detector's feature_space='features'."""
     tasks = {t.name: t for t in builtin_suite()}
