@@ -68,7 +68,7 @@ def test_detect_scores_a_rare_category_and_imputes_a_missing_number(model_path, 
 
 def test_a_stream_scores_unseen_categories_instead_of_failing(model_path, tmp_path, capsys):
     src = _mixed(tmp_path / "s.csv", n=120, rare=(), unseen="sctp")
-    code, rows, err = _detect(capsys, src, "--model", model_path, "--mode", "stream", "--warmup", 40, "--refit", "inline",
+    code, rows, err = _detect(capsys, src, "--model", model_path, "--mode", "stream", "--temporal", "off", "--warmup", 40, "--refit", "inline",
                               "--on-missing", "impute")
     assert code == 0, err
     assert [r["status"] for r in rows] == ["warmup"] * 40 + ["ok"] * 80
