@@ -32,10 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from anomaly_gym.agents import serialization as ser
-from anomaly_gym.agents.head import TargetHead
+from anomaly_gym.agents.head import HeadedScoring, TargetHead
 from anomaly_gym.agents.serialization import BundleError
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
-from scipy.special import expit
 
 if TYPE_CHECKING:  # torch and stable-baselines3 are imported when a policy is built, not to read a bundle
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -54,7 +53,7 @@ def package_version() -> str:
 
 
 @dataclass
-class PolicyBundle:
+class PolicyBundle(HeadedScoring):
     """A trained policy and what it needs to turn raw rows into anomaly scores.
 
     Attributes:
@@ -83,23 +82,10 @@ class PolicyBundle:
         raise TypeError(f"unsupported model type {type(self.model).__name__}")
 
     # -- scoring -----------------------------------------------------------------------
-    def margin(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
-        """The adapted policy's logit of "anomaly" for featurized rows (``X``: their raw columns, needed with a head)."""
+    def policy_margin(self, features: np.ndarray) -> np.ndarray:
         from anomaly_gym.agents.factory import policy_margin
 
-        margin = policy_margin(self.model, features)
-        if self.head is None:
-            return margin
-        if X is None:
-            raise ValueError("this bundle has a target head, which reads the target's raw columns: pass X as well as the features")
-        return self.head.margin(X, features, margin)
-
-    def anomaly_proba(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
-        """P(anomaly) for rows already featurized with this bundle's featurizer config.
-
-        ``X`` (the same rows' raw columns) is needed when the bundle has a target head.
-        """
-        return expit(self.margin(features, X))
+        return policy_margin(self.model, features)
 
     def fit_featurizer(self, X) -> Featurizer:
         """Fit a featurizer with this bundle's config on ``X`` (unlabelled) and keep it."""

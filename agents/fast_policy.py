@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from anomaly_gym.agents import serialization as ser
+from anomaly_gym.agents.head import HeadedScoring
 from anomaly_gym.agents.serialization import BundleError
 from scipy.special import erf, expit
 
@@ -218,7 +219,7 @@ def _default_settings(layer) -> bool:
 
 
 @dataclass
-class ScoringBundle:
+class ScoringBundle(HeadedScoring):
     """A policy bundle read for scoring only: the policy as a :class:`NumpyPolicy`.
 
     It scores exactly as :class:`~anomaly_gym.agents.PolicyBundle` does (``margin``,
@@ -242,18 +243,8 @@ class ScoringBundle:
     head: Any = None
     path: Path | None = None
 
-    def margin(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
-        """The adapted policy's logit of "anomaly" for featurized rows (``X``: their raw columns, needed with a head)."""
-        margin = self.policy.margin(features)
-        if self.head is None:
-            return margin
-        if X is None:
-            raise ValueError("this bundle has a target head, which reads the target's raw columns: pass X as well as the features")
-        return self.head.margin(X, features, margin)
-
-    def anomaly_proba(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
-        """P(anomaly) for rows already featurized with this bundle's featurizer config."""
-        return expit(self.margin(features, X))
+    def policy_margin(self, features: np.ndarray) -> np.ndarray:
+        return self.policy.margin(features)
 
     def fit_featurizer(self, X):
         """Fit a featurizer with this bundle's config on ``X`` (unlabelled) and keep it."""

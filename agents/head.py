@@ -176,3 +176,31 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
     record = {"n_estimators": settings.n_estimators, "learning_rate": settings.learning_rate,
               "max_depth": settings.max_depth, "n_jobs": settings.n_jobs, "policy_prior": settings.policy_prior}
     return TargetHead(a, b, X.shape[1], model.get_booster(), record)
+
+
+class HeadedScoring:
+    """``margin`` and ``anomaly_proba`` of a bundle: its policy's logit, moved by its target head when it has one.
+
+    A subclass has a ``head`` attribute (a :class:`TargetHead` or None) and implements
+    :meth:`policy_margin`.
+    """
+
+    def policy_margin(self, features: np.ndarray) -> np.ndarray:
+        """The unadapted policy's logit of "anomaly" for featurized rows."""
+        raise NotImplementedError
+
+    def margin(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """The adapted policy's logit of "anomaly" for featurized rows (``X``: their raw columns, needed with a head)."""
+        margin = self.policy_margin(features)
+        if self.head is None:
+            return margin
+        if X is None:
+            raise ValueError("this bundle has a target head, which reads the target's raw columns: pass X as well as the features")
+        return self.head.margin(X, features, margin)
+
+    def anomaly_proba(self, features: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """P(anomaly) for rows already featurized with this bundle's featurizer config.
+
+        ``X`` (the same rows' raw columns) is needed when the bundle has a target head.
+        """
+        return expit(self.margin(features, X))
