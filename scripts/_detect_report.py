@@ -127,6 +127,27 @@ def broken_pipe(summary: Summary) -> int:
     return 141
 
 
+def stream_to_output(path: str, summary: Summary, body) -> int:
+    """Run ``body(out)`` with the stream's output open (written row by row, not atomically).
+
+    Returns 0, or 130 after Ctrl-C (noted in ``summary``), or 141 after the reader closed the
+    output (the summary is then already printed). A ValueError or OSError prints the summary
+    so far and propagates.
+    """
+    try:
+        with open_output(path, atomic=False) as out:
+            body(out)
+    except BrokenPipeError:
+        return broken_pipe(summary)
+    except KeyboardInterrupt:
+        summary.extra.append("interrupted")
+        return 130
+    except (ValueError, OSError):
+        print(summary.text(), file=sys.stderr)
+        raise
+    return 0
+
+
 def describe_stream_rule(args) -> str:
     if args.contamination is not None:
         return f"conformal p-value <= {args.contamination:.4g} among the current fit's held-out and live scores"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from anomaly_gym.scripts._detect_report import Summary, broken_pipe, default_rule, describe_stream_rule, open_output, print_schema, schema_options
+from anomaly_gym.scripts._detect_report import Summary, default_rule, describe_stream_rule, print_schema, schema_options, stream_to_output
 
 STREAM_COLUMNS = ("anomaly_score", "is_anomaly", "status", "error")
 
@@ -25,21 +25,13 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
     reader = CsvReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
                        sample_rows=min(SAMPLE_ROWS, args.warmup), **schema_options(args))
     run = _StreamRun(args, bundle, reader, summary, timings)
-    status = 0
     try:
-        with open_output(args.output, atomic=False) as out:
-            run.loop(out, fmt)
-    except BrokenPipeError:
-        return broken_pipe(summary)
-    except KeyboardInterrupt:
-        summary.extra.append("interrupted")
-        status = 130
-    except (ValueError, OSError):
-        print(summary.text(), file=sys.stderr)
-        raise
+        status = stream_to_output(args.output, summary, lambda out: run.loop(out, fmt))
     finally:
         if run.detector is not None:
             run.detector.close()
+    if status == 141:
+        return status
     detector = run.detector
     if detector is not None and detector.n_fits:
         where = "in the background" if detector.background else "inline"

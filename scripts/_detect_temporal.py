@@ -145,46 +145,40 @@ def _score(args, fmt, reader, records, sample, time_idx) -> int:
     for note in reader.notes + notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
     report.print_schema(args, reader.types)
-    status = 0
-    try:
-        with report.open_output(args.output, atomic=False) as out:
-            writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
-                      else JsonlOutput(out, reader.header, STREAM_COLUMNS, reader.feature_idx, flush_rows=True))
-            for rec in records:
-                summary.read += 1
-                error = rec.error
-                if error is None:
-                    try:
-                        stamp = stamp_format.parse(rec.fields[time_idx])
-                    except ValueError as exc:
-                        error = str(exc)
-                if error is not None:
-                    if rec.error is None:
-                        summary.errors += 1
-                        summary.reasons["bad timestamp"] += 1
-                    else:
-                        summary.error(error)
-                    if args.on_error == "fail":
-                        raise InputError(rec.source, rec.line, f"{error} (--on-error fail)")
-                    if args.on_error == "mark":
-                        writer.write(rec.fields, (None, None, "error", error))
-                    continue
-                score, flag = det.process_one([float(rec.values[j]) for j in value_idx], stamp)
-                if flag is None:
-                    summary.warmup += 1
-                    writer.write(rec.fields, (None, None, "warmup", None))
+    def write_rows(out) -> None:
+        writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
+                  else JsonlOutput(out, reader.header, STREAM_COLUMNS, reader.feature_idx, flush_rows=True))
+        for rec in records:
+            summary.read += 1
+            error = rec.error
+            if error is None:
+                try:
+                    stamp = stamp_format.parse(rec.fields[time_idx])
+                except ValueError as exc:
+                    error = str(exc)
+            if error is not None:
+                if rec.error is None:
+                    summary.errors += 1
+                    summary.reasons["bad timestamp"] += 1
                 else:
-                    summary.scored += 1
-                    summary.flagged += flag
-                    writer.write(rec.fields, (score, flag, "ok", None))
-    except BrokenPipeError:
-        return report.broken_pipe(summary)
-    except KeyboardInterrupt:
-        summary.extra.append("interrupted")
-        status = 130
-    except (ValueError, OSError):
-        print(summary.text(), file=sys.stderr)
-        raise
+                    summary.error(error)
+                if args.on_error == "fail":
+                    raise InputError(rec.source, rec.line, f"{error} (--on-error fail)")
+                if args.on_error == "mark":
+                    writer.write(rec.fields, (None, None, "error", error))
+                continue
+            score, flag = det.process_one([float(rec.values[j]) for j in value_idx], stamp)
+            if flag is None:
+                summary.warmup += 1
+                writer.write(rec.fields, (None, None, "warmup", None))
+            else:
+                summary.scored += 1
+                summary.flagged += flag
+                writer.write(rec.fields, (score, flag, "ok", None))
+
+    status = report.stream_to_output(args.output, summary, write_rows)
+    if status == 141:
+        return status
     summary.extra.append("temporal features and a stream policy (--temporal off: the tabular stream path)")
     print(summary.text(), file=sys.stderr)
     return status

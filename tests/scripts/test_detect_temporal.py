@@ -151,3 +151,17 @@ def test_the_shipped_stream_policy_flags_a_spike_and_little_else(capsys, monkeyp
     assert code == 0, err
     flagged = [i for i, r in enumerate(rows) if r["is_anomaly"] == "1"]
     assert any(SPIKE <= i <= SPIKE + 3 for i in flagged) and len(flagged) < 40
+
+
+def test_a_reader_that_closes_early_stops_the_run_with_exit_141_and_a_summary(tmp_path):
+    import subprocess
+
+    src = tmp_path / "metrics.csv"
+    src.write_text("\n".join(["timestamp,value,host", *_lines(20000)]) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", str(src), "--mode", "stream"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"timestamp,value,host,anomaly_score")
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "temporal: time column 'timestamp'" in err and "broken pipe" in err
