@@ -457,17 +457,7 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
 
     env = DummyVecEnv([make_env for _ in range(settings.n_envs)])
     env.seed(seed)
-    # Reload with the new environments and fine-tuning hyperparameters (SB3 sizes the
-    # rollout buffer, schedules and optimizer when a model is built or loaded).
-    buffer = io.BytesIO()
-    model.save(buffer)
-    buffer.seek(0)
-    custom = {"n_steps": settings.n_steps, "learning_rate": settings.learning_rate, "lr_schedule": _constant(settings.learning_rate)}
-    if hasattr(model, "batch_size"):
-        custom["batch_size"] = min(model.batch_size, settings.n_envs * settings.n_steps)
-    model = quiet_logger(type(model).load(buffer, env=env, device=model.device, custom_objects=custom))
-    model.set_random_seed(seed)
-    bundle.model = model
+    model = bundle.model = _reload_for_fine_tuning(model, env, settings, seed)
     initial = copy.deepcopy(model.policy.state_dict())
     callback = None
     if bundle.metadata.get("config", {}).get("monotone"):
@@ -488,15 +478,7 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
             if stale >= settings.patience:
                 break
     env.close()
-    record = {
-        f"{kind}_rows": int((labels != UNKNOWN).sum()),
-        "fine_tune_rows": int(len(fit_idx)),
-        "held_out_rows": int(len(held_idx)),
-        "held_out_auroc_before": before[0],
-        "held_out_logloss_before": -before[1],
-        "held_out_auroc_curve": [c[0] for c in curve],
-        "updates": len(curve) - 1,
-    }
+    record = _fine_tune_record(labels, fit_idx, held_idx, curve, kind)
     if best_state is None:
         model.policy.load_state_dict(initial)
         record.update(kept="unadapted", held_out_auroc_after=before[0],
@@ -508,4 +490,32 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
                       reason=f"held-out {kind} AUROC {before[0]:.3f} -> {best_auc[0]:.3f}, log-loss {-before[1]:.3f} -> "
                       f"{-best_auc[1]:.3f} after {best_update} update(s)")
     return record
+
+
+def _reload_for_fine_tuning(model, env, settings: AdaptSettings, seed: int):
+    """``model`` reloaded on ``env`` with the fine-tuning hyperparameters (SB3 sizes the
+    rollout buffer, schedules and optimizer when a model is built or loaded)."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    buffer.seek(0)
+    custom = {"n_steps": settings.n_steps, "learning_rate": settings.learning_rate, "lr_schedule": _constant(settings.learning_rate)}
+    if hasattr(model, "batch_size"):
+        custom["batch_size"] = min(model.batch_size, settings.n_envs * settings.n_steps)
+    model = quiet_logger(type(model).load(buffer, env=env, device=model.device, custom_objects=custom))
+    model.set_random_seed(seed)
+    return model
+
+
+def _fine_tune_record(labels: np.ndarray, fit_idx: np.ndarray, held_idx: np.ndarray, curve: list, kind: str) -> dict:
+    """The part of the adaptation record every fine-tuning run has, kept or not."""
+    before = curve[0]
+    return {
+        f"{kind}_rows": int((labels != UNKNOWN).sum()),
+        "fine_tune_rows": int(len(fit_idx)),
+        "held_out_rows": int(len(held_idx)),
+        "held_out_auroc_before": before[0],
+        "held_out_logloss_before": -before[1],
+        "held_out_auroc_curve": [c[0] for c in curve],
+        "updates": len(curve) - 1,
+    }
 

@@ -31,13 +31,11 @@ def add_parser(bsub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from anomaly_gym.agents import load_bundle
-    from anomaly_gym.agents.factory import policy_margin
-    from anomaly_gym.agents.head import HeadSettings, fit_head
-    from anomaly_gym.envs import benchmark_split, load_adbench_dir
-    from anomaly_gym.meta.adapt import AdaptSettings, adapt, few_shot_labels
+    from anomaly_gym.agents.head import HeadSettings
+    from anomaly_gym.envs import load_adbench_dir
+    from anomaly_gym.meta.adapt import AdaptSettings
     from rich.console import Console
     from rich.table import Table
-    from sklearn.metrics import roc_auc_score
 
     bundle = load_bundle(args.model, device="cpu")
     names = args.datasets or bundle.metadata.get("val_tasks")
@@ -65,35 +63,14 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, justify="left" if col == "dataset" else "right")
     zs_all, fs_all, np_all, p_all, gaps = [], [], [], [], []
     for task in tasks:
-        zs, fs, kept, held, bare, prior, unseen = [], [], 0, [], [], [], []
         t0 = time.perf_counter()
-        for seed in range(args.seeds):
-            split = benchmark_split(task, seed)
-            X, y = split.train.X, split.train.y
-            n_anom = min(args.shots, int(y.sum()) - 1)
-            labels = few_shot_labels(y, n_anom, min(args.normals, int((y == 0).sum()) - 1), seed=seed)
-            rest = labels == -1
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                zero = adapt(bundle, X, seed=seed)
-                few = adapt(bundle, X, labels, seed=seed, settings=settings)
-            zs.append(roc_auc_score(y[rest], zero.score(X[rest], refit=False)))
-            fs.append(roc_auc_score(y[rest], few.score(X[rest], refit=False)))
-            if ablate:  # heads fitted directly, without the guard: with the policy as prior and without it
-                features = few.featurizer.transform(X)
-                margin = policy_margin(few.model, features)
-                target = (labels == 1).astype(np.int8)
-                for out, head_settings in ((bare, no_prior.head), (prior, settings.head)):
-                    head = fit_head(X, features, margin, target, head_settings, seed)
-                    out.append(roc_auc_score(y[rest], head.proba(X[rest], features[rest], margin[rest])))
-            rec = few.metadata["adaptation"]
-            kept += rec["kept"] == "adapted"
-            held.append((rec["held_out_auroc_before"], rec["held_out_auroc_after"]))
-            # the guard's decision judged on rows neither it nor the head ever saw
-            test = split.test
-            unseen.append((roc_auc_score(test.y, zero.score(test.X, refit=False)),
-                           roc_auc_score(test.y, few.score(test.X, refit=False))))
-            gaps.append(unseen[-1][1] - unseen[-1][0])
+        runs = [_one_seed(bundle, task, seed, args, settings, no_prior if ablate else None) for seed in range(args.seeds)]
+        zs, fs = [r["zero"] for r in runs], [r["few"] for r in runs]
+        kept = sum(r["kept"] for r in runs)
+        held = [r["held"] for r in runs]
+        unseen = [r["unseen"] for r in runs]
+        bare, prior = [r["bare"] for r in runs if ablate], [r["prior"] for r in runs if ablate]
+        gaps.extend(u[1] - u[0] for u in unseen)
         zs_all.append(np.mean(zs))
         fs_all.append(np.mean(fs))
         before, after = np.mean(held, axis=0)
@@ -117,3 +94,39 @@ def run(args: argparse.Namespace) -> int:
     if ablate:
         print(f"unguarded head with the policy as prior - without it: {np.mean(p_all) - np.mean(np_all):+.4f} mean AUROC")
     return 0
+
+
+def _one_seed(bundle, task, seed: int, args: argparse.Namespace, settings, no_prior) -> dict:
+    """Zero- and few-shot AUROC of ``bundle`` on one seed's split of ``task``; with ``no_prior``
+    settings, also the unguarded heads with and without the policy as prior."""
+    from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.agents.head import fit_head
+    from anomaly_gym.envs import benchmark_split
+    from anomaly_gym.meta.adapt import adapt, few_shot_labels
+    from sklearn.metrics import roc_auc_score
+
+    split = benchmark_split(task, seed)
+    X, y = split.train.X, split.train.y
+    n_anom = min(args.shots, int(y.sum()) - 1)
+    labels = few_shot_labels(y, n_anom, min(args.normals, int((y == 0).sum()) - 1), seed=seed)
+    rest = labels == -1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zero = adapt(bundle, X, seed=seed)
+        few = adapt(bundle, X, labels, seed=seed, settings=settings)
+    rec = few.metadata["adaptation"]
+    out = {"zero": roc_auc_score(y[rest], zero.score(X[rest], refit=False)),
+           "few": roc_auc_score(y[rest], few.score(X[rest], refit=False)),
+           "kept": rec["kept"] == "adapted",
+           "held": (rec["held_out_auroc_before"], rec["held_out_auroc_after"]),
+           # the guard's decision judged on rows neither it nor the head ever saw
+           "unseen": (roc_auc_score(split.test.y, zero.score(split.test.X, refit=False)),
+                      roc_auc_score(split.test.y, few.score(split.test.X, refit=False)))}
+    if no_prior is not None:  # heads fitted directly, without the guard: with the policy as prior and without it
+        features = few.featurizer.transform(X)
+        margin = policy_margin(few.model, features)
+        target = (labels == 1).astype(np.int8)
+        for key, head_settings in (("bare", no_prior.head), ("prior", settings.head)):
+            head = fit_head(X, features, margin, target, head_settings, seed)
+            out[key] = roc_auc_score(y[rest], head.proba(X[rest], features[rest], margin[rest]))
+    return out

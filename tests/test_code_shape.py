@@ -17,8 +17,6 @@ MAX_SCRIPT_LINES = 250
 
 #: ``path::qualified name`` -> its length today.
 LONG_FUNCTIONS = {
-    "meta/adapt.py::_fine_tune": 86,
-    "scripts/_bench_adapt.py::run": 88,
     "scripts/demo.py::run": 81,
 }
 #: ``path`` -> its length today.
