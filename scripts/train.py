@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from anomaly_gym.scripts._args import add_list_argument
+from anomaly_gym.scripts._args import add_executor_arguments, add_list_argument
 
 
 def add_parser(sub) -> None:
@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=None, metavar="BUNDLE",
                    help="also copy the best bundle here when training ends (e.g. policy.bundle.zip)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_executor_arguments(p, "the featurizations of the source tasks (before training)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")
     p.set_defaults(func=run)
 
@@ -76,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     run_path = args.resume if args.resume is not None else make_run_path(cfg)
     console.print(f"[bold]run folder[/bold] {run_path}   (tensorboard --logdir {Path(cfg.run_dir)})")
-    trainer = MetaTrainer(cfg, run_path, resume=args.resume is not None)
+    from anomaly_gym.meta.executors import make_executor
+
+    with make_executor(args.executor, workers=args.workers, address=args.address) as executor:
+        trainer = MetaTrainer(cfg, run_path, resume=args.resume is not None, executor=executor)
     console.print(f"{len(trainer.sampler.train_tasks)} training tasks, {len(trainer.sampler.val_tasks)} validation tasks; "
                   f"{cfg.algo.upper()} {cfg.meta} on {trainer.device}, {cfg.total_steps:,} steps")
     baselines = trainer.log_setup()
