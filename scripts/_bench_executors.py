@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
             if name != first:
                 same = "identical to" if _same_results(root / first, root / name) else "DIFFER from"
                 line += f"  {seconds / figures[f'{first} s']:.2f}x {first}  results {same} {first}'s"
-            print(line, flush=True)
+            print(f"{line}  (load average {os.getloadavg()[0]:.1f})", flush=True)
         for name in variants[1:]:
             figures[f"{name} / {variants[0]}"] = figures[f"{name} s"] / figures[f"{variants[0]} s"]
     return figures
