@@ -255,6 +255,7 @@ class RayExecutor(Executor):
             raise ValueError(f"--workers must be a positive integer, got {workers}")
         ray = self._ray = _import_ray()
         self._started = False
+        self._context: tuple[Any, Any] | None = None
         if not ray.is_initialized():
             try:
                 if address:
@@ -269,7 +270,9 @@ class RayExecutor(Executor):
     def map(self, fn, items, context=None):
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
-        context_ref = ray.put(context)
+        if self._context is None or self._context[0] is not context:  # the same context travels once per run
+            self._context = (context, ray.put(context))
+        context_ref = self._context[1]
         items = iter(items)
         pending: dict[Any, Any] = {}
         try:
@@ -298,6 +301,7 @@ class RayExecutor(Executor):
             return Outcome(item, error=_error_line(exc))
 
     def close(self) -> None:
+        self._context = None
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False

@@ -56,8 +56,7 @@ class FeatureJob:
         return (self.fit.n_rows + (0 if self.score is None else self.score.n_rows)) * max(1, self.fit.n_features)
 
 
-def source_jobs(train_tasks: Sequence[Task], val_tasks: Sequence[Task] = (), val_seeds: Sequence[int] = (0,), *,
-                max_rows: int = 10_000) -> list[FeatureJob]:
+def source_jobs(train_tasks: Sequence[Task], val_tasks: Sequence[Task] = (), val_seeds: Sequence[int] = (0,), *, max_rows: int = 10_000) -> list[FeatureJob]:
     """The featurizations meta-training needs: each training task, and each validation task's split under each seed."""
     jobs = [FeatureJob(t) for t in train_tasks]
     for task in val_tasks:
@@ -77,8 +76,15 @@ def featurize_job(config: FeaturizerConfig, job: FeatureJob) -> np.ndarray:
         return featurize_split(job.fit, job.score, config, cache_dir=False)
 
 
-def featurize_jobs(jobs: Sequence[FeatureJob], config: FeaturizerConfig, *, executor="serial", workers: int | None = None,
-                   address: str | None = None, cache_dir: str | Path | None | bool = None) -> dict[str, np.ndarray]:
+def featurize_jobs(
+    jobs: Sequence[FeatureJob],
+    config: FeaturizerConfig,
+    *,
+    executor="serial",
+    workers: int | None = None,
+    address: str | None = None,
+    cache_dir: str | Path | None | bool = None,
+) -> dict[str, np.ndarray]:
     """Features of every job, by :attr:`FeatureJob.key`: from the cache, or computed through ``executor`` and cached.
 
     Args:
