@@ -351,7 +351,8 @@ def _prefeaturize(executor, cells: list[Cell], context: CellContext, describe: C
     if executor.workers < 2 or not seeds:
         return
     describe(f"featurizing {len(context.sources)} source datasets for the transfer baselines")
-    items = [(i, seed) for seed in seeds for i in range(len(context.sources))]
+    cost = [min(s.n_rows, context.source_rows) * max(1, s.n_features) for s in context.sources]
+    items = sorted(((i, seed) for seed in seeds for i in range(len(context.sources))), key=lambda item: -cost[item[0]])
     with closing(executor.map(featurize_source, items, context)) as outcomes:
         for outcome in outcomes:
             if not outcome.ok:
