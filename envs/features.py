@@ -616,28 +616,46 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "anomaly-gym"
 
 
+def feature_cache_path(name: str, config: FeaturizerConfig, cache_dir: str | Path | None | bool = None) -> Path | None:
+    """Where the features of ``name`` (a task's hash, or ``FIT-SCORE`` hashes of a split) are cached; None with ``cache_dir=False``."""
+    if cache_dir is False:
+        return None
+    root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
+    return root / "features" / f"{name}-{config.key()}.npy"
+
+
+def load_cached_features(name: str, n_rows: int, config: FeaturizerConfig, cache_dir=None) -> np.ndarray | None:
+    """The cached features of ``name`` if the cache holds a valid copy (``n_rows`` rows), else None."""
+    path = feature_cache_path(name, config, cache_dir)
+    if path is None or not path.is_file():
+        return None
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # a truncated or foreign file: recompute and overwrite
+    return feats if feats.shape == (n_rows, len(config.feature_names())) else None
+
+
+def store_features(name: str, feats: np.ndarray, config: FeaturizerConfig, cache_dir=None) -> None:
+    """Write ``feats`` as the cached features of ``name`` (atomically; a failure is only logged)."""
+    path = feature_cache_path(name, config, cache_dir)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, feats)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not write the feature cache %s: %s", path, exc)
+
+
 def _cached(name: str, n_rows: int, config: FeaturizerConfig, cache_dir, compute) -> np.ndarray:
     """Load ``cache_dir/features/{name}-{config.key()}.npy`` if valid, else compute and store it."""
-    path = None
-    if cache_dir is not False:
-        root = default_cache_dir() if cache_dir in (None, True) else Path(cache_dir)
-        path = root / "features" / f"{name}-{config.key()}.npy"
-        if path.is_file():
-            try:
-                feats = np.load(path, allow_pickle=False)
-                if feats.shape == (n_rows, len(config.feature_names())):
-                    return feats
-            except (OSError, ValueError):
-                pass  # a truncated or foreign file: recompute and overwrite
-    feats = compute()
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, feats)
-            os.replace(tmp, path)
-        except OSError as exc:
-            logger.warning("could not write the feature cache %s: %s", path, exc)
+    feats = load_cached_features(name, n_rows, config, cache_dir)
+    if feats is None:
+        feats = compute()
+        store_features(name, feats, config, cache_dir)
     return feats
 
 

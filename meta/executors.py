@@ -8,6 +8,9 @@ yields an outcome with ``error`` set instead of ending the run.  Items are drawn
 iterable only as workers free up, so an item may be prepared lazily (a policy trained
 just before the cells that need it).  Closing the iterator (or Ctrl-C while waiting)
 cancels what has not started, stops the workers, and keeps what has been yielded.
+Consecutive ``map`` calls with the same ``context`` object reuse the workers of the local
+pool (and Ray reuses its worker processes), so per-process caches survive from one call to
+the next; :meth:`Executor.close` (or the ``with`` block's end) ends them.
 
 - :class:`SerialExecutor`: in this process, in order;
 - :class:`LocalExecutor`: a process pool over the machine's cores (the default);
@@ -131,14 +134,24 @@ class LocalExecutor(Executor):
         self.workers = workers
         methods = multiprocessing.get_all_start_methods()
         self.start_method = start_method or ("fork" if "fork" in methods else "spawn")
+        self._kept: tuple[Any, ProcessPoolExecutor] | None = None
 
     def _pool(self, context: Any, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(self.start_method),
                                    initializer=_init_worker, initargs=(context,))
 
+    def _shared_pool(self, context: Any) -> ProcessPoolExecutor:
+        """The pool of the previous ``map`` when it had the same ``context`` object (its workers keep their caches), else a new one."""
+        if self._kept is not None and self._kept[0] is context:
+            return self._kept[1]
+        self.close()
+        pool = self._pool(context, self.workers)
+        self._kept = (context, pool)
+        return pool
+
     def map(self, fn, items, context=None):
         items = iter(items)
-        pool = self._pool(context, self.workers)
+        pool = self._shared_pool(context)
         pending: dict[Future, Any] = {}
         try:
             while True:
@@ -163,10 +176,18 @@ class LocalExecutor(Executor):
                     for item in broken:
                         yield self._alone(fn, item, context)
                     pool = self._pool(context, self.workers)
+                    self._kept = (context, pool)
         finally:
-            for fut in pending:
-                fut.cancel()
-            _stop(pool)
+            if pending:  # closed early (Ctrl-C, an error): cancel what has not started, end the workers
+                for fut in pending:
+                    fut.cancel()
+                self.close()
+
+    def close(self) -> None:
+        """End the worker processes kept between ``map`` calls."""
+        if self._kept is not None:
+            _stop(self._kept[1])
+            self._kept = None
 
     @staticmethod
     def _outcome(fut: Future, item: Any) -> Outcome | None:
@@ -234,6 +255,7 @@ class RayExecutor(Executor):
             raise ValueError(f"--workers must be a positive integer, got {workers}")
         ray = self._ray = _import_ray()
         self._started = False
+        self._context: tuple[Any, Any] | None = None
         if not ray.is_initialized():
             try:
                 if address:
@@ -248,7 +270,9 @@ class RayExecutor(Executor):
     def map(self, fn, items, context=None):
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
-        context_ref = ray.put(context)
+        if self._context is None or self._context[0] is not context:  # the same context travels once per run
+            self._context = (context, ray.put(context))
+        context_ref = self._context[1]
         items = iter(items)
         pending: dict[Any, Any] = {}
         try:
@@ -277,6 +301,7 @@ class RayExecutor(Executor):
             return Outcome(item, error=_error_line(exc))
 
     def close(self) -> None:
+        self._context = None
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False

@@ -17,6 +17,8 @@ from anomaly_gym.envs.sources import load_tasks
 from anomaly_gym.envs.tasks import Task, subsample
 from anomaly_gym.meta.config import TrainConfig
 from anomaly_gym.meta.evaluate import evaluate_feature_columns, evaluate_iforest, evaluate_policy, mean_metric, prepare_validation
+from anomaly_gym.meta.executors import Executor
+from anomaly_gym.meta.featurization import featurize_jobs, source_jobs
 from anomaly_gym.meta.reptile import Reptile
 from anomaly_gym.meta.sampler import TaskSampler
 from stable_baselines3.common.callbacks import BaseCallback
@@ -26,11 +28,17 @@ from stable_baselines3.common.vec_env import VecMonitor
 logger = logging.getLogger(__name__)
 
 
-def load_sources(cfg: TrainConfig) -> list[Task]:
-    """The configured source tasks, filtered by ``cfg.datasets`` and subsampled to ``cfg.max_task_rows``."""
-    tasks: list[Task] = []
-    for spec in cfg.sources:
-        tasks += load_tasks(spec, nan_policy=cfg.nan_policy)
+def load_sources(cfg: TrainConfig, tasks: Sequence[Task] | None = None) -> list[Task]:
+    """The configured source tasks, filtered by ``cfg.datasets`` and subsampled to ``cfg.max_task_rows``.
+
+    ``tasks``: the tasks of ``cfg.sources``, already loaded (as they are, not subsampled);
+    by default they are loaded here.
+    """
+    if tasks is None:
+        tasks = []
+        for spec in cfg.sources:
+            tasks += load_tasks(spec, nan_policy=cfg.nan_policy)
+    tasks = list(tasks)
     if cfg.datasets:
         tasks = select_datasets(tasks, cfg.datasets, cfg.sources)
     tasks = [t for t in tasks if t.labelled]
@@ -131,9 +139,19 @@ class MetaTrainer:
     Writes into ``run_path``: ``config.toml``, TensorBoard events (``rollout/``, ``train/``,
     ``meta/``, ``time/``), ``checkpoints/last.zip`` with ``state.json``, ``best.bundle.zip``
     (best mean validation AUROC) and ``final.bundle.zip``.
+
+    Args:
+        cfg: The run's configuration.
+        run_path: The run folder (created once the setup has succeeded).
+        resume: Continue from ``run_path/checkpoints/last.zip``.
+        executor: Where the source tasks are featurized before training (an
+            :class:`~anomaly_gym.meta.executors.Executor` or ``serial``/``local``/``ray``;
+            see :mod:`anomaly_gym.meta.featurization`); features in the cache are reused.
+        tasks: The tasks of ``cfg.sources``, already loaded (default: loaded here).
     """
 
-    def __init__(self, cfg: TrainConfig, run_path: Path, *, resume: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, run_path: Path, *, resume: bool = False, executor: Executor | str = "serial",
+                 tasks: Sequence[Task] | None = None) -> None:
         self.cfg = cfg
         self.run_path = Path(run_path)
         self.device = resolve_device(cfg.device)
@@ -141,8 +159,9 @@ class MetaTrainer:
             # The policy is small: one thread beats torch's default pool, which
             # oversubscribes cores shared with the environment and the featurizer.
             torch.set_num_threads(1)
-        tasks = load_sources(cfg)
-        self.sampler = TaskSampler(tasks, val_tasks=cfg.val_tasks, seed=cfg.seed)
+        self.sampler = TaskSampler(load_sources(cfg, tasks), val_tasks=cfg.val_tasks, seed=cfg.seed)
+        jobs = source_jobs(self.sampler.train_tasks, self.sampler.val_tasks, cfg.val_seeds, max_rows=cfg.max_task_rows)
+        featurize_jobs(jobs, cfg.featurizer, executor=executor)  # into the feature cache, where the env and validation find them
         self.rng = np.random.default_rng(cfg.seed)
         self.env = make_vec_env(self.sampler.train_tasks, cfg, resample=cfg.meta == "multitask", device=self.device)
         self.val_items = prepare_validation(self.sampler.val_tasks, cfg.featurizer, cfg.val_seeds, max_rows=cfg.max_task_rows)

@@ -64,3 +64,21 @@ def add_column_kind_arguments(parser: argparse.ArgumentParser, *, ignore_help: s
     parser.add_argument("--on-missing", choices=("impute", "error"), default=None,
                         help="empty or NA values: 'impute' (numeric: the column's median plus a missingness indicator) "
                         f"or 'error'. Default: {on_missing_default}")
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser, work: str) -> None:
+    """``--executor serial|local|ray`` (default local), ``--workers N`` and ``--address auto|HOST:PORT``.
+
+    Args:
+        parser: The subcommand's parser.
+        work: What runs on the executor, in words for the help text ("the cells (target x method x seed)").
+    """
+    parser.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
+                        help=f"where {work} run: serial (this process), local (a process pool over "
+                        "the cores, the default) or ray (Ray tasks; pip install 'anomaly-gym[ray]'); results are the same "
+                        "whatever the executor")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="items run at once (default: the cores for local, the cluster's CPUs for ray)")
+    parser.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                        help="with --executor ray: the Ray cluster to join ('auto': the one `ray start --head` started "
+                        "here); default: a local Ray instance for this run")

@@ -5,8 +5,10 @@ zero-shot, the datasets of ``--data`` as sources and targets) into its own folde
 own empty feature cache, so that none reuses another's work, as ``anomaly-gym benchmark``
 in a fresh process.  The wall time of each includes everything a user waits for: starting
 Python, loading the datasets, starting the workers (and the local Ray instance), the
-report.  The results of the parallel variants are
-compared with the serial ones (every column but the timings).
+report.  The CPU seconds of each (its process and its workers; not Ray's daemons and
+workers) show the work added by running in parallel, which the wall time alone hides on a
+machine that other jobs load.  The results of the parallel variants are compared with the
+serial ones (every column but the timings).
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def _targets(args: argparse.Namespace) -> list[str] | None:
     return sorted((t.name for t in load_task_sets([args.data])), key=str.lower)[: args.max_datasets]
 
 
-def _timed(args: argparse.Namespace, name: str, targets: list[str] | None, out: Path) -> float:
-    """Wall seconds of ``anomaly-gym benchmark`` with executor ``name`` in a fresh process with an empty feature cache."""
+def _timed(args: argparse.Namespace, name: str, targets: list[str] | None, out: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``anomaly-gym benchmark`` with executor ``name`` in a fresh process with an empty feature cache."""
     command = [sys.executable, "-m", "anomaly_gym.scripts.cli", "benchmark", "-q", "--no-progress", "--sources", args.data,
                "--targets", args.data, "--seeds", str(args.seeds), "--executor", name, "--out", str(out)]
     command += ["--datasets", ",".join(targets)] if targets else []
@@ -68,12 +70,21 @@ def _timed(args: argparse.Namespace, name: str, targets: list[str] | None, out: 
     command += ["--workers", str(args.workers)] if name != "serial" else []
     command += ["--address", args.address] if name == "ray" and args.address else []
     env = dict(os.environ, ANOMALY_GYM_CACHE=str(out / "feature-cache"))
+    cpu = _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"the {name} run failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return seconds
+    return seconds, _children_cpu() - cpu
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished descendants (a pool's workers too; Ray's daemons not)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _same_results(a: Path, b: Path) -> bool:
@@ -103,14 +114,15 @@ def run(args: argparse.Namespace) -> dict:
         figures: dict[str, float] = {}
         first = variants[0]
         for name in variants:
-            seconds = _timed(args, name, targets, root / name)
+            seconds, cpu = _timed(args, name, targets, root / name)
             figures[f"{name} s"] = seconds
+            figures[f"{name} CPU s"] = cpu
             rows = len(load_results(root / name / "results.csv"))
             line = f"{name:>6} ({'1 process' if name == 'serial' else f'{args.workers} workers'}): {seconds:8.1f} s  {rows} rows"
             if name != first:
                 same = "identical to" if _same_results(root / first, root / name) else "DIFFER from"
                 line += f"  {seconds / figures[f'{first} s']:.2f}x {first}  results {same} {first}'s"
-            print(line, flush=True)
+            print(f"{line}  CPU {cpu:.0f} s  (load average {os.getloadavg()[0]:.1f})", flush=True)
         for name in variants[1:]:
             figures[f"{name} / {variants[0]}"] = figures[f"{name} s"] / figures[f"{variants[0]} s"]
     return figures

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from anomaly_gym.scripts import _bench_active
-from anomaly_gym.scripts._args import add_list_argument
+from anomaly_gym.scripts._args import add_executor_arguments, add_list_argument
 
 
 def add_parser(sub) -> None:
@@ -78,15 +78,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                    help="device of the policies' training (detection and, with --protocol active, discovery) and of the torch detectors (default cpu: results do not depend "
                    "on the machine; auto picks CUDA when present)")
-    p.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
-                   help="where the cells (target x method x seed) run: serial (this process), local (a process pool over "
-                   "the cores, the default) or ray (Ray tasks; pip install 'anomaly-gym[ray]'); results are the same "
-                   "except the timing columns")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="cells run at once (default: the cores for local, the cluster's CPUs for ray)")
-    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
-                   help="with --executor ray: the Ray cluster to join ('auto': the one `ray start --head` started "
-                   "here); default: a local Ray instance for this run")
+    add_executor_arguments(p, "the cells (target x method x seed), the per-fold policy training and the featurizations of the source tasks")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _bench_active.add_arguments(p)
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from anomaly_gym.scripts._args import add_list_argument
+from anomaly_gym.scripts._args import add_executor_arguments, add_list_argument
 
 
 def add_parser(sub) -> None:
@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=None, metavar="BUNDLE",
                    help="also copy the best bundle here when training ends (e.g. policy.bundle.zip)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_executor_arguments(p, "the featurizations of the source tasks (before training)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")
     p.set_defaults(func=run)
 
@@ -65,7 +66,10 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
     from anomaly_gym.meta.evaluate import mean_metric
+    from anomaly_gym.meta.executors import make_executor
     from anomaly_gym.meta.training import MetaTrainer, make_run_path
     from rich.console import Console
 
@@ -76,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     run_path = args.resume if args.resume is not None else make_run_path(cfg)
     console.print(f"[bold]run folder[/bold] {run_path}   (tensorboard --logdir {Path(cfg.run_dir)})")
-    trainer = MetaTrainer(cfg, run_path, resume=args.resume is not None)
+    # by name, the featurization sizes the local pool to its work; Ray, or flags, need the executor made (and checked) here
+    by_name = args.executor != "ray" and args.workers is None and args.address is None
+    with nullcontext(args.executor) if by_name else make_executor(args.executor, workers=args.workers, address=args.address) as executor:
+        trainer = MetaTrainer(cfg, run_path, resume=args.resume is not None, executor=executor)
     console.print(f"{len(trainer.sampler.train_tasks)} training tasks, {len(trainer.sampler.val_tasks)} validation tasks; "
                   f"{cfg.algo.upper()} {cfg.meta} on {trainer.device}, {cfg.total_steps:,} steps")
     baselines = trainer.log_setup()

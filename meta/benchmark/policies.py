@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ class PolicySource:
         self.folds = folds or {}
         self.progress = progress or (lambda text: None)
         self._bundles: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
 
     def fold_of(self, target: str) -> str:
         return self.folds.get(target, "all") if self.mode == "train" else self.mode
@@ -72,11 +74,13 @@ class PolicySource:
             )
         return load_bundle(path, device=self.device)
 
-    def _train(self, fold: str):
-        """Train (or load the cached) policy of ``fold`` on the sources minus the fold's targets."""
-        from anomaly_gym.agents import load_bundle
+    def _fold_job(self, fold: str) -> FoldJob | None:
+        """The training of ``fold``'s policy, or None when its bundle is already in ``OUT/models`` for this setup.
+
+        Raises:
+            ValueError: The fold leaves no source, or the bundle there was trained for another setup.
+        """
         from anomaly_gym.meta.config import TrainConfig
-        from anomaly_gym.meta.training import MetaTrainer
 
         train_sources = fold_sources(self.sources, self.targets, self.folds, fold)
         held_out = sorted(t.name for t in self.targets if self.folds.get(t.name) == fold) if fold != "all" else []
@@ -93,35 +97,74 @@ class PolicySource:
         cfg = TrainConfig.from_dict(data)
         path = self.bundle_path(fold)
         record_path = path.with_name(path.name.replace(".bundle.zip", ".json"))
-        record = {"fold": fold, "held_out": held_out, "sources": names, "config": cfg.to_dict()}
+        record = json.loads(json.dumps({"fold": fold, "held_out": held_out, "sources": names, "config": cfg.to_dict()}))
+        old = json.loads(record_path.read_text()) if record_path.is_file() else None
         if path.is_file():
-            old = json.loads(record_path.read_text()) if record_path.is_file() else None
-            if old != json.loads(json.dumps(record)):
+            if old != record:
                 raise ValueError(
                     f"{path} was trained for another setup (sources, held-out datasets or config differ); "
                     "use another --out, or delete it to train again"
                 )
-            bundle = load_bundle(path, device=self.device)
-        else:
-            run_path = self.out / "models" / path.name.replace(".bundle.zip", "")
-            resume = (run_path / "checkpoints" / "last.zip").is_file() and record_path.is_file() and \
-                json.loads(record_path.read_text()) == json.loads(json.dumps(record))
-            record_path.parent.mkdir(parents=True, exist_ok=True)
-            record_path.write_text(json.dumps(record, indent=2))
-            self.progress(f"training the policy of fold {fold} on {len(names)} sources ({cfg.total_steps:,} steps)")
-            trainer = MetaTrainer(cfg, run_path, resume=resume)
-            trainer.log_setup()
-            trainer.train(progress=False)
-            bundle = load_bundle(run_path / "best.bundle.zip", device=self.device)
-            bundle.save(path)
-        for name in held_out:
-            check_not_trained_on(bundle, name)  # a bug if it ever fires: the fold's targets were held out
+            return None
+        run_path = self.out / "models" / path.name.replace(".bundle.zip", "")
+        resume = (run_path / "checkpoints" / "last.zip").is_file() and old == record
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=2))
+        return FoldJob(fold, cfg.to_dict(), run_path, resume)
+
+    def train(self, executor, folds: Sequence[str]) -> None:
+        """Train the policies of ``folds`` not yet in ``OUT/models`` through ``executor``, one item per fold.
+
+        The source tasks are featurized first, once for every fold, through the same
+        executor (:mod:`anomaly_gym.meta.featurization`).  A fold that cannot be trained
+        is remembered: its targets get error rows with the reason.
+        """
+        if self.mode != "train":
+            return
+        jobs = []
+        for fold in dict.fromkeys(folds):
+            try:
+                job = self._fold_job(fold)
+            except Exception as exc:
+                self._errors[fold] = error_text(exc)
+                continue
+            if job is not None:
+                jobs.append(job)
+        if not jobs:
+            return
+        tasks = _load_training_tasks(jobs[0])
+        self.progress(f"featurizing the sources of {len(jobs)} fold(s)")
+        _featurize_folds(executor, jobs, tasks)
+        self.progress(f"training the policies of {len(jobs)} fold(s), {executor.workers} at a time")
+        from contextlib import closing
+
+        with closing(executor.map(train_fold, jobs, context=tasks)) as outcomes:
+            for outcome in outcomes:
+                job = outcome.item
+                if outcome.ok:
+                    _write_atomically(self.bundle_path(job.fold), outcome.value)
+                else:
+                    self._errors[job.fold] = outcome.error
+
+    def _train(self, fold: str):
+        """The policy of ``fold``: trained by :meth:`train`, else here (or loaded from ``OUT/models``)."""
+        from anomaly_gym.agents import load_bundle
+
+        job = self._fold_job(fold)
+        if job is not None:
+            self.progress(f"training the policy of fold {fold}")
+            _write_atomically(self.bundle_path(fold), train_fold(None, job))
+        bundle = load_bundle(self.bundle_path(fold), device=self.device)
+        for target in self.targets if fold != "all" else []:
+            if self.folds.get(target.name) == fold:
+                check_not_trained_on(bundle, target.name)  # a bug if it ever fires: the fold's targets were held out
         return bundle
-
-
 
     def resolve(self, target: str) -> tuple[str | None, str | None]:
         """(path of the bundle that scores ``target``, None), or (None, why there is none) for an error row."""
+        fold = self.fold_of(target)
+        if fold in self._errors:
+            return None, self._errors[fold]
         try:
             self.bundle_for(target)
         except KeyboardInterrupt:
@@ -129,3 +172,69 @@ class PolicySource:
         except Exception as exc:  # no policy for this target is an error row, not the end of the run
             return None, error_text(exc)
         return str(self.bundle_path(self.fold_of(target))), None
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """The training of one fold's policy: its config (as a dict), its run folder, and whether to resume there."""
+
+    fold: str
+    config: dict
+    run_path: Path
+    resume: bool = False
+
+
+def train_fold(tasks: Sequence | None, job: FoldJob) -> bytes:
+    """Train the policy of ``job`` single-threaded (``tasks``: the sources already loaded); the bytes of its best bundle."""
+    from anomaly_gym.meta.config import TrainConfig
+    from anomaly_gym.meta.training import MetaTrainer
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        trainer = MetaTrainer(TrainConfig.from_dict(job.config), job.run_path, resume=job.resume, tasks=tasks)
+        trainer.log_setup()
+        trainer.train(progress=False)
+    return (job.run_path / "best.bundle.zip").read_bytes()
+
+
+def _load_training_tasks(job: FoldJob) -> list:
+    """The tasks of the folds' source specs, loaded once as :func:`~anomaly_gym.meta.training.load_sources` loads them."""
+    from anomaly_gym.envs.sources import load_tasks
+    from anomaly_gym.meta.config import TrainConfig
+
+    cfg = TrainConfig.from_dict(job.config)
+    return [t for spec in cfg.sources for t in load_tasks(spec, nan_policy=cfg.nan_policy)]
+
+
+def _featurize_folds(executor, jobs: Sequence[FoldJob], tasks: Sequence) -> None:
+    """Featurize what the folds' trainings need (each source once) into the feature cache; a failure is left to the folds."""
+    import logging
+
+    from anomaly_gym.meta.config import TrainConfig
+    from anomaly_gym.meta.featurization import featurize_jobs, source_jobs
+    from anomaly_gym.meta.sampler import TaskSampler
+    from anomaly_gym.meta.training import load_sources
+
+    needed, featurizer = {}, None
+    for job in jobs:
+        try:
+            cfg = TrainConfig.from_dict(job.config)
+            sampler = TaskSampler(load_sources(cfg, tasks), val_tasks=cfg.val_tasks, seed=cfg.seed)
+        except ValueError:
+            continue  # the fold's training reports it
+        featurizer = cfg.featurizer
+        for fj in source_jobs(sampler.train_tasks, sampler.val_tasks, cfg.val_seeds, max_rows=cfg.max_task_rows):
+            needed[fj.key] = fj
+    if not needed:
+        return
+    try:
+        featurize_jobs(list(needed.values()), featurizer, executor=executor)
+    except RuntimeError as exc:
+        logging.getLogger(__name__).warning("%s; the folds featurize again", exc)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

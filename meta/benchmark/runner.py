@@ -4,8 +4,11 @@
 already holds, plans the cells (target × method × seed, each under its settings) that are
 not in ``results.csv`` yet, and runs them through an executor
 (:mod:`anomaly_gym.meta.executors`): serially, over the machine's cores, or on a Ray
-cluster.  The policy of each fold is trained (or loaded) in this process just before its
-first cell, so every worker scores with the same bundle.  Rows are appended to
+cluster.  With ``train_config``, the policies of the folds are trained first, one executor
+item per fold, after the source tasks have been featurized once for every fold through the
+same executor; the bundles land in ``OUT/models`` and every cell of a fold scores with its
+fold's bundle.  With several workers the cells run largest first (rows × √columns ×
+methods), so that no worker is left with a big one at the end.  Rows are appended to
 ``results.csv`` as cells finish; the report is written at the end, also after Ctrl-C.
 """
 
@@ -315,7 +318,10 @@ def _execute(config: BenchmarkConfig, setup: _Setup, results: ResultsFile, cells
                               setup.mode, config.source_rows, setup.device)
         executor = make_executor(config.executor, workers=workers, address=config.address, start_method=start)
         with executor:
+            policies.train(executor, [c.fold for c in cells if any(m in POLICY_BACKED for _, m in c.pairs)])
             _prefeaturize(executor, cells, context, lambda text: bar.update(job, description=text))
+            if executor.workers > 1:  # the largest cells first, so that no worker is left with a big one at the end
+                cells = sorted(cells, key=lambda c: -_cost(context.targets[c.dataset], c))
             with closing(executor.map(run_cell, _with_policies(cells, policies), context)) as outcomes:
                 for outcome in outcomes:
                     cell = outcome.item
@@ -345,11 +351,17 @@ def _prefeaturize(executor, cells: list[Cell], context: CellContext, describe: C
     if executor.workers < 2 or not seeds:
         return
     describe(f"featurizing {len(context.sources)} source datasets for the transfer baselines")
-    items = [(i, seed) for seed in seeds for i in range(len(context.sources))]
+    cost = [min(s.n_rows, context.source_rows) * max(1, s.n_features) for s in context.sources]
+    items = sorted(((i, seed) for seed in seeds for i in range(len(context.sources))), key=lambda item: -cost[item[0]])
     with closing(executor.map(featurize_source, items, context)) as outcomes:
         for outcome in outcomes:
             if not outcome.ok:
                 logger.warning("featurizing source %s failed: %s", context.sources[outcome.item[0]].name, outcome.error)
+
+
+def _cost(task, cell: Cell) -> float:
+    """A rough size of ``cell``'s work: the target's rows (for the training split) times its columns' square root, per method."""
+    return min(task.n_rows, 10_000) * max(1, task.n_features) ** 0.5 * len(cell.pairs)
 
 
 def _cores() -> int:

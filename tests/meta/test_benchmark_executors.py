@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,24 +99,60 @@ def test_resume_with_another_executor_runs_only_the_new_rows(serial_run, tmp_pat
     assert run_benchmark(_config(out, "local")).ran == 0
 
 
-@pytest.mark.slow  # 20-45 s on two busy cores (starting Ray, importing the library in its workers); `make test` runs it
-@pytest.mark.ray
-def test_ray_executor_gives_the_serial_results(serial_run, tmp_path):
-    """A real Ray instance on this machine (2 CPUs), started and stopped by the test; the benchmark joins it by address."""
+@pytest.fixture(scope="module")
+def ray_address():
+    """A real Ray instance on this machine (2 CPUs), started once for the Ray tests and stopped after them."""
     ray = pytest.importorskip("ray")
     info = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        out = tmp_path / "ray"
-        result = run_benchmark(replace(_config(out, "ray"), address=info.address_info["gcs_address"]))
-        assert result.ran == 6
-        pd.testing.assert_frame_equal(_table(out), _table(serial_run))
+        yield info.address_info["gcs_address"]
     finally:
         ray.shutdown()
 
 
-def test_executor_flags_are_checked(tmp_path, monkeypatch, capsys):
-    import sys
+@pytest.mark.slow  # 20-45 s on two busy cores (starting Ray, importing the library in its workers); `make test` runs it
+@pytest.mark.ray
+def test_ray_executor_gives_the_serial_results(serial_run, ray_address, tmp_path):
+    """The benchmark joins the test's Ray instance by address."""
+    out = tmp_path / "ray"
+    result = run_benchmark(replace(_config(out, "ray"), address=ray_address))
+    assert result.ran == 6
+    pd.testing.assert_frame_equal(_table(out), _table(serial_run))
 
+
+def _crash_on_wine(ctx, cell):
+    """``run_cell``, except that the Ray worker running wine's cell dies (as a segfault or the OOM killer would end it)."""
+    from anomaly_gym.meta.benchmark.cells import run_cell
+
+    if cell.dataset == "sklearn/wine-0":
+        os._exit(9)
+    return run_cell(ctx, cell)
+
+
+@pytest.mark.slow  # a few seconds once the Ray instance is up; `make test` runs it
+@pytest.mark.ray
+def test_a_crashed_ray_task_becomes_error_rows(serial_run, ray_address, tmp_path, monkeypatch):
+    import cloudpickle
+    from anomaly_gym.meta.benchmark import runner
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the Ray workers cannot import this test module
+    try:
+        monkeypatch.setattr(runner, "run_cell", _crash_on_wine)
+        out = tmp_path / "ray-crash"
+        config = replace(_config(out, "ray"), datasets=["sklearn/iris-1", "sklearn/wine-0"], methods=["hbos"])
+        result = run_benchmark(replace(config, address=ray_address))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    frame = _table(out)
+    assert result.ran == 2
+    crashed = frame[frame["dataset"] == "sklearn/wine-0"]
+    assert len(crashed) == 1 and (crashed["status"] == "error").all() and (crashed["error"] == WORKER_DIED).all()
+    others = frame[frame["dataset"] != "sklearn/wine-0"].reset_index(drop=True)
+    expected = _table(serial_run).query("dataset == 'sklearn/iris-1' and method == 'hbos'").reset_index(drop=True)
+    pd.testing.assert_frame_equal(others, expected)
+
+
+def test_executor_flags_are_checked(tmp_path, monkeypatch, capsys):
     from anomaly_gym.scripts.cli import main
 
     base = ["benchmark", "--sources", "builtin", "--targets", "builtin", "--datasets", "sklearn/iris-1", "--seeds", "1",

@@ -415,6 +415,23 @@ def test_transfer_rows_are_the_same_serially_and_on_the_process_pool(run_dir, ti
     assert transfer(out) == transfer(run_dir) and all(r[3] == "ok" for r in transfer(out))
 
 
+@pytest.mark.slow  # trains the fold's policy again, in this process: 20-60 s on two busy cores
+def test_fold_policies_are_the_same_trained_serially_and_on_the_process_pool(run_dir, tiny_config, tmp_path):
+    """run_dir trained its fold's policy (both targets share one) as an item of the default local pool; serially it scores the same."""
+    out = tmp_path / "serial"
+    assert main(_args(out, tiny_config, "--executor", "serial", "--methods", "policy")) == 0
+
+    def policy(path):
+        return sorted((r["dataset"], r["auroc"], r["auprc"], r["status"]) for r in _rows(path) if r["method"] == "policy")
+
+    assert len(policy(out)) == 2 and all(r[3] == "ok" for r in policy(out))
+    assert policy(out) == policy(run_dir)
+    records = sorted(p.name for p in (out / "models").glob("fold-*.json"))
+    assert len(records) == 1 and records == sorted(p.name for p in (run_dir / "models").glob("fold-*.json"))
+    for name in records:  # the same sources, held-out datasets and config
+        assert json.loads((out / "models" / name).read_text()) == json.loads((run_dir / "models" / name).read_text())
+
+
 def test_methods_help_names_every_method_of_the_protocols_lists():
     """The --methods help spells out the lists (building the parser imports no library code); it must match them."""
     from anomaly_gym.meta.benchmark.protocol import GAN, LABEL_AWARE, SPECTRAL, TRANSFER, UNSUPERVISED

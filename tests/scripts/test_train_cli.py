@@ -159,3 +159,16 @@ def test_a_run_that_cannot_start_leaves_no_run_folder(tmp_path):
                            "--run-dir", str(tmp_path / "runs")], capture_output=True, text=True)
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_executor_flags_are_checked_before_anything_runs(tmp_path, capsys):
+    from anomaly_gym.scripts.cli import main
+
+    base = ["train", *TINY, "--run-dir", str(tmp_path / "runs")]
+    assert main(base + ["--executor", "local", "--address", "auto"]) == 2
+    assert "--address is for --executor ray" in capsys.readouterr().err
+    assert main(base + ["--executor", "serial", "--workers", "2"]) == 2
+    assert "the serial executor runs one item at a time" in capsys.readouterr().err
+    assert main(base + ["--workers", "0"]) == 2
+    assert "--workers must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
