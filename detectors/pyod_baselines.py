@@ -440,6 +440,45 @@ class MeanRankEnsemble(BaseDetector):
         return np.mean(ranks, axis=0)
 
 
+class MeanZEnsemble(MeanRankEnsemble):
+    """Mean robust z-score over a bank of unsupervised detectors.
+
+    Each member's score of a row is made a robust z-score against that member's scores of
+    the training rows (median and MAD, 1.4826 * MAD; IQR or standard deviation where the
+    MAD is 0), clipped at +-50 and log-compressed, ``sign(z) * log1p(|z|)``, exactly as the
+    :class:`~anomaly_gym.envs.features.Featurizer` computes its ``/z`` features; the members'
+    values are averaged (the featurizer's ``consensus/z_mean``).  Unlike the mean rank, a
+    member that separates a row far from the bulk counts for more than one that ranks it
+    just above it.
+
+    Args:
+        detectors: As for :class:`MeanRankEnsemble`.
+        random_state: As for :class:`MeanRankEnsemble`.
+
+    Attributes:
+        members_: The fitted members.
+        median_: Each member's median training score.
+        scale_: Each member's robust scale of the training scores.
+    """
+
+    def _fit(self, X, y, source) -> None:
+        self.members_ = [member.fit(X) for member in self._members()]
+        ref = np.column_stack([m.decision_scores_ for m in self.members_]).astype(np.float64)
+        self.median_ = np.median(ref, axis=0)
+        mad = 1.4826 * np.median(np.abs(ref - self.median_), axis=0)
+        iqr = (np.percentile(ref, 75, axis=0) - np.percentile(ref, 25, axis=0)) / 1.349
+        std = ref.std(axis=0)
+        self.scale_ = np.where(mad > 1e-12, mad, np.where(iqr > 1e-12, iqr, np.where(std > 1e-12, std, 1.0)))
+        self.decision_scores_ = self._combine(list(ref.T))
+
+    def _combine(self, member_scores: list[np.ndarray]) -> np.ndarray:
+        from anomaly_gym.envs.features import Z_CLIP
+
+        z = (np.column_stack(member_scores).astype(np.float64) - self.median_) / self.scale_
+        z = np.clip(np.nan_to_num(z, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP), -Z_CLIP, Z_CLIP)
+        return np.mean(np.sign(z) * np.log1p(np.abs(z)), axis=1)
+
+
 class ADEngineDetector(BaseDetector):
     """PyOD's ADEngine picks a detector for the data by its rules; that detector scores.
 

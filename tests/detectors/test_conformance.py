@@ -25,6 +25,7 @@ from anomaly_gym.detectors import (
     DeepTransferClustering,
     FeatureTransferKMeans,
     MeanRankEnsemble,
+    MeanZEnsemble,
     ModelTransferKMeans,
     PrototypeMetaClustering,
     check_source,
@@ -363,6 +364,24 @@ def test_mean_rank_is_the_mean_of_member_percentiles(planted):
     with pytest.raises(ValueError, match="unsupervised"):
         MeanRankEnsemble(detectors=("knn", "devnet")).fit(planted.X_train)
 
+
+
+def test_mean_z_is_the_mean_of_member_log_robust_z(planted):
+    ensemble = MeanZEnsemble(detectors=("knn", "hbos", "iforest")).fit(planted.X_train)
+    scores = ensemble.decision_function(planted.X_test)
+    expected = []
+    for m in ensemble.members_:
+        ref = m.decision_scores_
+        med = np.median(ref)
+        mad = 1.4826 * np.median(np.abs(ref - med))
+        z = np.clip((m.decision_function(planted.X_test) - med) / mad, -50, 50)
+        expected.append(np.sign(z) * np.log1p(np.abs(z)))
+    np.testing.assert_allclose(scores, np.mean(expected, axis=0))
+    far = ensemble.decision_function(np.full((1, 4), 1e3))
+    assert far[0] > scores.max()
+    assert roc_auc_score(planted.y_test, scores) > 0.9
+    with pytest.raises(ValueError, match="unsupervised"):
+        MeanZEnsemble(detectors=("knn", "devnet")).fit(planted.X_train)
 
 def test_transfer_across_widths_goes_through_the_features(data):
     wide = make_synthetic_task("global", n_rows=400, n_features=9, contamination=0.1, seed=5)
