@@ -440,43 +440,43 @@ class MeanRankEnsemble(BaseDetector):
         return np.mean(ranks, axis=0)
 
 
-class MeanZEnsemble(MeanRankEnsemble):
-    """Mean robust z-score over a bank of unsupervised detectors.
+class MeanZEnsemble(BaseDetector):
+    """Mean robust z-score over the featurizer's detector bank: its ``consensus/z_mean``.
 
-    Each member's score of a row is made a robust z-score against that member's scores of
-    the training rows (median and MAD, 1.4826 * MAD; IQR or standard deviation where the
-    MAD is 0), clipped at +-50 and log-compressed, ``sign(z) * log1p(|z|)``, exactly as the
-    :class:`~anomaly_gym.envs.features.Featurizer` computes its ``/z`` features; the members'
-    values are averaged (the featurizer's ``consensus/z_mean``).  Unlike the mean rank, a
-    member that separates a row far from the bulk counts for more than one that ranks it
-    just above it.
+    A :class:`~anomaly_gym.envs.features.Featurizer` with the named bank is fitted on the
+    training rows; each member's score of a row becomes a robust z-score against the
+    member's scores of the fitting rows (median and MAD), clipped at +-50 and
+    log-compressed, and the members' values are averaged.  This is the ensemble the
+    default monotone linear policy ends up close to (its weights on the members' z-scores
+    are nearly equal), so it is the baseline that tells what meta-training adds.
 
     Args:
-        detectors: As for :class:`MeanRankEnsemble`.
-        random_state: As for :class:`MeanRankEnsemble`.
+        bank: A featurizer preset (:data:`~anomaly_gym.envs.features.PRESETS`): ``"rich"``
+            (the 18 detectors ``configs/default.toml`` trains on) or ``"default"`` (8).
+        random_state: Seed of the featurizer's fitting subsample and randomised detectors.
 
     Attributes:
-        members_: The fitted members.
-        median_: Each member's median training score.
-        scale_: Each member's robust scale of the training scores.
+        featurizer_: The fitted featurizer.
     """
 
+    def __init__(self, bank: str = "rich", random_state: int | None = 0):
+        self.bank = bank
+        self.random_state = random_state
+
     def _fit(self, X, y, source) -> None:
-        self.members_ = [member.fit(X) for member in self._members()]
-        ref = np.column_stack([m.decision_scores_ for m in self.members_]).astype(np.float64)
-        self.median_ = np.median(ref, axis=0)
-        mad = 1.4826 * np.median(np.abs(ref - self.median_), axis=0)
-        iqr = (np.percentile(ref, 75, axis=0) - np.percentile(ref, 25, axis=0)) / 1.349
-        std = ref.std(axis=0)
-        self.scale_ = np.where(mad > 1e-12, mad, np.where(iqr > 1e-12, iqr, np.where(std > 1e-12, std, 1.0)))
-        self.decision_scores_ = self._combine(list(ref.T))
+        import dataclasses
 
-    def _combine(self, member_scores: list[np.ndarray]) -> np.ndarray:
-        from anomaly_gym.envs.features import Z_CLIP
+        from anomaly_gym.envs.features import PRESETS, Featurizer
 
-        z = (np.column_stack(member_scores).astype(np.float64) - self.median_) / self.scale_
-        z = np.clip(np.nan_to_num(z, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP), -Z_CLIP, Z_CLIP)
-        return np.mean(np.sign(z) * np.log1p(np.abs(z)), axis=1)
+        if self.bank not in PRESETS:
+            raise ValueError(f"bank must be one of {sorted(PRESETS)}, got {self.bank!r}")
+        config = dataclasses.replace(PRESETS[self.bank], seed=seed_int(self.random_state), consensus=True)
+        self.featurizer_ = Featurizer(config).fit(X)
+        self.column_ = config.feature_names().index("consensus/z_mean")
+        self.decision_scores_ = self._decision_function(X)
+
+    def _decision_function(self, X):
+        return self.featurizer_.transform(X)[:, self.column_].astype(np.float64)
 
 
 class ADEngineDetector(BaseDetector):
