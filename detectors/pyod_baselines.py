@@ -440,6 +440,45 @@ class MeanRankEnsemble(BaseDetector):
         return np.mean(ranks, axis=0)
 
 
+class MeanZEnsemble(BaseDetector):
+    """Mean robust z-score over the featurizer's detector bank: its ``consensus/z_mean``.
+
+    A :class:`~anomaly_gym.envs.features.Featurizer` with the named bank is fitted on the
+    training rows; each member's score of a row becomes a robust z-score against the
+    member's scores of the fitting rows (median and MAD), clipped at +-50 and
+    log-compressed, and the members' values are averaged.  This is the ensemble the
+    default monotone linear policy ends up close to (its weights on the members' z-scores
+    are nearly equal), so it is the baseline that tells what meta-training adds.
+
+    Args:
+        bank: A featurizer preset (:data:`~anomaly_gym.envs.features.PRESETS`): ``"rich"``
+            (the 18 detectors ``configs/default.toml`` trains on) or ``"default"`` (8).
+        random_state: Seed of the featurizer's fitting subsample and randomised detectors.
+
+    Attributes:
+        featurizer_: The fitted featurizer.
+    """
+
+    def __init__(self, bank: str = "rich", random_state: int | None = 0):
+        self.bank = bank
+        self.random_state = random_state
+
+    def _fit(self, X, y, source) -> None:
+        import dataclasses
+
+        from anomaly_gym.envs.features import PRESETS, Featurizer
+
+        if self.bank not in PRESETS:
+            raise ValueError(f"bank must be one of {sorted(PRESETS)}, got {self.bank!r}")
+        config = dataclasses.replace(PRESETS[self.bank], seed=seed_int(self.random_state), consensus=True)
+        self.featurizer_ = Featurizer(config).fit(X)
+        self.column_ = config.feature_names().index("consensus/z_mean")
+        self.decision_scores_ = self._decision_function(X)
+
+    def _decision_function(self, X):
+        return self.featurizer_.transform(X)[:, self.column_].astype(np.float64)
+
+
 class ADEngineDetector(BaseDetector):
     """PyOD's ADEngine picks a detector for the data by its rules; that detector scores.
 

@@ -69,14 +69,16 @@ def evaluate_iforest(items: Sequence[ValidationItem]) -> dict[str, dict[str, flo
 def evaluate_feature_columns(items: Sequence[ValidationItem], config: FeaturizerConfig) -> dict[str, dict[str, dict[str, float]]]:
     """Each percentile column of the bank used directly as a score.
 
-    Keys are ``"bank/{detector}"`` and ``"bank/mean_rank"`` (the consensus mean percentile,
-    i.e. the mean-rank ensemble), each mapping task name -> metrics.
+    Keys are ``"bank/{detector}"``, ``"bank/mean_rank"`` (the consensus mean percentile,
+    i.e. the mean-rank ensemble) and ``"bank/mean_z"`` (the consensus mean robust z-score,
+    the ensemble a monotone linear policy starts from), each mapping task name -> metrics.
     """
     names = config.feature_names()
+    ensembles = {"consensus/pct_mean": "bank/mean_rank", "consensus/z_mean": "bank/mean_z"}
     out = {}
     for col, name in enumerate(names):
-        if name.endswith("/pct") or name == "consensus/pct_mean":
-            key = "bank/mean_rank" if name == "consensus/pct_mean" else "bank/" + name.removesuffix("/pct")
+        if name.endswith("/pct") or name in ensembles:
+            key = ensembles.get(name) or "bank/" + name.removesuffix("/pct")
             out[key] = evaluate_scores(items, lambda item, c=col: item.features[:, c])
     return out
 

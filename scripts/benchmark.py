@@ -61,7 +61,7 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default=None, metavar="M,...",
                    help="methods to run (detector names, 'policy', 'default' for the default set, 'gan' for "
                    "so_gaal, mo_gaal, meta_gan, gan_scratch, 'spectral' for transfer_spectral); default: the policy, "
-                   "iforest, ecod, copod, hbos, knn, lof, pca, ocsvm, cblof, autoencoder, mean_rank, feature_transfer_kmeans, model_transfer_kmeans, coral_kmeans, dtc, prototype_meta, and in few-shot xgbod, devnet, gradient_boosting")
+                   "iforest, ecod, copod, hbos, knn, lof, pca, ocsvm, cblof, autoencoder, mean_rank, mean_z, feature_transfer_kmeans, model_transfer_kmeans, coral_kmeans, dtc, prototype_meta, and in few-shot xgbod, devnet, gradient_boosting")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--model", type=Path, default=None, metavar="BUNDLE",
                      help="one trained policy bundle for every target (targets among its training tasks become error rows)")

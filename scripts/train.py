@@ -108,15 +108,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_validation_table(metrics: dict, baselines: dict, featurizer_config) -> None:
-    """Per validation task: the policy, IForest and the best single detector of the bank."""
+    """Per validation task: the policy, IForest, the bank's mean-rank and mean-z ensembles and its best single detector."""
     import numpy as np
     from rich.console import Console
     from rich.table import Table
 
-    detectors = [k for k in baselines if k.startswith("bank/") and k != "bank/mean_rank"]
+    detectors = [k for k in baselines if k.startswith("bank/") and k not in ("bank/mean_rank", "bank/mean_z")]
     best = max(detectors, key=lambda k: np.mean([m["auroc"] for m in baselines[k].values()])) if detectors else None
     table = Table(title="zero-shot validation AUROC (test part of the benchmark split)")
-    for col in ("task", "policy", "IForest", "mean-rank ensemble", f"best bank detector ({best.removeprefix('bank/') if best else '-'})"):
+    for col in ("task", "policy", "IForest", "mean-rank ensemble", "mean-z ensemble", f"best bank detector ({best.removeprefix('bank/') if best else '-'})"):
         table.add_column(col, justify="left" if col == "task" else "right")
     rows = sorted(metrics)
     for name in rows:
@@ -125,6 +125,7 @@ def print_validation_table(metrics: dict, baselines: dict, featurizer_config) ->
             f"{metrics[name]['auroc']:.3f}",
             f"{baselines['iforest'][name]['auroc']:.3f}",
             f"{baselines['bank/mean_rank'][name]['auroc']:.3f}" if "bank/mean_rank" in baselines else "-",
+            f"{baselines['bank/mean_z'][name]['auroc']:.3f}" if "bank/mean_z" in baselines else "-",
             f"{baselines[best][name]['auroc']:.3f}" if best else "-",
         )
     mean = lambda d: np.mean([d[n]["auroc"] for n in rows])  # noqa: E731
@@ -133,6 +134,7 @@ def print_validation_table(metrics: dict, baselines: dict, featurizer_config) ->
         f"[bold]{mean(metrics):.3f}[/bold]",
         f"{mean(baselines['iforest']):.3f}",
         f"{mean(baselines['bank/mean_rank']):.3f}" if "bank/mean_rank" in baselines else "-",
+        f"{mean(baselines['bank/mean_z']):.3f}" if "bank/mean_z" in baselines else "-",
         f"{mean(baselines[best]):.3f}" if best else "-",
     )
     Console(file=sys.stdout).print(table)

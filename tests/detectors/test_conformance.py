@@ -25,6 +25,7 @@ from anomaly_gym.detectors import (
     DeepTransferClustering,
     FeatureTransferKMeans,
     MeanRankEnsemble,
+    MeanZEnsemble,
     ModelTransferKMeans,
     PrototypeMetaClustering,
     check_source,
@@ -53,6 +54,8 @@ TEST_PARAMS: dict[str, dict] = {
     # PyOD's standard bank fits 41 detectors per call (about a minute over every check here);
     # the checks run the same code with the reduced bank, and a test below fits the standard one.
     "xgbod": {"bank": "compact"},
+    # The rich bank (18 detectors) runs the same code; the default bank keeps the checks quick.
+    "mean_z": {"bank": "default"},
 }
 
 AUROC_FLOOR = 0.8
@@ -362,6 +365,21 @@ def test_mean_rank_is_the_mean_of_member_percentiles(planted):
     assert far[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unsupervised"):
         MeanRankEnsemble(detectors=("knn", "devnet")).fit(planted.X_train)
+
+
+
+def test_mean_z_is_the_mean_of_the_banks_log_robust_z(planted):
+    ensemble = MeanZEnsemble(bank="default").fit(planted.X_train)
+    scores = ensemble.decision_function(planted.X_test)
+    feats = ensemble.featurizer_.transform(planted.X_test)
+    z_cols = [i for i, n in enumerate(ensemble.featurizer_.feature_names) if n.endswith("/z")]
+    assert len(z_cols) == 8
+    np.testing.assert_allclose(scores, feats[:, z_cols].astype(np.float64).mean(axis=1), atol=1e-5)
+    assert roc_auc_score(planted.y_test, scores) > 0.9
+    far = ensemble.decision_function(np.full((1, 4), 1e3))
+    assert far[0] > scores.max()
+    with pytest.raises(ValueError, match="bank must be one of"):
+        MeanZEnsemble(bank="huge").fit(planted.X_train)
 
 
 def test_transfer_across_widths_goes_through_the_features(data):
