@@ -23,7 +23,33 @@ FEEDBACK_FEATURES = (
     "feedback/hit_rate",
     "feedback/anomalies_found",
     "feedback/budget_left",
+    "feedback/raw_anomaly",
+    "feedback/raw_normal",
 )
+
+#: Dimensions of the raw-row embedding behind the ``raw_*`` feedback features.
+RAW_COMPONENTS = 16
+
+
+def raw_embedding(X: np.ndarray, n_components: int = RAW_COMPONENTS, seed: int = 0) -> np.ndarray:
+    """Rows standardised per column and projected on their top principal components, in units of the
+    median distance between a row and its nearest neighbour (so that distances mean the same on any dataset)."""
+    from sklearn.decomposition import PCA
+
+    X = np.nan_to_num(np.asarray(X, dtype=np.float64).reshape(len(X), -1))
+    sd = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)
+    k = min(n_components, Z.shape[1], max(len(Z) - 1, 1))
+    if k < Z.shape[1]:
+        Z = PCA(n_components=k, svd_solver="randomized" if Z.shape[1] > 64 else "full", random_state=seed).fit_transform(Z)
+    rng = np.random.default_rng(seed)
+    probe = rng.choice(len(Z), size=min(200, len(Z)), replace=False)
+    sq = (Z**2).sum(axis=1)
+    d2 = np.maximum(sq[probe, None] + sq[None, :] - 2.0 * Z[probe] @ Z.T, 0.0)
+    d2[np.arange(len(probe)), probe] = np.inf
+    nn = np.sqrt(d2.min(axis=1))
+    scale = float(np.median(nn[np.isfinite(nn)])) if np.isfinite(nn).any() else 1.0
+    return np.ascontiguousarray(Z / (scale if scale > 1e-12 else 1.0))
 
 
 @dataclass(frozen=True)
@@ -164,6 +190,7 @@ class DiscoverEnv(gym.Env):
         features: Sequence[np.ndarray] | None = None,
         priors: Sequence[np.ndarray] | None = None,
         resample_task_on_reset: bool = False,
+        raw_neighbours: bool = True,
         render_mode: str | None = None,
     ) -> None:
         _check_arguments(budget, pool_size, random_share, normal_reward, similarity_scale)
@@ -183,6 +210,8 @@ class DiscoverEnv(gym.Env):
         self.cache_dir = cache_dir
         self.render_mode = render_mode
         self.resample_task_on_reset = bool(resample_task_on_reset)
+        self.raw_neighbours = bool(raw_neighbours)
+        self._raw_cache: dict[str, np.ndarray] = {}
         self._pct_cols = percentile_columns(self.featurizer_config)
         from anomaly_gym.envs.features import Featurizer
 
@@ -265,6 +294,11 @@ class DiscoverEnv(gym.Env):
         """Which slots hold a candidate (True = may be chosen)."""
         return self._session.action_masks()
 
+    def candidate_labels(self) -> np.ndarray:
+        """The hidden labels of the pool's candidates (-1 for empty slots); for supervised pretraining only."""
+        pool = self._session._pool
+        return np.where(pool >= 0, self._y[np.maximum(pool, 0)], -1).astype(np.int64)
+
     def state(self) -> DiscoverState:
         """The rows shown so far and their labels."""
         return DiscoverState(self._task.name, tuple(self._session.shown), tuple(self._session.labels))
@@ -281,8 +315,15 @@ class DiscoverEnv(gym.Env):
         self._y = self._task.y
         self._session = DiscoverySession(
             feats, prior, self._pct_cols, budget=self.budget, pool_size=self.pool_size, random_share=self.random_share,
-            similarity_scale=self.similarity_scale, rng=self.np_random,
+            similarity_scale=self.similarity_scale, rng=self.np_random, raw=self._raw_rows(),
         )
+
+    def _raw_rows(self) -> np.ndarray | None:
+        if not self.raw_neighbours:
+            return None
+        if self._task.hash not in self._raw_cache:
+            self._raw_cache[self._task.hash] = raw_embedding(self._task.X)
+        return self._raw_cache[self._task.hash]
 
     def _info(self) -> dict[str, Any]:
         return {"task": self._task.name, "queries": len(self._session.shown), "found": int(sum(self._session.labels))}
@@ -350,7 +391,7 @@ class DiscoverySession:
     """
 
     def __init__(self, features: np.ndarray, prior: np.ndarray, pct_columns: np.ndarray, *, budget: int, pool_size: int,
-                 random_share: float, similarity_scale: float, rng: np.random.Generator) -> None:
+                 random_share: float, similarity_scale: float, rng: np.random.Generator, raw: np.ndarray | None = None) -> None:
         self.budget = budget
         self.pool_size = pool_size
         self.random_share = random_share
@@ -381,6 +422,8 @@ class DiscoverySession:
         self._f_precision = np.linalg.pinv(cov + self.COVARIANCE_RIDGE * np.diag(np.diag(cov)) + 1e-6 * np.eye(len(cov)))
         self._f_sums = np.zeros((2, self._F.shape[1]))
         self._labelled_pct = [np.empty((0, n_det)), np.empty((0, n_det))]
+        self._raw = None if raw is None else np.asarray(raw, dtype=np.float64)
+        self._raw_dist = np.full((2, n), np.inf)  # per class: distance of every row to the nearest labelled row
         self._pool = np.full(pool_size, -1, dtype=np.int64)
         self._sim = np.zeros((pool_size, 2))
         self._obs = np.zeros((pool_size, self.n_base + len(FEEDBACK_FEATURES)), dtype=np.float32)
@@ -438,7 +481,10 @@ class DiscoverySession:
                     return row
             free = np.flatnonzero(available)
             return int(free[self.rng.integers(len(free))]) if len(free) else None
-        scores = np.where(available, self._learned, -np.inf)
+        if self._raw is not None and self._found_any and self.rng.random() < 0.5:
+            scores = np.where(available, -self._raw_dist[1], -np.inf)  # the nearest unshown neighbour of an anomaly
+        else:
+            scores = np.where(available, self._learned, -np.inf)
         row = int(np.argmax(scores))
         return row if available[row] else None
 
@@ -472,6 +518,9 @@ class DiscoverySession:
         self._weights = w / w.sum() if w.sum() > 1e-9 else np.full(len(x), 1.0 / len(x))
         self._weighted = self._pct @ self._weights
         self._f_sums[label] += self._F[row]
+        if self._raw is not None:
+            dist = np.sqrt(((self._raw - self._raw[row]) ** 2).sum(axis=1))
+            np.minimum(self._raw_dist[label], dist, out=self._raw_dist[label])
         self._found_any = bool(self._counts[1])
         self._learned = self._discriminant() if self._found_any else self._weighted
 
@@ -503,5 +552,7 @@ class DiscoverySession:
         fb[live, 5] = found / queries if queries else 0.0
         fb[live, 6] = np.log1p(found) / np.log1p(self.budget)
         fb[live, 7] = 1.0 - queries / self.budget
+        fb[live, 8] = np.exp(-self._raw_dist[1, rows])
+        fb[live, 9] = np.exp(-self._raw_dist[0, rows])
         fb[~live] = 0.0
 

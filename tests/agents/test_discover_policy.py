@@ -16,7 +16,7 @@ from anomaly_gym.envs.sources import make_synthetic_task
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 TINY = FeaturizerConfig(detectors=("ecod", "copod"), descriptors=False)
-SETTINGS = {"budget": 10, "pool_size": 8, "random_share": 0.25, "normal_reward": -1.0, "similarity_scale": 0.1}
+SETTINGS = {"budget": 10, "pool_size": 8, "random_share": 0.25, "normal_reward": -1.0, "similarity_scale": 0.1, "raw_neighbours": True}
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,10 @@ def _run(env: DiscoverEnv, seed: int, policy=lambda obs, mask: int(np.flatnonzer
     return rows, rewards, info
 
 
+def _col(name: str) -> int:
+    return len(TINY.feature_names()) + FEEDBACK_FEATURES.index(f"feedback/{name}")
+
+
 def test_registered_and_check_env_clean(tasks):
     assert DISCOVER_ENV_ID in gym.registry
     with warnings.catch_warnings(record=True) as caught:
@@ -56,7 +60,8 @@ def test_observation_shape_and_bounds(tasks):
     assert obs.dtype == np.float32 and env.observation_space.contains(obs)
     assert env.action_space.n == 16 and env.action_masks().all()
     # before any answer: no similarity, full budget
-    assert np.all(obs[:, -8:-6] == 0) and np.all(obs[:, -1] == 1.0)
+    assert np.all(obs[:, [_col('sim_anomaly'), _col('sim_normal'), _col('raw_anomaly'), _col('raw_normal')]] == 0)
+    assert np.all(obs[:, _col('budget_left')] == 1.0)
 
 
 def test_rows_are_never_shown_twice_and_rewards_follow_labels(tasks):
@@ -72,11 +77,12 @@ def test_feedback_features_react_to_answers(tasks):
     env = _env(tasks)
     obs, _ = env.reset(seed=0)
     # show the candidate with the highest prior rank
-    obs, *_, info = env.step(int(np.argmax(np.where(env.action_masks(), obs[:, -4], -1))))
+    obs, *_, info = env.step(int(np.argmax(np.where(env.action_masks(), obs[:, _col('prior_rank')], -1))))
     cls = 0 if info["label"] == 1 else 1  # sim_anomaly when an anomaly was found, else sim_normal
-    assert (obs[:, -8 + cls] > 0).any()
-    assert np.allclose(obs[:, -1], 1 - 1 / 20)
-    assert np.allclose(obs[:, -3], float(info["label"]))
+    assert (obs[:, _col(('sim_anomaly', 'sim_normal')[cls])] > 0).any()
+    assert (obs[:, _col(('raw_anomaly', 'raw_normal')[cls])] > 0).any()
+    assert np.allclose(obs[:, _col('budget_left')], 1 - 1 / 20)
+    assert np.allclose(obs[:, _col('hit_rate')], float(info["label"]))
 
 
 def test_small_task_masks_empty_slots_and_ends_when_rows_run_out():
@@ -108,7 +114,7 @@ def test_a_session_serves_an_unlabelled_target_one_answer_at_a_time(tasks):
                                similarity_scale=0.1, rng=np.random.default_rng(0))
     assert np.array_equal(session.observation()[:12], obs[:12])  # the prior's part of the pool (the rest is random)
     row = session.reveal(0, 1)
-    assert session.shown == [row] and session.labels == [1] and session.observation()[0, -3] == 1.0
+    assert session.shown == [row] and session.labels == [1] and session.observation()[0, _col('hit_rate')] == 1.0
     with pytest.raises(ValueError, match="label must be 0 or 1"):
         session.reveal(1, 2)
 
