@@ -1,4 +1,4 @@
-"""The discovery policy: one shared network scores every candidate of Discover-v0's pool.
+"""The discovery policy: one shared network scores every candidate of Discover-v1's pool.
 
 :class:`CandidatePolicy` is an sb3-contrib ``MaskableActorCriticPolicy`` whose actor reads
 the observation as (pool_size, columns): every candidate, next to the pool's mean, goes
@@ -122,7 +122,7 @@ class CandidatePolicy(MaskableActorCriticPolicy):
 
 def make_discover_agent(env, *, hidden: int = 64, heuristic_column: int = -1, heuristic_weight: float = 0.0, tail_columns: int = 0,
                         seed: int = 0, device: str = "cpu", **ppo_kwargs):
-    """A MaskablePPO agent with :class:`CandidatePolicy` on ``env`` (a VecEnv of Discover-v0)."""
+    """A MaskablePPO agent with :class:`CandidatePolicy` on ``env`` (a VecEnv of Discover-v1)."""
     from sb3_contrib import MaskablePPO
 
     kwargs = {"hidden": hidden, "heuristic_column": heuristic_column, "heuristic_weight": heuristic_weight,

@@ -1,4 +1,4 @@
-"""``AnomalyGym/Discover-v0``: choose which row an analyst labels next, within a query budget."""
+"""``AnomalyGym/Discover-v1``: choose which row an analyst labels next, within a query budget."""
 
 from __future__ import annotations
 
@@ -100,7 +100,9 @@ class DiscoverEnv(gym.Env):
     rows.  When a candidate is shown its slot is refilled: with probability
     ``1 - random_share`` by the best unshown row under the ``learned_score`` feedback
     feature below (the detectors' percentiles until an anomaly is found, then a linear
-    discriminant of the labels so far), otherwise by a random unshown row.  Limits: a row that is neither near the top of the prior nor of
+    discriminant of the labels so far) or, with ``raw_neighbours`` once an anomaly has been
+    found, half of those times by the unshown row nearest to a labelled anomaly in the raw
+    rows' embedding (see ``raw_anomaly``); otherwise by a random unshown row.  Limits: a row that is neither near the top of the prior nor of
     the feedback-weighted score reaches the pool only by chance (through the random
     slots), so the policy cannot find anomalies that every detector in the bank ranks
     low, however it learns; and the feedback-weighted score is linear in the detectors'
@@ -135,7 +137,14 @@ class DiscoverEnv(gym.Env):
     - ``prior_rank``: 1 for the prior ranking's top row, 0 for its last;
     - ``hit_rate``: share of the queries so far that found an anomaly (0 at the start);
     - ``anomalies_found``: ``log1p(found) / log1p(budget)``;
-    - ``budget_left``: share of the budget not yet spent.
+    - ``budget_left``: share of the budget not yet spent;
+    - ``raw_anomaly`` / ``raw_normal``: ``exp(-d)``, ``d`` the distance from the candidate to
+      the nearest row labelled anomalous / normal in the raw rows' embedding
+      (:func:`raw_embedding`: standardised columns, their top 16 principal components, in
+      units of the dataset's median nearest-neighbour distance); 0 while no such row exists
+      or without ``raw_neighbours``.  Unlike the detector features these see whether
+      anomalies resemble one another in the data itself (a cluster of anomalies that the
+      detectors rank in the middle).
 
     Empty slots are all zeros.
 
@@ -168,10 +177,14 @@ class DiscoverEnv(gym.Env):
     - ``features`` / ``priors``: optional precomputed features and prior scores, one array per task.
     - ``resample_task_on_reset``: draw each episode's task from ``tasks`` with ``self.np_random``
       (for meta-training); default False (keep the current task).
+    - ``raw_neighbours``: compute the ``raw_*`` features and the nearest-neighbour refills
+      (default True).
     - ``render_mode``: None or ``"ansi"``.
 
     ## Version History
     - v0: initial version.
+    - v1: ``raw_anomaly`` / ``raw_normal`` appended to the feedback features, refills from
+      the nearest neighbours of labelled anomalies (``raw_neighbours``).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -354,7 +367,7 @@ def _check_arguments(budget, pool_size, random_share, normal_reward, similarity_
 
 
 def bench_step(n_rows: int = 10_000, n_steps: int = 100, seed: int = 0) -> float:
-    """Median seconds per ``step`` of Discover-v0 on a synthetic ``n_rows``-row task, features precomputed."""
+    """Median seconds per ``step`` of Discover-v1 on a synthetic ``n_rows``-row task, features precomputed."""
     from anomaly_gym.envs.features import Featurizer
 
     rng = np.random.default_rng(seed)
@@ -388,6 +401,8 @@ class DiscoverySession:
         pct_columns: The feature columns holding per-detector percentiles.
         budget, pool_size, random_share, similarity_scale: As :class:`DiscoverEnv`.
         rng: The generator behind the random candidates.
+        raw: :func:`raw_embedding` of the rows, for the ``raw_*`` features and the neighbour
+            refills; None leaves those features at 0.
     """
 
     def __init__(self, features: np.ndarray, prior: np.ndarray, pct_columns: np.ndarray, *, budget: int, pool_size: int,
@@ -443,7 +458,7 @@ class DiscoverySession:
         return len(self.shown) >= self.budget or not (self._pool >= 0).any()
 
     def observation(self) -> np.ndarray:
-        """A copy of the current observation, (pool_size, n_features + 7) float32."""
+        """A copy of the current observation, (pool_size, n_features + len(FEEDBACK_FEATURES)) float32."""
         return self._obs.copy()
 
     def action_masks(self) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Meta-training the discovery policy across source tasks, and serving it as a strategy.
 
 :func:`train_discover_policy` trains sb3-contrib's ``MaskablePPO`` with
-:class:`~anomaly_gym.agents.discover.CandidatePolicy` on ``AnomalyGym/Discover-v0``, each
+:class:`~anomaly_gym.agents.discover.CandidatePolicy` on ``AnomalyGym/Discover-v1``, each
 episode on a source task drawn at random, and returns a
 :class:`~anomaly_gym.agents.discover.DiscoverBundle`.  With a ``run_dir`` it writes
 TensorBoard events: SB3's ``rollout/`` and ``train/`` tags, and ``discover/found@K``,
@@ -224,7 +224,7 @@ class FeedbackGreedyStrategy(ActiveStrategy):
     """The untrained starting point of the meta-policy: always the candidate with the highest ``feedback/learned_score``.
 
     Same pool and feedback features as the policy (a :class:`DiscoverySession` with
-    Discover-v0's default settings), no network: comparing the two measures what
+    Discover-v1's default settings), no network: comparing the two measures what
     meta-training adds.
     """
 

@@ -3,7 +3,7 @@
 PPO from the feedback-greedy start learns little in the budgets we can afford: the policy
 starts nearly deterministic on ``feedback/learned_score`` (weight 50), its network part
 starts near zero, and a +1/-1 reward per query is a weak, noisy signal for the few
-hundred episodes it sees.  But in Discover-v0 the reward of a query depends only on the
+hundred episodes it sees.  But in Discover-v1 the reward of a query depends only on the
 label of the row shown, so the myopic part of a good policy is a classifier: "is this
 candidate an anomaly, given the answers so far?".  Its training signal is dense: every
 candidate of every pool of every step on a source task has a known label.

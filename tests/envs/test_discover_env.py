@@ -1,4 +1,4 @@
-"""``AnomalyGym/Discover-v0``: conformance, masks, rewards, feedback features, seeding, speed."""
+"""``AnomalyGym/Discover-v1``: conformance, masks, rewards, feedback features, seeding, speed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from anomaly_gym.envs import DISCOVER_ENV_ID, DiscoverEnv, FeaturizerConfig
-from anomaly_gym.envs.discover import FEEDBACK_FEATURES, DiscoverySession, bench_step
+from anomaly_gym.envs.discover import FEEDBACK_FEATURES, DiscoverySession, bench_step, raw_embedding
 from anomaly_gym.envs.sources import make_synthetic_task
 from gymnasium.utils.env_checker import check_env
 
@@ -135,3 +135,25 @@ def test_bad_arguments():
 def test_one_step_on_10000_rows_is_under_a_millisecond():
     # best of three medians, as `anomaly-gym bench discover` reports: robust to a busy shared machine
     assert min(bench_step(10_000, 40, seed) for seed in range(3)) < 1e-3
+
+
+def test_raw_embedding_is_in_units_of_the_nearest_neighbour_distance(tasks):
+    Z = raw_embedding(tasks[0].X[:150])
+    d = np.sqrt(((Z[:, None] - Z[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    assert Z.shape == (150, 4) and np.median(d.min(axis=1)) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_raw_features_are_the_similarity_to_the_nearest_labelled_row(tasks):
+    env = _env(tasks)
+    env.reset(seed=0)
+    feats, prior = env._data[tasks[0].hash]
+    Z = raw_embedding(tasks[0].X)
+    session = DiscoverySession(feats, prior, env._pct_cols, budget=20, pool_size=16, random_share=0.25,
+                               similarity_scale=0.1, rng=np.random.default_rng(0), raw=Z)
+    shown = session.reveal(0, 1)
+    live = session.action_masks()
+    rows = session._pool[live]
+    obs = session.observation()[live]
+    assert np.allclose(obs[:, _col("raw_anomaly")], np.exp(-np.linalg.norm(Z[rows] - Z[shown], axis=1)), atol=1e-6)
+    assert np.all(obs[:, _col("raw_normal")] == 0)
