@@ -145,8 +145,7 @@ def _fit_critic(model, obs: np.ndarray, returns: np.ndarray) -> None:
         policy.value_net.bias.fill_(float(coef[-1]))
 
 
-def pretrain_scorer(model, env: DiscoverEnv, tasks: list[Task], config: PretrainConfig | None = None, seed: int = 0,
-                    progress=None) -> list[float]:
+def pretrain_scorer(model, env: DiscoverEnv, tasks: list[Task], config: PretrainConfig | None = None, seed: int = 0, progress=None) -> list[float]:
     """Train ``model``'s candidate scorer across ``tasks`` by DAgger (see the module docstring); the last loss per round."""
     cfg = config or PretrainConfig()
     rng = np.random.default_rng(seed)

@@ -47,8 +47,7 @@ def setup():
     env = DiscoverEnv(tasks, featurizer=TINY, pool_size=16, budget=15)
     vec = DummyVecEnv([lambda: DiscoverEnv(tasks, featurizer=TINY, pool_size=16, budget=15)])
     column = len(TINY.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
-    agent = make_discover_agent(vec, hidden=16, heuristic_column=column, heuristic_weight=50.0,
-                                tail_columns=len(FEEDBACK_FEATURES), n_steps=16, batch_size=16)
+    agent = make_discover_agent(vec, hidden=16, heuristic_column=column, heuristic_weight=50.0, tail_columns=len(FEEDBACK_FEATURES), n_steps=16, batch_size=16)
     return tasks, env, agent
 
 
