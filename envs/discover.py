@@ -496,7 +496,7 @@ class DiscoverySession:
                     return row
             free = np.flatnonzero(available)
             return int(free[self.rng.integers(len(free))]) if len(free) else None
-        if self._raw is not None and self._found_any and self.rng.random() < 0.5:
+        if self._raw is not None and self._found_any and self.rng.random() < self.NEIGHBOUR_SHARE:
             scores = np.where(available, -self._raw_dist[1], -np.inf)  # the nearest unshown neighbour of an anomaly
         else:
             scores = np.where(available, self._learned, -np.inf)
@@ -539,6 +539,8 @@ class DiscoverySession:
         self._found_any = bool(self._counts[1])
         self._learned = self._discriminant() if self._found_any else self._weighted
 
+    #: Share of the non-random refills taken from the nearest neighbours of labelled anomalies (with raw rows).
+    NEIGHBOUR_SHARE = 0.5
     #: Pseudo-count of the dataset's mean in the normals' mean of the discriminant.
     NORMAL_PRIOR_ROWS = 2.0
     #: Share of the diagonal added to the dataset's feature covariance before inverting it.
