@@ -1,4 +1,4 @@
-"""The discovery policy: one shared network scores every candidate of Discover-v0's pool.
+"""The discovery policy: one shared network scores every candidate of Discover-v1's pool.
 
 :class:`CandidatePolicy` is an sb3-contrib ``MaskableActorCriticPolicy`` whose actor reads
 the observation as (pool_size, columns): every candidate, next to the pool's mean, goes
@@ -30,19 +30,21 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch import nn
 
 BUNDLE_FORMAT = "anomaly-gym-discover-bundle"
-BUNDLE_VERSION = 3
+BUNDLE_VERSION = 4
 #: The environment settings a bundle records (arguments of ``DiscoverEnv``).
-ENV_SETTINGS = ("budget", "pool_size", "random_share", "normal_reward", "similarity_scale")
+ENV_SETTINGS = ("budget", "pool_size", "random_share", "normal_reward", "similarity_scale", "raw_neighbours")
 
 
 class CandidateScorer(nn.Module):
     """SB3's ``mlp_extractor`` for :class:`CandidatePolicy`: per-candidate logits and a pooled critic input."""
 
-    def __init__(self, n_slots: int, n_columns: int, hidden: int) -> None:
+    def __init__(self, n_slots: int, n_columns: int, hidden: int, tail_columns: int = 0) -> None:
         super().__init__()
         self.n_slots = n_slots
         self.n_columns = n_columns
-        self.encoder = nn.Sequential(nn.Linear(2 * n_columns, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.first = n_columns - tail_columns if 0 < tail_columns < n_columns else 0
+        n_in = n_columns - self.first
+        self.encoder = nn.Sequential(nn.Linear(2 * n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
         self.logit = nn.Linear(hidden, 1)
         self.linear = nn.Linear(n_columns, 1, bias=False)
         self.latent_dim_pi = n_slots
@@ -60,7 +62,7 @@ class CandidateScorer(nn.Module):
             self.linear.weight[0, column] = weight
 
     def _hidden(self, features: torch.Tensor) -> torch.Tensor:
-        x = features.reshape(-1, self.n_slots, self.n_columns)
+        x = features.reshape(-1, self.n_slots, self.n_columns)[..., self.first :]
         context = x.mean(dim=1, keepdim=True).expand_as(x)
         return self.encoder(torch.cat([x, context], dim=-1))
 
@@ -84,19 +86,22 @@ class CandidatePolicy(MaskableActorCriticPolicy):
 
     ``hidden`` is the scorer's width; with ``heuristic_column`` >= 0 the untrained policy
     starts from ``heuristic_weight`` times that observation column
-    (:meth:`CandidateScorer.start_from_heuristic`).
+    (:meth:`CandidateScorer.start_from_heuristic`); with ``tail_columns`` > 0 the network
+    reads only the last that many columns (the feedback features: quantities whose meaning
+    does not depend on the dataset), while the linear part reads all.
     """
 
     def __init__(self, observation_space, action_space, lr_schedule, hidden: int = 64, heuristic_column: int = -1,
-                 heuristic_weight: float = 0.0, **kwargs) -> None:
+                 heuristic_weight: float = 0.0, tail_columns: int = 0, **kwargs) -> None:
         self.hidden = int(hidden)
+        self.tail_columns = int(tail_columns)
         self.heuristic_column = int(heuristic_column)
         self.heuristic_weight = float(heuristic_weight)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
         n_slots, n_columns = self.observation_space.shape
-        self.mlp_extractor = CandidateScorer(n_slots, n_columns, self.hidden)
+        self.mlp_extractor = CandidateScorer(n_slots, n_columns, self.hidden, self.tail_columns)
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
@@ -110,16 +115,18 @@ class CandidatePolicy(MaskableActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(hidden=self.hidden, heuristic_column=self.heuristic_column, heuristic_weight=self.heuristic_weight)
+        data.update(hidden=self.hidden, heuristic_column=self.heuristic_column, heuristic_weight=self.heuristic_weight,
+                    tail_columns=self.tail_columns)
         return data
 
 
-def make_discover_agent(env, *, hidden: int = 64, heuristic_column: int = -1, heuristic_weight: float = 0.0, seed: int = 0,
-                        device: str = "cpu", **ppo_kwargs):
-    """A MaskablePPO agent with :class:`CandidatePolicy` on ``env`` (a VecEnv of Discover-v0)."""
+def make_discover_agent(env, *, hidden: int = 64, heuristic_column: int = -1, heuristic_weight: float = 0.0, tail_columns: int = 0,
+                        seed: int = 0, device: str = "cpu", **ppo_kwargs):
+    """A MaskablePPO agent with :class:`CandidatePolicy` on ``env`` (a VecEnv of Discover-v1)."""
     from sb3_contrib import MaskablePPO
 
-    kwargs = {"hidden": hidden, "heuristic_column": heuristic_column, "heuristic_weight": heuristic_weight}
+    kwargs = {"hidden": hidden, "heuristic_column": heuristic_column, "heuristic_weight": heuristic_weight,
+              "tail_columns": tail_columns}
     return MaskablePPO(CandidatePolicy, env, policy_kwargs=kwargs, seed=seed, device=device, verbose=0, **ppo_kwargs)
 
 
@@ -209,7 +216,8 @@ def _decode_policy(spec: dict, shape: tuple[int, int], tensors: bytes, device: s
         raise BundleError(f"{where}: observation bounds must have shape {shape}")
     n_actions = ser.field(spec, "n_actions", int, where, check=lambda n: n == shape[0])
     kwargs = ser.field(spec, "policy_kwargs", dict, where)
-    kinds = {"hidden": int, "heuristic_column": int, "heuristic_weight": (int, float)}
+    kinds = {"hidden": int, "heuristic_column": int, "heuristic_weight": (int, float), "tail_columns": int}
+    kwargs = {"tail_columns": 0, **kwargs}  # bundles written before tail_columns existed
     if set(kwargs) != set(kinds) or not all(isinstance(kwargs[k], kind) and not isinstance(kwargs[k], bool) for k, kind in kinds.items()):
         raise BundleError(f"{where}: policy_kwargs must hold exactly {sorted(kinds)} as numbers, got {kwargs}")
     hyper = ser.field(spec, "hyperparameters", dict, where)

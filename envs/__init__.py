@@ -1,7 +1,7 @@
 """Anomaly-detection tasks as Gymnasium environments.
 
 Importing this package registers ``AnomalyGym/Detect-v0``, ``AnomalyGym/Stream-v0`` and
-``AnomalyGym/Discover-v0``.  ``BatchedDetectEnv`` (a
+``AnomalyGym/Discover-v1``.  ``BatchedDetectEnv`` (a
 stable-baselines3 VecEnv) is imported on first use, so that importing the package does
 not import stable-baselines3 and torch.
 """
@@ -16,7 +16,7 @@ from gymnasium.envs.registration import register, registry
 
 ENV_ID = "AnomalyGym/Detect-v0"
 STREAM_ENV_ID = "AnomalyGym/Stream-v0"
-DISCOVER_ENV_ID = "AnomalyGym/Discover-v0"
+DISCOVER_ENV_ID = "AnomalyGym/Discover-v1"
 
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="anomaly_gym.envs.detect:AnomalyDetectionEnv")

@@ -1,4 +1,4 @@
-"""``AnomalyGym/Discover-v0``: choose which row an analyst labels next, within a query budget."""
+"""``AnomalyGym/Discover-v1``: choose which row an analyst labels next, within a query budget."""
 
 from __future__ import annotations
 
@@ -23,7 +23,33 @@ FEEDBACK_FEATURES = (
     "feedback/hit_rate",
     "feedback/anomalies_found",
     "feedback/budget_left",
+    "feedback/raw_anomaly",
+    "feedback/raw_normal",
 )
+
+#: Dimensions of the raw-row embedding behind the ``raw_*`` feedback features.
+RAW_COMPONENTS = 16
+
+
+def raw_embedding(X: np.ndarray, n_components: int = RAW_COMPONENTS, seed: int = 0) -> np.ndarray:
+    """Rows standardised per column and projected on their top principal components, in units of the
+    median distance between a row and its nearest neighbour (so that distances mean the same on any dataset)."""
+    from sklearn.decomposition import PCA
+
+    X = np.nan_to_num(np.asarray(X, dtype=np.float64).reshape(len(X), -1))
+    sd = X.std(axis=0)
+    Z = (X - X.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)
+    k = min(n_components, Z.shape[1], max(len(Z) - 1, 1))
+    if k < Z.shape[1]:
+        Z = PCA(n_components=k, svd_solver="randomized" if Z.shape[1] > 64 else "full", random_state=seed).fit_transform(Z)
+    rng = np.random.default_rng(seed)
+    probe = rng.choice(len(Z), size=min(200, len(Z)), replace=False)
+    sq = (Z**2).sum(axis=1)
+    d2 = np.maximum(sq[probe, None] + sq[None, :] - 2.0 * Z[probe] @ Z.T, 0.0)
+    d2[np.arange(len(probe)), probe] = np.inf
+    nn = np.sqrt(d2.min(axis=1))
+    scale = float(np.median(nn[np.isfinite(nn)])) if np.isfinite(nn).any() else 1.0
+    return np.ascontiguousarray(Z / (scale if scale > 1e-12 else 1.0))
 
 
 @dataclass(frozen=True)
@@ -74,7 +100,9 @@ class DiscoverEnv(gym.Env):
     rows.  When a candidate is shown its slot is refilled: with probability
     ``1 - random_share`` by the best unshown row under the ``learned_score`` feedback
     feature below (the detectors' percentiles until an anomaly is found, then a linear
-    discriminant of the labels so far), otherwise by a random unshown row.  Limits: a row that is neither near the top of the prior nor of
+    discriminant of the labels so far) or, with ``raw_neighbours`` once an anomaly has been
+    found, half of those times by the unshown row nearest to a labelled anomaly in the raw
+    rows' embedding (see ``raw_anomaly``); otherwise by a random unshown row.  Limits: a row that is neither near the top of the prior nor of
     the feedback-weighted score reaches the pool only by chance (through the random
     slots), so the policy cannot find anomalies that every detector in the bank ranks
     low, however it learns; and the feedback-weighted score is linear in the detectors'
@@ -109,7 +137,14 @@ class DiscoverEnv(gym.Env):
     - ``prior_rank``: 1 for the prior ranking's top row, 0 for its last;
     - ``hit_rate``: share of the queries so far that found an anomaly (0 at the start);
     - ``anomalies_found``: ``log1p(found) / log1p(budget)``;
-    - ``budget_left``: share of the budget not yet spent.
+    - ``budget_left``: share of the budget not yet spent;
+    - ``raw_anomaly`` / ``raw_normal``: ``exp(-d)``, ``d`` the distance from the candidate to
+      the nearest row labelled anomalous / normal in the raw rows' embedding
+      (:func:`raw_embedding`: standardised columns, their top 16 principal components, in
+      units of the dataset's median nearest-neighbour distance); 0 while no such row exists
+      or without ``raw_neighbours``.  Unlike the detector features these see whether
+      anomalies resemble one another in the data itself (a cluster of anomalies that the
+      detectors rank in the middle).
 
     Empty slots are all zeros.
 
@@ -142,10 +177,14 @@ class DiscoverEnv(gym.Env):
     - ``features`` / ``priors``: optional precomputed features and prior scores, one array per task.
     - ``resample_task_on_reset``: draw each episode's task from ``tasks`` with ``self.np_random``
       (for meta-training); default False (keep the current task).
+    - ``raw_neighbours``: compute the ``raw_*`` features and the nearest-neighbour refills
+      (default True).
     - ``render_mode``: None or ``"ansi"``.
 
     ## Version History
     - v0: initial version.
+    - v1: ``raw_anomaly`` / ``raw_normal`` appended to the feedback features, refills from
+      the nearest neighbours of labelled anomalies (``raw_neighbours``).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -164,6 +203,7 @@ class DiscoverEnv(gym.Env):
         features: Sequence[np.ndarray] | None = None,
         priors: Sequence[np.ndarray] | None = None,
         resample_task_on_reset: bool = False,
+        raw_neighbours: bool = True,
         render_mode: str | None = None,
     ) -> None:
         _check_arguments(budget, pool_size, random_share, normal_reward, similarity_scale)
@@ -183,6 +223,8 @@ class DiscoverEnv(gym.Env):
         self.cache_dir = cache_dir
         self.render_mode = render_mode
         self.resample_task_on_reset = bool(resample_task_on_reset)
+        self.raw_neighbours = bool(raw_neighbours)
+        self._raw_cache: dict[str, np.ndarray] = {}
         self._pct_cols = percentile_columns(self.featurizer_config)
         from anomaly_gym.envs.features import Featurizer
 
@@ -265,6 +307,11 @@ class DiscoverEnv(gym.Env):
         """Which slots hold a candidate (True = may be chosen)."""
         return self._session.action_masks()
 
+    def candidate_labels(self) -> np.ndarray:
+        """The hidden labels of the pool's candidates (-1 for empty slots); for supervised pretraining only."""
+        pool = self._session._pool
+        return np.where(pool >= 0, self._y[np.maximum(pool, 0)], -1).astype(np.int64)
+
     def state(self) -> DiscoverState:
         """The rows shown so far and their labels."""
         return DiscoverState(self._task.name, tuple(self._session.shown), tuple(self._session.labels))
@@ -281,8 +328,15 @@ class DiscoverEnv(gym.Env):
         self._y = self._task.y
         self._session = DiscoverySession(
             feats, prior, self._pct_cols, budget=self.budget, pool_size=self.pool_size, random_share=self.random_share,
-            similarity_scale=self.similarity_scale, rng=self.np_random,
+            similarity_scale=self.similarity_scale, rng=self.np_random, raw=self._raw_rows(),
         )
+
+    def _raw_rows(self) -> np.ndarray | None:
+        if not self.raw_neighbours:
+            return None
+        if self._task.hash not in self._raw_cache:
+            self._raw_cache[self._task.hash] = raw_embedding(self._task.X)
+        return self._raw_cache[self._task.hash]
 
     def _info(self) -> dict[str, Any]:
         return {"task": self._task.name, "queries": len(self._session.shown), "found": int(sum(self._session.labels))}
@@ -313,7 +367,7 @@ def _check_arguments(budget, pool_size, random_share, normal_reward, similarity_
 
 
 def bench_step(n_rows: int = 10_000, n_steps: int = 100, seed: int = 0) -> float:
-    """Median seconds per ``step`` of Discover-v0 on a synthetic ``n_rows``-row task, features precomputed."""
+    """Median seconds per ``step`` of Discover-v1 on a synthetic ``n_rows``-row task, features precomputed."""
     from anomaly_gym.envs.features import Featurizer
 
     rng = np.random.default_rng(seed)
@@ -347,10 +401,12 @@ class DiscoverySession:
         pct_columns: The feature columns holding per-detector percentiles.
         budget, pool_size, random_share, similarity_scale: As :class:`DiscoverEnv`.
         rng: The generator behind the random candidates.
+        raw: :func:`raw_embedding` of the rows, for the ``raw_*`` features and the neighbour
+            refills; None leaves those features at 0.
     """
 
     def __init__(self, features: np.ndarray, prior: np.ndarray, pct_columns: np.ndarray, *, budget: int, pool_size: int,
-                 random_share: float, similarity_scale: float, rng: np.random.Generator) -> None:
+                 random_share: float, similarity_scale: float, rng: np.random.Generator, raw: np.ndarray | None = None) -> None:
         self.budget = budget
         self.pool_size = pool_size
         self.random_share = random_share
@@ -381,6 +437,8 @@ class DiscoverySession:
         self._f_precision = np.linalg.pinv(cov + self.COVARIANCE_RIDGE * np.diag(np.diag(cov)) + 1e-6 * np.eye(len(cov)))
         self._f_sums = np.zeros((2, self._F.shape[1]))
         self._labelled_pct = [np.empty((0, n_det)), np.empty((0, n_det))]
+        self._raw = None if raw is None else np.asarray(raw, dtype=np.float64)
+        self._raw_dist = np.full((2, n), np.inf)  # per class: distance of every row to the nearest labelled row
         self._pool = np.full(pool_size, -1, dtype=np.int64)
         self._sim = np.zeros((pool_size, 2))
         self._obs = np.zeros((pool_size, self.n_base + len(FEEDBACK_FEATURES)), dtype=np.float32)
@@ -400,7 +458,7 @@ class DiscoverySession:
         return len(self.shown) >= self.budget or not (self._pool >= 0).any()
 
     def observation(self) -> np.ndarray:
-        """A copy of the current observation, (pool_size, n_features + 7) float32."""
+        """A copy of the current observation, (pool_size, n_features + len(FEEDBACK_FEATURES)) float32."""
         return self._obs.copy()
 
     def action_masks(self) -> np.ndarray:
@@ -438,7 +496,10 @@ class DiscoverySession:
                     return row
             free = np.flatnonzero(available)
             return int(free[self.rng.integers(len(free))]) if len(free) else None
-        scores = np.where(available, self._learned, -np.inf)
+        if self._raw is not None and self._found_any and self.rng.random() < self.NEIGHBOUR_SHARE:
+            scores = np.where(available, -self._raw_dist[1], -np.inf)  # the nearest unshown neighbour of an anomaly
+        else:
+            scores = np.where(available, self._learned, -np.inf)
         row = int(np.argmax(scores))
         return row if available[row] else None
 
@@ -472,9 +533,14 @@ class DiscoverySession:
         self._weights = w / w.sum() if w.sum() > 1e-9 else np.full(len(x), 1.0 / len(x))
         self._weighted = self._pct @ self._weights
         self._f_sums[label] += self._F[row]
+        if self._raw is not None:
+            dist = np.sqrt(((self._raw - self._raw[row]) ** 2).sum(axis=1))
+            np.minimum(self._raw_dist[label], dist, out=self._raw_dist[label])
         self._found_any = bool(self._counts[1])
         self._learned = self._discriminant() if self._found_any else self._weighted
 
+    #: Share of the non-random refills taken from the nearest neighbours of labelled anomalies (with raw rows).
+    NEIGHBOUR_SHARE = 0.5
     #: Pseudo-count of the dataset's mean in the normals' mean of the discriminant.
     NORMAL_PRIOR_ROWS = 2.0
     #: Share of the diagonal added to the dataset's feature covariance before inverting it.
@@ -503,5 +569,7 @@ class DiscoverySession:
         fb[live, 5] = found / queries if queries else 0.0
         fb[live, 6] = np.log1p(found) / np.log1p(self.budget)
         fb[live, 7] = 1.0 - queries / self.budget
+        fb[live, 8] = np.exp(-self._raw_dist[1, rows])
+        fb[live, 9] = np.exp(-self._raw_dist[0, rows])
         fb[~live] = 0.0
 

@@ -1,7 +1,7 @@
 """Meta-training the discovery policy across source tasks, and serving it as a strategy.
 
 :func:`train_discover_policy` trains sb3-contrib's ``MaskablePPO`` with
-:class:`~anomaly_gym.agents.discover.CandidatePolicy` on ``AnomalyGym/Discover-v0``, each
+:class:`~anomaly_gym.agents.discover.CandidatePolicy` on ``AnomalyGym/Discover-v1``, each
 episode on a source task drawn at random, and returns a
 :class:`~anomaly_gym.agents.discover.DiscoverBundle`.  With a ``run_dir`` it writes
 TensorBoard events: SB3's ``rollout/`` and ``train/`` tags, and ``discover/found@K``,
@@ -26,7 +26,7 @@ import torch
 from anomaly_gym.agents.discover import ENV_SETTINGS, DiscoverBundle, make_discover_agent
 from anomaly_gym.agents.factory import resolve_device
 from anomaly_gym.detectors.active import ActiveStrategy, DiscoveryData
-from anomaly_gym.envs.discover import FEEDBACK_FEATURES, DiscoverEnv, DiscoverySession, percentile_columns
+from anomaly_gym.envs.discover import FEEDBACK_FEATURES, DiscoverEnv, DiscoverySession, percentile_columns, raw_embedding
 from anomaly_gym.envs.features import FeaturizerConfig
 from anomaly_gym.envs.tasks import Task
 from stable_baselines3.common.callbacks import BaseCallback
@@ -55,8 +55,12 @@ class DiscoverTrainConfig:
     """Reward for showing a normal row (Meta-AAD: -0.1)."""
     similarity_scale: float = 0.1
     """Scale of the similarity feedback features."""
+    raw_neighbours: bool = True
+    """Feedback features and pool refills from the distances between raw rows (see ``DiscoverEnv``)."""
     hidden: int = 64
     """Width of the candidate scorer."""
+    feedback_only: bool = True
+    """The scorer's network reads only the feedback features (the linear start reads all columns)."""
     heuristic_weight: float = 50.0
     """The untrained policy's logit is this times ``feedback/learned_score`` (0: start uniform)."""
     n_steps: int = 200
@@ -71,6 +75,12 @@ class DiscoverTrainConfig:
     """Discount factor."""
     ent_coef: float = 0.01
     """Entropy bonus."""
+    pretrain_rounds: int = 4
+    """DAgger rounds of supervised pretraining before PPO (0: PPO only; see :mod:`~anomaly_gym.meta.discover_pretrain`)."""
+    pretrain_episodes: int = 2
+    """Episodes per source task and pretraining round."""
+    pretrain_epochs: int = 4
+    """Passes over the gathered states after each pretraining round."""
     seed: int = 0
     """Seed of the agent and the environments."""
     device: str = "auto"
@@ -141,16 +151,25 @@ def train_discover_policy(
     env.seed(cfg.seed)
     column = len(featurizer.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
     agent = make_discover_agent(env, hidden=cfg.hidden, heuristic_column=column if cfg.heuristic_weight else -1,
-                                heuristic_weight=cfg.heuristic_weight, seed=cfg.seed, device=device, n_steps=cfg.n_steps,
+                                heuristic_weight=cfg.heuristic_weight, seed=cfg.seed,
+                                tail_columns=len(FEEDBACK_FEATURES) if cfg.feedback_only else 0, device=device, n_steps=cfg.n_steps,
                                 batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
                                 gamma=cfg.gamma, ent_coef=cfg.ent_coef)
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         agent.set_logger(configure(str(run_dir), ["tensorboard", "csv"]))
+    losses = []
+    if cfg.pretrain_rounds:
+        from anomaly_gym.meta.discover_pretrain import PretrainConfig, pretrain_scorer
+
+        pre = PretrainConfig(rounds=cfg.pretrain_rounds, episodes=cfg.pretrain_episodes, epochs=cfg.pretrain_epochs, gamma=cfg.gamma)
+        losses = pretrain_scorer(agent, probe, list(tasks), pre, seed=cfg.seed, progress=logger.info)
     callback = FoundCallback()
-    agent.learn(total_timesteps=cfg.total_timesteps, callback=callback)
-    metadata = {"train_tasks": [t.name for t in tasks], "config": dataclasses.asdict(cfg), "found_history": callback.history[-20:]}
+    if cfg.total_timesteps:
+        agent.learn(total_timesteps=cfg.total_timesteps, callback=callback)
+    metadata = {"train_tasks": [t.name for t in tasks], "config": dataclasses.asdict(cfg), "found_history": callback.history[-20:],
+                "pretrain_losses": losses}
     bundle = DiscoverBundle(agent, featurizer, cfg.env_settings(), metadata)
     if run_dir is not None:
         bundle.save(run_dir / "discover.bundle.zip")
@@ -182,6 +201,7 @@ class PolicyStrategy(ActiveStrategy):
             percentile_columns(self.bundle.featurizer_config), budget=int(self.budget or env["budget"]),
             pool_size=int(env["pool_size"]), random_share=float(env["random_share"]),
             similarity_scale=float(env["similarity_scale"]), rng=self.rng_,
+            raw=raw_embedding(data.X) if env["raw_neighbours"] else None,
         )
         self._slot = None
 
@@ -204,14 +224,16 @@ class FeedbackGreedyStrategy(ActiveStrategy):
     """The untrained starting point of the meta-policy: always the candidate with the highest ``feedback/learned_score``.
 
     Same pool and feedback features as the policy (a :class:`DiscoverySession` with
-    Discover-v0's default settings), no network: comparing the two measures what
+    Discover-v1's default settings), no network: comparing the two measures what
     meta-training adds.
     """
 
     name = "feedback-greedy"
 
-    def __init__(self, featurizer: FeaturizerConfig, budget: int = 100, pool_size: int = 64, random_share: float = 0.25) -> None:
+    def __init__(self, featurizer: FeaturizerConfig, budget: int = 100, pool_size: int = 64, random_share: float = 0.25,
+                 raw_neighbours: bool = True) -> None:
         self.featurizer = featurizer
+        self.raw_neighbours = raw_neighbours
         self.budget = budget
         self.pool_size = pool_size
         self.random_share = random_share
@@ -222,6 +244,7 @@ class FeedbackGreedyStrategy(ActiveStrategy):
             np.asarray(data.features, dtype=np.float32), np.asarray(data.prior, dtype=np.float64),
             percentile_columns(self.featurizer), budget=self.budget, pool_size=self.pool_size,
             random_share=self.random_share, similarity_scale=0.1, rng=self.rng_,
+            raw=raw_embedding(data.X) if self.raw_neighbours else None,
         )
         self._column = len(self.featurizer.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
 

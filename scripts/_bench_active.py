@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags only the active protocol reads."""
     g = p.add_argument_group("active protocol (--protocol active)")
     g.add_argument("--budget", type=int, default=100, help="queries per target and seed (default 100)")
-    g.add_argument("--steps", type=int, default=None, help="meta-training steps of each fold's discovery policy (default 100000)")
+    g.add_argument("--steps", type=int, default=None, help="PPO steps of each fold's discovery policy after its supervised pretraining (default 100000; 0: pretraining only)")
     g.add_argument("--max-rows", type=int, default=10_000, help="targets above this many rows are subsampled (stratified, seed 0; default 10000)")
 
 
@@ -33,8 +33,8 @@ def run_active(args: argparse.Namespace) -> int:
         raise ValueError(f"--methods: unknown method(s) {unknown} for the active protocol; choose from {', '.join(METHODS)}")
     train = DiscoverTrainConfig(device=args.device, budget=args.budget)
     if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be positive, got {args.steps}")
+        if args.steps < 0:
+            raise ValueError(f"--steps must be 0 (supervised pretraining only) or positive, got {args.steps}")
         train = DiscoverTrainConfig(device=args.device, budget=args.budget, total_timesteps=args.steps)
     cfg = ActiveBenchmarkConfig(budget=args.budget, seeds=args.seeds, folds=args.folds, methods=methods, train=train)
 

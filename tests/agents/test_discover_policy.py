@@ -16,7 +16,7 @@ from anomaly_gym.envs.sources import make_synthetic_task
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 TINY = FeaturizerConfig(detectors=("ecod", "copod"), descriptors=False)
-SETTINGS = {"budget": 10, "pool_size": 8, "random_share": 0.25, "normal_reward": -1.0, "similarity_scale": 0.1}
+SETTINGS = {"budget": 10, "pool_size": 8, "random_share": 0.25, "normal_reward": -1.0, "similarity_scale": 0.1, "raw_neighbours": True}
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,19 @@ def test_a_foreign_or_tampered_bundle_is_refused(agent, tmp_path):
         zf.writestr("policy.safetensors", tensors)
     with pytest.raises(BundleError, match="does not fit"):
         DiscoverBundle.load(tmp_path / "t.zip")
+
+
+def test_tail_columns_keep_the_network_on_the_feedback_features():
+    task = make_synthetic_task("global", n_rows=120, n_features=3, contamination=0.1, seed=0)
+    env = DummyVecEnv([lambda: DiscoverEnv([task], featurizer=TINY, **SETTINGS)])
+    column = len(TINY.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
+    model = make_discover_agent(env, hidden=16, heuristic_column=column, heuristic_weight=1.0, tail_columns=len(FEEDBACK_FEATURES),
+                                n_steps=16, batch_size=16)
+    torch.nn.init.normal_(model.policy.mlp_extractor.logit.weight)  # make the network's part visible
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 1, size=model.observation_space.shape).astype(np.float32)
+    changed = obs.copy()
+    changed[:, : len(TINY.feature_names())] = rng.uniform(0, 1, size=(len(obs), len(TINY.feature_names())))
+    assert np.allclose(candidate_logits(model, obs), candidate_logits(model, changed), atol=1e-6)
+    changed[:, -1] += 0.5  # a feedback feature does move the logits
+    assert not np.allclose(candidate_logits(model, obs), candidate_logits(model, changed), atol=1e-4)
