@@ -100,7 +100,7 @@ class TableEncoder:
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (), *,
                  onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = PAIRS,
-                 even_onehot: bool = False, rarity_margin: int = RARITY_MARGIN) -> None:
+                 even_onehot: bool = False, rarity_margin: int = RARITY_MARGIN, drop_constant: bool = False) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
         self.onehot_max = int(onehot_max)
@@ -108,6 +108,7 @@ class TableEncoder:
         self.pairs = bool(pairs)
         self.even_onehot = bool(even_onehot)
         self.rarity_margin = int(rarity_margin)
+        self.drop_constant = bool(drop_constant)
         if self.rarity_margin < 1:
             raise ValueError(f"rarity_margin must be 1 or more, got {rarity_margin}")
         names = self.numeric + self.categorical
@@ -138,14 +139,15 @@ class TableEncoder:
         self.indicators_ = [bool(missing[:, j].any()) for j in range(len(self.numeric))]
         texts = [_as_text(X_cat[:, j]) for j in range(len(self.categorical))]
         self.counts_ = [_value_counts(text) for text in texts]
+        self.pair_counts_ = {}
         self._prepare()
         codes = [self._codes(text, j) for j, text in enumerate(texts)]
-        self.pair_counts_ = {}
         for i, j in self._pair_columns():
             ki, kj = len(self.counts_[i]), len(self.counts_[j])
             both = (codes[i] >= 0) & (codes[j] >= 0)
             table = np.bincount(codes[i][both] * kj + codes[j][both], minlength=ki * kj).reshape(ki, kj)
             self.pair_counts_[(i, j)] = table
+        self._set_outputs()
         return self
 
     # -- transforming ------------------------------------------------------------------
@@ -175,8 +177,9 @@ class TableEncoder:
         codes = [self._column_codes(X_cat[:, j], j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
             seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
-            out[:, at] = rarity(seen, self.n_rows_, len(counts), self.rarity_margin)
-            at += 1
+            if self._rarity_out_[j]:
+                out[:, at] = rarity(seen, self.n_rows_, len(counts), self.rarity_margin)
+                at += 1
             if self.onehot_[j]:
                 width = len(self.onehot_[j])
                 block = out[:, at:at + width]
@@ -184,7 +187,7 @@ class TableEncoder:
                 hit = codes[j] >= 0
                 block[np.flatnonzero(hit), self._onehot_pos_[j][codes[j][hit]]] = 1.0
                 at += width
-        if self.pair_counts_:
+        if self._pairs_out_:
             out[:, at] = self._pair_rarity(codes)
 
     def _pair_rarity(self, codes: list[np.ndarray]) -> np.ndarray:
@@ -222,9 +225,9 @@ class TableEncoder:
         """Name of each encoded column: ``x``, ``x/missing``, ``c/rarity``, ``c=value``, ``pairs/rarity``."""
         self._check_fitted()
         names = list(self.numeric) + [f"{c}/missing" for c, has in zip(self.numeric, self.indicators_) if has]
-        for name, values in zip(self.categorical, self.onehot_):
-            names += [f"{name}/rarity"] + [f"{name}={v}" for v in values]
-        return names + (["pairs/rarity"] if self._pair_columns() else [])
+        for name, values, kept in zip(self.categorical, self.onehot_, self._rarity_out_):
+            names += [f"{name}/rarity"] * kept + [f"{name}={v}" for v in values]
+        return names + (["pairs/rarity"] if self._pairs_out_ else [])
 
     # -- storage -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -236,6 +239,8 @@ class TableEncoder:
                 "rarity_margin": self.rarity_margin}
         if self.even_onehot:
             data["even_onehot"] = True
+        if self.drop_constant:
+            data["drop_constant"] = True
         if self.pairs:
             data["pairs"] = []
             for (i, j), table in self.pair_counts_.items():
@@ -251,15 +256,16 @@ class TableEncoder:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
         expected = {"numeric", "categorical", "onehot_max", "on_missing", "n_rows", "medians", "indicators", "counts"}
-        optional = {"pairs", "even_onehot", "rarity_margin"}
+        optional = {"pairs", "even_onehot", "rarity_margin", "drop_constant"}
         if not expected <= set(data) <= expected | optional:
             raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally {sorted(optional)}), "
                              f"got {sorted(data)}")
         margin = data.get("rarity_margin", 1)  # absent: written before the margin existed
         if not _is_int(margin) or margin < 1:
             raise ValueError(f"{where}: rarity_margin must be a whole number, 1 or more")
-        if data.get("even_onehot", True) is not True:
-            raise ValueError(f"{where}: even_onehot, when present, must be true")
+        for flag in ("even_onehot", "drop_constant"):
+            if data.get(flag, True) is not True:
+                raise ValueError(f"{where}: {flag}, when present, must be true")
         numeric = _str_list(data["numeric"], f"{where}.numeric")
         categorical = _str_list(data["categorical"], f"{where}.categorical")
         onehot_max, n_rows = data["onehot_max"], data["n_rows"]
@@ -268,7 +274,7 @@ class TableEncoder:
         if not isinstance(data["on_missing"], str):
             raise ValueError(f"{where}: on_missing must be a string")
         encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"], pairs="pairs" in data,
-                      even_onehot="even_onehot" in data, rarity_margin=margin)
+                      even_onehot="even_onehot" in data, rarity_margin=margin, drop_constant="drop_constant" in data)
         medians, indicators, counts = data["medians"], data["indicators"], data["counts"]
         if not (isinstance(medians, list) and len(medians) == len(numeric)
                 and all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) for m in medians)):
@@ -284,8 +290,10 @@ class TableEncoder:
         encoder.medians_ = [float(m) for m in medians]
         encoder.indicators_ = list(indicators)
         encoder.counts_ = [dict(c) for c in counts]
+        encoder.pair_counts_ = {}
         encoder._prepare()
         encoder.pair_counts_ = _pair_tables(encoder, data.get("pairs", []), f"{where}.pairs")
+        encoder._set_outputs()
         return encoder
 
     # -- helpers -----------------------------------------------------------------------
@@ -304,6 +312,22 @@ class TableEncoder:
         self._count_lists_ = [list(c.values()) for c in self.counts_]
         self._medians_ = np.asarray(self.medians_, dtype=np.float64)
         self._flagged_ = [j for j, has in enumerate(self.indicators_) if has]
+        self._set_outputs()
+
+    def _set_outputs(self) -> None:
+        """Which rarity columns are written, and the width.  With ``drop_constant``, a column's
+        rarity is left out when every value seen has rarity 0, and pair rarity when every
+        combination seen scores 0: such a column is 0 on every fitting row.  (When that would
+        leave no column at all, every column is kept.)"""
+        keep = not self.drop_constant
+        counts = [a[:-1] for a in self._count_arrays_]  # the values seen (the trailing 0 is "unseen")
+        self._rarity_out_ = [keep or bool(rarity(counts[j], self.n_rows_, len(c), self.rarity_margin).any())
+                             for j, c in enumerate(self.counts_)]
+        self._pairs_out_ = bool(self._pair_columns()) and (keep or any(
+            _pair_scores(table, counts[i], counts[j], self.n_rows_).any()
+            for (i, j), table in self.pair_counts_.items()))
+        if not (self.numeric or any(self._rarity_out_) or any(self.onehot_) or self._pairs_out_):
+            self._rarity_out_, self._pairs_out_ = [True] * len(self.counts_), bool(self._pair_columns())
         self._n_outputs_ = len(self.output_names)
 
     def _column_codes(self, column: np.ndarray, j: int) -> np.ndarray:
@@ -421,6 +445,12 @@ def _pair_tables(encoder: TableEncoder, pairs: Any, where: str) -> dict[tuple[in
             table[encoder._index_[i].get_loc(item[0]), encoder._index_[j].get_loc(item[1])] = item[2]
         tables[(i, j)] = table
     return tables
+
+
+def _pair_scores(table: np.ndarray, counts_i: np.ndarray, counts_j: np.ndarray, n: int) -> np.ndarray:
+    """The conditional rarity of every combination counted in a pair table (see the module docstring)."""
+    a, b = np.nonzero(table)
+    return np.maximum(0.0, np.floor(np.log2(counts_i[a] * counts_j[b] / n / table[a, b])))
 
 
 def rarity(count: np.ndarray, n: int, k: int, margin: int = RARITY_MARGIN) -> np.ndarray:

@@ -128,7 +128,8 @@ def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, obj
             raise ValueError("the bundle's stored featurizer was adapted on numeric columns only, but this input has "
                              f"categorical columns {data.category_names} or missing values to impute; leave them out "
                              "(--ignore) or pass --featurizer refit")
-        encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute")
+        # fitted on the rows it encodes: a rarity column 0 on all of them is left out
+        encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute", drop_constant=True)
         encoder.fit(data.X[rows], data.categories(rows))
     if encoder is None:
         return data.X[rows].astype(np.float32), None  # the precision tasks have in training (make_task)
