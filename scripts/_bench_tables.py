@@ -14,6 +14,9 @@ columns has no numeric-only variants) and over the tables with categorical colum
 - IForest (PyOD, seeded) on the numeric columns only, on the numeric columns plus one-hot
   encoded categorical columns (``pandas.get_dummies``), and on the default encoding.
 
+Every encoding is fitted on the rows it scores, as ``detect --mode batch`` does: rarity
+columns that are 0 on every row are left out (``drop_constant``).
+
 AUROC of every variant on every table; tables above ``--max-rows`` rows are subsampled
 (stratified, seeded) first.  Nothing is tuned on these tables.
 """

@@ -139,6 +139,22 @@ def test_reading_whole_inputs_gives_the_records_of_reading_as_they_arrive(rows, 
     assert records(True) == records(False)
 
 
+@settings(max_examples=500, deadline=None)
+@given(body=st.text(alphabet='a1,"\n ', max_size=60), header=st.sampled_from(["h1,h2", '"h1","h2"', 'h1,"h,2"']))
+def test_lines_with_quotes_read_alone_or_with_the_whole_text_as_the_csv_module_reads_them(body, header):
+    """Any text of quotes, commas and LF, well-formed CSV or not (stray quotes, quoted fields
+    over several lines): reading a whole input gives what reading it as it arrives gives."""
+    data = (header + "\n" + body).encode()
+
+    def records(whole):
+        try:
+            return [(r.line, r.fields, r.error) for r in CsvReader([io.BytesIO(data)], whole=whole, columns=["h1"])]
+        except InputError as exc:
+            return str(exc)
+
+    assert records(True) == records(False)
+
+
 def test_column_kinds_are_inferred_from_the_sample():
     from anomaly_gym.envs.csvio import infer_column_types
 
