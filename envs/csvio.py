@@ -705,9 +705,9 @@ class Table:
     def categories(self, rows) -> np.ndarray:
         """The text of the categorical columns in ``rows``: an object array (rows, columns)."""
         out = np.empty((len(rows), len(self.category_idx)), dtype=object)
-        for k, r in enumerate(rows):
-            fields = self.fields[r]
-            out[k] = [fields[i] for i in self.category_idx]
+        records = [self.fields[r] for r in (rows.tolist() if isinstance(rows, np.ndarray) else rows)]
+        for j, i in enumerate(self.category_idx):  # column by column: one list, one assignment
+            out[:, j] = [fields[i] for fields in records]
         return out
 
     def where(self, i: int) -> str:
