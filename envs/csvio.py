@@ -149,8 +149,11 @@ def parse_values(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     value is NaN."""
     try:
         values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
-    except ValueError:  # some text is not a number: value by value
-        values = np.array([parse_value(t, "")[0] for t in texts], dtype=np.float64)
+    except ValueError:
+        try:  # empty fields (missing values) are NaN; the rest must still read as numbers
+            values = np.fromiter((float(t) if t else math.nan for t in texts), dtype=np.float64, count=len(texts))
+        except ValueError:  # some text is not a number: value by value
+            values = np.array([parse_value(t, "")[0] for t in texts], dtype=np.float64)
     bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN and infinity included
     values[bad] = np.nan
     return values, bad

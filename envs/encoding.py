@@ -134,7 +134,11 @@ class TableEncoder:
     # -- fitting -----------------------------------------------------------------------
     def fit(self, X_num=None, X_cat=None) -> TableEncoder:
         """Learn medians, which columns need missingness indicators, value and pair counts."""
-        X_num, X_cat = self._check(X_num, X_cat)
+        self._fit(*self._check(X_num, X_cat))
+        return self
+
+    def _fit(self, X_num: np.ndarray, X_cat: np.ndarray) -> list[np.ndarray]:
+        """:meth:`fit` on checked rows; returns each categorical column's codes of those rows."""
         n = len(X_num)
         if n == 0:
             raise ValueError("the encoder needs at least one row to fit")
@@ -148,17 +152,18 @@ class TableEncoder:
             self.medians_.append(float(np.median(finite)))
         self.indicators_ = [bool(missing[:, j].any()) for j in range(len(self.numeric))]
         texts = [_as_text(X_cat[:, j]) for j in range(len(self.categorical))]
-        self.counts_ = [_value_counts(text) for text in texts]
+        counted = [_value_counts(text) for text in texts]
+        self.counts_ = [c for c, _ in counted]
+        codes = [c for _, c in counted]  # as _codes gives them, without hashing the values again
         self.pair_counts_ = {}
         self._prepare()
-        codes = [self._codes(text, j) for j, text in enumerate(texts)]
         for i, j in self._pair_columns():
             ki, kj = len(self.counts_[i]), len(self.counts_[j])
             both = (codes[i] >= 0) & (codes[j] >= 0)
             table = np.bincount(codes[i][both] * kj + codes[j][both], minlength=ki * kj).reshape(ki, kj)
             self.pair_counts_[(i, j)] = table
         self._set_outputs()
-        return self
+        return codes
 
     # -- transforming ------------------------------------------------------------------
     def transform(self, X_num=None, X_cat=None) -> np.ndarray:
@@ -168,15 +173,19 @@ class TableEncoder:
         in the CPU's cache; temporary arrays stay block-sized).
         """
         self._check_fitted()
-        X_num, X_cat = self._check(X_num, X_cat)
+        return self._transform(*self._check(X_num, X_cat))
+
+    def _transform(self, X_num: np.ndarray, X_cat: np.ndarray, codes: list[np.ndarray] | None = None) -> np.ndarray:
+        """:meth:`transform` of checked rows (``codes``: their categorical codes, when known)."""
         n = len(X_num)
         out = np.empty((n, self.n_outputs))
         for start in range(0, n, CHUNK_ROWS):  # a block of rows of a C-ordered array is contiguous
             stop = min(start + CHUNK_ROWS, n)
-            self._encode_rows(X_num[start:stop], X_cat[start:stop], out[start:stop])
+            part = None if codes is None else [c[start:stop] for c in codes]
+            self._encode_rows(X_num[start:stop], X_cat[start:stop], out[start:stop], part)
         return out
 
-    def _encode_rows(self, X_num: np.ndarray, X_cat: np.ndarray, out: np.ndarray) -> None:
+    def _encode_rows(self, X_num: np.ndarray, X_cat: np.ndarray, out: np.ndarray, codes=None) -> None:
         """Write the encoding of some checked rows into ``out`` (rows x :attr:`n_outputs`)."""
         at = len(self.numeric)
         if self.numeric:
@@ -184,7 +193,8 @@ class TableEncoder:
             out[:, :at] = np.where(missing, self._medians_, X_num)
             out[:, at:at + len(self._flagged_)] = missing[:, self._flagged_]
             at += len(self._flagged_)
-        codes = [self._column_codes(X_cat[:, j], j) for j in range(len(self.categorical))]
+        if codes is None:
+            codes = [self._column_codes(X_cat[:, j], j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
             seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
             if self._rarity_out_[j]:
@@ -222,7 +232,9 @@ class TableEncoder:
         return best
 
     def fit_transform(self, X_num=None, X_cat=None) -> np.ndarray:
-        return self.fit(X_num, X_cat).transform(X_num, X_cat)
+        """``fit(X_num, X_cat).transform(X_num, X_cat)``, the values hashed once."""
+        X_num, X_cat = self._check(X_num, X_cat)
+        return self._transform(X_num, X_cat, self._fit(X_num, X_cat))
 
     @property
     def n_outputs(self) -> int:
@@ -426,15 +438,18 @@ def _even(counts: dict[str, int]) -> bool:
     return float(-(p * np.log(p)).sum() / np.log(k)) >= EVEN_ENTROPY
 
 
-def _value_counts(column: np.ndarray) -> dict[str, int]:
-    """``{value: count}``, most common first (ties by value), at most :data:`MAX_CATEGORIES` values."""
+def _value_counts(column: np.ndarray) -> tuple[dict[str, int], np.ndarray]:
+    """``{value: count}``, most common first (ties by value), at most :data:`MAX_CATEGORIES`
+    values; and each row's position in it (-1 for a value left out)."""
     import pandas as pd
 
     codes, uniques = pd.factorize(column)
     counts = np.bincount(codes, minlength=len(uniques))
     values = np.asarray(uniques, dtype=object)
     order = np.lexsort((values.astype(str), -counts))[:MAX_CATEGORIES]
-    return {str(values[k]): int(counts[k]) for k in order}
+    position = np.full(len(uniques) + 1, -1, dtype=np.intp)  # the last slot: code -1 (none here: text has no NaN)
+    position[order] = np.arange(len(order))
+    return {str(values[k]): int(counts[k]) for k in order}, position[codes]
 
 
 def _pair_tables(encoder: TableEncoder, pairs: Any, where: str) -> dict[tuple[int, int], np.ndarray]:
@@ -500,7 +515,7 @@ def encode_frame(frame, categorical: Sequence[str], *, on_missing: str = "impute
             row, col = np.argwhere(bad)[0]
             raise ValueError(f"non-numeric value {frame[numeric].iloc[row, col]!r} in column {numeric[col]!r}")
     if not hasattr(encoder, "counts_"):
-        encoder.fit(X_num, X_cat)
+        return encoder.fit_transform(X_num, X_cat), encoder
     return encoder.transform(X_num, X_cat), encoder
 
 

@@ -130,7 +130,7 @@ def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, obj
                              "(--ignore) or pass --featurizer refit")
         # fitted on the rows it encodes: a rarity column 0 on all of them is left out
         encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute", drop_constant=True)
-        encoder.fit(data.X[rows], data.categories(rows))
+        return encoder.fit_transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder
     if encoder is None:
         return data.X[rows].astype(np.float32), None  # the precision tasks have in training (make_task)
     return encoder.transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder

@@ -195,3 +195,18 @@ def test_drop_constant_leaves_out_rarity_columns_that_are_zero_on_every_fitting_
     assert only.output_names == ["file/rarity"]
     with pytest.raises(ValueError, match="drop_constant"):
         TableEncoder.from_dict({**dropped.to_dict(), "drop_constant": 1})
+
+
+def test_fit_transform_gives_fit_then_transform(monkeypatch):
+    from anomaly_gym.envs import encoding
+
+    monkeypatch.setattr(encoding, "CHUNK_ROWS", 1000)  # several blocks of rows
+    rng = np.random.default_rng(1)
+    n = 3000
+    X_num = rng.normal(size=(n, 2))
+    X_num[rng.random(X_num.shape) < 0.05] = np.nan
+    X_cat = np.column_stack([rng.choice(["tcp", "udp", "icmp", None], size=n, p=[0.7, 0.2, 0.08, 0.02]),
+                             rng.integers(0, 400, size=n), rng.choice(list("abcdefgh"), size=n)]).astype(object)
+    for options in ({}, {"drop_constant": True}, {"onehot_max": 5}):
+        enc = TableEncoder(["u", "v"], ["proto", "code", "file"], **options)
+        np.testing.assert_array_equal(enc.fit_transform(X_num, X_cat), enc.fit(X_num, X_cat).transform(X_num, X_cat))
