@@ -186,3 +186,13 @@ def test_missing_values_are_imputed_or_errors_as_asked(tmp_path):
     assert "missing value in column 'b'" in strict.errors[2] and 1 in strict.errors
     named = read_table([src], columns=["a"], categorical=["b"])
     assert named.feature_names == ["a"] and named.category_names == ["b"]
+
+
+def test_parse_values_reads_empty_fields_as_missing_and_other_text_as_bad():
+    from anomaly_gym.envs.csvio import parse_values
+
+    for texts in (["1", "", "2.5", ""], ["1", "", "x", " ", "1e39", "nan", "-3"]):
+        values, bad = parse_values(texts)
+        expected = [float(t) if t.strip() and t != "x" and t not in ("1e39", "nan") else np.nan for t in texts]
+        np.testing.assert_array_equal(values, expected)
+        np.testing.assert_array_equal(bad, np.isnan(expected))

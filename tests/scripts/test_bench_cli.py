@@ -48,8 +48,8 @@ def test_bench_encoding_prints_rows_per_second_and_peak_memory(capsys):
 def test_bench_encoding_prints_what_encoding_adds_to_detects_batch_time(capsys):
     assert main(["bench", "encoding", "--rows", "3000", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
-    with_cats = float(re.search(r"detect --mode batch, with the categorical columns: ([\d.]+)s", out).group(1))
-    without = float(re.search(r"detect --mode batch, numeric columns only: ([\d.]+)s", out).group(1))
+    with_cats = float(re.search(r"detect --mode batch, with the categorical columns: ([\d.]+)s \(CPU time", out).group(1))
+    without = float(re.search(r"detect --mode batch, numeric columns only: ([\d.]+)s \(CPU time", out).group(1))
     added = re.search(r"encoding adds (-?[\d.]+)% to detect's batch time \(([\d.]+)s vs ([\d.]+)s", out)
     assert float(added.group(1)) == pytest.approx(100 * (with_cats / without - 1), abs=2)  # the times printed to 0.1 s
     assert (float(added.group(2)), float(added.group(3))) == (with_cats, without)
