@@ -38,9 +38,10 @@ and gives, per row:
   combination seen is rare.  Such a column carries nothing about the fitting rows, yet
   it perturbs the randomised detectors (on chess, whose three text columns are board
   files of about equally common values, the four constant columns took the policy from
-  0.722 to 0.715 AUROC in ``anomaly-gym bench tables``).  For an encoder that scores the rows it was fitted on (``detect --mode batch``
-  refitting, training tasks); off by default, because an encoder kept for new rows (an
-  adapted bundle, a stream's warm-up) needs those columns to mark values it never saw.
+  0.722 to 0.715 AUROC in ``anomaly-gym bench tables``).  For an encoder that scores the
+  rows it was fitted on (``detect --mode batch`` refitting, training tasks); off by
+  default, because an encoder kept for new rows (an adapted bundle, a stream's warm-up)
+  needs those columns to mark values it never saw.
 
 Fitting and transforming are vectorised (pandas hashing, numpy indexing): no Python loop
 runs over the rows; ``anomaly-gym bench encoding`` measures rows/s and peak memory.
