@@ -345,6 +345,7 @@ class TableEncoder:
         keep = not self.drop_constant
         counts = [a[:-1] for a in self._count_arrays_]  # the values seen (the trailing 0 is "unseen")
         self._rarity_out_ = [keep or bool(rarity(counts[j], self.n_rows_, len(c), self.rarity_margin).any())
+                             or bool(counts[j].sum() < self.n_rows_)  # values past MAX_CATEGORIES: unseen, rare
                              for j, c in enumerate(self.counts_)]
         self._pairs_out_ = bool(self._pair_columns()) and (keep or any(
             _pair_scores(table, counts[i], counts[j], self.n_rows_).any()
