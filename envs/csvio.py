@@ -70,7 +70,9 @@ Output
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import gc
 import io
 import json
 import math
@@ -147,8 +149,11 @@ def parse_values(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     value is NaN."""
     try:
         values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
-    except ValueError:  # some text is not a number: value by value
-        values = np.array([parse_value(t, "")[0] for t in texts], dtype=np.float64)
+    except ValueError:
+        try:  # empty fields (missing values) are NaN; the rest must still read as numbers
+            values = np.fromiter((float(t) if t else math.nan for t in texts), dtype=np.float64, count=len(texts))
+        except ValueError:  # some text is not a number: value by value
+            values = np.array([parse_value(t, "")[0] for t in texts], dtype=np.float64)
     bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN and infinity included
     values[bad] = np.nan
     return values, bad
@@ -385,22 +390,42 @@ def _rows(text: IO[str], source: str, label: str) -> Iterator[tuple[int, list[st
 
 
 def _whole_rows(text: IO[str], source: str, label: str) -> Iterator[tuple[int, list[str]]]:
-    """:func:`_rows` over a whole input at once.  A text without quotes, CR or undecodable
-    bytes has one record per LF-ended line and one field per comma, exactly as the csv
-    module reads it, and is split that way (several times faster); any other text goes
-    through the csv module."""
+    """:func:`_rows` over a whole input at once.  A text without CR or undecodable bytes,
+    whose quotes (if any) all close on the line they open, has one record per LF-ended
+    line: a line without quotes is one field per comma, exactly as the csv module reads
+    it, and is split that way (several times faster); a line with quotes (a quoted header,
+    say) goes through the csv module on its own.  Any other text goes through the csv
+    module whole."""
     try:
         data = text.read()
     except UnicodeDecodeError as exc:
         raise InputError(source, 1, f"not {label} text ({exc.reason}); re-save it as UTF-8") from None
-    if '"' in data or "\r" in data or not (data.isascii() or _decodes(data)):
+    lines = data.split("\n")
+    quoted = _quoted_lines(lines) if '"' in data else {}
+    if quoted is None or "\r" in data or not (data.isascii() or _decodes(data)):
         yield from _rows(io.StringIO(data, newline=""), source, label)
         return
-    lines = data.split("\n")
     if lines[-1] == "":  # the last line's LF ends a record, it does not start one
         lines.pop()
     for k, line in enumerate(lines, 1):
-        yield k, line.split(",") if line else []
+        yield k, quoted[k] if k in quoted else line.split(",") if line else []
+
+
+def _quoted_lines(lines: list[str]) -> dict[int, list[str]] | None:
+    """The fields of every line (numbered from 1) that holds a quote, read by the csv module
+    line by line; None when a quoted field goes on past its line's end (the csv module must
+    then read the text as a whole)."""
+    quoted = {}
+    for k, line in enumerate(lines, 1):
+        if '"' in line:
+            reader = csv.reader([line, ""])  # a record that is not over at the line's end reads on
+            try:
+                quoted[k] = next(reader)
+            except csv.Error:  # the csv module's reading of the whole text says where
+                return None
+            if reader.line_num != 1:
+                return None
+    return quoted
 
 
 def _decodes(text: str) -> bool:
@@ -683,15 +708,28 @@ class Table:
     def categories(self, rows) -> np.ndarray:
         """The text of the categorical columns in ``rows``: an object array (rows, columns)."""
         out = np.empty((len(rows), len(self.category_idx)), dtype=object)
-        for k, r in enumerate(rows):
-            fields = self.fields[r]
-            out[k] = [fields[i] for i in self.category_idx]
+        records = [self.fields[r] for r in (rows.tolist() if isinstance(rows, np.ndarray) else rows)]
+        for j, i in enumerate(self.category_idx):  # column by column: one list, one assignment
+            out[:, j] = [fields[i] for fields in records]
         return out
 
     def where(self, i: int) -> str:
         return f"{self.sources[i]}:{self.lines[i]}"
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (on again after it, if it was on)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+@_gc_paused()  # millions of new records and lists hold no cycles: the collector's passes over them are waste
 def read_table(sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
                reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, categorical: Sequence[str] = (),
                numeric: Sequence[str] = (), ignore: Sequence[str] = (), on_missing: str | None = None) -> Table:
@@ -764,6 +802,27 @@ class CsvOutput:
 
     def write(self, fields: list[str], extra: Sequence) -> None:
         self.stream.write(format_row(fields + list(extra)))
+        if self.flush_rows:
+            self.stream.flush()
+
+    def write_many(self, rows: Iterator[tuple[list[str], Sequence]], block: int = 16_384) -> None:
+        """:meth:`write` of every (fields, extra) of ``rows``, written ``block`` records at a
+        time.  Each record is :func:`format_row`'s text: fields that need no quotes are joined
+        as they are."""
+        lines: list[str] = []
+        for fields, extra in rows:
+            texts = [*fields, *("" if f is None else str(f) for f in extra)]
+            line = ",".join(texts)
+            if '"' in line or "\r" in line or "\n" in line or line.count(",") != len(texts) - 1 or len(texts) < 2:
+                line = format_row(texts)[:-1]
+            lines.append(line + "\n")
+            if len(lines) >= block:
+                self._put(lines)
+        self._put(lines)
+
+    def _put(self, lines: list[str]) -> None:
+        self.stream.write("".join(lines))
+        lines.clear()
         if self.flush_rows:
             self.stream.flush()
 

@@ -271,7 +271,7 @@ def load_csv(path: str | Path, label_column: str | None = None, columns: list[st
 
             on_missing = "impute" if task_kwargs.get("nan_policy") == "median" else "error"
             try:
-                X, encoder = encode_frame(frame, cats, on_missing=on_missing)
+                X, encoder = encode_frame(frame, cats, on_missing=on_missing, drop_constant=True)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}; as a task source: nan_policy='median' (training config: "
                                  "nan_policy = \"median\") imputes missing numbers") from None

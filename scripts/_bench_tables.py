@@ -14,6 +14,9 @@ columns has no numeric-only variants) and over the tables with categorical colum
 - IForest (PyOD, seeded) on the numeric columns only, on the numeric columns plus one-hot
   encoded categorical columns (``pandas.get_dummies``), and on the default encoding.
 
+Every encoding is fitted on the rows it scores, as ``detect --mode batch`` does: rarity
+columns that are 0 on every row are left out (``drop_constant``).
+
 AUROC of every variant on every table; tables above ``--max-rows`` rows are subsampled
 (stratified, seeded) first.  Nothing is tuned on these tables.
 """
@@ -32,6 +35,8 @@ VARIANTS = ("policy numeric", "policy rarity", "policy encoded", "policy encoded
             "IForest encoded")
 #: The first encoding: each categorical column's rarity from the uniform share down, nothing more.
 RARITY_ONLY = {"rarity_margin": 1, "pairs": False}
+#: As ``detect --mode batch`` encodes a table it fits on: rarity columns 0 on every row left out.
+AS_DETECT = {"drop_constant": True}
 
 
 def add_parser(bsub) -> None:
@@ -91,9 +96,9 @@ def measure(path: Path, bundle, *, max_rows: int = 10_000, onehot_max: int = 10,
     numeric = frame[[c for c in frame.columns if c not in cats]]
     row = {"rows": len(frame), "numeric": numeric.shape[1], "categorical": len(cats)}
     X_num = encode_frame(numeric, [], on_missing="impute")[0] if numeric.shape[1] else None
-    X_rare = encode_frame(frame, cats, on_missing="impute", **RARITY_ONLY)[0]
-    X_enc = encode_frame(frame, cats, on_missing="impute")[0]
-    X_hot = encode_frame(frame, cats, on_missing="impute", onehot_max=onehot_max)[0]
+    X_rare = encode_frame(frame, cats, on_missing="impute", **RARITY_ONLY, **AS_DETECT)[0]
+    X_enc = encode_frame(frame, cats, on_missing="impute", **AS_DETECT)[0]
+    X_hot = encode_frame(frame, cats, on_missing="impute", onehot_max=onehot_max, **AS_DETECT)[0]
     dummies = pd.get_dummies(frame[cats].astype(str), dtype=np.float64).to_numpy() if cats else np.empty((len(frame), 0))
     X_onehot = np.hstack([X_num, dummies]) if X_num is not None else dummies
     nan = float("nan")

@@ -128,8 +128,9 @@ def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, obj
             raise ValueError("the bundle's stored featurizer was adapted on numeric columns only, but this input has "
                              f"categorical columns {data.category_names} or missing values to impute; leave them out "
                              "(--ignore) or pass --featurizer refit")
-        encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute")
-        encoder.fit(data.X[rows], data.categories(rows))
+        # fitted on the rows it encodes: a rarity column 0 on all of them is left out
+        encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute", drop_constant=True)
+        return encoder.fit_transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder
     if encoder is None:
         return data.X[rows].astype(np.float32), None  # the precision tasks have in training (make_task)
     return encoder.transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder
@@ -139,13 +140,23 @@ def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bo
     from anomaly_gym.envs.csvio import CsvOutput, JsonlOutput
 
     header = data.header
-    writer = (CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False) if fmt == "csv"
-              else JsonlOutput(out, header, BATCH_COLUMNS, data.feature_idx, flush_rows=False))
+    if fmt == "csv":
+        writer = CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False)
+        writer.write_many(_scored_rows(data, scores, flags, valid, skip=skip))
+        return
+    writer = JsonlOutput(out, header, BATCH_COLUMNS, data.feature_idx, flush_rows=False)
+    for fields, extra in _scored_rows(data, scores, flags, valid, skip=skip):
+        writer.write(fields, extra)
+
+
+def _scored_rows(data, scores, flags, valid, *, skip: bool):
+    """(fields, (score, flag, error)) of every row written, in order."""
+    score_list, flag_list, valid_list = scores.tolist(), flags.tolist(), valid.tolist()
     for i, fields in enumerate(data.fields):
-        if valid[i]:
-            writer.write(fields, (float(scores[i]), int(flags[i]), None))
+        if valid_list[i]:
+            yield fields, (score_list[i], flag_list[i], None)
         elif not skip:
-            writer.write(fields, (None, None, data.errors[i]))
+            yield fields, (None, None, data.errors[i])
 
 
 def _stored_featurizer(args, bundle) -> bool:

@@ -139,6 +139,22 @@ def test_reading_whole_inputs_gives_the_records_of_reading_as_they_arrive(rows, 
     assert records(True) == records(False)
 
 
+@settings(max_examples=500, deadline=None)
+@given(body=st.text(alphabet='a1,"\n ', max_size=60), header=st.sampled_from(["h1,h2", '"h1","h2"', 'h1,"h,2"']))
+def test_lines_with_quotes_read_alone_or_with_the_whole_text_as_the_csv_module_reads_them(body, header):
+    """Any text of quotes, commas and LF, well-formed CSV or not (stray quotes, quoted fields
+    over several lines): reading a whole input gives what reading it as it arrives gives."""
+    data = (header + "\n" + body).encode()
+
+    def records(whole):
+        try:
+            return [(r.line, r.fields, r.error) for r in CsvReader([io.BytesIO(data)], whole=whole, columns=["h1"])]
+        except InputError as exc:
+            return str(exc)
+
+    assert records(True) == records(False)
+
+
 def test_column_kinds_are_inferred_from_the_sample():
     from anomaly_gym.envs.csvio import infer_column_types
 
@@ -170,3 +186,13 @@ def test_missing_values_are_imputed_or_errors_as_asked(tmp_path):
     assert "missing value in column 'b'" in strict.errors[2] and 1 in strict.errors
     named = read_table([src], columns=["a"], categorical=["b"])
     assert named.feature_names == ["a"] and named.category_names == ["b"]
+
+
+def test_parse_values_reads_empty_fields_as_missing_and_other_text_as_bad():
+    from anomaly_gym.envs.csvio import parse_values
+
+    for texts in (["1", "", "2.5", ""], ["1", "", "x", " ", "1e39", "nan", "-3"]):
+        values, bad = parse_values(texts)
+        expected = [float(t) if t.strip() and t != "x" and t not in ("1e39", "nan") else np.nan for t in texts]
+        np.testing.assert_array_equal(values, expected)
+        np.testing.assert_array_equal(bad, np.isnan(expected))

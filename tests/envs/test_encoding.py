@@ -171,3 +171,42 @@ def test_even_onehot_expands_only_low_cardinality_columns_of_about_equally_commo
     assert TableEncoder([], ["file", "proto", "id"], pairs=False).fit(X_cat=X_cat).n_outputs == 3  # off: rarity only
     with pytest.raises(ValueError, match="even_onehot"):
         TableEncoder.from_dict({**enc.to_dict(), "even_onehot": "yes"})
+
+
+def test_drop_constant_leaves_out_rarity_columns_that_are_zero_on_every_fitting_row():
+    rng = np.random.default_rng(0)
+    even = rng.choice(list("abcdefgh"), size=800)  # about equally common: every value's rarity is 0
+    skewed = rng.choice(["tcp", "udp", "icmp"], size=800, p=[0.9, 0.08, 0.02])
+    X_num = rng.normal(size=(800, 2))
+    X_cat = np.column_stack([even, rng.choice(list("wxyz"), size=800), skewed]).astype(object)
+    full = TableEncoder(["u", "v"], ["file", "rank", "proto"])
+    dropped = TableEncoder(["u", "v"], ["file", "rank", "proto"], drop_constant=True)
+    X_full, X_drop = full.fit_transform(X_num, X_cat), dropped.fit_transform(X_num, X_cat)
+    assert "file/rarity" in full.output_names and "pairs/rarity" in full.output_names
+    assert dropped.output_names == ["u", "v", "proto/rarity"] + ["pairs/rarity"] * int(X_full[:, -1].any())
+    kept = [full.output_names.index(name) for name in dropped.output_names]
+    np.testing.assert_array_equal(X_drop, X_full[:, kept])  # what is left is unchanged
+    assert not X_full[:, [full.output_names.index("file/rarity"), full.output_names.index("rank/rarity")]].any()
+    again = TableEncoder.from_dict(json.loads(json.dumps(dropped.to_dict())))
+    assert again.output_names == dropped.output_names
+    np.testing.assert_array_equal(again.transform(X_num[:70], X_cat[:70]), X_drop[:70])
+    # only categorical columns, all of them flat: every column is kept rather than none
+    only = TableEncoder([], ["file"], drop_constant=True).fit(X_cat=X_cat[:, :1])
+    assert only.output_names == ["file/rarity"]
+    with pytest.raises(ValueError, match="drop_constant"):
+        TableEncoder.from_dict({**dropped.to_dict(), "drop_constant": 1})
+
+
+def test_fit_transform_gives_fit_then_transform(monkeypatch):
+    from anomaly_gym.envs import encoding
+
+    monkeypatch.setattr(encoding, "CHUNK_ROWS", 1000)  # several blocks of rows
+    rng = np.random.default_rng(1)
+    n = 3000
+    X_num = rng.normal(size=(n, 2))
+    X_num[rng.random(X_num.shape) < 0.05] = np.nan
+    X_cat = np.column_stack([rng.choice(["tcp", "udp", "icmp", None], size=n, p=[0.7, 0.2, 0.08, 0.02]),
+                             rng.integers(0, 400, size=n), rng.choice(list("abcdefgh"), size=n)]).astype(object)
+    for options in ({}, {"drop_constant": True}, {"onehot_max": 5}):
+        enc = TableEncoder(["u", "v"], ["proto", "code", "file"], **options)
+        np.testing.assert_array_equal(enc.fit_transform(X_num, X_cat), enc.fit(X_num, X_cat).transform(X_num, X_cat))

@@ -33,15 +33,26 @@ def test_runs_must_be_positive(capsys):
 
 
 def test_bench_encoding_prints_rows_per_second_and_peak_memory(capsys):
-    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--onehot-max", "5"]) == 0
+    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--onehot-max", "5", "--no-detect"]) == 0
     out = capsys.readouterr().out
     assert "5,000 rows, 7 numeric + 3 categorical columns (cardinalities [4, 60, 50000])" in out
     # 7 numbers + 7 missingness indicators + 3 rarities + 5 one-hot (4 values and the empty one) + pairs/rarity
     assert re.search(r"fit: [\d.]+s \([\d,]+ rows/s\); transform: [\d.]+s \([\d,]+ rows/s\); 23 encoded columns", out)
     assert re.search(r"peak memory of fit \+ transform: [\d,]+ MiB", out)
-    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--no-pairs"]) == 0
+    assert main(["bench", "encoding", "--rows", "5000", "--repeats", "1", "--no-pairs", "--no-detect"]) == 0
     assert "; 17 encoded columns" in capsys.readouterr().out
     assert main(["bench", "encoding", "--rows", "5000", "--missing", "1.5"]) == 2
+
+
+@pytest.mark.slow  # two detect processes, each fitting the default policy's detector bank
+def test_bench_encoding_prints_what_encoding_adds_to_detects_batch_time(capsys):
+    assert main(["bench", "encoding", "--rows", "3000", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    with_cats = float(re.search(r"detect --mode batch, with the categorical columns: ([\d.]+)s \(CPU time", out).group(1))
+    without = float(re.search(r"detect --mode batch, numeric columns only: ([\d.]+)s \(CPU time", out).group(1))
+    added = re.search(r"encoding adds (-?[\d.]+)% to detect's batch time \(([\d.]+)s vs ([\d.]+)s", out)
+    assert float(added.group(1)) == pytest.approx(100 * (with_cats / without - 1), abs=2)  # the times printed to 0.1 s
+    assert (float(added.group(2)), float(added.group(3))) == (with_cats, without)
 
 
 @pytest.mark.slow  # the default policy's 18-detector bank, fitted for four variants: over a minute on loaded cores
