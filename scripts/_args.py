@@ -8,6 +8,8 @@ both forms mix.
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 from typing import Sequence
 
 
@@ -82,3 +84,27 @@ def add_executor_arguments(parser: argparse.ArgumentParser, work: str) -> None:
     parser.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                         help="with --executor ray: the Ray cluster to join ('auto': the one `ray start --head` started "
                         "here); default: a local Ray instance for this run")
+
+
+def check_detect_args(args) -> None:
+    """``detect``'s options checked before any work: a ValueError (exit 2) says which is wrong."""
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ValueError(f"--threshold must be a number, got {args.threshold}")
+    if args.contamination is not None and not 0.0 < args.contamination < 1.0:
+        raise ValueError(f"--contamination must be between 0 and 1 (exclusive), got {args.contamination}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.mode == "stream":
+        if args.warmup < 10:
+            raise ValueError(f"--warmup must be at least 10 rows (the detectors need 10 to fit), got {args.warmup}")
+        if args.window < args.warmup:
+            raise ValueError(f"--window ({args.window}) must be at least --warmup ({args.warmup})")
+        if args.refit_every < 1:
+            raise ValueError(f"--refit-every must be at least 1, got {args.refit_every}")
+    if args.inputs.count("-") > 1:
+        raise ValueError("standard input ('-') can be read only once")
+    if args.output != "-":  # before any work, not after it
+        if Path(args.output).is_dir():
+            raise ValueError(f"--output {args.output} is a folder; give a file name")
+        if not Path(args.output).parent.is_dir():
+            raise FileNotFoundError(f"the folder of --output {args.output} does not exist")

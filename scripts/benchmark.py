@@ -38,6 +38,14 @@ def add_parser(sub) -> None:
         "as they finish; rerunning with the same --out resumes. Writes OUT/summary.md and PNG plots at the end "
         "(also after Ctrl-C).",
     )
+    _add_data_arguments(p)
+    _add_run_arguments(p)
+    _bench_active.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """What is benchmarked: sources, targets, protocol, labels, seeds and methods."""
     add_list_argument(p, "--sources", default=None, metavar="SRC",
                    help="source datasets: 'builtin', folders of ADBench NAME.npz files, or folders of NAME.csv.gz tables with "
                    "a 'label' column, categorical columns encoded by rarity (e.g. ../shared/data/tables); the policy and the "
@@ -62,6 +70,10 @@ def add_parser(sub) -> None:
                    help="methods to run (detector names, 'policy', 'default' for the default set, 'gan' for "
                    "so_gaal, mo_gaal, meta_gan, gan_scratch, 'spectral' for transfer_spectral); default: the policy, "
                    "iforest, ecod, copod, hbos, knn, lof, pca, ocsvm, cblof, autoencoder, mean_rank, mean_z, feature_transfer_kmeans, model_transfer_kmeans, coral_kmeans, dtc, prototype_meta, and in few-shot xgbod, devnet, gradient_boosting")
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """How the policy is obtained, where results go, and where the work runs."""
     how = p.add_mutually_exclusive_group()
     how.add_argument("--model", type=Path, default=None, metavar="BUNDLE",
                      help="one trained policy bundle for every target (targets among its training tasks become error rows)")
@@ -80,8 +92,6 @@ def add_parser(sub) -> None:
                    "on the machine; auto picks CUDA when present)")
     add_executor_arguments(p, "the cells (target x method x seed), the per-fold policy training and the featurizations of the source tasks")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _bench_active.add_arguments(p)
-    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace):

@@ -19,11 +19,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
     from anomaly_gym.meta.config import TrainConfig
     from anomaly_gym.meta.evaluate import mean_metric
     from anomaly_gym.meta.training import MetaTrainer, make_run_path
-    from anomaly_gym.scripts.cli import main as cli
     from anomaly_gym.scripts.train import print_validation_table
     from rich.console import Console
     from rich.table import Table
@@ -74,6 +72,15 @@ def run(args: argparse.Namespace) -> int:
                   f"{iforest_mean:.3f} (wins {wins}, ties {len(rows) - wins - losses}, losses {losses})")
     # the file scored in step 3: the unseen task the zero-shot policy found hardest
     hardest = min(rows, key=lambda r: (r["zero"], r["task"]))
+    return _detect_step(console, run_path, hardest)
+
+
+def _detect_step(console, run_path, hardest: dict) -> int:
+    """Step 3: score a CSV made of ``hardest``'s test rows with the policy adapted to it, and show the flagged rows."""
+    import pandas as pd
+    from anomaly_gym.scripts.cli import main as cli
+    from rich.table import Table
+
     target, split, few = hardest["target"], hardest["split"], hardest["bundle"]
     adapted_path = few.save(run_path / "adapted.bundle.zip")
 

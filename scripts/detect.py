@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -172,11 +171,11 @@ def load_model(path: Path | None, device: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomaly_gym.scripts._args import parse_columns
+    from anomaly_gym.scripts._args import check_detect_args, parse_columns
     from threadpoolctl import threadpool_limits
 
     args.inputs = (args.inputs or []) + (args.data or []) or ["-"]
-    _check_args(args)
+    check_detect_args(args)
     columns = parse_columns(args.columns)
     fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".ndjson")) else "csv")
     if args.inputs == ["-"] and sys.stdin.isatty():
@@ -212,26 +211,3 @@ def cache_pyod_kernels() -> None:
     from anomaly_gym.envs.stream import cache_pyod_kernels as cache
 
     cache()
-
-
-def _check_args(args) -> None:
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        raise ValueError(f"--threshold must be a number, got {args.threshold}")
-    if args.contamination is not None and not 0.0 < args.contamination < 1.0:
-        raise ValueError(f"--contamination must be between 0 and 1 (exclusive), got {args.contamination}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    if args.mode == "stream":
-        if args.warmup < 10:
-            raise ValueError(f"--warmup must be at least 10 rows (the detectors need 10 to fit), got {args.warmup}")
-        if args.window < args.warmup:
-            raise ValueError(f"--window ({args.window}) must be at least --warmup ({args.warmup})")
-        if args.refit_every < 1:
-            raise ValueError(f"--refit-every must be at least 1, got {args.refit_every}")
-    if args.inputs.count("-") > 1:
-        raise ValueError("standard input ('-') can be read only once")
-    if args.output != "-":  # before any work, not after it
-        if Path(args.output).is_dir():
-            raise ValueError(f"--output {args.output} is a folder; give a file name")
-        if not Path(args.output).parent.is_dir():
-            raise FileNotFoundError(f"the folder of --output {args.output} does not exist")

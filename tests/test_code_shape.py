@@ -16,9 +16,7 @@ MAX_FUNCTION_LINES = 80
 MAX_SCRIPT_LINES = 250
 
 #: ``path::qualified name`` -> its length today.
-LONG_FUNCTIONS = {
-    "scripts/demo.py::run": 81,
-}
+LONG_FUNCTIONS: dict[str, int] = {}
 #: ``path`` -> its length today.
 LONG_SCRIPTS: dict[str, int] = {}
 
