@@ -148,7 +148,10 @@ def _held_out_threshold_scores(corpus, scores, train_scores, profile) -> dict[st
         thr, _ = nab.best_threshold([nab.prepare_file(s.n_rows, s.windows, profile) for s in others], other_scores)
         members = {s.name: (scores[s.name], s.n_rows, s.windows) for s in corpus if s.category == cat}
         res = nab.score_corpus(members, profile, threshold=thr)
-        out[cat] = {"raw": res.raw, "null": res.null, "perfect": res.perfect, "score": res.score, "threshold": thr}
+        out[cat] = {"raw": res.raw, "null": res.null, "perfect": res.perfect, "score": res.score, "threshold": thr,
+                    "windows": sum(f.n_windows for f in res.files.values()),
+                    "detected": sum(f.windows_detected for f in res.files.values()),
+                    "false_positives": sum(f.fp for f in res.files.values())}
     return out
 
 
@@ -192,17 +195,21 @@ def _summary_rows(method: str, corpus_res: nab.CorpusScore, held: dict, seconds:
     rows = []
     for cat, g in corpus_res.groups.items():
         rows.append({"method": method, "category": cat, "threshold_rule": "corpus", "threshold": corpus_res.threshold,
-                     "raw": g["raw"], "score": g["score"], "seconds": seconds})
+                     "raw": g["raw"], "score": g["score"], "seconds": seconds, "windows": g["windows"],
+                     "detected": g["detected"], "false_positives": g["false_positives"]})
         h = held[cat]
         rows.append({"method": method, "category": cat, "threshold_rule": "held-out", "threshold": h["threshold"],
-                     "raw": h["raw"], "score": h["score"], "seconds": seconds})
+                     "raw": h["raw"], "score": h["score"], "seconds": seconds, "windows": h["windows"],
+                     "detected": h["detected"], "false_positives": h["false_positives"]})
+    total = {k: sum(g[k] for g in corpus_res.groups.values()) for k in ("windows", "detected", "false_positives")}
     rows.append({"method": method, "category": "ALL", "threshold_rule": "corpus", "threshold": corpus_res.threshold,
-                 "raw": corpus_res.raw, "score": corpus_res.score, "seconds": seconds})
+                 "raw": corpus_res.raw, "score": corpus_res.score, "seconds": seconds, **total})
     raw = sum(h["raw"] for h in held.values())
     null = sum(h["null"] for h in held.values())
     perfect = sum(h["perfect"] for h in held.values())
+    total = {k: sum(h[k] for h in held.values()) for k in ("windows", "detected", "false_positives")}
     rows.append({"method": method, "category": "ALL", "threshold_rule": "held-out", "threshold": float("nan"),
-                 "raw": raw, "score": nab.normalized(raw, null, perfect), "seconds": seconds})
+                 "raw": raw, "score": nab.normalized(raw, null, perfect), "seconds": seconds, **total})
     return rows
 
 
@@ -234,7 +241,19 @@ def write_summary(out_dir: Path, rows: list[dict], cfg: NabBenchmarkConfig) -> N
                     scored.append(r["score"])
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean(scored):.1f} | {got['ALL']['score']:.1f} |")
         lines.append("")
+    lines += _counts_table(rows, methods, cats)
     (out_dir / "summary.md").write_text("\n".join(lines))
+
+
+def _counts_table(rows: list[dict], methods: list[str], cats: list[str]) -> list[str]:
+    """Where the points went at the corpus threshold: windows detected of those scored, and false positives."""
+    lines = ["## where the points go (corpus threshold): windows detected / windows, false positives", "",
+             "| method | " + " | ".join(cats) + " | all |", "|---|" + "---:|" * (len(cats) + 1)]
+    for m in methods:
+        got = {r["category"]: r for r in rows if r["method"] == m and r["threshold_rule"] == "corpus"}
+        cells = [f"{got[c]['detected']}/{got[c]['windows']}, {got[c]['false_positives']} FP" for c in cats + ["ALL"]]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def plot_series(out_dir: Path, corpus: Sequence[Series], flags: dict[str, dict[str, np.ndarray]]) -> None:

@@ -63,7 +63,8 @@ def test_folds_never_train_on_the_scored_category_and_outputs_follow_nab(nab_lik
 def test_nab_commands(nab_like, tmp_path, capsys):
     assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods",
                  "rolling_zscore", "--no-plots"]) == 0
-    assert "rolling_zscore" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "rolling_zscore" in out and "where the points go" in out and " FP |" in out
     assert main(["nab", "score", str(tmp_path / "results"), "--detector", "rolling_zscore", "--data", str(nab_like)]) == 0
     out = capsys.readouterr().out
     assert "corpus-wide sweep" in out and "catA" in out
