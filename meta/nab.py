@@ -302,7 +302,8 @@ def score_corpus(
     Returns:
         A :class:`CorpusScore`; ``groups[g]`` holds ``raw``, ``null``, ``perfect`` and
         ``score`` (NaN for a group without windows, whose raw score counts only false
-        positives).
+        positives), and where the points went: ``windows`` scored, ``detected`` of them,
+        and ``false_positives`` (flagged rows outside every window).
     """
     prof = get_profile(profile)
     names = list(files)
@@ -319,7 +320,10 @@ def score_corpus(
         raw = sum(per_file[n].score for n in members)
         null = null_score([prepared[n] for n in members])
         perfect = prof.a_tp * sum(len(files[n][2]) for n in members)
-        return {"raw": raw, "null": null, "perfect": perfect, "score": normalized(raw, null, perfect)}
+        return {"raw": raw, "null": null, "perfect": perfect, "score": normalized(raw, null, perfect),
+                "windows": sum(per_file[n].n_windows for n in members),
+                "detected": sum(per_file[n].windows_detected for n in members),
+                "false_positives": sum(per_file[n].fp for n in members)}
 
     total = summary(names)
     result.raw, result.null, result.perfect, result.score = total["raw"], total["null"], total["perfect"], total["score"]

@@ -1,8 +1,9 @@
 """The NAB benchmark: the stream policy and online baselines, leave-one-category-out, scored the NAB way.
 
 For every category of the NAB folder, a stream policy is fitted on the *other*
-categories' files plus seeded synthetic series (by default by direct search on their NAB
-score; PPO on ``Stream-v0`` with ``trainer="ppo"``), and scores the held-out category's files
+categories' files plus seeded synthetic series (by default a monotone logistic fit on NAB's
+trade-off of window rows against false-positive rows; direct search on their NAB score with
+``trainer="search"``; PPO on ``Stream-v0`` with ``trainer="ppo"``), and scores the held-out category's files
 through the streaming path (:class:`~anomaly_gym.envs.stream_policy.TemporalScorer`, row
 by row).  So no file is ever scored by a policy that trained on its category.  Baselines
 (rolling z-score, windowed Gaussian, River's Half-Space Trees) need no training and score
@@ -39,6 +40,7 @@ from anomaly_gym.meta import nab
 from anomaly_gym.meta.stream_training import (
     calibrate_threshold,
     featurize_series,
+    fit_logistic_stream_policy,
     score_series_with_policy,
     search_stream_policy,
     train_stream_policy,
@@ -62,13 +64,17 @@ class NabBenchmarkConfig:
     """Synthetic training series added to every fold."""
     synthetic_seed: int = 1000
     """Seed of the first synthetic series."""
-    trainer: str = "search"
-    """How the policy is fitted: ``search`` (direct search on the NAB score of the training series, gated
-    scores; see :func:`~anomaly_gym.meta.stream_training.search_stream_policy`) or ``ppo`` (PPO on ``Stream-v0``)."""
+    trainer: str = "logistic"
+    """How the policy is fitted: ``logistic`` (a monotone logistic fit on NAB's trade-off of window and
+    false-positive rows, gated scores; see :func:`~anomaly_gym.meta.stream_training.fit_logistic_stream_policy`),
+    ``search`` (direct search on the NAB score of the training series, gated scores; see
+    :func:`~anomaly_gym.meta.stream_training.search_stream_policy`) or ``ppo`` (PPO on ``Stream-v0``)."""
     search_iterations: int = 40
     """Search steps per fold (``trainer="search"``)."""
     gate_rows: int = 100
-    """The policy's rising gate (``trainer="search"``): see :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`."""
+    """The policy's rising gate (``trainer="logistic"`` or ``"search"``): see :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`."""
+    l2: float = 1.0
+    """Ridge penalty of the logistic fit (``trainer="logistic"``)."""
     total_steps: int = 150_000
     """PPO steps per fold (``trainer="ppo"``)."""
     seed: int = 0
@@ -108,12 +114,14 @@ def _policy_folds(corpus: list[Series], cfg: NabBenchmarkConfig, out_dir: Path) 
 
 def fit_policy(series: Sequence[Series], features: Sequence[np.ndarray], cfg: NabBenchmarkConfig) -> StreamPolicy:
     """A stream policy fitted on ``series`` by ``cfg.trainer``."""
+    if cfg.trainer == "logistic":
+        return fit_logistic_stream_policy(series, features=features, gate_rows=cfg.gate_rows, l2=cfg.l2, profile=cfg.profile)
     if cfg.trainer == "search":
         return search_stream_policy(series, features=features, iterations=cfg.search_iterations, gate_rows=cfg.gate_rows,
                                     seed=cfg.seed, profile=cfg.profile)
     if cfg.trainer == "ppo":
         return train_stream_policy(series, features=features, total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
-    raise ValueError(f"trainer must be 'search' or 'ppo', got {cfg.trainer!r}")
+    raise ValueError(f"trainer must be 'logistic', 'search' or 'ppo', got {cfg.trainer!r}")
 
 
 def train_nab_policy(data_dir: str | Path, config: NabBenchmarkConfig | None = None,
@@ -140,7 +148,10 @@ def _held_out_threshold_scores(corpus, scores, train_scores, profile) -> dict[st
         thr, _ = nab.best_threshold([nab.prepare_file(s.n_rows, s.windows, profile) for s in others], other_scores)
         members = {s.name: (scores[s.name], s.n_rows, s.windows) for s in corpus if s.category == cat}
         res = nab.score_corpus(members, profile, threshold=thr)
-        out[cat] = {"raw": res.raw, "null": res.null, "perfect": res.perfect, "score": res.score, "threshold": thr}
+        out[cat] = {"raw": res.raw, "null": res.null, "perfect": res.perfect, "score": res.score, "threshold": thr,
+                    "windows": sum(f.n_windows for f in res.files.values()),
+                    "detected": sum(f.windows_detected for f in res.files.values()),
+                    "false_positives": sum(f.fp for f in res.files.values())}
     return out
 
 
@@ -184,17 +195,21 @@ def _summary_rows(method: str, corpus_res: nab.CorpusScore, held: dict, seconds:
     rows = []
     for cat, g in corpus_res.groups.items():
         rows.append({"method": method, "category": cat, "threshold_rule": "corpus", "threshold": corpus_res.threshold,
-                     "raw": g["raw"], "score": g["score"], "seconds": seconds})
+                     "raw": g["raw"], "score": g["score"], "seconds": seconds, "windows": g["windows"],
+                     "detected": g["detected"], "false_positives": g["false_positives"]})
         h = held[cat]
         rows.append({"method": method, "category": cat, "threshold_rule": "held-out", "threshold": h["threshold"],
-                     "raw": h["raw"], "score": h["score"], "seconds": seconds})
+                     "raw": h["raw"], "score": h["score"], "seconds": seconds, "windows": h["windows"],
+                     "detected": h["detected"], "false_positives": h["false_positives"]})
+    total = {k: sum(g[k] for g in corpus_res.groups.values()) for k in ("windows", "detected", "false_positives")}
     rows.append({"method": method, "category": "ALL", "threshold_rule": "corpus", "threshold": corpus_res.threshold,
-                 "raw": corpus_res.raw, "score": corpus_res.score, "seconds": seconds})
+                 "raw": corpus_res.raw, "score": corpus_res.score, "seconds": seconds, **total})
     raw = sum(h["raw"] for h in held.values())
     null = sum(h["null"] for h in held.values())
     perfect = sum(h["perfect"] for h in held.values())
+    total = {k: sum(h[k] for h in held.values()) for k in ("windows", "detected", "false_positives")}
     rows.append({"method": method, "category": "ALL", "threshold_rule": "held-out", "threshold": float("nan"),
-                 "raw": raw, "score": nab.normalized(raw, null, perfect), "seconds": seconds})
+                 "raw": raw, "score": nab.normalized(raw, null, perfect), "seconds": seconds, **total})
     return rows
 
 
@@ -226,7 +241,19 @@ def write_summary(out_dir: Path, rows: list[dict], cfg: NabBenchmarkConfig) -> N
                     scored.append(r["score"])
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean(scored):.1f} | {got['ALL']['score']:.1f} |")
         lines.append("")
+    lines += _counts_table(rows, methods, cats)
     (out_dir / "summary.md").write_text("\n".join(lines))
+
+
+def _counts_table(rows: list[dict], methods: list[str], cats: list[str]) -> list[str]:
+    """Where the points went at the corpus threshold: windows detected of those scored, and false positives."""
+    lines = ["## where the points go (corpus threshold): windows detected / windows, false positives", "",
+             "| method | " + " | ".join(cats) + " | all |", "|---|" + "---:|" * (len(cats) + 1)]
+    for m in methods:
+        got = {r["category"]: r for r in rows if r["method"] == m and r["threshold_rule"] == "corpus"}
+        cells = [f"{got[c]['detected']}/{got[c]['windows']}, {got[c]['false_positives']} FP" for c in cats + ["ALL"]]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def plot_series(out_dir: Path, corpus: Sequence[Series], flags: dict[str, dict[str, np.ndarray]]) -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+TRAINERS = ("logistic", "search", "ppo")
+TRAINER_HELP = ("logistic (default): monotone logistic fit on NAB's window and false-positive rows; "
+                "search: direct search on the training series' NAB score; ppo: PPO on Stream-v0")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("nab", help="Numenta Anomaly Benchmark: run the stream benchmark, or score NAB results files")
@@ -15,8 +19,7 @@ def add_parser(sub) -> None:
     b.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results-nab"), help="output folder (default results-nab/)")
     b.add_argument("--methods", default=None, help="comma-separated: policy,rolling_zscore,windowed_gaussian,half_space_trees")
     b.add_argument("--profile", default="standard", help="NAB profile (standard, reward_low_FP_rate, reward_low_FN_rate)")
-    b.add_argument("--trainer", choices=("search", "ppo"), default="search",
-                   help="search (default): direct search on the training series' NAB score; ppo: PPO on Stream-v0")
+    b.add_argument("--trainer", choices=TRAINERS, default="logistic", help=TRAINER_HELP)
     b.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     b.add_argument("--total-steps", type=int, default=None, help="PPO steps per fold (default 150000)")
     b.add_argument("--synthetic", type=int, default=None, help="synthetic training series per fold (default 60)")
@@ -29,8 +32,7 @@ def add_parser(sub) -> None:
     t.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("stream.policy.json"),
                    help="the policy file to write (default stream.policy.json)")
     t.add_argument("--profile", default="standard", help="NAB profile of the reward and the threshold")
-    t.add_argument("--trainer", choices=("search", "ppo"), default="search",
-                   help="search (default): direct search on the training series' NAB score; ppo: PPO on Stream-v0")
+    t.add_argument("--trainer", choices=TRAINERS, default="logistic", help=TRAINER_HELP)
     t.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     t.add_argument("--total-steps", type=int, default=None, help="PPO steps (default 150000)")
     t.add_argument("--synthetic", type=int, default=None, help="synthetic training series (default 60)")

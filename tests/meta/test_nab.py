@@ -102,6 +102,9 @@ def test_perfect_null_and_flag_everything():
     res = nab.score_corpus(perfect, groups=groups)
     assert res.score == pytest.approx(100.0)
     assert all(g["score"] == pytest.approx(100.0) for g in res.groups.values())
+    for g, v in res.groups.items():  # every window found at its first row, nothing flagged outside
+        n_windows = sum(len(w) for k, (_, _, w) in files.items() if groups[k] == g)
+        assert v["detected"] == v["windows"] == n_windows and v["false_positives"] == 0
 
     null = nab.score_corpus({k: (np.full(n, 0.5), n, w) for k, (_, n, w) in files.items()})
     assert null.score == pytest.approx(0.0) and np.isinf(null.threshold)
@@ -114,6 +117,9 @@ def test_perfect_null_and_flag_everything():
     assert everything.raw == pytest.approx(expected_raw)
     assert everything.score == pytest.approx(100 * (expected_raw - null.raw) / (res.perfect - null.raw))
     assert everything.score < 0
+    flagged = nab.score_corpus({k: (np.ones(n), n, w) for k, (_, n, w) in files.items()}, threshold=0.5, groups=groups)
+    outside = sum(int((nab.prepare_file(n, w).kind == nab.OUTSIDE).sum()) for _, n, w in files.values())
+    assert sum(v["false_positives"] for v in flagged.groups.values()) == outside
 
 
 def test_ties_between_thresholds_go_to_the_higher_one():

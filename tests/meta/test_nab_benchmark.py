@@ -63,7 +63,8 @@ def test_folds_never_train_on_the_scored_category_and_outputs_follow_nab(nab_lik
 def test_nab_commands(nab_like, tmp_path, capsys):
     assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods",
                  "rolling_zscore", "--no-plots"]) == 0
-    assert "rolling_zscore" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "rolling_zscore" in out and "where the points go" in out and " FP |" in out
     assert main(["nab", "score", str(tmp_path / "results"), "--detector", "rolling_zscore", "--data", str(nab_like)]) == 0
     out = capsys.readouterr().out
     assert "corpus-wide sweep" in out and "catA" in out
@@ -98,11 +99,49 @@ def test_the_search_trainer_raises_the_training_nab_score_and_keeps_monotone_wei
     assert fitted.gate_rows == 100
 
 
+def test_window_rows_weigh_each_window_by_a_fn_and_each_outside_row_by_a_fp():
+    from anomaly_gym.envs.series import Series
+    from anomaly_gym.meta.stream_training import window_rows
+
+    n = 1000
+    s = Series("x/a.csv", np.zeros(n), np.arange(n).astype("datetime64[s]"), ((400, 409), (700, 739)), "x")
+    feats = np.arange(n, dtype=np.float64)[:, None] * np.ones((1, 15))
+    x, y, w = window_rows([s], [feats], "standard")
+    probation = nab.probation_length(n)
+    assert len(y) == n - probation and x.shape == (n - probation, 15)
+    assert w[y == 1].sum() == pytest.approx(2.0)  # A_FN = 1 per window, shared by its rows
+    assert np.allclose(w[y == 0], 0.11) and (y == 1).sum() == 50
+    assert set(x[y == 1, 0].astype(int)) == set(range(400, 410)) | set(range(700, 740))
+
+
+def test_the_logistic_trainer_fits_monotone_weights_that_separate_windows(nab_like):
+    from anomaly_gym.envs.stream_env import OBSERVATION_NAMES
+    from anomaly_gym.meta.stream_training import featurize_series, fit_logistic_stream_policy, window_rows
+
+    corpus = load_nab_dir(nab_like)
+    feats = featurize_series(corpus)
+    policy = fit_logistic_stream_policy(corpus, features=feats, l2=1.0)
+    again = fit_logistic_stream_policy(corpus, features=feats, l2=1.0)
+    w = policy.layers[0][0][0]
+    assert np.array_equal(w, again.layers[0][0][0])  # a convex fit: deterministic
+    directed = [i for i, n in enumerate(OBSERVATION_NAMES) if n not in ("stream/maturity", "self/since_flag")]
+    assert (w[directed] >= 0).all() and w[OBSERVATION_NAMES.index("self/since_flag")] == 0.0
+    assert policy.gate_rows == 100 and policy.metadata["trainer"] == "logistic"
+    x, y, weight = window_rows(corpus, feats)
+    p = policy.proba(np.hstack([x, np.zeros((len(x), 1))]))
+    assert np.average(p[y == 1], weights=weight[y == 1]) > np.average(p[y == 0], weights=weight[y == 0])
+    with pytest.raises(ValueError, match="l2"):
+        fit_logistic_stream_policy(corpus, features=feats, l2=-1.0)
+
+
 def test_nab_train_writes_a_calibrated_stream_policy(nab_like, tmp_path, capsys):
     out = tmp_path / "p.policy.json"
     assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "1", "--iterations", "3", "-o", str(out)]) == 0
     assert "score threshold" in capsys.readouterr().out
     policy = StreamPolicy.load(out)
-    assert 0.0 <= policy.score_threshold <= 1.0 and policy.metadata["trainer"] == "search"
+    assert 0.0 <= policy.score_threshold <= 1.0 and policy.metadata["trainer"] == "logistic"
     assert len(policy.metadata["train_series"]) == 5
+    assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "0", "--trainer", "search", "--iterations", "2",
+                 "-o", str(out)]) == 0
+    assert StreamPolicy.load(out).metadata["trainer"] == "search"
     assert main(["nab", "train", "--data", str(nab_like), "--iterations", "-1", "-o", str(out)]) == 2
