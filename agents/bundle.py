@@ -148,8 +148,7 @@ class PolicyBundle(HeadedScoring):
 
         parts = read_parts(data, origin)
         model = ser.decode_policy(parts.algo, parts.policy_spec, parts.weights, resolve_device(device), origin)
-        return cls(model=model, featurizer_config=parts.config, metadata=parts.metadata,
-                   featurizer=read_featurizer(parts), head=read_head(parts))
+        return cls(model=model, featurizer_config=parts.config, metadata=parts.metadata, featurizer=read_featurizer(parts), head=read_head(parts))
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto") -> PolicyBundle:
@@ -202,8 +201,10 @@ def read_parts(data: bytes, origin: str) -> BundleParts:
     if version > BUNDLE_VERSION:
         raise BundleError(f"{origin} was written by a newer anomaly-gym (bundle format {version}); upgrade to load it")
     if version < BUNDLE_VERSION:
-        raise BundleError(f"{origin} is an older policy bundle (format {version}); if you trust where it came from, "
-                          f"convert it once: anomaly-gym bundle convert {origin} -o NEW.bundle.zip --trust")
+        raise BundleError(
+            f"{origin} is an older policy bundle (format {version}); if you trust where it came from, "
+            f"convert it once: anomaly-gym bundle convert {origin} -o NEW.bundle.zip --trust"
+        )
     algo = ser.field(header, "algo", str, where, check=lambda a: a in ser.ALGORITHM_NAMES)
     try:
         config = FeaturizerConfig.from_dict(ser.field(header, "featurizer", dict, where))
@@ -264,8 +265,7 @@ def convert_legacy_bundle(source: str | Path, target: str | Path, *, trust: bool
     notes on what could not be carried over.
     """
     if not trust:
-        raise ValueError(f"converting {source} unpickles it, which can run code; pass --trust (trust=True) "
-                         "only if you trust where the file came from")
+        raise ValueError(f"converting {source} unpickles it, which can run code; pass --trust (trust=True) only if you trust where the file came from")
     from anomaly_gym.agents.factory import ALGORITHMS, resolve_device
 
     data = _read_file(source)
@@ -285,8 +285,9 @@ def convert_legacy_bundle(source: str | Path, target: str | Path, *, trust: bool
         raise BundleError(f"{origin} is a damaged archive ({exc})") from None
     notes = []
     if featurizer is not None and not hasattr(featurizer, "fit_rows_"):
-        notes.append("its fitted featurizer predates stored fitting rows and was left out: detect refits on the data "
-                     "(or adapt the new bundle again to store one)")
+        notes.append(
+            "its fitted featurizer predates stored fitting rows and was left out: detect refits on the data (or adapt the new bundle again to store one)"
+        )
         featurizer = None
     bundle = PolicyBundle(model, FeaturizerConfig.from_dict(header["featurizer"]), header.get("metadata", {}), featurizer, head)
     bundle.metadata["converted_from_format"] = header.get("format_version")

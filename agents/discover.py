@@ -91,8 +91,17 @@ class CandidatePolicy(MaskableActorCriticPolicy):
     does not depend on the dataset), while the linear part reads all.
     """
 
-    def __init__(self, observation_space, action_space, lr_schedule, hidden: int = 64, heuristic_column: int = -1,
-                 heuristic_weight: float = 0.0, tail_columns: int = 0, **kwargs) -> None:
+    def __init__(
+        self,
+        observation_space,
+        action_space,
+        lr_schedule,
+        hidden: int = 64,
+        heuristic_column: int = -1,
+        heuristic_weight: float = 0.0,
+        tail_columns: int = 0,
+        **kwargs,
+    ) -> None:
         self.hidden = int(hidden)
         self.tail_columns = int(tail_columns)
         self.heuristic_column = int(heuristic_column)
@@ -115,18 +124,17 @@ class CandidatePolicy(MaskableActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(hidden=self.hidden, heuristic_column=self.heuristic_column, heuristic_weight=self.heuristic_weight,
-                    tail_columns=self.tail_columns)
+        data.update(hidden=self.hidden, heuristic_column=self.heuristic_column, heuristic_weight=self.heuristic_weight, tail_columns=self.tail_columns)
         return data
 
 
-def make_discover_agent(env, *, hidden: int = 64, heuristic_column: int = -1, heuristic_weight: float = 0.0, tail_columns: int = 0,
-                        seed: int = 0, device: str = "cpu", **ppo_kwargs):
+def make_discover_agent(
+    env, *, hidden: int = 64, heuristic_column: int = -1, heuristic_weight: float = 0.0, tail_columns: int = 0, seed: int = 0, device: str = "cpu", **ppo_kwargs
+):
     """A MaskablePPO agent with :class:`CandidatePolicy` on ``env`` (a VecEnv of Discover-v1)."""
     from sb3_contrib import MaskablePPO
 
-    kwargs = {"hidden": hidden, "heuristic_column": heuristic_column, "heuristic_weight": heuristic_weight,
-              "tail_columns": tail_columns}
+    kwargs = {"hidden": hidden, "heuristic_column": heuristic_column, "heuristic_weight": heuristic_weight, "tail_columns": tail_columns}
     return MaskablePPO(CandidatePolicy, env, policy_kwargs=kwargs, seed=seed, device=device, verbose=0, **ppo_kwargs)
 
 
@@ -224,9 +232,13 @@ def _decode_policy(spec: dict, shape: tuple[int, int], tensors: bytes, device: s
     unknown = set(hyper) - set(ser.HYPERPARAMETERS["ppo"])
     if unknown:
         raise BundleError(f"{where}: unknown hyperparameter(s) {sorted(unknown)}")
-    model = ser.build_model(lambda: MaskablePPO(CandidatePolicy, env=None, device=device, _init_setup_model=False,
-                                                policy_kwargs=kwargs, **hyper),
-                            low, high, n_actions, f"{where}: cannot build the policy from these settings")
+    model = ser.build_model(
+        lambda: MaskablePPO(CandidatePolicy, env=None, device=device, _init_setup_model=False, policy_kwargs=kwargs, **hyper),
+        low,
+        high,
+        n_actions,
+        f"{where}: cannot build the policy from these settings",
+    )
     ser.load_policy_state(model, tensors, origin)
     return model
 

@@ -54,11 +54,16 @@ def _gelu(h):
 
 
 #: Activations the numpy evaluator runs, by the name a bundle stores (torch's defaults).
-ACTIVATIONS = {"torch.nn.Tanh": np.tanh, "torch.nn.ReLU": _relu, "torch.nn.ELU": _elu,
-               "torch.nn.LeakyReLU": _leaky_relu, "torch.nn.SiLU": _silu, "torch.nn.GELU": _gelu}
+ACTIVATIONS = {
+    "torch.nn.Tanh": np.tanh,
+    "torch.nn.ReLU": _relu,
+    "torch.nn.ELU": _elu,
+    "torch.nn.LeakyReLU": _leaky_relu,
+    "torch.nn.SiLU": _silu,
+    "torch.nn.GELU": _gelu,
+}
 #: ``policy_kwargs`` that do not change the forward pass of an ``MlpPolicy`` on a flat vector.
-_NEUTRAL_KWARGS = {"optimizer_class", "optimizer_kwargs", "ortho_init", "share_features_extractor",
-                   "normalize_images", "log_std_init"}
+_NEUTRAL_KWARGS = {"optimizer_class", "optimizer_kwargs", "ortho_init", "share_features_extractor", "normalize_images", "log_std_init"}
 _DEFAULT_ACTIVATION = {"ppo": "torch.nn.Tanh", "a2c": "torch.nn.Tanh", "dqn": "torch.nn.ReLU"}
 
 
@@ -124,8 +129,11 @@ def _layer_sizes(algo: str, net_arch) -> tuple[list[int], list[int] | None]:
     arch = {"pi": [64, 64], "vf": [64, 64]} if net_arch is None else net_arch
     if isinstance(arch, list):
         arch = {"pi": arch, "vf": arch}
-    if not (isinstance(arch, dict) and all(isinstance(arch.get(k, []), list) for k in ("pi", "vf"))
-            and all(isinstance(n, int) and n > 0 for k in ("pi", "vf") for n in arch.get(k, []))):
+    if not (
+        isinstance(arch, dict)
+        and all(isinstance(arch.get(k, []), list) for k in ("pi", "vf"))
+        and all(isinstance(n, int) and n > 0 for k in ("pi", "vf") for n in arch.get(k, []))
+    ):
         raise BundleError(f"net_arch must be a list of layer sizes or {{'pi': [...], 'vf': [...]}}, got {net_arch!r}")
     return list(arch.get("pi", [])), list(arch.get("vf", []))
 
@@ -168,8 +176,7 @@ def policy_from_spec(algo: str, spec: dict, weights: bytes, origin: str) -> Nump
     expected = _expected_shapes(algo, checked.n_inputs, pi, vf)
     state = ser.load_tensors(weights, "policy.safetensors", origin)
     if set(state) != set(expected) or any(tuple(state[k].shape) != expected[k] for k in expected):
-        raise BundleError(f"{origin}: policy.safetensors does not fit the policy described in bundle.json "
-                          f"(tensors {sorted(state)} vs {sorted(expected)})")
+        raise BundleError(f"{origin}: policy.safetensors does not fit the policy described in bundle.json (tensors {sorted(state)} vs {sorted(expected)})")
     prefix = "q_net.q_net" if algo == "dqn" else "mlp_extractor.policy_net"
     ops: list[tuple] = []
     for i in range(len(pi)):
@@ -200,8 +207,7 @@ def policy_from_model(model) -> NumpyPolicy | None:
     ops: list[tuple] = []
     for layer in layers:
         if isinstance(layer, nn.Linear):
-            ops.append(("linear", layer.weight.detach().cpu().double().numpy().T.copy(),
-                        layer.bias.detach().cpu().double().numpy().copy()))
+            ops.append(("linear", layer.weight.detach().cpu().double().numpy().T.copy(), layer.bias.detach().cpu().double().numpy().copy()))
         elif type(layer) in names and _default_settings(layer):
             ops.append((names[type(layer)],))
         else:
@@ -211,8 +217,7 @@ def policy_from_model(model) -> NumpyPolicy | None:
 
 def _default_settings(layer) -> bool:
     """Whether an activation layer has torch's default settings (what :data:`ACTIVATIONS` computes)."""
-    return (getattr(layer, "alpha", 1.0) == 1.0 and getattr(layer, "negative_slope", 0.01) == 0.01
-            and getattr(layer, "approximate", "none") == "none")
+    return getattr(layer, "alpha", 1.0) == 1.0 and getattr(layer, "negative_slope", 0.01) == 0.01 and getattr(layer, "approximate", "none") == "none"
 
 
 # --------------------------------------------------------------------------- the scoring bundle
@@ -275,5 +280,4 @@ def load_scoring_bundle(path: str | Path, *, device: str = "cpu"):
     policy = policy_from_spec(parts.algo, parts.policy_spec, parts.weights, parts.origin)
     if policy is None:
         return bundle_module.PolicyBundle.from_bytes(data, device=device, origin=str(path))
-    return ScoringBundle(parts.algo, policy, parts.config, parts.metadata, bundle_module.read_featurizer(parts),
-                         bundle_module.read_head(parts), Path(path))
+    return ScoringBundle(parts.algo, policy, parts.config, parts.metadata, bundle_module.read_featurizer(parts), bundle_module.read_head(parts), Path(path))

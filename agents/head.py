@@ -102,8 +102,7 @@ class TargetHead:
         """
         if not 0.0 <= w <= 1.0:
             raise ValueError(f"a shrinkage weight must be in [0, 1], got {w}")
-        return TargetHead(1.0 - w + w * self.scale, w * self.offset, self.n_columns, self.booster, self.settings,
-                          w * self.weight)
+        return TargetHead(1.0 - w + w * self.scale, w * self.offset, self.n_columns, self.booster, self.settings, w * self.weight)
 
     def check_width(self, n_columns: int) -> None:
         if n_columns != self.n_columns:
@@ -131,8 +130,7 @@ class TargetHead:
 
     # -- persistence (JSON header + XGBoost's own binary format; no pickle) -------------
     def to_files(self) -> tuple[str, bytes]:
-        header = {"scale": self.scale, "offset": self.offset, "n_columns": self.n_columns, "settings": self.settings,
-                  "weight": self.weight}
+        header = {"scale": self.scale, "offset": self.offset, "n_columns": self.n_columns, "settings": self.settings, "weight": self.weight}
         return json.dumps(header, indent=2), bytes(self.booster.save_raw("ubj"))
 
     @classmethod
@@ -143,8 +141,7 @@ class TargetHead:
         model = xgb.Booster()
         model.load_model(bytearray(booster))
         model.set_param({"nthread": int(meta.get("settings", {}).get("n_jobs", 1))})
-        return cls(float(meta["scale"]), float(meta["offset"]), int(meta["n_columns"]), model, meta.get("settings", {}),
-                   float(meta.get("weight", 1.0)))
+        return cls(float(meta["scale"]), float(meta["offset"]), int(meta["n_columns"]), model, meta.get("settings", {}), float(meta.get("weight", 1.0)))
 
 
 def calibrate(policy_margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -159,8 +156,7 @@ def calibrate(policy_margin: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
-def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: np.ndarray, settings: HeadSettings,
-             seed: int = 0) -> TargetHead:
+def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: np.ndarray, settings: HeadSettings, seed: int = 0) -> TargetHead:
     """Fit a target head on rows ``X`` with their ``features``, the policy's logit and labels ``y`` (0/1)."""
     import xgboost as xgb
 
@@ -169,12 +165,21 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
     a, b = calibrate(policy_margin if settings.policy_prior else np.zeros(len(y)), y)
     base = a * np.asarray(policy_margin, dtype=np.float64) + b
     model = xgb.XGBClassifier(
-        n_estimators=settings.n_estimators, learning_rate=settings.learning_rate, max_depth=settings.max_depth,
-        n_jobs=settings.n_jobs, random_state=int(seed), verbosity=0,
+        n_estimators=settings.n_estimators,
+        learning_rate=settings.learning_rate,
+        max_depth=settings.max_depth,
+        n_jobs=settings.n_jobs,
+        random_state=int(seed),
+        verbosity=0,
     )
     model.fit(np.hstack([X, np.asarray(features, dtype=np.float32)]), y, base_margin=base)
-    record = {"n_estimators": settings.n_estimators, "learning_rate": settings.learning_rate,
-              "max_depth": settings.max_depth, "n_jobs": settings.n_jobs, "policy_prior": settings.policy_prior}
+    record = {
+        "n_estimators": settings.n_estimators,
+        "learning_rate": settings.learning_rate,
+        "max_depth": settings.max_depth,
+        "n_jobs": settings.n_jobs,
+        "policy_prior": settings.policy_prior,
+    }
     return TargetHead(a, b, X.shape[1], model.get_booster(), record)
 
 

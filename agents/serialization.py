@@ -51,8 +51,7 @@ ALLOWED_CLASSES = {
     "torch.optim.AdamW": ("torch.optim", "AdamW"),
     "torch.optim.RMSprop": ("torch.optim", "RMSprop"),
     "torch.optim.SGD": ("torch.optim", "SGD"),
-    "stable_baselines3.common.sb2_compat.rmsprop_tf_like.RMSpropTFLike": (
-        "stable_baselines3.common.sb2_compat.rmsprop_tf_like", "RMSpropTFLike"),
+    "stable_baselines3.common.sb2_compat.rmsprop_tf_like.RMSpropTFLike": ("stable_baselines3.common.sb2_compat.rmsprop_tf_like", "RMSpropTFLike"),
     "torch.nn.Tanh": ("torch.nn", "Tanh"),
     "torch.nn.ReLU": ("torch.nn", "ReLU"),
     "torch.nn.ELU": ("torch.nn", "ELU"),
@@ -63,13 +62,39 @@ ALLOWED_CLASSES = {
 
 #: Hyperparameters kept per algorithm (what fine-tuning an adapted policy reuses).
 HYPERPARAMETERS = {
-    "ppo": ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range", "clip_range_vf",
-            "normalize_advantage", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "seed"),
-    "a2c": ("learning_rate", "n_steps", "gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm",
-            "normalize_advantage", "seed"),
-    "dqn": ("learning_rate", "buffer_size", "learning_starts", "batch_size", "tau", "gamma", "train_freq", "gradient_steps",
-            "target_update_interval", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps",
-            "max_grad_norm", "seed"),
+    "ppo": (
+        "learning_rate",
+        "n_steps",
+        "batch_size",
+        "n_epochs",
+        "gamma",
+        "gae_lambda",
+        "clip_range",
+        "clip_range_vf",
+        "normalize_advantage",
+        "ent_coef",
+        "vf_coef",
+        "max_grad_norm",
+        "target_kl",
+        "seed",
+    ),
+    "a2c": ("learning_rate", "n_steps", "gamma", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm", "normalize_advantage", "seed"),
+    "dqn": (
+        "learning_rate",
+        "buffer_size",
+        "learning_starts",
+        "batch_size",
+        "tau",
+        "gamma",
+        "train_freq",
+        "gradient_steps",
+        "target_update_interval",
+        "exploration_fraction",
+        "exploration_initial_eps",
+        "exploration_final_eps",
+        "max_grad_norm",
+        "seed",
+    ),
 }
 
 
@@ -97,7 +122,11 @@ def read_archive(data: bytes, origin: str) -> dict[str, bytes]:
 def _check_members(infos: list[zipfile.ZipInfo], origin: str) -> None:
     names = [info.filename for info in infos]
     if "bundle.json" not in names:
-        hint = " It looks like a bare stable-baselines3 model; wrap it with PolicyBundle(model, config).save()." if "policy.pth" in names and "data" in names else ""
+        hint = (
+            " It looks like a bare stable-baselines3 model; wrap it with PolicyBundle(model, config).save()."
+            if "policy.pth" in names and "data" in names
+            else ""
+        )
         raise BundleError(f"{origin} is not an anomaly-gym policy bundle (no bundle.json).{hint}")
     legacy = sorted(set(names) & set(LEGACY_MEMBERS))
     if legacy:
@@ -119,11 +148,14 @@ def check_sizes(infos: list[zipfile.ZipInfo], origin: str) -> None:
     total = 0
     for info in infos:
         if info.file_size > MAX_MEMBER_BYTES:
-            raise BundleError(f"{origin}: member {info.filename} would unpack to {info.file_size:,} bytes, over the "
-                              f"{MAX_MEMBER_BYTES:,}-byte limit; refusing to read it")
+            raise BundleError(
+                f"{origin}: member {info.filename} would unpack to {info.file_size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte limit; refusing to read it"
+            )
         if info.file_size > _RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise BundleError(f"{origin}: member {info.filename} claims to compress {info.file_size / max(info.compress_size, 1):,.0f}:1 "
-                              f"(limit {MAX_RATIO:.0f}:1), as a zip bomb does; refusing to read it")
+            raise BundleError(
+                f"{origin}: member {info.filename} claims to compress {info.file_size / max(info.compress_size, 1):,.0f}:1 "
+                f"(limit {MAX_RATIO:.0f}:1), as a zip bomb does; refusing to read it"
+            )
         total += info.file_size
     if total > MAX_TOTAL_BYTES:
         raise BundleError(f"{origin} would unpack to {total:,} bytes, over the {MAX_TOTAL_BYTES:,}-byte limit; refusing to read it")
@@ -229,8 +261,7 @@ def _encode_value(value, where: str):
         for stored, cls in _allowed_classes().items():
             if value is cls:
                 return {"class": stored}
-        raise TypeError(f"{where}: class {value.__module__}.{value.__qualname__} cannot be stored in a bundle "
-                        f"(allowed: {sorted(ALLOWED_CLASSES)})")
+        raise TypeError(f"{where}: class {value.__module__}.{value.__qualname__} cannot be stored in a bundle (allowed: {sorted(ALLOWED_CLASSES)})")
     if isinstance(value, dict):
         return {str(k): _encode_value(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -314,9 +345,13 @@ def decode_policy(algo: str, spec: dict, tensors: bytes, device: str, origin: st
     checked = check_policy_spec(algo, spec, where)
     policy_kwargs = _decode_value(checked.policy_kwargs, f"{where}.policy_kwargs")
     hyper = checked.hyperparameters
-    model = build_model(lambda: ALGORITHMS[algo]("MlpPolicy", env=None, device=device, _init_setup_model=False,
-                                                  policy_kwargs=policy_kwargs, **hyper),
-                        checked.low, checked.high, checked.n_actions, f"{where}: cannot build a {algo} policy from these settings")
+    model = build_model(
+        lambda: ALGORITHMS[algo]("MlpPolicy", env=None, device=device, _init_setup_model=False, policy_kwargs=policy_kwargs, **hyper),
+        checked.low,
+        checked.high,
+        checked.n_actions,
+        f"{where}: cannot build a {algo} policy from these settings",
+    )
     model.num_timesteps = field(spec, "num_timesteps", int, where, default=0)
     load_policy_state(model, tensors, origin)
     return model
@@ -347,8 +382,7 @@ def load_policy_state(model, tensors: bytes, origin: str) -> None:
     state = load_tensors(tensors, "policy.safetensors", origin, torch_tensors=True)
     expected = model.policy.state_dict()
     if set(state) != set(expected) or any(tuple(state[k].shape) != tuple(expected[k].shape) for k in expected):
-        raise BundleError(f"{origin}: policy.safetensors does not fit the policy described in bundle.json "
-                          f"(tensors {sorted(state)} vs {sorted(expected)})")
+        raise BundleError(f"{origin}: policy.safetensors does not fit the policy described in bundle.json (tensors {sorted(state)} vs {sorted(expected)})")
     with torch.no_grad():
         model.policy.load_state_dict({k: v.to(dtype=expected[k].dtype) for k, v in state.items()})
 
@@ -378,8 +412,10 @@ def encode_featurizer(featurizer) -> tuple[bytes, bytes]:
     encoder = getattr(featurizer, "encoder_", None)
     if encoder is not None:  # the target's column schema and encoding: new rows are encoded the same way
         header["encoder"] = encoder.to_dict()
-    arrays = {"fit_rows": np.ascontiguousarray(featurizer.fit_rows_, dtype=np.float64),
-              "sorted_scores": np.ascontiguousarray(featurizer.sorted_scores_, dtype=np.float64)}
+    arrays = {
+        "fit_rows": np.ascontiguousarray(featurizer.fit_rows_, dtype=np.float64),
+        "sorted_scores": np.ascontiguousarray(featurizer.sorted_scores_, dtype=np.float64),
+    }
     return json.dumps(header).encode(), save(arrays)
 
 
@@ -418,6 +454,7 @@ def decode_featurizer(config, header_bytes: bytes, arrays_bytes: bytes, origin: 
         warnings.warn(
             f"{origin}: the featurizer refitted from the bundle's rows gives other reference scores than when it was "
             "saved (different library versions?); scores may differ slightly from the adapted ones",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
     return featurizer

@@ -197,4 +197,3 @@ def _register_policy() -> None:
     register_detector("policy", PolicyDetector)
     register_detector("policy_unguarded", UnguardedHeadDetector)
     register_detector("head_without_policy", HeadWithoutPolicyDetector)
-

@@ -40,8 +40,9 @@ class DiscoveryData:
     def __post_init__(self) -> None:
         n = len(self.X)
         if self.features.shape[0] != n or self.prior.shape != (n,):
-            raise ValueError(f"X, features and prior must describe the same {n} rows "
-                             f"(got {self.features.shape[0]} feature rows and prior of shape {self.prior.shape})")
+            raise ValueError(
+                f"X, features and prior must describe the same {n} rows (got {self.features.shape[0]} feature rows and prior of shape {self.prior.shape})"
+            )
 
 
 class ActiveStrategy:
@@ -182,8 +183,7 @@ class AADStrategy(ActiveStrategy):
 
     name = "aad"
 
-    def __init__(self, n_trees: int = 100, max_samples: int = 256, tau: float = 0.03, lam: float = 0.1,
-                 learning_rate: float = 1.0, n_iter: int = 20) -> None:
+    def __init__(self, n_trees: int = 100, max_samples: int = 256, tau: float = 0.03, lam: float = 0.1, learning_rate: float = 1.0, n_iter: int = 20) -> None:
         self.n_trees = n_trees
         self.max_samples = max_samples
         self.tau = tau

@@ -70,10 +70,7 @@ class BaseDetector(BaseEstimator):
             y = check_labels(y, len(X))
         if self.requires_labels:
             if y is None:
-                raise ValueError(
-                    f"{type(self).__name__} is semi-supervised: pass y with 1 for the labelled "
-                    "anomalies and 0 for every other row"
-                )
+                raise ValueError(f"{type(self).__name__} is semi-supervised: pass y with 1 for the labelled anomalies and 0 for every other row")
             if not y.any():
                 raise ValueError(f"{type(self).__name__} needs at least one labelled anomaly (a 1 in y); y is all 0")
             if y.all():
@@ -127,10 +124,7 @@ def check_X(X, *, what: str = "X") -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} must be a numeric array of shape (rows, columns): {exc}") from None
     if arr.ndim == 1:
-        raise ValueError(
-            f"{what} is 1-D with shape {arr.shape}; pass a 2-D array of shape (rows, columns), "
-            "e.g. x.reshape(-1, 1) for a single column"
-        )
+        raise ValueError(f"{what} is 1-D with shape {arr.shape}; pass a 2-D array of shape (rows, columns), e.g. x.reshape(-1, 1) for a single column")
     if arr.ndim != 2:
         raise ValueError(f"{what} must be 2-D (rows, columns), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -151,10 +145,7 @@ def check_labels(y, n: int, *, what: str = "y") -> np.ndarray:
         raise ValueError(f"{what} must hold 0 and 1 (1 = labelled anomaly), got dtype {arr.dtype}")
     bad = ~np.isin(arr, (0, 1))
     if bad.any():
-        raise ValueError(
-            f"{what} must hold 0 and 1 only (1 = labelled anomaly, 0 = normal or unlabelled); "
-            f"found {np.unique(arr[bad])[:5].tolist()}"
-        )
+        raise ValueError(f"{what} must hold 0 and 1 only (1 = labelled anomaly, 0 = normal or unlabelled); found {np.unique(arr[bad])[:5].tolist()}")
     return arr.astype(np.int8)
 
 

@@ -85,8 +85,7 @@ class _GAALDetector(PyODDetector):
             # PyOD's MO-GAAL discriminator is a class local to a function (it cannot be
             # pickled): keep a copy of its two layers instead of the PyOD model.
             disc = model.discriminator.cpu()
-            self.discriminator_ = nn.Sequential(nn.Linear(disc.layer1.in_features, disc.layer1.out_features), nn.ReLU(),
-                                                nn.Linear(disc.layer2.in_features, 1))
+            self.discriminator_ = nn.Sequential(nn.Linear(disc.layer1.in_features, disc.layer1.out_features), nn.ReLU(), nn.Linear(disc.layer2.in_features, 1))
         with torch.no_grad():
             self.discriminator_[0].load_state_dict(disc.layer1.state_dict())
             self.discriminator_[2].load_state_dict(disc.layer2.state_dict())
@@ -117,8 +116,7 @@ class SOGAALDetector(_GAALDetector):
         random_state: Seed of the weights, the noise and the batches.
     """
 
-    def __init__(self, stop_epochs: int = 20, lr_d: float = 0.01, lr_g: float = 1e-4, momentum: float = 0.9,
-                 random_state: int | None = 0):
+    def __init__(self, stop_epochs: int = 20, lr_d: float = 0.01, lr_g: float = 1e-4, momentum: float = 0.9, random_state: int | None = 0):
         self.stop_epochs = stop_epochs
         self.lr_d = lr_d
         self.lr_g = lr_g
@@ -147,8 +145,7 @@ class MOGAALDetector(_GAALDetector):
         random_state: Seed of the weights, the noise and the batches.
     """
 
-    def __init__(self, k: int = 10, stop_epochs: int = 20, lr_d: float = 0.01, lr_g: float = 1e-4,
-                 momentum: float = 0.9, random_state: int | None = 0):
+    def __init__(self, k: int = 10, stop_epochs: int = 20, lr_d: float = 0.01, lr_g: float = 1e-4, momentum: float = 0.9, random_state: int | None = 0):
         self.k = k
         self.stop_epochs = stop_epochs
         self.lr_d = lr_d
@@ -171,10 +168,8 @@ def _networks(d: int, latent_dim: int, hidden: int):
     """A generator (noise -> rows) and a discriminator (rows -> real/normal logit)."""
     from torch import nn
 
-    generator = nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                              nn.LeakyReLU(0.2), nn.Linear(hidden, d))
-    discriminator = nn.Sequential(nn.Linear(d, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                                  nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+    generator = nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, d))
+    discriminator = nn.Sequential(nn.Linear(d, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
     return nn.ModuleDict({"generator": generator, "discriminator": discriminator})
 
 
@@ -190,8 +185,7 @@ class _GANTask:
         import torch
 
         self.rows = torch.as_tensor(Z, dtype=torch.float32, device=device)
-        self.anomalies = (None if anomalies is None or not len(anomalies)
-                          else torch.as_tensor(anomalies, dtype=torch.float32, device=device))
+        self.anomalies = None if anomalies is None or not len(anomalies) else torch.as_tensor(anomalies, dtype=torch.float32, device=device)
         lo, hi = np.percentile(Z, [1.0, 99.0], axis=0)
         span = np.maximum(hi - lo, 1e-3)
         self.low = torch.as_tensor(lo - 0.5 * span, dtype=torch.float32, device=device)
@@ -298,11 +292,23 @@ class MetaGANDetector(TransferDetector):
             the loss of the initialisation on the target.
     """
 
-    def __init__(self, meta_iterations: int = 40, inner_steps: int = 20, meta_lr: float = 0.5,
-                 finetune_steps: int = 100, latent_dim: int = 8, hidden: int = 64, background: float = 0.75,
-                 source_anomalies: bool = True, lr: float = 3e-4, batch_size: int = 128, device: str = "auto",
-                 feature_space: str = "auto", featurizer: FeaturizerConfig | None = None,
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        meta_iterations: int = 40,
+        inner_steps: int = 20,
+        meta_lr: float = 0.5,
+        finetune_steps: int = 100,
+        latent_dim: int = 8,
+        hidden: int = 64,
+        background: float = 0.75,
+        source_anomalies: bool = True,
+        lr: float = 3e-4,
+        batch_size: int = 128,
+        device: str = "auto",
+        feature_space: str = "auto",
+        featurizer: FeaturizerConfig | None = None,
+        random_state: int | None = 0,
+    ):
         self.meta_iterations = meta_iterations
         self.inner_steps = inner_steps
         self.meta_lr = meta_lr
@@ -374,8 +380,7 @@ class MetaGANDetector(TransferDetector):
         normal = _normal_rows(Z, y, index)
         scaler = _scaler(Z)  # all rows, like the (contaminated) target's
         anomalies = Z[y == 1] if (self.source_anomalies and y is not None and len(normal) < len(Z)) else None
-        return _GANTask(scaler.transform(normal), device,
-                        None if anomalies is None else scaler.transform(anomalies))
+        return _GANTask(scaler.transform(normal), device, None if anomalies is None else scaler.transform(anomalies))
 
     def discriminator_loss(self, X, n_fake: int | None = None, random_state: int = 0, network=None) -> float:
         """The discriminator's loss on target rows ``X`` against seeded fakes (its training objective).

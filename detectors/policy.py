@@ -35,7 +35,17 @@ class PolicyDetector(BaseDetector):
         device: Where the policy runs.
     """
 
-    def __init__(self, model=None, adapt_with_labels: bool = True, normals_per_anomaly: int = 100, few_shot: str = "head", guard: bool = True, policy_prior: bool = True, random_state: int | None = 0, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model=None,
+        adapt_with_labels: bool = True,
+        normals_per_anomaly: int = 100,
+        few_shot: str = "head",
+        guard: bool = True,
+        policy_prior: bool = True,
+        random_state: int | None = 0,
+        device: str = "cpu",
+    ) -> None:
         self.model = model
         self.adapt_with_labels = adapt_with_labels
         self.normals_per_anomaly = normals_per_anomaly

@@ -104,8 +104,7 @@ class IForestDetector(PyODDetector):
     def _build(self, n_rows, n_features):
         from pyod.models.iforest import IForest
 
-        return IForest(n_estimators=self.n_estimators, max_samples=self.max_samples, max_features=self.max_features,
-                       random_state=self.random_state)
+        return IForest(n_estimators=self.n_estimators, max_samples=self.max_samples, max_features=self.max_features, random_state=self.random_state)
 
 
 class _TailProbabilityDetector(BaseDetector):
@@ -283,8 +282,7 @@ class CBLOFDetector(PyODDetector):
     (:func:`anomaly_gym.envs.features.fit_cblof`).
     """
 
-    def __init__(self, n_clusters: int = 8, alpha: float = 0.9, beta: float = 5, use_weights: bool = False,
-                 random_state: int | None = 0):
+    def __init__(self, n_clusters: int = 8, alpha: float = 0.9, beta: float = 5, use_weights: bool = False, random_state: int | None = 0):
         self.n_clusters = n_clusters
         self.alpha = alpha
         self.beta = beta
@@ -295,8 +293,7 @@ class CBLOFDetector(PyODDetector):
         from anomaly_gym.envs.features import fit_cblof
 
         with seeded(seed_int(self.random_state)), _quiet():
-            detector = fit_cblof(X, n_clusters=self.n_clusters, alpha=self.alpha, beta=self.beta,
-                                 use_weights=self.use_weights, random_state=self.random_state)
+            detector = fit_cblof(X, n_clusters=self.n_clusters, alpha=self.alpha, beta=self.beta, use_weights=self.use_weights, random_state=self.random_state)
         self.n_clusters_ = detector.n_clusters
         self.detector_ = detector
         self.decision_scores_ = np.asarray(detector.decision_scores_, dtype=np.float64)
@@ -322,8 +319,17 @@ class AutoEncoderDetector(PyODDetector):
 
     _uses_torch = True
 
-    def __init__(self, hidden_neurons: Sequence[int] = (32, 16), epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-                 dropout_rate: float = 0.2, batch_norm: bool = True, device: str = "auto", random_state: int | None = 0):
+    def __init__(
+        self,
+        hidden_neurons: Sequence[int] = (32, 16),
+        epochs: int = 10,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        dropout_rate: float = 0.2,
+        batch_norm: bool = True,
+        device: str = "auto",
+        random_state: int | None = 0,
+    ):
         self.hidden_neurons = hidden_neurons
         self.epochs = epochs
         self.batch_size = batch_size
@@ -336,10 +342,17 @@ class AutoEncoderDetector(PyODDetector):
     def _build(self, n_rows, n_features):
         from pyod.models.auto_encoder import AutoEncoder
 
-        return AutoEncoder(hidden_neuron_list=list(self.hidden_neurons), epoch_num=self.epochs,
-                           batch_size=min(self.batch_size, n_rows), lr=self.lr, dropout_rate=self.dropout_rate,
-                           batch_norm=self.batch_norm, device=resolve_device(self.device),
-                           random_state=seed_int(self.random_state), verbose=0)
+        return AutoEncoder(
+            hidden_neuron_list=list(self.hidden_neurons),
+            epoch_num=self.epochs,
+            batch_size=min(self.batch_size, n_rows),
+            lr=self.lr,
+            dropout_rate=self.dropout_rate,
+            batch_norm=self.batch_norm,
+            device=resolve_device(self.device),
+            random_state=seed_int(self.random_state),
+            verbose=0,
+        )
 
 
 class DeepSVDDDetector(PyODDetector):
@@ -361,9 +374,16 @@ class DeepSVDDDetector(PyODDetector):
 
     _uses_torch = True
 
-    def __init__(self, hidden_neurons: Sequence[int] = (32, 16), epochs: int = 20, batch_size: int = 64,
-                 learning_rate: float = 1e-3, dropout_rate: float = 0.2, use_ae: bool = False,
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        hidden_neurons: Sequence[int] = (32, 16),
+        epochs: int = 20,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+        dropout_rate: float = 0.2,
+        use_ae: bool = False,
+        random_state: int | None = 0,
+    ):
         self.hidden_neurons = hidden_neurons
         self.epochs = epochs
         self.batch_size = batch_size
@@ -375,9 +395,17 @@ class DeepSVDDDetector(PyODDetector):
     def _build(self, n_rows, n_features):
         from pyod.models.deep_svdd import DeepSVDD
 
-        return DeepSVDD(n_features=n_features, hidden_neurons=list(self.hidden_neurons), epochs=self.epochs,
-                        batch_size=self.batch_size, learning_rate=self.learning_rate, dropout_rate=self.dropout_rate,
-                        use_ae=self.use_ae, random_state=seed_int(self.random_state), verbose=0)
+        return DeepSVDD(
+            n_features=n_features,
+            hidden_neurons=list(self.hidden_neurons),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            dropout_rate=self.dropout_rate,
+            use_ae=self.use_ae,
+            random_state=seed_int(self.random_state),
+            verbose=0,
+        )
 
 
 # --------------------------------------------------------------------------- ensembles and selection
@@ -422,8 +450,7 @@ class MeanRankEnsemble(BaseDetector):
             else:
                 raise TypeError(f"ensemble members must be detector names or BaseDetector instances, got {spec!r}")
             if member.requires_labels or member.uses_source:
-                raise ValueError(f"{type(member).__name__} needs labels or a source; the mean-rank ensemble takes "
-                                 "unsupervised members only")
+                raise ValueError(f"{type(member).__name__} needs labels or a source; the mean-rank ensemble takes unsupervised members only")
             members.append(member)
         return members
 
@@ -566,8 +593,9 @@ class XGBODDetector(BaseDetector):
 
     requires_labels = True
 
-    def __init__(self, bank: str = "pyod", n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1,
-                 n_jobs: int = 1, random_state: int | None = 0):
+    def __init__(
+        self, bank: str = "pyod", n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1, n_jobs: int = 1, random_state: int | None = 0
+    ):
         self.bank = bank
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -606,9 +634,15 @@ class XGBODDetector(BaseDetector):
         else:
             raise ValueError(f"bank must be 'compact' or 'pyod', got {self.bank!r}")
         seed = seed_int(self.random_state)
-        detector = XGBOD(estimator_list=estimators, standardization_flag_list=flags, n_estimators=self.n_estimators,
-                         max_depth=self.max_depth, learning_rate=self.learning_rate, n_jobs=self.n_jobs,
-                         random_state=seed)
+        detector = XGBOD(
+            estimator_list=estimators,
+            standardization_flag_list=flags,
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            n_jobs=self.n_jobs,
+            random_state=seed,
+        )
         with seeded(seed), _quiet():  # its OCSVM members draw from NumPy's global generator
             detector.fit(X, y.astype(int))
         self.detector_ = detector
@@ -622,10 +656,10 @@ class XGBODDetector(BaseDetector):
 class XGBODCompactDetector(XGBODDetector):
     """XGBOD with a reduced bank of 8 detectors (``bank="compact"``): faster, not the published set."""
 
-    def __init__(self, bank: str = "compact", n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1,
-                 n_jobs: int = 1, random_state: int | None = 0):
-        super().__init__(bank=bank, n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
-                         n_jobs=n_jobs, random_state=random_state)
+    def __init__(
+        self, bank: str = "compact", n_estimators: int = 100, max_depth: int = 3, learning_rate: float = 0.1, n_jobs: int = 1, random_state: int | None = 0
+    ):
+        super().__init__(bank=bank, n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate, n_jobs=n_jobs, random_state=random_state)
 
 
 class LightGBMDetector(BaseDetector):
@@ -648,8 +682,15 @@ class LightGBMDetector(BaseDetector):
 
     requires_labels = True
 
-    def __init__(self, n_estimators: int = 200, learning_rate: float = 0.05, num_leaves: int = 15,
-                 min_child_samples: int = 3, n_jobs: int = 1, random_state: int | None = 0):
+    def __init__(
+        self,
+        n_estimators: int = 200,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int = 3,
+        n_jobs: int = 1,
+        random_state: int | None = 0,
+    ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -663,9 +704,16 @@ class LightGBMDetector(BaseDetector):
         except ImportError as exc:
             raise ImportError("LightGBMDetector needs lightgbm: pip install lightgbm") from exc
         self.classifier_ = LGBMClassifier(
-            n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-            min_child_samples=self.min_child_samples, class_weight="balanced", n_jobs=self.n_jobs,
-            random_state=seed_int(self.random_state), verbosity=-1, deterministic=True, force_row_wise=True,
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            class_weight="balanced",
+            n_jobs=self.n_jobs,
+            random_state=seed_int(self.random_state),
+            verbosity=-1,
+            deterministic=True,
+            force_row_wise=True,
         ).fit(np.asarray(X, dtype=np.float64), y.astype(int))
 
     def _decision_function(self, X):
@@ -688,8 +736,7 @@ class GradientBoostingDetector(BaseDetector):
 
     requires_labels = True
 
-    def __init__(self, max_iter: int = 100, learning_rate: float = 0.1, max_leaf_nodes: int = 31,
-                 min_samples_leaf: int = 5, random_state: int | None = 0):
+    def __init__(self, max_iter: int = 100, learning_rate: float = 0.1, max_leaf_nodes: int = 31, min_samples_leaf: int = 5, random_state: int | None = 0):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
@@ -700,8 +747,12 @@ class GradientBoostingDetector(BaseDetector):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         self.classifier_ = HistGradientBoostingClassifier(
-            max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
-            min_samples_leaf=self.min_samples_leaf, class_weight="balanced", random_state=self.random_state,
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            class_weight="balanced",
+            random_state=self.random_state,
         ).fit(X, y)
 
     def _decision_function(self, X):
@@ -731,9 +782,18 @@ class DevNetDetector(BaseDetector):
 
     requires_labels = True
 
-    def __init__(self, hidden: Sequence[int] = (64,), epochs: int = 30, n_batches: int = 20, batch_size: int = 256,
-                 lr: float = 1e-3, weight_decay: float = 0.01, margin: float = 5.0, device: str = "auto",
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        hidden: Sequence[int] = (64,),
+        epochs: int = 30,
+        n_batches: int = 20,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        margin: float = 5.0,
+        device: str = "auto",
+        random_state: int | None = 0,
+    ):
         self.hidden = hidden
         self.epochs = epochs
         self.n_batches = n_batches

@@ -27,7 +27,7 @@ def local_scaling_affinity(Z: np.ndarray, n_neighbors: int) -> sparse.csr_matrix
     dist, index = dist[:, 1:], index[:, 1:]  # drop each row itself
     sigma = np.maximum(dist[:, -1], 1e-12)
     rows = np.repeat(np.arange(len(Z)), k)
-    values = np.exp(-dist.reshape(-1) ** 2 / (sigma[rows] * sigma[index.reshape(-1)]))
+    values = np.exp(-(dist.reshape(-1) ** 2) / (sigma[rows] * sigma[index.reshape(-1)]))
     W = sparse.csr_matrix((values, (rows, index.reshape(-1))), shape=(len(Z), len(Z)))
     W = W.maximum(W.T).tocsr()
     W.setdiag(0.0)
@@ -104,10 +104,18 @@ class TransferSpectralClustering(TransferDetector):
         target_scaler_: Robust scaler fitted on the target rows.
     """
 
-    def __init__(self, n_clusters: int = 8, n_neighbors: int = 15, min_cluster_share: float = 0.05,
-                 max_source_rows: int = 2000, max_target_rows: int = 3000, source_anomalies: bool = True,
-                 feature_space: str = "auto", featurizer: FeaturizerConfig | None = None,
-                 random_state: int | None = 0):
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        n_neighbors: int = 15,
+        min_cluster_share: float = 0.05,
+        max_source_rows: int = 2000,
+        max_target_rows: int = 3000,
+        source_anomalies: bool = True,
+        feature_space: str = "auto",
+        featurizer: FeaturizerConfig | None = None,
+        random_state: int | None = 0,
+    ):
         self.n_clusters = n_clusters
         self.n_neighbors = n_neighbors
         self.min_cluster_share = min_cluster_share
@@ -119,8 +127,7 @@ class TransferSpectralClustering(TransferDetector):
         self.random_state = random_state
 
     def _fit(self, X, y, source: list[SourceData] | None) -> None:
-        _check_positive(n_clusters=self.n_clusters, n_neighbors=self.n_neighbors,
-                        max_source_rows=self.max_source_rows, max_target_rows=self.max_target_rows)
+        _check_positive(n_clusters=self.n_clusters, n_neighbors=self.n_neighbors, max_source_rows=self.max_source_rows, max_target_rows=self.max_target_rows)
         if not 0.0 <= self.min_cluster_share < 1.0:
             raise ValueError(f"min_cluster_share must be in [0, 1), got {self.min_cluster_share}")
         seed = seed_int(self.random_state)

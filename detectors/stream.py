@@ -170,8 +170,7 @@ class _RefitWorker:
         import subprocess
         import sys
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "anomaly_gym.detectors.stream", str(n_threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen([sys.executable, "-m", "anomaly_gym.detectors.stream", str(n_threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anomaly-gym-refit")
 
     def submit(self, *request) -> Future:
@@ -277,9 +276,19 @@ class StreamDetector:
         ...     det.learn_one(x)
     """
 
-    def __init__(self, bundle, *, contamination: float | None = 0.05, threshold: float | None = None,
-                 warmup: int = 256, window: int = 2048, refit_every: int = 1024, background: bool = True,
-                 n_threads: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        bundle,
+        *,
+        contamination: float | None = 0.05,
+        threshold: float | None = None,
+        warmup: int = 256,
+        window: int = 2048,
+        refit_every: int = 1024,
+        background: bool = True,
+        n_threads: int = 1,
+        seed: int = 0,
+    ) -> None:
         from anomaly_gym.agents.scoring import PolicyScorer
 
         if threshold is None and (contamination is None or not 0.0 < contamination < 1.0):
@@ -368,8 +377,9 @@ class StreamDetector:
         if self._since_fit >= self.refit_every and self._pending is None:
             self._since_fit = 0
             if self._executor is not None:
-                self._pending = self._executor.submit(self.bundle.featurizer_config, self._window(),
-                                                      self.scorer.portable_row() if self.threshold is None else None)
+                self._pending = self._executor.submit(
+                    self.bundle.featurizer_config, self._window(), self.scorer.portable_row() if self.threshold is None else None
+                )
             else:
                 self._install(fit_window(self.bundle.featurizer_config, self._window()))
         return self
@@ -428,8 +438,10 @@ class StreamDetector:
 
     def __repr__(self) -> str:
         rule = f"threshold={self.threshold}" if self.threshold is not None else f"contamination={self.contamination}"
-        return (f"StreamDetector({rule}, warmup={self.warmup}, window={self.window}, refit_every={self.refit_every}, "
-                f"background={self.background}; {self.n_seen} rows seen, {self.n_fits} fits)")
+        return (
+            f"StreamDetector({rule}, warmup={self.warmup}, window={self.window}, refit_every={self.refit_every}, "
+            f"background={self.background}; {self.n_seen} rows seen, {self.n_fits} fits)"
+        )
 
     # -- internals --------------------------------------------------------------------
     def _check(self, x) -> np.ndarray:

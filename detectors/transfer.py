@@ -125,8 +125,7 @@ def _normal_rows(Z: np.ndarray, y: np.ndarray | None, index: int) -> np.ndarray:
         return Z
     normal = Z[y == 0]
     if len(normal) < 2:
-        warnings.warn(f"source dataset {index} has fewer than 2 rows labelled normal; all its rows are used",
-                      RuntimeWarning, stacklevel=5)
+        warnings.warn(f"source dataset {index} has fewer than 2 rows labelled normal; all its rows are used", RuntimeWarning, stacklevel=5)
         return Z
     return normal
 
@@ -235,8 +234,7 @@ class FeatureTransferKMeans(TransferDetector):
         cluster_centers_: Source centroids in the scaled shared space.
     """
 
-    def __init__(self, n_clusters: int = 8, feature_space: str = "auto", featurizer: FeaturizerConfig | None = None,
-                 random_state: int | None = 0):
+    def __init__(self, n_clusters: int = 8, feature_space: str = "auto", featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
         self.n_clusters = n_clusters
         self.feature_space = feature_space
         self.featurizer = featurizer
@@ -274,8 +272,15 @@ class ModelTransferKMeans(TransferDetector):
         target_scaler_: Robust scaler fitted on the target rows.
     """
 
-    def __init__(self, n_clusters: int = 8, fine_tune_steps: int = 20, trim: float = 0.1, feature_space: str = "auto",
-                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        fine_tune_steps: int = 20,
+        trim: float = 0.1,
+        feature_space: str = "auto",
+        featurizer: FeaturizerConfig | None = None,
+        random_state: int | None = 0,
+    ):
         self.n_clusters = n_clusters
         self.fine_tune_steps = fine_tune_steps
         self.trim = trim
@@ -292,8 +297,7 @@ class ModelTransferKMeans(TransferDetector):
         pooled = np.vstack([_scaler(Z).transform(Z) for Z in source_rows])
         self.source_centers_ = _kmeans(pooled, self.n_clusters, seed_int(self.random_state))
         self.target_scaler_ = _scaler(Zt)
-        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.source_centers_, self.fine_tune_steps,
-                                            self.trim)
+        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.source_centers_, self.fine_tune_steps, self.trim)
 
     def _decision_function(self, X):
         return nearest_distance(self.target_scaler_.transform(self._to_space(X)), self.cluster_centers_)
@@ -338,8 +342,15 @@ class CORALKMeans(TransferDetector):
         cluster_centers_: Source centroids in the source's scaled coordinates.
     """
 
-    def __init__(self, n_clusters: int = 8, reg: float = 1e-3, trim: float = 0.2, feature_space: str = "auto",
-                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        reg: float = 1e-3,
+        trim: float = 0.2,
+        feature_space: str = "auto",
+        featurizer: FeaturizerConfig | None = None,
+        random_state: int | None = 0,
+    ):
         self.n_clusters = n_clusters
         self.reg = reg
         self.trim = trim
@@ -407,8 +418,16 @@ class PrototypeMetaClustering(TransferDetector):
         target_scaler_: Robust scaler fitted on the target rows.
     """
 
-    def __init__(self, n_prototypes: int = 8, clusters_per_task: int = 8, refine_steps: int = 3, trim: float = 0.1,
-                 feature_space: str = "auto", featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+    def __init__(
+        self,
+        n_prototypes: int = 8,
+        clusters_per_task: int = 8,
+        refine_steps: int = 3,
+        trim: float = 0.1,
+        feature_space: str = "auto",
+        featurizer: FeaturizerConfig | None = None,
+        random_state: int | None = 0,
+    ):
         self.n_prototypes = n_prototypes
         self.clusters_per_task = clusters_per_task
         self.refine_steps = refine_steps
@@ -436,8 +455,7 @@ class PrototypeMetaClustering(TransferDetector):
         keep = weights > 0
         self.prototypes_ = _kmeans(centers[keep], self.n_prototypes, seed, sample_weight=weights[keep])
         self.target_scaler_ = _scaler(Zt)
-        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.prototypes_, self.refine_steps,
-                                            self.trim)
+        self.cluster_centers_ = lloyd_steps(self.target_scaler_.transform(Zt), self.prototypes_, self.refine_steps, self.trim)
 
     def _decision_function(self, X):
         return nearest_distance(self.target_scaler_.transform(self._to_space(X)), self.cluster_centers_)
@@ -511,11 +529,23 @@ class DeepTransferClustering(TransferDetector):
             errors and latent distances, the reference of the robust standardisation.
     """
 
-    def __init__(self, latent_dim: int = 8, hidden: int = 64, n_clusters: int = 8, pretrain_epochs: int = 30,
-                 finetune_epochs: int = 20, mmd_weight: float = 1.0, recon_weight: float = 0.5, trim: float = 0.1,
-                 lr: float = 1e-3,
-                 batch_size: int = 128, device: str = "auto", feature_space: str = "auto",
-                 featurizer: FeaturizerConfig | None = None, random_state: int | None = 0):
+    def __init__(
+        self,
+        latent_dim: int = 8,
+        hidden: int = 64,
+        n_clusters: int = 8,
+        pretrain_epochs: int = 30,
+        finetune_epochs: int = 20,
+        mmd_weight: float = 1.0,
+        recon_weight: float = 0.5,
+        trim: float = 0.1,
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        device: str = "auto",
+        feature_space: str = "auto",
+        featurizer: FeaturizerConfig | None = None,
+        random_state: int | None = 0,
+    ):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.n_clusters = n_clusters
@@ -535,8 +565,7 @@ class DeepTransferClustering(TransferDetector):
         import torch
         from torch import nn
 
-        _check_positive(latent_dim=self.latent_dim, hidden=self.hidden, n_clusters=self.n_clusters,
-                        batch_size=self.batch_size)
+        _check_positive(latent_dim=self.latent_dim, hidden=self.hidden, n_clusters=self.n_clusters, batch_size=self.batch_size)
         if not 0.0 <= self.recon_weight <= 1.0:
             raise ValueError(f"recon_weight must be in [0, 1], got {self.recon_weight}")
         if self.pretrain_epochs < 0 or self.finetune_epochs < 0:
@@ -552,10 +581,12 @@ class DeepTransferClustering(TransferDetector):
         T = torch.as_tensor(Zt, dtype=torch.float32, device=device)
         d = Zt.shape[1]
         with seeded(seed):
-            net = nn.ModuleDict({
-                "encoder": nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.latent_dim)),
-                "decoder": nn.Sequential(nn.Linear(self.latent_dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, d)),
-            }).to(device)
+            net = nn.ModuleDict(
+                {
+                    "encoder": nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.latent_dim)),
+                    "decoder": nn.Sequential(nn.Linear(self.latent_dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, d)),
+                }
+            ).to(device)
             optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
             generator = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -607,8 +638,7 @@ class DeepTransferClustering(TransferDetector):
 
     def _combine(self, error: np.ndarray, distance: np.ndarray) -> np.ndarray:
         w = self.recon_weight
-        return (w * _robust_standardise(error, self.recon_reference_)
-                + (1.0 - w) * _robust_standardise(distance, self.distance_reference_))
+        return w * _robust_standardise(error, self.recon_reference_) + (1.0 - w) * _robust_standardise(distance, self.distance_reference_)
 
     def _decision_function(self, X):
         error, distance = self._parts(self.target_scaler_.transform(self._to_space(X)))

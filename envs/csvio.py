@@ -185,8 +185,10 @@ COLUMN_KINDS = ("numeric", "categorical", "boolean", "timestamp", "identifier", 
 BOOLEAN_TEXTS = frozenset({"true", "false", "yes", "no", "t", "f", "y", "n"})
 #: Share of distinct values above which a text column counts as an identifier (nearly unique).
 ID_DISTINCT_SHARE = 0.9
-_TIMESTAMP = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
-                        r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2}|[AaPp][Mm])?)?\s*$")
+_TIMESTAMP = re.compile(
+    r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
+    r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2}|[AaPp][Mm])?)?\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -203,8 +205,9 @@ class ColumnType:
         return self.kind in ("numeric", "categorical", "boolean")
 
 
-def infer_column_types(header: Sequence[str], sample: Sequence[Sequence[str]], *, categorical: Sequence[str] = (),
-                       numeric: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[ColumnType]:
+def infer_column_types(
+    header: Sequence[str], sample: Sequence[Sequence[str]], *, categorical: Sequence[str] = (), numeric: Sequence[str] = (), ignore: Sequence[str] = ()
+) -> list[ColumnType]:
     """The kind of every column of ``header``, from the sample rows and the overrides.
 
     ``categorical``, ``numeric`` and ``ignore`` name columns whose kind the user sets (an
@@ -220,13 +223,16 @@ def infer_column_types(header: Sequence[str], sample: Sequence[Sequence[str]], *
     for kind, names in (("ignored", ignore), ("numeric", numeric), ("categorical", categorical)):
         for name in names:
             if name not in header:
-                raise ValueError(f"--{'ignore' if kind == 'ignored' else kind} names column {name!r}, which the header "
-                                 f"does not have; the columns are {list(header)}")
+                raise ValueError(
+                    f"--{'ignore' if kind == 'ignored' else kind} names column {name!r}, which the header does not have; the columns are {list(header)}"
+                )
             if name in overrides:
                 raise ValueError(f"column {name!r} is named in two of --categorical, --numeric and --ignore")
             overrides[name] = kind
-    return [ColumnType(name, overrides[name], "named by the user") if name in overrides
-            else _infer_one(name, [row[i] for row in sample if row[i].strip()]) for i, name in enumerate(header)]
+    return [
+        ColumnType(name, overrides[name], "named by the user") if name in overrides else _infer_one(name, [row[i] for row in sample if row[i].strip()])
+        for i, name in enumerate(header)
+    ]
 
 
 def _infer_one(name: str, texts: list[str]) -> ColumnType:
@@ -239,8 +245,7 @@ def _infer_one(name: str, texts: list[str]) -> ColumnType:
         return ColumnType(name, "identifier", "named like an identifier")
     if 2 * sum(map(is_number, texts)) > len(texts):
         if _increasing_whole_numbers(texts):
-            return ColumnType(name, "identifier", f"whole numbers that only increase over the first {len(texts)} rows, "
-                                                  "like an identifier")
+            return ColumnType(name, "identifier", f"whole numbers that only increase over the first {len(texts)} rows, like an identifier")
         return ColumnType(name, "numeric", "mostly numbers")
     values = [t.strip().lower() for t in texts]
     if set(values) <= BOOLEAN_TEXTS and len(set(values)) <= 2:
@@ -343,7 +348,7 @@ def open_text(raw: IO[bytes], source: str) -> tuple[IO[str], str]:
     encoding, label = "utf-8", "UTF-8"
     for bom, name, text_label in _BOMS:
         if head.startswith(bom):
-            head, encoding, label = head[len(bom):], name, text_label
+            head, encoding, label = head[len(bom) :], name, text_label
             break
     else:  # UTF-16 without a mark: NUL in every other byte of the first line
         ends = [i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0]
@@ -351,8 +356,7 @@ def open_text(raw: IO[bytes], source: str) -> tuple[IO[str], str]:
         even, odd = first[0::2], first[1::2]
         if len(first) >= 2 and (odd.count(0) > len(odd) // 2 or even.count(0) > len(even) // 2):
             order = "little" if odd.count(0) > even.count(0) else "big"
-            raise InputError(source, 1, f"not UTF-8 text (looks like UTF-16, {order}-endian, without a byte-order mark); "
-                                        "re-save it as UTF-8")
+            raise InputError(source, 1, f"not UTF-8 text (looks like UTF-16, {order}-endian, without a byte-order mark); re-save it as UTF-8")
     # undecodable bytes become lone surrogates, found in the record that holds them
     text = io.TextIOWrapper(io.BufferedReader(_Prefixed(head, raw)), encoding=encoding, errors="surrogateescape", newline="")
     return text, label
@@ -379,8 +383,7 @@ def _rows(text: IO[str], source: str, label: str) -> Iterator[tuple[int, list[st
         except StopIteration:
             return
         except UnicodeDecodeError as exc:
-            raise InputError(source, reader.line_num + 1, f"not {label} text ({exc.reason}, at or after this line); "
-                                                          "re-save it as UTF-8") from None
+            raise InputError(source, reader.line_num + 1, f"not {label} text ({exc.reason}, at or after this line); re-save it as UTF-8") from None
         except csv.Error as exc:  # not expected with these settings; still a fault of the input
             raise InputError(source, line, f"unreadable CSV ({exc})") from None
         start, line = line, reader.line_num + 1
@@ -466,10 +469,20 @@ class CsvReader:
     (every column's :class:`ColumnType`); ``notes`` collects remarks worth showing a user.
     """
 
-    def __init__(self, sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
-                 reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, whole: bool = False,
-                 categorical: Sequence[str] = (), numeric: Sequence[str] = (), ignore: Sequence[str] = (),
-                 on_missing: str | None = None) -> None:
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        columns: Sequence[str] | None = None,
+        on_error: str = "mark",
+        reserved: Sequence[str] = (),
+        sample_rows: int = SAMPLE_ROWS,
+        whole: bool = False,
+        categorical: Sequence[str] = (),
+        numeric: Sequence[str] = (),
+        ignore: Sequence[str] = (),
+        on_missing: str | None = None,
+    ) -> None:
         if on_error not in ("mark", "skip", "fail"):
             raise ValueError(f"on_error must be 'mark', 'skip' or 'fail', got {on_error!r}")
         if on_missing not in (None, "impute", "error"):
@@ -531,8 +544,7 @@ class CsvReader:
         if not sample:  # no data yet: nothing to decide on
             self.feature_idx = []
             return
-        self.types = infer_column_types(self.header, sample, categorical=self.categorical, numeric=self.numeric,
-                                        ignore=self.ignore)
+        self.types = infer_column_types(self.header, sample, categorical=self.categorical, numeric=self.numeric, ignore=self.ignore)
         self.feature_idx = [i for i, t in enumerate(self.types) if t.kind == "numeric"]
         self.category_idx = [i for i, t in enumerate(self.types) if t.kind in ("categorical", "boolean")]
         numbers = {i for i, row in enumerate(zip(*sample)) if _mostly_numbers(row)}
@@ -540,8 +552,11 @@ class CsvReader:
         if not self.feature_idx and not self.category_idx:
             first = next(rec for rec in buffer if rec.error is None)
             why = f" (left out: {_describe(left_out)})" if left_out else ""
-            raise InputError(first.source, first.line, f"no numeric or categorical column in the first {len(sample)} data "
-                                                       f"row(s){why}; name the feature columns with --columns or --categorical")
+            raise InputError(
+                first.source,
+                first.line,
+                f"no numeric or categorical column in the first {len(sample)} data row(s){why}; name the feature columns with --columns or --categorical",
+            )
         features = set(self.feature_idx) | set(self.category_idx)
         rest = [h for i, h in enumerate(self.header) if i not in features and h not in left_out]
         if rest or left_out or self.category_idx:
@@ -640,14 +655,18 @@ class CsvReader:
             missing = [c for c in self.columns if c not in self.header]
             if missing:
                 raise ValueError(f"--columns names {missing}, which the header does not have; the columns are {self.header}")
-            self.types = infer_column_types(self.header, [], categorical=self.categorical, numeric=self.numeric,
-                                            ignore=self.ignore)
+            self.types = infer_column_types(self.header, [], categorical=self.categorical, numeric=self.numeric, ignore=self.ignore)
             named = set(self.columns) - set(self.categorical) - set(self.ignore)
             self.feature_idx = [self.header.index(c) for c in self.columns if c in named]
             self.category_idx = [self.header.index(c) for c in self.categorical]
-            self.types = [ColumnType(t.name, "numeric", "named in --columns") if t.name in named
-                          else t if t.kind == "categorical" else ColumnType(t.name, "ignored", "not named in --columns")
-                          for t in self.types]
+            self.types = [
+                ColumnType(t.name, "numeric", "named in --columns")
+                if t.name in named
+                else t
+                if t.kind == "categorical"
+                else ColumnType(t.name, "ignored", "not named in --columns")
+                for t in self.types
+            ]
         return self._generated
 
     def _check_header(self, source: str) -> None:
@@ -730,12 +749,31 @@ def _gc_paused() -> Iterator[None]:
 
 
 @_gc_paused()  # millions of new records and lists hold no cycles: the collector's passes over them are waste
-def read_table(sources: Sequence[Source], *, columns: Sequence[str] | None = None, on_error: str = "mark",
-               reserved: Sequence[str] = (), sample_rows: int = SAMPLE_ROWS, categorical: Sequence[str] = (),
-               numeric: Sequence[str] = (), ignore: Sequence[str] = (), on_missing: str | None = None) -> Table:
+def read_table(
+    sources: Sequence[Source],
+    *,
+    columns: Sequence[str] | None = None,
+    on_error: str = "mark",
+    reserved: Sequence[str] = (),
+    sample_rows: int = SAMPLE_ROWS,
+    categorical: Sequence[str] = (),
+    numeric: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    on_missing: str | None = None,
+) -> Table:
     """Every record of ``sources`` (see :class:`CsvReader`), collected."""
-    reader = CsvReader(sources, columns=columns, on_error=on_error, reserved=reserved, sample_rows=sample_rows, whole=True,
-                       categorical=categorical, numeric=numeric, ignore=ignore, on_missing=on_missing)
+    reader = CsvReader(
+        sources,
+        columns=columns,
+        on_error=on_error,
+        reserved=reserved,
+        sample_rows=sample_rows,
+        whole=True,
+        categorical=categorical,
+        numeric=numeric,
+        ignore=ignore,
+        on_missing=on_missing,
+    )
     records = list(reader.shaped_records())
     X = np.full((len(records), len(reader.feature_idx)), np.nan)
     errors = {r: rec.error for r, rec in enumerate(records) if rec.error is not None}
@@ -758,10 +796,18 @@ def read_table(sources: Sequence[Source], *, columns: Sequence[str] | None = Non
         X[r] = np.nan
         errors[r] = "; ".join(why)
     errors = dict(sorted(errors.items()))
-    return Table(header=reader.header, feature_idx=list(reader.feature_idx), X=X, errors=errors,
-                 fields=[rec.fields for rec in records], sources=[rec.source for rec in records],
-                 lines=np.array([rec.line for rec in records], dtype=np.int64), notes=list(reader.notes),
-                 category_idx=list(reader.category_idx), types=list(reader.types))
+    return Table(
+        header=reader.header,
+        feature_idx=list(reader.feature_idx),
+        X=X,
+        errors=errors,
+        fields=[rec.fields for rec in records],
+        sources=[rec.source for rec in records],
+        lines=np.array([rec.line for rec in records], dtype=np.int64),
+        notes=list(reader.notes),
+        category_idx=list(reader.category_idx),
+        types=list(reader.types),
+    )
 
 
 # --------------------------------------------------------------------------- writing

@@ -129,8 +129,10 @@ def check_npz(path: Path, expected_shape: tuple[int, int] | None = None) -> tupl
     with path.open("rb") as fh:
         head = fh.read(64)
     if head.startswith(b"version https://git-lfs"):
-        raise VerificationError(f"{path.name} is a Git LFS pointer, not the data; fetch it from a URL that serves the LFS "
-                                "content (e.g. https://media.githubusercontent.com/media/...)")
+        raise VerificationError(
+            f"{path.name} is a Git LFS pointer, not the data; fetch it from a URL that serves the LFS "
+            "content (e.g. https://media.githubusercontent.com/media/...)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
@@ -235,8 +237,11 @@ def fetch_one(name: str, folder: Path, base_url: str, *, force: bool = False, ti
     if dest.is_file() and not force:
         digest = sha256_file(dest)
         if recorded is not None and digest != recorded:
-            return FetchResult(name, "failed", f"cached file's SHA-256 {digest[:12]}... differs from the recorded "
-                               f"{recorded[:12]}...; delete {dest} or pass --force to download it again")
+            return FetchResult(
+                name,
+                "failed",
+                f"cached file's SHA-256 {digest[:12]}... differs from the recorded {recorded[:12]}...; delete {dest} or pass --force to download it again",
+            )
         try:
             rows, cols, anomalies = check_npz(dest, shape)
         except VerificationError as exc:

@@ -148,9 +148,7 @@ class AnomalyDetectionEnv(gym.Env):
         """Use ``features`` as the observations of ``task``'s rows instead of featurizing the task."""
         feats = np.asarray(features, dtype=np.float32)
         if feats.shape != (task.n_rows, self.observation_space.shape[0]):
-            raise ValueError(
-                f"features for task {task.name!r} must have shape ({task.n_rows}, {self.observation_space.shape[0]}), got {feats.shape}"
-            )
+            raise ValueError(f"features for task {task.name!r} must have shape ({task.n_rows}, {self.observation_space.shape[0]}), got {feats.shape}")
         self._features[task.hash] = np.clip(feats, self.observation_space.low, self.observation_space.high)
 
     # -- Gymnasium API -----------------------------------------------------------------
@@ -179,10 +177,7 @@ class AnomalyDetectionEnv(gym.Env):
         names = self.featurizer_config.feature_names()
         shown = "consensus/pct_mean" if "consensus/pct_mean" in names else names[0]
         value = self._obs[self._index][names.index(shown)]
-        return (
-            f"task={self._task.name} step={self._steps}/{self.episode_length} row={self._index} "
-            f"label={int(self._labels[self._index])} {shown}={value:.3f}"
-        )
+        return f"task={self._task.name} step={self._steps}/{self.episode_length} row={self._index} label={int(self._labels[self._index])} {shown}={value:.3f}"
 
     # -- internals ---------------------------------------------------------------------
     def _draw_row(self) -> int:

@@ -327,8 +327,15 @@ class DiscoverEnv(gym.Env):
         feats, prior = self._data[self._task.hash]
         self._y = self._task.y
         self._session = DiscoverySession(
-            feats, prior, self._pct_cols, budget=self.budget, pool_size=self.pool_size, random_share=self.random_share,
-            similarity_scale=self.similarity_scale, rng=self.np_random, raw=self._raw_rows(),
+            feats,
+            prior,
+            self._pct_cols,
+            budget=self.budget,
+            pool_size=self.pool_size,
+            random_share=self.random_share,
+            similarity_scale=self.similarity_scale,
+            rng=self.np_random,
+            raw=self._raw_rows(),
         )
 
     def _raw_rows(self) -> np.ndarray | None:
@@ -405,8 +412,19 @@ class DiscoverySession:
             refills; None leaves those features at 0.
     """
 
-    def __init__(self, features: np.ndarray, prior: np.ndarray, pct_columns: np.ndarray, *, budget: int, pool_size: int,
-                 random_share: float, similarity_scale: float, rng: np.random.Generator, raw: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        features: np.ndarray,
+        prior: np.ndarray,
+        pct_columns: np.ndarray,
+        *,
+        budget: int,
+        pool_size: int,
+        random_share: float,
+        similarity_scale: float,
+        rng: np.random.Generator,
+        raw: np.ndarray | None = None,
+    ) -> None:
         self.budget = budget
         self.pool_size = pool_size
         self.random_share = random_share
@@ -572,4 +590,3 @@ class DiscoverySession:
         fb[live, 8] = np.exp(-self._raw_dist[1, rows])
         fb[live, 9] = np.exp(-self._raw_dist[0, rows])
         fb[~live] = 0.0
-

@@ -109,9 +109,18 @@ class TableEncoder:
         >>> X = enc.transform(X_num, X_cat)      # (n, enc.n_outputs), float64, finite
     """
 
-    def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (), *,
-                 onehot_max: int = ONEHOT_MAX, on_missing: str = "impute", pairs: bool = PAIRS,
-                 even_onehot: bool = False, rarity_margin: int = RARITY_MARGIN, drop_constant: bool = False) -> None:
+    def __init__(
+        self,
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        *,
+        onehot_max: int = ONEHOT_MAX,
+        on_missing: str = "impute",
+        pairs: bool = PAIRS,
+        even_onehot: bool = False,
+        rarity_margin: int = RARITY_MARGIN,
+        drop_constant: bool = False,
+    ) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
         self.onehot_max = int(onehot_max)
@@ -192,7 +201,7 @@ class TableEncoder:
         if self.numeric:
             missing = np.isnan(X_num)
             out[:, :at] = np.where(missing, self._medians_, X_num)
-            out[:, at:at + len(self._flagged_)] = missing[:, self._flagged_]
+            out[:, at : at + len(self._flagged_)] = missing[:, self._flagged_]
             at += len(self._flagged_)
         if codes is None:
             codes = [self._column_codes(X_cat[:, j], j) for j in range(len(self.categorical))]
@@ -203,7 +212,7 @@ class TableEncoder:
                 at += 1
             if self.onehot_[j]:
                 width = len(self.onehot_[j])
-                block = out[:, at:at + width]
+                block = out[:, at : at + width]
                 block[:] = 0.0
                 hit = codes[j] >= 0
                 block[np.flatnonzero(hit), self._onehot_pos_[j][codes[j][hit]]] = 1.0
@@ -256,10 +265,17 @@ class TableEncoder:
     def to_dict(self) -> dict[str, Any]:
         """The fitted state as plain JSON data (``pairs`` and ``even_onehot`` only when they are on)."""
         self._check_fitted()
-        data = {"numeric": list(self.numeric), "categorical": list(self.categorical), "onehot_max": self.onehot_max,
-                "on_missing": self.on_missing, "n_rows": self.n_rows_, "medians": list(self.medians_),
-                "indicators": list(self.indicators_), "counts": [dict(c) for c in self.counts_],
-                "rarity_margin": self.rarity_margin}
+        data = {
+            "numeric": list(self.numeric),
+            "categorical": list(self.categorical),
+            "onehot_max": self.onehot_max,
+            "on_missing": self.on_missing,
+            "n_rows": self.n_rows_,
+            "medians": list(self.medians_),
+            "indicators": list(self.indicators_),
+            "counts": [dict(c) for c in self.counts_],
+            "rarity_margin": self.rarity_margin,
+        }
         if self.even_onehot:
             data["even_onehot"] = True
         if self.drop_constant:
@@ -269,8 +285,7 @@ class TableEncoder:
             for (i, j), table in self.pair_counts_.items():
                 a, b = np.nonzero(table)
                 keys_i, keys_j = list(self.counts_[i]), list(self.counts_[j])
-                data["pairs"].append({"columns": [i, j], "counts": [[keys_i[p], keys_j[q], int(table[p, q])]
-                                                                     for p, q in zip(a.tolist(), b.tolist())]})
+                data["pairs"].append({"columns": [i, j], "counts": [[keys_i[p], keys_j[q], int(table[p, q])] for p, q in zip(a.tolist(), b.tolist())]})
         return data
 
     @classmethod
@@ -281,8 +296,7 @@ class TableEncoder:
         expected = {"numeric", "categorical", "onehot_max", "on_missing", "n_rows", "medians", "indicators", "counts"}
         optional = {"pairs", "even_onehot", "rarity_margin", "drop_constant"}
         if not expected <= set(data) <= expected | optional:
-            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally {sorted(optional)}), "
-                             f"got {sorted(data)}")
+            raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally {sorted(optional)}), got {sorted(data)}")
         margin = data.get("rarity_margin", 1)  # absent: written before the margin existed
         if not _is_int(margin) or margin < 1:
             raise ValueError(f"{where}: rarity_margin must be a whole number, 1 or more")
@@ -296,19 +310,31 @@ class TableEncoder:
             raise ValueError(f"{where}: onehot_max and n_rows must be whole numbers (n_rows at least 1)")
         if not isinstance(data["on_missing"], str):
             raise ValueError(f"{where}: on_missing must be a string")
-        encoder = cls(numeric, categorical, onehot_max=onehot_max, on_missing=data["on_missing"], pairs="pairs" in data,
-                      even_onehot="even_onehot" in data, rarity_margin=margin, drop_constant="drop_constant" in data)
+        encoder = cls(
+            numeric,
+            categorical,
+            onehot_max=onehot_max,
+            on_missing=data["on_missing"],
+            pairs="pairs" in data,
+            even_onehot="even_onehot" in data,
+            rarity_margin=margin,
+            drop_constant="drop_constant" in data,
+        )
         medians, indicators, counts = data["medians"], data["indicators"], data["counts"]
-        if not (isinstance(medians, list) and len(medians) == len(numeric)
-                and all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) for m in medians)):
+        if not (
+            isinstance(medians, list)
+            and len(medians) == len(numeric)
+            and all(isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) for m in medians)
+        ):
             raise ValueError(f"{where}: medians must be one finite number per numeric column")
         if not (isinstance(indicators, list) and len(indicators) == len(numeric) and all(isinstance(b, bool) for b in indicators)):
             raise ValueError(f"{where}: indicators must be one boolean per numeric column")
-        if not (isinstance(counts, list) and len(counts) == len(categorical) and all(
-                isinstance(c, dict) and all(isinstance(k, str) and _is_int(v) and 1 <= v <= n_rows for k, v in c.items())
-                for c in counts)):
-            raise ValueError(f"{where}: counts must be one {{value: count}} object per categorical column, "
-                             f"counts between 1 and n_rows")
+        if not (
+            isinstance(counts, list)
+            and len(counts) == len(categorical)
+            and all(isinstance(c, dict) and all(isinstance(k, str) and _is_int(v) and 1 <= v <= n_rows for k, v in c.items()) for c in counts)
+        ):
+            raise ValueError(f"{where}: counts must be one {{value: count}} object per categorical column, counts between 1 and n_rows")
         encoder.n_rows_ = int(n_rows)
         encoder.medians_ = [float(m) for m in medians]
         encoder.indicators_ = list(indicators)
@@ -325,13 +351,11 @@ class TableEncoder:
         count array; the one-hot columns; the width."""
         import pandas as pd
 
-        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max or (self.even_onehot and _even(c)) else []
-                        for c in self.counts_]
+        self.onehot_ = [sorted(c) if len(c) <= self.onehot_max or (self.even_onehot and _even(c)) else [] for c in self.counts_]
         self._index_ = [pd.Index(list(c), dtype=object) for c in self.counts_]
         self._lookup_ = [{v: i for i, v in enumerate(c)} for c in self.counts_]
         self._count_arrays_ = [np.array([*c.values(), 0], dtype=np.float64) for c in self.counts_]
-        self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None
-                             for c, hot in zip(self.counts_, self.onehot_)]
+        self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None for c, hot in zip(self.counts_, self.onehot_)]
         self._count_lists_ = [list(c.values()) for c in self.counts_]
         self._medians_ = np.asarray(self.medians_, dtype=np.float64)
         self._flagged_ = [j for j, has in enumerate(self.indicators_) if has]
@@ -344,12 +368,15 @@ class TableEncoder:
         leave no column at all, every column is kept.)"""
         keep = not self.drop_constant
         counts = [a[:-1] for a in self._count_arrays_]  # the values seen (the trailing 0 is "unseen")
-        self._rarity_out_ = [keep or bool(rarity(counts[j], self.n_rows_, len(c), self.rarity_margin).any())
-                             or bool(counts[j].sum() < self.n_rows_)  # values past MAX_CATEGORIES: unseen, rare
-                             for j, c in enumerate(self.counts_)]
-        self._pairs_out_ = bool(self._pair_columns()) and (keep or any(
-            _pair_scores(table, counts[i], counts[j], self.n_rows_).any()
-            for (i, j), table in self.pair_counts_.items()))
+        self._rarity_out_ = [
+            keep
+            or bool(rarity(counts[j], self.n_rows_, len(c), self.rarity_margin).any())
+            or bool(counts[j].sum() < self.n_rows_)  # values past MAX_CATEGORIES: unseen, rare
+            for j, c in enumerate(self.counts_)
+        ]
+        self._pairs_out_ = bool(self._pair_columns()) and (
+            keep or any(_pair_scores(table, counts[i], counts[j], self.n_rows_).any() for (i, j), table in self.pair_counts_.items())
+        )
         if not (self.numeric or any(self._rarity_out_) or any(self.onehot_) or self._pairs_out_):
             self._rarity_out_, self._pairs_out_ = [True] * len(self.counts_), bool(self._pair_columns())
         self._n_outputs_ = len(self.output_names)
@@ -372,7 +399,7 @@ class TableEncoder:
         if not self.pairs:
             return []
         usable = [j for j, c in enumerate(self.counts_) if 2 <= len(c) <= PAIR_MAX_VALUES]
-        return [(i, j) for k, i in enumerate(usable) for j in usable[k + 1:]]
+        return [(i, j) for k, i in enumerate(usable) for j in usable[k + 1 :]]
 
     def _check(self, X_num, X_cat) -> tuple[np.ndarray, np.ndarray]:
         n_num, n_cat = len(self.numeric), len(self.categorical)
@@ -396,8 +423,9 @@ class TableEncoder:
             raise ValueError("numeric columns hold infinite values; clean them first")
         if self.on_missing == "error" and np.isnan(X_num).any():
             row, col = np.argwhere(np.isnan(X_num))[0]
-            raise ValueError(f"missing value in numeric column {self.numeric[col]!r} (row {row}); "
-                             "pass on_missing='impute' (CLI: --on-missing impute) to impute it")
+            raise ValueError(
+                f"missing value in numeric column {self.numeric[col]!r} (row {row}); pass on_missing='impute' (CLI: --on-missing impute) to impute it"
+            )
         return X_num, X_cat
 
     def _check_fitted(self) -> None:
@@ -460,14 +488,20 @@ def _pair_tables(encoder: TableEncoder, pairs: Any, where: str) -> dict[tuple[in
     if not isinstance(pairs, list) or len(pairs) != len(wanted):
         raise ValueError(f"{where}: must be a list of {len(wanted)} pair(s) of categorical columns")
     for entry, (i, j) in zip(pairs, wanted):
-        if not (isinstance(entry, dict) and set(entry) == {"columns", "counts"} and entry["columns"] == [i, j]
-                and isinstance(entry["counts"], list)):
+        if not (isinstance(entry, dict) and set(entry) == {"columns", "counts"} and entry["columns"] == [i, j] and isinstance(entry["counts"], list)):
             raise ValueError(f"{where}: each pair must be {{'columns': [{i}, {j}], 'counts': [[a, b, count], ...]}}")
         table = np.zeros((len(encoder.counts_[i]), len(encoder.counts_[j])), dtype=np.int64)
         for item in entry["counts"]:
-            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], str)
-                    and item[0] in encoder.counts_[i] and item[1] in encoder.counts_[j]
-                    and _is_int(item[2]) and 1 <= item[2] <= encoder.n_rows_):
+            if not (
+                isinstance(item, list)
+                and len(item) == 3
+                and isinstance(item[0], str)
+                and isinstance(item[1], str)
+                and item[0] in encoder.counts_[i]
+                and item[1] in encoder.counts_[j]
+                and _is_int(item[2])
+                and 1 <= item[2] <= encoder.n_rows_
+            ):
                 raise ValueError(f"{where}: bad pair count {item!r}: give [value, value, count] with counted values")
             table[encoder._index_[i].get_loc(item[0]), encoder._index_[j].get_loc(item[1])] = item[2]
         tables[(i, j)] = table
@@ -495,8 +529,9 @@ def _str_list(value, where: str) -> list[str]:
     return list(value)
 
 
-def encode_frame(frame, categorical: Sequence[str], *, on_missing: str = "impute", encoder: TableEncoder | None = None,
-                 **options) -> tuple[np.ndarray, TableEncoder]:
+def encode_frame(
+    frame, categorical: Sequence[str], *, on_missing: str = "impute", encoder: TableEncoder | None = None, **options
+) -> tuple[np.ndarray, TableEncoder]:
     """Encode a pandas DataFrame: ``categorical`` columns by rarity, the others as numbers.
 
     Fits a new encoder (``options``: :class:`TableEncoder`'s keyword arguments such as
@@ -507,8 +542,7 @@ def encode_frame(frame, categorical: Sequence[str], *, on_missing: str = "impute
     categorical = [c for c in frame.columns if c in set(categorical)]
     numeric = [c for c in frame.columns if c not in set(categorical)]
     if encoder is None:
-        encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], on_missing=on_missing,
-                               **options)
+        encoder = TableEncoder([str(c) for c in numeric], [str(c) for c in categorical], on_missing=on_missing, **options)
     X_num = frame[numeric].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64) if numeric else None
     X_cat = frame[categorical].astype(object).where(frame[categorical].notna(), "").astype(str).to_numpy(dtype=object) if categorical else None
     if X_num is not None and encoder.on_missing == "error":

@@ -568,8 +568,9 @@ class Featurizer:
 
     @staticmethod
     def _finite(scores: np.ndarray) -> np.ndarray:
-        return np.nan_to_num(scores, nan=np.nanmedian(scores) if np.isfinite(scores).any() else 0.0,
-                             posinf=np.finfo(np.float64).max / 4, neginf=-np.finfo(np.float64).max / 4)
+        return np.nan_to_num(
+            scores, nan=np.nanmedian(scores) if np.isfinite(scores).any() else 0.0, posinf=np.finfo(np.float64).max / 4, neginf=-np.finfo(np.float64).max / 4
+        )
 
     def _dataset_descriptors(self, X_fit: np.ndarray, ref: np.ndarray) -> np.ndarray:
         n, d = self.n_rows_seen_, self.n_columns_

@@ -143,8 +143,7 @@ def fit_normal_model(X_normal: np.ndarray, *, max_components: int = 3, seed: int
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings on small or discrete data
         for k in range(1, max(1, min(max_components, len(Z) // 20)) + 1):
-            gmm = GaussianMixture(k, covariance_type=kind, reg_covar=1e-3, max_iter=50, tol=1e-2,
-                                  init_params="k-means++", random_state=seed).fit(Z)
+            gmm = GaussianMixture(k, covariance_type=kind, reg_covar=1e-3, max_iter=50, tol=1e-2, init_params="k-means++", random_state=seed).fit(Z)
             bic = gmm.bic(Z)
             if bic < best_bic:
                 best, best_bic = gmm, bic
@@ -175,8 +174,7 @@ def _gaussian(gmm, k: int, n: int, rng: np.random.Generator, mean: np.ndarray, c
     return rng.multivariate_normal(mean, _component_cov(gmm, k) * cov_scale, size=n, method="cholesky")
 
 
-def generate_anomalies(model: NormalModel, anomaly_type: str, n: int, strength: float,
-                       rng: np.random.Generator) -> np.ndarray:
+def generate_anomalies(model: NormalModel, anomaly_type: str, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
     """``n`` anomalies of ``anomaly_type`` at ``strength`` for the normal rows ``model`` describes."""
     if anomaly_type not in PLANTED_TYPES:
         raise ValueError(f"anomaly_type must be one of {PLANTED_TYPES}, got {anomaly_type!r}")
@@ -226,8 +224,17 @@ def _snap_discrete(X: np.ndarray, discrete: Sequence[np.ndarray | None]) -> np.n
 # --------------------------------------------------------------------------- tasks
 
 
-def plant(parent: Task, anomaly_type: str, *, rate: float = 0.05, strength: float = 1.0, seed: int = 0,
-          max_rows: int = 500, model: NormalModel | None = None, name: str | None = None) -> Task:
+def plant(
+    parent: Task,
+    anomaly_type: str,
+    *,
+    rate: float = 0.05,
+    strength: float = 1.0,
+    seed: int = 0,
+    max_rows: int = 500,
+    model: NormalModel | None = None,
+    name: str | None = None,
+) -> Task:
     """A task of up to ``max_rows`` of ``parent``'s normal rows and planted anomalies at ``rate``.
 
     Args:
@@ -261,9 +268,13 @@ def plant(parent: Task, anomaly_type: str, *, rate: float = 0.05, strength: floa
     name = name or f"{parent.name}/planted-{anomaly_type}-s{strength:g}-r{rate:g}-{seed}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # constant columns of a subsample are dropped by design
-        task = make_task(name, X[order], y[order], source="planted",
-                         description=f"{anomaly_type} anomalies (strength {strength:g}) planted at {rate:.1%} "
-                         f"into {len(rows)} normal rows of {parent.name}")
+        task = make_task(
+            name,
+            X[order],
+            y[order],
+            source="planted",
+            description=f"{anomaly_type} anomalies (strength {strength:g}) planted at {rate:.1%} into {len(rows)} normal rows of {parent.name}",
+        )
     return Task(task.name, task.X, task.y, task.source, task.description, parent=parent.dataset)
 
 
@@ -275,23 +286,38 @@ def planted_tasks(parents: Iterable[Task], settings: PlantSettings | None = None
     out: list[Task] = []
     for parent in parents:
         if parent.y is None or int((parent.y == 0).sum()) < 20:
-            warnings.warn(f"no planted tasks from {parent.name!r}: it needs labels and at least 20 normal rows",
-                          UserWarning, stacklevel=2)
+            warnings.warn(f"no planted tasks from {parent.name!r}: it needs labels and at least 20 normal rows", UserWarning, stacklevel=2)
             continue
         salt = zlib.crc32(parent.name.encode())
         rng = np.random.default_rng([settings.seed, salt])
         if parent.n_features > settings.max_columns:
             cols = np.sort(rng.choice(parent.n_features, settings.max_columns, replace=False))
-            parent = Task(parent.name, parent.X[:, cols], parent.y, parent.source,
-                          f"{settings.max_columns} of the {parent.n_features} columns of {parent.name}", parent.parent)
+            parent = Task(
+                parent.name,
+                parent.X[:, cols],
+                parent.y,
+                parent.source,
+                f"{settings.max_columns} of the {parent.n_features} columns of {parent.name}",
+                parent.parent,
+            )
         normal = parent.X[parent.y == 0]
         model = fit_normal_model(normal, seed=int(rng.integers(2**31)))
         order = rng.permutation(len(grid))
         for k in range(per):
             kind, rate, strength = grid[int(order[k % len(grid)])]
             seed = int(np.random.default_rng([settings.seed, salt, k]).integers(2**31))
-            out.append(plant(parent, kind, rate=rate, strength=strength, seed=seed, max_rows=settings.max_rows,
-                             model=model, name=f"{parent.name}/planted-{kind}-s{strength:g}-r{rate:g}-{k}"))
+            out.append(
+                plant(
+                    parent,
+                    kind,
+                    rate=rate,
+                    strength=strength,
+                    seed=seed,
+                    max_rows=settings.max_rows,
+                    model=model,
+                    name=f"{parent.name}/planted-{kind}-s{strength:g}-r{rate:g}-{k}",
+                )
+            )
     return out
 
 
@@ -309,7 +335,7 @@ def parse_planted_spec(spec: str) -> tuple[str, PlantSettings]:
     """
     if not spec.startswith(PREFIX):
         raise ValueError(f"a planted source starts with {PREFIX!r}, got {spec!r}")
-    path, _, query = spec[len(PREFIX):].partition("?")
+    path, _, query = spec[len(PREFIX) :].partition("?")
     if not path:
         raise ValueError(f"{spec!r}: name the parent source after 'planted:', e.g. planted:../shared/data/adbench")
     known = {f.name for f in fields(PlantSettings)}

@@ -114,9 +114,7 @@ def find_windows_file(path: Path) -> Path:
     for candidate in (path / "combined_windows.json", path.parent / "labels" / "combined_windows.json"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        f"no combined_windows.json in {path} or {path.parent / 'labels'}; pass the windows file explicitly"
-    )
+    raise FileNotFoundError(f"no combined_windows.json in {path} or {path.parent / 'labels'}; pass the windows file explicitly")
 
 
 def read_series_csv(path: str | Path, name: str, windows: Sequence[tuple[str, str]] = (), category: str = "") -> Series:
@@ -135,8 +133,9 @@ def read_series_csv(path: str | Path, name: str, windows: Sequence[tuple[str, st
     except ValueError as exc:
         raise ValueError(f"{path}: value columns must be numeric ({exc})") from None
     ts = ts.to_numpy().astype("datetime64[s]")
-    return Series(name=name, values=values[:, 0] if values.shape[1] == 1 else values, timestamps=ts,
-                  windows=tuple(windows_to_rows(ts, windows)), category=category)
+    return Series(
+        name=name, values=values[:, 0] if values.shape[1] == 1 else values, timestamps=ts, windows=tuple(windows_to_rows(ts, windows)), category=category
+    )
 
 
 def load_nab_dir(path: str | Path, windows_file: str | Path | None = None) -> list[Series]:
@@ -168,8 +167,7 @@ def _nab_window(n_rows: int, start: int, n_anomalies: int) -> tuple[int, int]:
     return max(0, start - half), min(n_rows - 1, start + half)
 
 
-def _inject(kind: str, y: np.ndarray, start: int, rng: np.random.Generator, scale: float, level: float,
-            rows_per_day: int) -> None:
+def _inject(kind: str, y: np.ndarray, start: int, rng: np.random.Generator, scale: float, level: float, rows_per_day: int) -> None:
     """Plant one anomaly of ``kind`` in ``y`` from row ``start`` on (in place)."""
     n = len(y)
     size = float(rng.uniform(4.0, 9.0)) * scale  # far outside the noise

@@ -162,7 +162,12 @@ def _builtin_suite_cached(seed: int) -> tuple[Task, ...]:
         for j, kind in enumerate(SYNTHETIC_TYPES):
             tasks.append(
                 make_synthetic_task(
-                    kind, n_rows=n, n_features=d, contamination=c, n_clusters=k, seed=seed * 1000 + 10 * i + j,
+                    kind,
+                    n_rows=n,
+                    n_features=d,
+                    contamination=c,
+                    n_clusters=k,
+                    seed=seed * 1000 + 10 * i + j,
                     name=f"synthetic/{kind}-{i:02d}",
                 )
             )
@@ -214,8 +219,7 @@ def load_adbench_dir(path: str | Path, names: Iterable[str] | None = None, **tas
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(
-            f"no such data directory: {path}. Give a folder of ADBench-format NAME.npz files "
-            "(e.g. ../shared/data/adbench), or use the built-in suite."
+            f"no such data directory: {path}. Give a folder of ADBench-format NAME.npz files (e.g. ../shared/data/adbench), or use the built-in suite."
         )
     files = sorted(path.glob("*.npz"), key=lambda p: p.stem.lower())
     if names is not None:
@@ -229,8 +233,15 @@ def load_adbench_dir(path: str | Path, names: Iterable[str] | None = None, **tas
     return [load_npz(f, **task_kwargs) for f in files]
 
 
-def load_csv(path: str | Path, label_column: str | None = None, columns: list[str] | None = None, *,
-             categorical: list[str] | None = None, encode: bool = True, **task_kwargs) -> Task:
+def load_csv(
+    path: str | Path,
+    label_column: str | None = None,
+    columns: list[str] | None = None,
+    *,
+    categorical: list[str] | None = None,
+    encode: bool = True,
+    **task_kwargs,
+) -> Task:
     """A CSV file (``.csv`` or ``.csv.gz``) with a header row; ``label_column`` (if given)
     holds 0/1 labels.
 
@@ -273,8 +284,9 @@ def load_csv(path: str | Path, label_column: str | None = None, columns: list[st
             try:
                 X, encoder = encode_frame(frame, cats, on_missing=on_missing, drop_constant=True)
             except ValueError as exc:
-                raise ValueError(f"{path}: {exc}; as a task source: nan_policy='median' (training config: "
-                                 "nan_policy = \"median\") imputes missing numbers") from None
+                raise ValueError(
+                    f"{path}: {exc}; as a task source: nan_policy='median' (training config: nan_policy = \"median\") imputes missing numbers"
+                ) from None
             task_kwargs.setdefault("description", f"{len(cats)} categorical column(s) encoded by rarity")
             return make_task(name, X, y, **task_kwargs)
     return make_task(name, frame, y, **task_kwargs)
@@ -368,6 +380,4 @@ def load_tasks(spec: str | Path, **task_kwargs) -> list[Task]:
             f"no such data directory: {path}. Give 'builtin', a folder of ADBench-format NAME.npz files "
             "(e.g. ../shared/data/adbench), a .npz file or a .csv file."
         )
-    raise ValueError(
-        f"cannot load tasks from {str(spec)!r}: give 'builtin', a directory of NAME.npz files, a .npz file or a .csv file"
-    )
+    raise ValueError(f"cannot load tasks from {str(spec)!r}: give 'builtin', a directory of NAME.npz files, a .npz file or a .csv file")

@@ -726,8 +726,9 @@ class _RowFeatures:
         reference = [column.tolist() for column in np.asarray(featurizer.sorted_scores_).T]
         dead = [det is None for det in featurizer.detectors_]
         self.n_ref = 2.0 * len(featurizer.sorted_scores_)
-        self.reference = list(zip(reference, np.asarray(featurizer.median_, dtype=np.float64).tolist(),
-                                  np.asarray(featurizer.scale_, dtype=np.float64).tolist(), dead))
+        self.reference = list(
+            zip(reference, np.asarray(featurizer.median_, dtype=np.float64).tolist(), np.asarray(featurizer.scale_, dtype=np.float64).tolist(), dead)
+        )
         self.live = [j for j, d in enumerate(dead) if not d] or list(range(len(dead)))
         self.some_dead = len(self.live) < len(dead)
         self.per_detector, self.consensus = cfg.per_detector, cfg.consensus
@@ -765,11 +766,9 @@ class _RowFeatures:
             mean = float(np.add.reduce(p)) / n  # ndarray.mean and .std, less their dispatch
             dev = p - mean
             np.multiply(dev, dev, out=dev)
-            feats += (mean, max(live_pct), min(live_pct), math.sqrt(float(np.add.reduce(dev)) / n),
-                      float(np.add.reduce(np.array(live_z))) / n)
+            feats += (mean, max(live_pct), min(live_pct), math.sqrt(float(np.add.reduce(dev)) / n), float(np.add.reduce(np.array(live_z))) / n)
         feats += self.descriptors
-        return np.array([lo if v < lo else (hi if v > hi else v) for v, lo, hi in zip(feats, self.lo, self.hi)],
-                        dtype=np.float32)
+        return np.array([lo if v < lo else (hi if v > hi else v) for v, lo, hi in zip(feats, self.lo, self.hi)], dtype=np.float32)
 
 
 def cache_pyod_kernels() -> None:

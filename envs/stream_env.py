@@ -225,8 +225,7 @@ class StreamDetectionEnv(gym.Env):
         if self.render_mode != "ansi":
             return None
         row = min(self._row, self._series.n_rows - 1)
-        return (f"series={self._series.name} row={row}/{self._series.n_rows} in_window={self._kind[row] >= 0} "
-                f"nab_score={self._score:.3f}")
+        return f"series={self._series.name} row={row}/{self._series.n_rows} in_window={self._kind[row] >= 0} nab_score={self._score:.3f}"
 
     # -- internals -------------------------------------------------------------------------
     def _observation(self, row: int | None = None) -> np.ndarray:

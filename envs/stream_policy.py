@@ -75,8 +75,7 @@ class StreamPolicy:
         if not self.layers:
             raise ValueError("a stream policy needs at least one layer")
         width = len(self.observation_names)
-        self.layers = [(np.asarray(w, dtype=np.float64).reshape(-1, np.shape(w)[-1]), np.asarray(b, dtype=np.float64).reshape(-1))
-                       for w, b in self.layers]
+        self.layers = [(np.asarray(w, dtype=np.float64).reshape(-1, np.shape(w)[-1]), np.asarray(b, dtype=np.float64).reshape(-1)) for w, b in self.layers]
         if self.layers[0][0].shape[1] != width:
             raise ValueError(f"the first layer takes {self.layers[0][0].shape[1]} inputs, but the policy observes {width} features")
         if self.layers[-1][0].shape[0] != 1:
@@ -116,11 +115,15 @@ class StreamPolicy:
         """Write the policy as JSON (no pickle: safe to load from anywhere)."""
         path = Path(path)
         doc = {
-            "format": FORMAT, "version": FORMAT_VERSION, "activation": self.activation,
-            "flag_threshold": self.flag_threshold, "score_threshold": self.score_threshold,
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "activation": self.activation,
+            "flag_threshold": self.flag_threshold,
+            "score_threshold": self.score_threshold,
             "gate_rows": self.gate_rows,
             "observation_names": list(self.observation_names),
-            "layers": [{"W": w.tolist(), "b": b.tolist()} for w, b in self.layers], "metadata": self.metadata,
+            "layers": [{"W": w.tolist(), "b": b.tolist()} for w, b in self.layers],
+            "metadata": self.metadata,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=1))

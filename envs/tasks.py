@@ -171,9 +171,7 @@ def make_task(
         for j in np.unique(cols):
             finite = X[np.isfinite(X[:, j]), j]
             if finite.size == 0:
-                raise ValueError(
-                    f"task {name!r}: column {int(j)} has no finite value to impute from; drop that column."
-                )
+                raise ValueError(f"task {name!r}: column {int(j)} has no finite value to impute from; drop that column.")
             X[~np.isfinite(X[:, j]), j] = np.median(finite)
 
     if y is not None:
@@ -185,8 +183,7 @@ def make_task(
             raise ValueError(f"task {name!r}: every column is constant; there is nothing to detect.")
         if constant.any():
             warnings.warn(
-                f"task {name!r}: dropping {int(constant.sum())} constant column(s) "
-                f"{np.flatnonzero(constant).tolist()[:10]}",
+                f"task {name!r}: dropping {int(constant.sum())} constant column(s) {np.flatnonzero(constant).tolist()[:10]}",
                 UserWarning,
                 stacklevel=2,
             )
@@ -225,8 +222,7 @@ def _as_numeric_matrix(name: str, X) -> np.ndarray:
         non_numeric = [str(c) for c, t in zip(X.columns, X.dtypes) if not _is_numeric_dtype(t)]
         if non_numeric:
             raise NonNumericDataError(
-                f"task {name!r}: non-numeric column(s) {non_numeric[:10]}; encode them as "
-                "numbers or leave them out of the feature columns."
+                f"task {name!r}: non-numeric column(s) {non_numeric[:10]}; encode them as numbers or leave them out of the feature columns."
             )
         X = X.to_numpy(dtype=np.float64, na_value=np.nan)
     arr = np.asarray(X)
@@ -234,16 +230,12 @@ def _as_numeric_matrix(name: str, X) -> np.ndarray:
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise NonNumericDataError(
-                f"task {name!r}: X holds non-numeric values ({exc}); encode them as numbers "
-                "or leave those columns out."
-            ) from None
+            raise NonNumericDataError(f"task {name!r}: X holds non-numeric values ({exc}); encode them as numbers or leave those columns out.") from None
     if arr.dtype.kind not in "biuf":
         raise NonNumericDataError(f"task {name!r}: X must be numeric, got dtype {arr.dtype}.")
     if arr.ndim == 1:
         raise ValueError(
-            f"task {name!r}: X is 1-D with shape {arr.shape}; pass a 2-D array of shape "
-            "(rows, columns), e.g. X.reshape(-1, 1) for a single feature."
+            f"task {name!r}: X is 1-D with shape {arr.shape}; pass a 2-D array of shape (rows, columns), e.g. X.reshape(-1, 1) for a single feature."
         )
     if arr.ndim != 2:
         raise ValueError(f"task {name!r}: X must be 2-D (rows, columns), got shape {arr.shape}.")
@@ -261,25 +253,17 @@ def _as_labels(name: str, y, n: int) -> np.ndarray:
     if y.ndim != 1:
         y = y.reshape(-1) if y.size == n else y
     if y.ndim != 1 or len(y) != n:
-        raise ValueError(
-            f"task {name!r}: X has {n} rows but y has shape {np.shape(y)}; give one label per row."
-        )
+        raise ValueError(f"task {name!r}: X has {n} rows but y has shape {np.shape(y)}; give one label per row.")
     if y.dtype == bool:
         return y.astype(np.int8)
     if y.dtype.kind not in "biuf":
-        raise ValueError(
-            f"task {name!r}: labels must be 0 (normal) or 1 (anomaly), got values of type {y.dtype}. "
-            "Map them to 0/1 first."
-        )
+        raise ValueError(f"task {name!r}: labels must be 0 (normal) or 1 (anomaly), got values of type {y.dtype}. Map them to 0/1 first.")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError(f"task {name!r}: labels contain NaN; every labelled row needs 0 or 1.")
     values = np.unique(y)
     outside = values[~np.isin(values, [0, 1])]
     if outside.size:
-        raise ValueError(
-            f"task {name!r}: labels must be 0 (normal) or 1 (anomaly), found {outside[:5].tolist()}. "
-            "Map your classes to 0/1 (1 = anomaly)."
-        )
+        raise ValueError(f"task {name!r}: labels must be 0 (normal) or 1 (anomaly), found {outside[:5].tolist()}. Map your classes to 0/1 (1 = anomaly).")
     return y.astype(np.int8)
 
 

@@ -51,12 +51,20 @@ import numpy as np
 FREE_FEATURES = ("stream/maturity",)
 
 COLUMN_FEATURES = (
-    "level/fast", "level/mid", "level/slow",
-    "diff/mid", "diff/slow",
-    "season/day", "season/week", "season/lag",
+    "level/fast",
+    "level/mid",
+    "level/slow",
+    "diff/mid",
+    "diff/slow",
+    "season/day",
+    "season/week",
+    "season/lag",
     "forecast/holt",
-    "change/level", "change/var_up", "change/var_down",
-    "evidence/novelty", "evidence/likelihood",
+    "change/level",
+    "change/var_up",
+    "change/var_down",
+    "evidence/novelty",
+    "evidence/likelihood",
 )
 FEATURE_NAMES = COLUMN_FEATURES + ("stream/maturity",)
 
@@ -85,9 +93,35 @@ class _Column:
     """The state of one value column (a few dozen floats plus fixed-size arrays)."""
 
     __slots__ = (
-        "n", "prev", "m_f", "s_f", "m_m", "s_m", "m_s", "s_s", "d_m", "d_s", "h_l", "h_t", "h_e",
-        "day_m", "day_s", "day_n", "week_m", "week_s", "week_n", "lag_buf", "lag_e", "g_pos", "g_neg",
-        "nov_max", "lik_short", "lik_m", "lik_s", "lag_n", "d_f",
+        "n",
+        "prev",
+        "m_f",
+        "s_f",
+        "m_m",
+        "s_m",
+        "m_s",
+        "s_s",
+        "d_m",
+        "d_s",
+        "h_l",
+        "h_t",
+        "h_e",
+        "day_m",
+        "day_s",
+        "day_n",
+        "week_m",
+        "week_s",
+        "week_n",
+        "lag_buf",
+        "lag_e",
+        "g_pos",
+        "g_neg",
+        "nov_max",
+        "lik_short",
+        "lik_m",
+        "lik_s",
+        "lag_n",
+        "d_f",
     )
 
     def __init__(self) -> None:
@@ -138,11 +172,20 @@ class _Column:
         lik_short = self.lik_short + 0.3 * (ev - self.lik_short)
         likelihood = (lik_short - self.lik_m) / (self.lik_s + 0.05)
         feats = [
-            _squash(z_f), _squash(z_m), _squash(z_s), _squash(zd_m), _squash(zd_s),
-            _squash(z_day), _squash(z_week), _squash(z_lag), _squash(z_holt),
+            _squash(z_f),
+            _squash(z_m),
+            _squash(z_s),
+            _squash(zd_m),
+            _squash(zd_s),
+            _squash(z_day),
+            _squash(z_week),
+            _squash(z_lag),
+            _squash(z_holt),
             _squash(max(g_pos, g_neg)),
-            min(CAP, max(0.0, var_up)), min(CAP, max(0.0, -var_up)),
-            max(-CAP, min(CAP, novelty)), max(-CAP, min(CAP, likelihood)),
+            min(CAP, max(0.0, var_up)),
+            min(CAP, max(0.0, -var_up)),
+            max(-CAP, min(CAP, novelty)),
+            max(-CAP, min(CAP, likelihood)),
         ]
         if learn:
             self._learn(x, d, hour, week_hour, e_lag, e_holt, g_pos, g_neg, ev, lik_short)

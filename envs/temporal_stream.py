@@ -101,8 +101,7 @@ class TimestampFormat:
             return cls("unix", unit)
         fits = [p for p in CANDIDATE_FORMATS if _parses(p, text)]
         if not fits:
-            raise ValueError(f"{first!r} is not a timestamp this reader knows (dates like 2024-05-01 12:00:00, "
-                             "ISO 8601, 01/05/2024 12:00, or Unix time)")
+            raise ValueError(f"{first!r} is not a timestamp this reader knows (dates like 2024-05-01 12:00:00, ISO 8601, 01/05/2024 12:00, or Unix time)")
         rest = [o.strip() for o in others]
         best = max(fits, key=lambda p: (sum(_parses(p, o) for o in rest), -fits.index(p)))
         return cls(best)
@@ -172,8 +171,16 @@ class TemporalStreamDetector:
         window: Scores kept for the contamination rule.
     """
 
-    def __init__(self, policy: StreamPolicy, n_columns: int = 1, *, warmup: int = 256, threshold: float | None = None,
-                 contamination: float | None = None, window: int = 2048) -> None:
+    def __init__(
+        self,
+        policy: StreamPolicy,
+        n_columns: int = 1,
+        *,
+        warmup: int = 256,
+        threshold: float | None = None,
+        contamination: float | None = None,
+        window: int = 2048,
+    ) -> None:
         if threshold is not None and contamination is not None:
             raise ValueError("give threshold or contamination, not both")
         if contamination is not None and not 0.0 < contamination < 1.0:

@@ -304,8 +304,7 @@ class BatchedDetectEnv(VecEnv):
         dones = self._steps >= self._episode_length
         self._draw_rows()
         infos: list[dict[str, Any]] = [
-            {"index": i, "label": y, "task": name, "next_index": j}
-            for i, y, name, j in zip(judged_rows, judged_labels, judged_tasks, self._row.tolist())
+            {"index": i, "label": y, "task": name, "next_index": j} for i, y, name, j in zip(judged_rows, judged_labels, judged_tasks, self._row.tolist())
         ]
         if dones.any():
             ended = np.flatnonzero(dones)
@@ -537,8 +536,7 @@ class BatchedDetectEnv(VecEnv):
         arr = np.asarray(actions)
         if arr.size != self.num_envs or arr.ndim > 2 or arr.dtype.kind not in "biu":
             raise ValueError(
-                f"actions must be an integer array of shape ({self.num_envs},) with 0 (normal) or 1 (anomaly), "
-                f"got {arr.dtype} array of shape {arr.shape}"
+                f"actions must be an integer array of shape ({self.num_envs},) with 0 (normal) or 1 (anomaly), got {arr.dtype} array of shape {arr.shape}"
             )
         arr = arr.reshape(self.num_envs)
         if arr.dtype.kind != "b" and (arr.min() < 0 or arr.max() > 1):

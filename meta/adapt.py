@@ -159,9 +159,7 @@ def adapt(
             if not rho >= settings.min_rank_agreement:
                 adapted.model = _clone_model(bundle.model, device)
                 record["kept"] = "unadapted"
-                record["reason"] = (
-                    f"adapted scores drifted from the unadapted ones (Spearman {rho:.3f} < {settings.min_rank_agreement})"
-                )
+                record["reason"] = f"adapted scores drifted from the unadapted ones (Spearman {rho:.3f} < {settings.min_rank_agreement})"
     else:
         record["kept"] = "unadapted"
         record["reason"] = "zero-shot: the featurizer was fitted on the target; the policy is unchanged"
@@ -232,15 +230,11 @@ def _check_labels(labels, n: int) -> np.ndarray:
         labels = np.where(np.isnan(labels), UNKNOWN, labels)
     bad = ~np.isin(labels, [UNKNOWN, 0, 1])
     if bad.any():
-        raise ValueError(
-            f"labels must be 1 (anomaly), 0 (normal) or -1 (unknown); found {np.unique(labels[bad])[:5].tolist()}"
-        )
+        raise ValueError(f"labels must be 1 (anomaly), 0 (normal) or -1 (unknown); found {np.unique(labels[bad])[:5].tolist()}")
     labels = labels.astype(np.int8)
     n_anom, n_norm = int((labels == 1).sum()), int((labels == 0).sum())
     if n_anom < 2 or n_norm < 2:
-        raise ValueError(
-            f"few-shot adaptation needs at least 2 labelled anomalies and 2 labelled normal rows, got {n_anom} and {n_norm}"
-        )
+        raise ValueError(f"few-shot adaptation needs at least 2 labelled anomalies and 2 labelled normal rows, got {n_anom} and {n_norm}")
     return labels
 
 
@@ -307,8 +301,7 @@ def _logloss(y: np.ndarray, margin: np.ndarray) -> float:
     return float(0.5 * (-np.log(p[y == 1]).mean() - np.log(1 - p[y == 0]).mean()))
 
 
-def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, labels: np.ndarray,
-                     settings: HeadSettings, seed: int) -> dict:
+def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, labels: np.ndarray, settings: HeadSettings, seed: int) -> dict:
     """Few-shot by a target head, shrunk toward the unadapted policy by the evidence the labels give.
 
     The whole fit (calibration and trees) is cross-validated over ``settings.folds`` folds;
@@ -335,8 +328,7 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     }
     if not settings.guard:
         bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
-        record.update(kept="adapted", head_weight=1.0, head=bundle.head.describe(),
-                      reason="the guard is off: the head is kept whole, without a held-out check")
+        record.update(kept="adapted", head_weight=1.0, head=bundle.head.describe(), reason="the guard is off: the head is kept whole, without a held-out check")
         return record
     k = max(2, min(settings.folds, n_anomalies, n_normals))
     strata = labels[rows].astype(np.int64) + 1  # unknown / normal / anomaly, each spread over the folds
@@ -359,26 +351,32 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
     w = evidence["weight"]
     blend = (1.0 - w) * prior_known + w * head_known
     auc_after = float(roc_auc_score(y_known, blend))
-    record.update({
-        "guard_folds": k,
-        "held_out_rows": int(known.sum()),
-        "held_out_auroc_before": round(auc_prior, 6),
-        "held_out_logloss_before": _logloss(y_known, oof_prior[known]),
-        "held_out_auroc_head": round(auc_head, 6),  # the whole head's, out of fold; _after is the kept blend's
-        "held_out_logloss_head": _logloss(y_known, head_known),
-        "held_out_auroc_after": round(auc_after, 6),
-        "evidence": evidence,
-        "head_weight": w,
-    })
-    summary = (f"on the {int(known.sum())} labelled rows the head ranks with AUROC {auc_head:.3f} out of fold ({k}-fold), "
-               f"the unadapted policy {auc_prior:.3f} (evidence z = {evidence['z']:.2f} above chance)")
+    record.update(
+        {
+            "guard_folds": k,
+            "held_out_rows": int(known.sum()),
+            "held_out_auroc_before": round(auc_prior, 6),
+            "held_out_logloss_before": _logloss(y_known, oof_prior[known]),
+            "held_out_auroc_head": round(auc_head, 6),  # the whole head's, out of fold; _after is the kept blend's
+            "held_out_logloss_head": _logloss(y_known, head_known),
+            "held_out_auroc_after": round(auc_after, 6),
+            "evidence": evidence,
+            "head_weight": w,
+        }
+    )
+    summary = (
+        f"on the {int(known.sum())} labelled rows the head ranks with AUROC {auc_head:.3f} out of fold ({k}-fold), "
+        f"the unadapted policy {auc_prior:.3f} (evidence z = {evidence['z']:.2f} above chance)"
+    )
     if w == 0.0:
-        record.update(kept="unadapted",
-                      reason=f"{summary}: too little evidence, the bundle keeps the unadapted policy")
+        record.update(kept="unadapted", reason=f"{summary}: too little evidence, the bundle keeps the unadapted policy")
         return record
     bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed).shrunk(w)
-    record.update(kept="adapted", head=bundle.head.describe(),
-                  reason=f"{summary}: the head is kept with weight {w:.2f} (held-out AUROC {auc_prior:.3f} -> {auc_after:.3f})")
+    record.update(
+        kept="adapted",
+        head=bundle.head.describe(),
+        reason=f"{summary}: the head is kept with weight {w:.2f} (held-out AUROC {auc_prior:.3f} -> {auc_after:.3f})",
+    )
     return record
 
 
@@ -395,8 +393,7 @@ def _head_rows(labels: np.ndarray, settings: HeadSettings, seed: int) -> np.ndar
     return rows
 
 
-def shrinkage_weight(auc_head: float, auc_prior: float, n_anomalies: int, n_normals: int,
-                     settings: HeadSettings) -> dict:
+def shrinkage_weight(auc_head: float, auc_prior: float, n_anomalies: int, n_normals: int, settings: HeadSettings) -> dict:
     """How much of a target head to keep, from the AUROCs on the labelled rows.
 
     ``auc_head`` is the head's out-of-fold AUROC, ``auc_prior`` the unadapted policy's.  Both
@@ -418,8 +415,15 @@ def shrinkage_weight(auc_head: float, auc_prior: float, n_anomalies: int, n_norm
     z = max(z_head, z_prior)
     signal = float(np.clip((z - settings.evidence_low) / (settings.evidence_high - settings.evidence_low), 0.0, 1.0))
     agreement = float(np.clip(1.0 + (auc_head - auc_prior) / se / settings.disagreement_se, 0.0, 1.0))
-    return {"z": round(z, 4), "z_head": round(z_head, 4), "z_prior": round(z_prior, 4), "se": round(se, 6),
-            "signal": round(signal, 4), "agreement": round(agreement, 4), "weight": round(signal * agreement, 4)}
+    return {
+        "z": round(z, 4),
+        "z_head": round(z_head, 4),
+        "z_prior": round(z_prior, 4),
+        "se": round(se, 6),
+        "signal": round(signal, 4),
+        "agreement": round(agreement, 4),
+        "weight": round(signal * agreement, 4),
+    }
 
 
 def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, settings: AdaptSettings, seed: int, name: str, *, pseudo: bool) -> dict:
@@ -451,9 +455,7 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
     feats_fit = features[fit_idx]
 
     def make_env():
-        return AnomalyDetectionEnv(
-            tasks=[task], features=[feats_fit], featurizer=bundle.featurizer_config, episode_length=settings.n_steps, cache_dir=False
-        )
+        return AnomalyDetectionEnv(tasks=[task], features=[feats_fit], featurizer=bundle.featurizer_config, episode_length=settings.n_steps, cache_dir=False)
 
     env = DummyVecEnv([make_env for _ in range(settings.n_envs)])
     env.seed(seed)
@@ -481,14 +483,20 @@ def _fine_tune(bundle: PolicyBundle, features: np.ndarray, labels: np.ndarray, s
     record = _fine_tune_record(labels, fit_idx, held_idx, curve, kind)
     if best_state is None:
         model.policy.load_state_dict(initial)
-        record.update(kept="unadapted", held_out_auroc_after=before[0],
-                      reason=f"no update beat the unadapted policy on the {len(held_idx)} held-out {kind} rows "
-                      f"(AUROC {before[0]:.3f}, log-loss {-before[1]:.3f})")
+        record.update(
+            kept="unadapted",
+            held_out_auroc_after=before[0],
+            reason=f"no update beat the unadapted policy on the {len(held_idx)} held-out {kind} rows (AUROC {before[0]:.3f}, log-loss {-before[1]:.3f})",
+        )
     else:
         model.policy.load_state_dict(best_state)
-        record.update(kept="adapted", held_out_auroc_after=best_auc[0], held_out_logloss_after=-best_auc[1], best_update=best_update,
-                      reason=f"held-out {kind} AUROC {before[0]:.3f} -> {best_auc[0]:.3f}, log-loss {-before[1]:.3f} -> "
-                      f"{-best_auc[1]:.3f} after {best_update} update(s)")
+        record.update(
+            kept="adapted",
+            held_out_auroc_after=best_auc[0],
+            held_out_logloss_after=-best_auc[1],
+            best_update=best_update,
+            reason=f"held-out {kind} AUROC {before[0]:.3f} -> {best_auc[0]:.3f}, log-loss {-before[1]:.3f} -> {-best_auc[1]:.3f} after {best_update} update(s)",
+        )
     return record
 
 
@@ -518,4 +526,3 @@ def _fine_tune_record(labels: np.ndarray, fit_idx: np.ndarray, held_idx: np.ndar
         "held_out_auroc_curve": [c[0] for c in curve],
         "updates": len(curve) - 1,
     }
-

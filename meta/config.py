@@ -89,7 +89,18 @@ class TrainConfig:
             raise ValueError("monotone = true needs a linear policy (net_arch = []) and PPO or A2C; set monotone = false otherwise")
         if self.meta == "reptile" and self.algo == "dqn":
             raise ValueError("Reptile needs an on-policy algorithm here: use --algo ppo or a2c")
-        for key in ("total_steps", "n_envs", "episode_length", "max_task_rows", "n_steps", "batch_size", "n_epochs", "eval_every", "checkpoint_every", "reptile_inner_steps"):
+        for key in (
+            "total_steps",
+            "n_envs",
+            "episode_length",
+            "max_task_rows",
+            "n_steps",
+            "batch_size",
+            "n_epochs",
+            "eval_every",
+            "checkpoint_every",
+            "reptile_inner_steps",
+        ):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
         if self.nan_policy not in ("error", "median"):

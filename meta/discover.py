@@ -141,20 +141,37 @@ def train_discover_policy(
 
     def make(i: int):
         def build() -> DiscoverEnv:
-            env = DiscoverEnv(tasks, featurizer=featurizer, resample_task_on_reset=True, **cfg.env_settings(),
-                              features=[data[t.hash][0] for t in tasks], priors=[data[t.hash][1] for t in tasks])
+            env = DiscoverEnv(
+                tasks,
+                featurizer=featurizer,
+                resample_task_on_reset=True,
+                **cfg.env_settings(),
+                features=[data[t.hash][0] for t in tasks],
+                priors=[data[t.hash][1] for t in tasks],
+            )
             env.reset(seed=cfg.seed * 1000 + i)
             return env
+
         return build
 
     env = VecMonitor(DummyVecEnv([make(i) for i in range(cfg.n_envs)]))
     env.seed(cfg.seed)
     column = len(featurizer.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
-    agent = make_discover_agent(env, hidden=cfg.hidden, heuristic_column=column if cfg.heuristic_weight else -1,
-                                heuristic_weight=cfg.heuristic_weight, seed=cfg.seed,
-                                tail_columns=len(FEEDBACK_FEATURES) if cfg.feedback_only else 0, device=device, n_steps=cfg.n_steps,
-                                batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
-                                gamma=cfg.gamma, ent_coef=cfg.ent_coef)
+    agent = make_discover_agent(
+        env,
+        hidden=cfg.hidden,
+        heuristic_column=column if cfg.heuristic_weight else -1,
+        heuristic_weight=cfg.heuristic_weight,
+        seed=cfg.seed,
+        tail_columns=len(FEEDBACK_FEATURES) if cfg.feedback_only else 0,
+        device=device,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        learning_rate=cfg.learning_rate,
+        gamma=cfg.gamma,
+        ent_coef=cfg.ent_coef,
+    )
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,8 +185,7 @@ def train_discover_policy(
     callback = FoundCallback()
     if cfg.total_timesteps:
         agent.learn(total_timesteps=cfg.total_timesteps, callback=callback)
-    metadata = {"train_tasks": [t.name for t in tasks], "config": dataclasses.asdict(cfg), "found_history": callback.history[-20:],
-                "pretrain_losses": losses}
+    metadata = {"train_tasks": [t.name for t in tasks], "config": dataclasses.asdict(cfg), "found_history": callback.history[-20:], "pretrain_losses": losses}
     bundle = DiscoverBundle(agent, featurizer, cfg.env_settings(), metadata)
     if run_dir is not None:
         bundle.save(run_dir / "discover.bundle.zip")
@@ -197,10 +213,14 @@ class PolicyStrategy(ActiveStrategy):
         if data.features.shape[1] != n_base:
             raise ValueError(f"the policy reads {n_base} features per row (its featurizer config); got {data.features.shape[1]}")
         self.session_ = DiscoverySession(
-            np.asarray(data.features, dtype=np.float32), np.asarray(data.prior, dtype=np.float64),
-            percentile_columns(self.bundle.featurizer_config), budget=int(self.budget or env["budget"]),
-            pool_size=int(env["pool_size"]), random_share=float(env["random_share"]),
-            similarity_scale=float(env["similarity_scale"]), rng=self.rng_,
+            np.asarray(data.features, dtype=np.float32),
+            np.asarray(data.prior, dtype=np.float64),
+            percentile_columns(self.bundle.featurizer_config),
+            budget=int(self.budget or env["budget"]),
+            pool_size=int(env["pool_size"]),
+            random_share=float(env["random_share"]),
+            similarity_scale=float(env["similarity_scale"]),
+            rng=self.rng_,
             raw=raw_embedding(data.X) if env["raw_neighbours"] else None,
         )
         self._slot = None
@@ -230,8 +250,7 @@ class FeedbackGreedyStrategy(ActiveStrategy):
 
     name = "feedback-greedy"
 
-    def __init__(self, featurizer: FeaturizerConfig, budget: int = 100, pool_size: int = 64, random_share: float = 0.25,
-                 raw_neighbours: bool = True) -> None:
+    def __init__(self, featurizer: FeaturizerConfig, budget: int = 100, pool_size: int = 64, random_share: float = 0.25, raw_neighbours: bool = True) -> None:
         self.featurizer = featurizer
         self.raw_neighbours = raw_neighbours
         self.budget = budget
@@ -241,9 +260,14 @@ class FeedbackGreedyStrategy(ActiveStrategy):
     def start(self, data: DiscoveryData, seed: int = 0) -> None:
         super().start(data, seed)
         self.session_ = DiscoverySession(
-            np.asarray(data.features, dtype=np.float32), np.asarray(data.prior, dtype=np.float64),
-            percentile_columns(self.featurizer), budget=self.budget, pool_size=self.pool_size,
-            random_share=self.random_share, similarity_scale=0.1, rng=self.rng_,
+            np.asarray(data.features, dtype=np.float32),
+            np.asarray(data.prior, dtype=np.float64),
+            percentile_columns(self.featurizer),
+            budget=self.budget,
+            pool_size=self.pool_size,
+            random_share=self.random_share,
+            similarity_scale=0.1,
+            rng=self.rng_,
             raw=raw_embedding(data.X) if self.raw_neighbours else None,
         )
         self._column = len(self.featurizer.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")

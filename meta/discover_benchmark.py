@@ -160,8 +160,7 @@ def run_active_benchmark(
             row["fold"] = fold
             _append(results_path, [row])
             if curve is not None:
-                _append(curves_path, [{"dataset": task.name, "method": method, "seed": seed, "query": i + 1, "found": int(c)}
-                                      for i, c in enumerate(curve)])
+                _append(curves_path, [{"dataset": task.name, "method": method, "seed": seed, "query": i + 1, "found": int(c)} for i, c in enumerate(curve)])
     frame = pd.read_csv(results_path)
     write_summary(out, frame, cfg)
     if curves_path.is_file():
@@ -184,8 +183,9 @@ def _fold_policy(out: Path, fold: int, sources: list[Task], features: dict, feat
             return bundle
     if progress:
         progress(f"fold {fold}: training on {len(sources)} datasets ({cfg.train.total_timesteps} steps)")
-    bundle = train_discover_policy(sources, cfg.train, featurizer=featurizer, features=[features[t.name] for t in sources],
-                                   run_dir=out / "runs" / f"fold{fold}")
+    bundle = train_discover_policy(
+        sources, cfg.train, featurizer=featurizer, features=[features[t.name] for t in sources], run_dir=out / "runs" / f"fold{fold}"
+    )
     bundle.save(path)
     return bundle
 
@@ -235,14 +235,17 @@ def compare(table, baseline: str) -> dict[str, float]:
 def write_summary(out: Path, frame, cfg: ActiveBenchmarkConfig) -> None:
     """``summary.md``: per-budget tables, comparisons, and the share of targets where the policy beats every baseline."""
     tables = summary_tables(frame, cfg)
-    lines = ["# Active discovery benchmark", "",
-             f"Budget {cfg.budget}, seeds {cfg.seeds}, {cfg.folds} dataset-level folds "
-             f"(each fold's policy trained only on the other folds' datasets, {cfg.train.total_timesteps} steps).", ""]
+    lines = [
+        "# Active discovery benchmark",
+        "",
+        f"Budget {cfg.budget}, seeds {cfg.seeds}, {cfg.folds} dataset-level folds "
+        f"(each fold's policy trained only on the other folds' datasets, {cfg.train.total_timesteps} steps).",
+        "",
+    ]
     for k, table in tables.items():
         methods = [m for m in METHODS if m in table.columns]
         table = table[methods]
-        lines += [f"## Anomalies found after {k} queries (mean over seeds)", "",
-                  "| dataset | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        lines += [f"## Anomalies found after {k} queries (mean over seeds)", "", "| dataset | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
         for name, row in table.iterrows():
             lines.append(f"| {name} | " + " | ".join(f"{row[m]:.1f}" for m in methods) + " |")
         lines.append("| **mean** | " + " | ".join(f"**{table[m].mean():.2f}**" for m in methods) + " |")
@@ -256,8 +259,11 @@ def write_summary(out: Path, frame, cfg: ActiveBenchmarkConfig) -> None:
             if baselines:
                 best = table[baselines].max(axis=1)
                 beats = float((table[POLICY] > best + 1e-9).mean())
-                lines += ["", f"Meta-policy above every baseline on {beats:.0%} of {len(table)} targets "
-                          f"(at least tied with the best on {float((table[POLICY] >= best - 1e-9).mean()):.0%})."]
+                lines += [
+                    "",
+                    f"Meta-policy above every baseline on {beats:.0%} of {len(table)} targets "
+                    f"(at least tied with the best on {float((table[POLICY] >= best - 1e-9).mean()):.0%}).",
+                ]
             lines.append("")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 

@@ -106,9 +106,16 @@ class DiscoveryRun:
 
     # -- state -----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": STATE_FORMAT, "version": 1, "data_id": self.data_id, "n_rows": len(self.X),
-                "budget": self.budget, "model": self.model, "seed": self.seed,
-                "answers": [[row, label] for row, label in self.answers]}
+        return {
+            "format": STATE_FORMAT,
+            "version": 1,
+            "data_id": self.data_id,
+            "n_rows": len(self.X),
+            "budget": self.budget,
+            "model": self.model,
+            "seed": self.seed,
+            "answers": [[row, label] for row, label in self.answers],
+        }
 
     def save(self) -> None:
         """Write the state atomically (a crash leaves the old or the new file, never half of one)."""
@@ -129,13 +136,17 @@ class DiscoveryRun:
         state = _read_state(state_path)
         run = cls(X, budget=state["budget"], model=state["model"], seed=state["seed"], state_path=None, data_id=data_id)
         if state["data_id"] != run.data_id or state["n_rows"] != len(run.X):
-            raise ValueError(f"{state_path} was saved for other data ({state['n_rows']} rows, another content); "
-                             "resume with the same input file, or start a new session with --state NEW")
+            raise ValueError(
+                f"{state_path} was saved for other data ({state['n_rows']} rows, another content); "
+                "resume with the same input file, or start a new session with --state NEW"
+            )
         for k, (row, label) in enumerate(state["answers"]):
             shown = run.next_row()
             if shown != row:
-                raise ValueError(f"{state_path}: answer {k + 1} was for row {row}, but this session shows row {shown} there; "
-                                 "the model or the software changed since it was saved")
+                raise ValueError(
+                    f"{state_path}: answer {k + 1} was for row {row}, but this session shows row {shown} there; "
+                    "the model or the software changed since it was saved"
+                )
             run.answer(label)
         run.state_path = Path(save_to or state_path)
         return run
@@ -176,12 +187,17 @@ def _read_state(path: Path) -> dict:
         raise FileNotFoundError(f"no state file {path}; start a session with --state {path} instead of --resume") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not a discovery state file ({exc})") from None
-    ok = (isinstance(state, dict) and state.get("format") == STATE_FORMAT and isinstance(state.get("answers"), list)
-          and isinstance(state.get("budget"), int) and isinstance(state.get("seed"), int)
-          and isinstance(state.get("n_rows"), int) and isinstance(state.get("data_id"), str)
-          and (state.get("model") is None or isinstance(state.get("model"), str))
-          and all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], int) and a[1] in (0, 1, None)
-                  for a in state["answers"]))
+    ok = (
+        isinstance(state, dict)
+        and state.get("format") == STATE_FORMAT
+        and isinstance(state.get("answers"), list)
+        and isinstance(state.get("budget"), int)
+        and isinstance(state.get("seed"), int)
+        and isinstance(state.get("n_rows"), int)
+        and isinstance(state.get("data_id"), str)
+        and (state.get("model") is None or isinstance(state.get("model"), str))
+        and all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], int) and a[1] in (0, 1, None) for a in state["answers"])
+    )
     if not ok:
         raise ValueError(f"{path} is not a discovery state file written by anomaly-gym discover")
     return state

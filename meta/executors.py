@@ -137,8 +137,7 @@ class LocalExecutor(Executor):
         self._kept: tuple[Any, ProcessPoolExecutor] | None = None
 
     def _pool(self, context: Any, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(self.start_method),
-                                   initializer=_init_worker, initargs=(context,))
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(self.start_method), initializer=_init_worker, initargs=(context,))
 
     def _shared_pool(self, context: Any) -> ProcessPoolExecutor:
         """The pool of the previous ``map`` when it had the same ``context`` object (its workers keep their caches), else a new one."""
@@ -307,8 +306,7 @@ class RayExecutor(Executor):
         self._started = False
 
 
-def make_executor(name: str = "local", *, workers: int | None = None, address: str | None = None,
-                  start_method: str | None = None) -> Executor:
+def make_executor(name: str = "local", *, workers: int | None = None, address: str | None = None, start_method: str | None = None) -> Executor:
     """The executor called ``name`` (``serial``, ``local`` or ``ray``).
 
     Raises:

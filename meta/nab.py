@@ -320,10 +320,15 @@ def score_corpus(
         raw = sum(per_file[n].score for n in members)
         null = null_score([prepared[n] for n in members])
         perfect = prof.a_tp * sum(len(files[n][2]) for n in members)
-        return {"raw": raw, "null": null, "perfect": perfect, "score": normalized(raw, null, perfect),
-                "windows": sum(per_file[n].n_windows for n in members),
-                "detected": sum(per_file[n].windows_detected for n in members),
-                "false_positives": sum(per_file[n].fp for n in members)}
+        return {
+            "raw": raw,
+            "null": null,
+            "perfect": perfect,
+            "score": normalized(raw, null, perfect),
+            "windows": sum(per_file[n].n_windows for n in members),
+            "detected": sum(per_file[n].windows_detected for n in members),
+            "false_positives": sum(per_file[n].fp for n in members),
+        }
 
     total = summary(names)
     result.raw, result.null, result.perfect, result.score = total["raw"], total["null"], total["perfect"], total["score"]
@@ -342,19 +347,20 @@ def results_path(root: str | Path, detector: str, name: str) -> Path:
     return Path(root) / detector / category / f"{detector}_{file}"
 
 
-def write_results(root: str | Path, detector: str, name: str, timestamps: np.ndarray, values: np.ndarray,
-                  scores: np.ndarray, labels: np.ndarray) -> Path:
+def write_results(root: str | Path, detector: str, name: str, timestamps: np.ndarray, values: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> Path:
     """Write one results file in NAB's layout (``timestamp,value,anomaly_score,label``)."""
     import pandas as pd
 
     path = results_path(root, detector, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({
-        "timestamp": pd.to_datetime(np.asarray(timestamps)).strftime("%Y-%m-%d %H:%M:%S"),
-        "value": np.asarray(values),
-        "anomaly_score": np.asarray(scores, dtype=np.float64),
-        "label": np.asarray(labels, dtype=np.int64),
-    })
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime(np.asarray(timestamps)).strftime("%Y-%m-%d %H:%M:%S"),
+            "value": np.asarray(values),
+            "anomaly_score": np.asarray(scores, dtype=np.float64),
+            "label": np.asarray(labels, dtype=np.int64),
+        }
+    )
     frame.to_csv(path, index=False)
     return path
 

@@ -117,15 +117,13 @@ def fit_policy(series: Sequence[Series], features: Sequence[np.ndarray], cfg: Na
     if cfg.trainer == "logistic":
         return fit_logistic_stream_policy(series, features=features, gate_rows=cfg.gate_rows, l2=cfg.l2, profile=cfg.profile)
     if cfg.trainer == "search":
-        return search_stream_policy(series, features=features, iterations=cfg.search_iterations, gate_rows=cfg.gate_rows,
-                                    seed=cfg.seed, profile=cfg.profile)
+        return search_stream_policy(series, features=features, iterations=cfg.search_iterations, gate_rows=cfg.gate_rows, seed=cfg.seed, profile=cfg.profile)
     if cfg.trainer == "ppo":
         return train_stream_policy(series, features=features, total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
     raise ValueError(f"trainer must be 'logistic', 'search' or 'ppo', got {cfg.trainer!r}")
 
 
-def train_nab_policy(data_dir: str | Path, config: NabBenchmarkConfig | None = None,
-                     windows_file: str | Path | None = None) -> StreamPolicy:
+def train_nab_policy(data_dir: str | Path, config: NabBenchmarkConfig | None = None, windows_file: str | Path | None = None) -> StreamPolicy:
     """A stream policy trained on every file of a NAB folder plus the seeded synthetic series, its score threshold
     calibrated on them (NAB's corpus-wide sweep): what ``detect --mode stream`` ships as its default."""
     cfg = config or NabBenchmarkConfig()
@@ -134,8 +132,9 @@ def train_nab_policy(data_dir: str | Path, config: NabBenchmarkConfig | None = N
     feats = featurize_series(series)
     policy = fit_policy(series, feats, cfg)
     threshold = calibrate_threshold(policy, series, feats, cfg.profile)
-    policy.metadata.update({"data": str(data_dir), "synthetic_series": cfg.synthetic_series,
-                            "synthetic_seed": cfg.synthetic_seed, "score_threshold": threshold})
+    policy.metadata.update(
+        {"data": str(data_dir), "synthetic_series": cfg.synthetic_series, "synthetic_seed": cfg.synthetic_seed, "score_threshold": threshold}
+    )
     return policy
 
 
@@ -148,15 +147,22 @@ def _held_out_threshold_scores(corpus, scores, train_scores, profile) -> dict[st
         thr, _ = nab.best_threshold([nab.prepare_file(s.n_rows, s.windows, profile) for s in others], other_scores)
         members = {s.name: (scores[s.name], s.n_rows, s.windows) for s in corpus if s.category == cat}
         res = nab.score_corpus(members, profile, threshold=thr)
-        out[cat] = {"raw": res.raw, "null": res.null, "perfect": res.perfect, "score": res.score, "threshold": thr,
-                    "windows": sum(f.n_windows for f in res.files.values()),
-                    "detected": sum(f.windows_detected for f in res.files.values()),
-                    "false_positives": sum(f.fp for f in res.files.values())}
+        out[cat] = {
+            "raw": res.raw,
+            "null": res.null,
+            "perfect": res.perfect,
+            "score": res.score,
+            "threshold": thr,
+            "windows": sum(f.n_windows for f in res.files.values()),
+            "detected": sum(f.windows_detected for f in res.files.values()),
+            "false_positives": sum(f.fp for f in res.files.values()),
+        }
     return out
 
 
-def run_nab_benchmark(data_dir: str | Path, out_dir: str | Path, config: NabBenchmarkConfig | None = None,
-                      windows_file: str | Path | None = None) -> list[dict]:
+def run_nab_benchmark(
+    data_dir: str | Path, out_dir: str | Path, config: NabBenchmarkConfig | None = None, windows_file: str | Path | None = None
+) -> list[dict]:
     """Run the benchmark; returns the summary rows (also written to ``out_dir/summary.csv``)."""
     cfg = config or NabBenchmarkConfig()
     out_dir = Path(out_dir)
@@ -178,8 +184,7 @@ def run_nab_benchmark(data_dir: str | Path, out_dir: str | Path, config: NabBenc
             scores, train_scores = {s.name: _score_baseline(method, s) for s in corpus}, {}
         seconds = time.perf_counter() - t0
         for s in corpus:
-            nab.write_results(out_dir / "results", method, s.name, s.timestamps, s.values.reshape(s.n_rows, -1)[:, 0],
-                              scores[s.name], s.labels)
+            nab.write_results(out_dir / "results", method, s.name, s.timestamps, s.values.reshape(s.n_rows, -1)[:, 0], scores[s.name], s.labels)
         corpus_res = nab.score_corpus({s.name: (scores[s.name], s.n_rows, s.windows) for s in corpus}, cfg.profile, groups=cats)
         held = _held_out_threshold_scores(corpus, scores, train_scores, cfg.profile)
         flags[method] = {s.name: scores[s.name] >= corpus_res.threshold for s in corpus}
@@ -194,22 +199,64 @@ def run_nab_benchmark(data_dir: str | Path, out_dir: str | Path, config: NabBenc
 def _summary_rows(method: str, corpus_res: nab.CorpusScore, held: dict, seconds: float) -> list[dict]:
     rows = []
     for cat, g in corpus_res.groups.items():
-        rows.append({"method": method, "category": cat, "threshold_rule": "corpus", "threshold": corpus_res.threshold,
-                     "raw": g["raw"], "score": g["score"], "seconds": seconds, "windows": g["windows"],
-                     "detected": g["detected"], "false_positives": g["false_positives"]})
+        rows.append(
+            {
+                "method": method,
+                "category": cat,
+                "threshold_rule": "corpus",
+                "threshold": corpus_res.threshold,
+                "raw": g["raw"],
+                "score": g["score"],
+                "seconds": seconds,
+                "windows": g["windows"],
+                "detected": g["detected"],
+                "false_positives": g["false_positives"],
+            }
+        )
         h = held[cat]
-        rows.append({"method": method, "category": cat, "threshold_rule": "held-out", "threshold": h["threshold"],
-                     "raw": h["raw"], "score": h["score"], "seconds": seconds, "windows": h["windows"],
-                     "detected": h["detected"], "false_positives": h["false_positives"]})
+        rows.append(
+            {
+                "method": method,
+                "category": cat,
+                "threshold_rule": "held-out",
+                "threshold": h["threshold"],
+                "raw": h["raw"],
+                "score": h["score"],
+                "seconds": seconds,
+                "windows": h["windows"],
+                "detected": h["detected"],
+                "false_positives": h["false_positives"],
+            }
+        )
     total = {k: sum(g[k] for g in corpus_res.groups.values()) for k in ("windows", "detected", "false_positives")}
-    rows.append({"method": method, "category": "ALL", "threshold_rule": "corpus", "threshold": corpus_res.threshold,
-                 "raw": corpus_res.raw, "score": corpus_res.score, "seconds": seconds, **total})
+    rows.append(
+        {
+            "method": method,
+            "category": "ALL",
+            "threshold_rule": "corpus",
+            "threshold": corpus_res.threshold,
+            "raw": corpus_res.raw,
+            "score": corpus_res.score,
+            "seconds": seconds,
+            **total,
+        }
+    )
     raw = sum(h["raw"] for h in held.values())
     null = sum(h["null"] for h in held.values())
     perfect = sum(h["perfect"] for h in held.values())
     total = {k: sum(h[k] for h in held.values()) for k in ("windows", "detected", "false_positives")}
-    rows.append({"method": method, "category": "ALL", "threshold_rule": "held-out", "threshold": float("nan"),
-                 "raw": raw, "score": nab.normalized(raw, null, perfect), "seconds": seconds, **total})
+    rows.append(
+        {
+            "method": method,
+            "category": "ALL",
+            "threshold_rule": "held-out",
+            "threshold": float("nan"),
+            "raw": raw,
+            "score": nab.normalized(raw, null, perfect),
+            "seconds": seconds,
+            **total,
+        }
+    )
     return rows
 
 
@@ -221,14 +268,18 @@ def write_summary(out_dir: Path, rows: list[dict], cfg: NabBenchmarkConfig) -> N
         writer.writerows(rows)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cats = [c for c in dict.fromkeys(r["category"] for r in rows) if c != "ALL"]
-    lines = [f"# NAB benchmark ({cfg.profile} profile, leave-one-category-out)", "",
-             f"Settings: {asdict(cfg)}", "",
-             "Scores are NAB-normalised (100 perfect, 0 the null detector); a category without windows",
-             "shows its raw score (its false positives' cost) in brackets. 'mean' is the mean over the",
-             "categories with windows; 'all' scores the corpus as one.", ""]
+    lines = [
+        f"# NAB benchmark ({cfg.profile} profile, leave-one-category-out)",
+        "",
+        f"Settings: {asdict(cfg)}",
+        "",
+        "Scores are NAB-normalised (100 perfect, 0 the null detector); a category without windows",
+        "shows its raw score (its false positives' cost) in brackets. 'mean' is the mean over the",
+        "categories with windows; 'all' scores the corpus as one.",
+        "",
+    ]
     for rule in ("corpus", "held-out"):
-        lines += [f"## {rule} threshold", "", "| method | " + " | ".join(cats) + " | mean | all |",
-                  "|---|" + "---:|" * (len(cats) + 2)]
+        lines += [f"## {rule} threshold", "", "| method | " + " | ".join(cats) + " | mean | all |", "|---|" + "---:|" * (len(cats) + 2)]
         for m in methods:
             got = {r["category"]: r for r in rows if r["method"] == m and r["threshold_rule"] == rule}
             cells, scored = [], []
@@ -247,8 +298,12 @@ def write_summary(out_dir: Path, rows: list[dict], cfg: NabBenchmarkConfig) -> N
 
 def _counts_table(rows: list[dict], methods: list[str], cats: list[str]) -> list[str]:
     """Where the points went at the corpus threshold: windows detected of those scored, and false positives."""
-    lines = ["## where the points go (corpus threshold): windows detected / windows, false positives", "",
-             "| method | " + " | ".join(cats) + " | all |", "|---|" + "---:|" * (len(cats) + 1)]
+    lines = [
+        "## where the points go (corpus threshold): windows detected / windows, false positives",
+        "",
+        "| method | " + " | ".join(cats) + " | all |",
+        "|---|" + "---:|" * (len(cats) + 1),
+    ]
     for m in methods:
         got = {r["category"]: r for r in rows if r["method"] == m and r["threshold_rule"] == "corpus"}
         cells = [f"{got[c]['detected']}/{got[c]['windows']}, {got[c]['false_positives']} FP" for c in cats + ["ALL"]]

@@ -43,8 +43,9 @@ def policy_from_model(model, metadata: dict | None = None) -> StreamPolicy:
     import torch
 
     policy = model.policy
-    layers = [(m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy())
-              for m in policy.mlp_extractor.policy_net.modules() if isinstance(m, torch.nn.Linear)]
+    layers = [
+        (m.weight.detach().cpu().numpy(), m.bias.detach().cpu().numpy()) for m in policy.mlp_extractor.policy_net.modules() if isinstance(m, torch.nn.Linear)
+    ]
     w = policy.action_net.weight.detach().cpu().numpy()
     b = policy.action_net.bias.detach().cpu().numpy()
     layers.append(((w[1] - w[0])[None, :], np.array([b[1] - b[0]])))
@@ -97,8 +98,8 @@ def train_stream_policy(
 
     def make(i):
         def thunk():
-            return StreamDetectionEnv(train, features=feats, profile=profile, max_episode_steps=max_episode_steps,
-                                      resample_series=True)
+            return StreamDetectionEnv(train, features=feats, profile=profile, max_episode_steps=max_episode_steps, resample_series=True)
+
         return thunk
 
     venv = VecMonitor(DummyVecEnv([make(i) for i in range(n_envs)]))
@@ -111,10 +112,18 @@ def train_stream_policy(
     model.learn(int(total_steps), callback=callbacks)
     elapsed = time.perf_counter() - t0
     logger.info("stream policy: %d steps in %.1fs on %d series", total_steps, elapsed, len(train))
-    return policy_from_model(model, metadata={
-        "train_series": [s.name for s in train], "seed": seed, "total_steps": int(total_steps), "profile": profile,
-        "net_arch": arch, "monotone": bool(monotone and not arch), "train_seconds": round(elapsed, 1),
-    })
+    return policy_from_model(
+        model,
+        metadata={
+            "train_series": [s.name for s in train],
+            "seed": seed,
+            "total_steps": int(total_steps),
+            "profile": profile,
+            "net_arch": arch,
+            "monotone": bool(monotone and not arch),
+            "train_seconds": round(elapsed, 1),
+        },
+    )
 
 
 def score_series_with_policy(policy: StreamPolicy, features: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -122,8 +131,7 @@ def score_series_with_policy(policy: StreamPolicy, features: Sequence[np.ndarray
     return [score_with_feedback(policy, f) for f in features]
 
 
-def calibrate_threshold(policy: StreamPolicy, series: Sequence[Series], features: Sequence[np.ndarray],
-                        profile: str = "standard") -> float:
+def calibrate_threshold(policy: StreamPolicy, series: Sequence[Series], features: Sequence[np.ndarray], profile: str = "standard") -> float:
     """The best cut on the policy's score by NAB's corpus-wide sweep over ``series`` (one threshold for every stream).
 
     Sets ``policy.score_threshold`` to it and returns it.
@@ -199,15 +207,22 @@ def search_stream_policy(
     elapsed = time.perf_counter() - t0
     logger.info("stream policy: NAB search, %d steps in %.1fs, training score %.1f", iterations, elapsed, best)
     layer = (np.append(w, 0.0)[None, :], np.array([b]))
-    return StreamPolicy(layers=[layer], gate_rows=gate_rows, metadata={
-        "train_series": [s.name for s in series], "seed": seed, "trainer": "search", "iterations": int(iterations),
-        "profile": profile, "train_nab_score": round(float(best), 2), "train_seconds": round(elapsed, 1),
-    })
+    return StreamPolicy(
+        layers=[layer],
+        gate_rows=gate_rows,
+        metadata={
+            "train_series": [s.name for s in series],
+            "seed": seed,
+            "trainer": "search",
+            "iterations": int(iterations),
+            "profile": profile,
+            "train_nab_score": round(float(best), 2),
+            "train_seconds": round(elapsed, 1),
+        },
+    )
 
 
-def window_rows(
-    series: Sequence[Series], features: Sequence[np.ndarray], profile: str = "standard"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def window_rows(series: Sequence[Series], features: Sequence[np.ndarray], profile: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, labels and weights of NAB's standard-profile trade-off, for a row classifier.
 
     Every scored row outside a window is a negative weighted by the profile's ``A_FP`` (what
@@ -285,7 +300,15 @@ def fit_logistic_stream_policy(
     w, b = fit.x[:-1], float(fit.x[-1])
     logger.info("stream policy: logistic fit on %d rows in %.1fs (%s)", len(y), elapsed, fit.message)
     layer = (np.append(w, 0.0)[None, :], np.array([b]))  # the since_flag feature keeps weight 0: no feedback
-    return StreamPolicy(layers=[layer], gate_rows=gate_rows, metadata={
-        "train_series": [s.name for s in series], "trainer": "logistic", "l2": float(l2), "profile": profile,
-        "train_rows": int(len(y)), "train_seconds": round(elapsed, 1),
-    })
+    return StreamPolicy(
+        layers=[layer],
+        gate_rows=gate_rows,
+        metadata={
+            "train_series": [s.name for s in series],
+            "trainer": "logistic",
+            "l2": float(l2),
+            "profile": profile,
+            "train_rows": int(len(y)),
+            "train_seconds": round(elapsed, 1),
+        },
+    )

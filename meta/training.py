@@ -150,8 +150,9 @@ class MetaTrainer:
         tasks: The tasks of ``cfg.sources``, already loaded (default: loaded here).
     """
 
-    def __init__(self, cfg: TrainConfig, run_path: Path, *, resume: bool = False, executor: Executor | str = "serial",
-                 tasks: Sequence[Task] | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, run_path: Path, *, resume: bool = False, executor: Executor | str = "serial", tasks: Sequence[Task] | None = None
+    ) -> None:
         self.cfg = cfg
         self.run_path = Path(run_path)
         self.device = resolve_device(cfg.device)

@@ -44,9 +44,12 @@ def parse_columns(specs: Sequence[str] | None) -> list[str] | None:
     return names
 
 
-def add_column_kind_arguments(parser: argparse.ArgumentParser, *, ignore_help: str = "columns to leave out",
-                              on_missing_default: str = "impute in categorical columns (an empty value is a value "
-                              "of its own), error in numeric ones") -> None:
+def add_column_kind_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    ignore_help: str = "columns to leave out",
+    on_missing_default: str = "impute in categorical columns (an empty value is a value of its own), error in numeric ones",
+) -> None:
     """The flags that override inferred column kinds of a CSV and say what a missing value does.
 
     ``--categorical A,B``, ``--numeric C``, ``--ignore D`` (lists, default ``[]``) and
@@ -58,14 +61,21 @@ def add_column_kind_arguments(parser: argparse.ArgumentParser, *, ignore_help: s
         ignore_help: What ``--ignore`` does with a column in this command.
         on_missing_default: The ``--on-missing`` default, in words, for the help text.
     """
-    add_list_argument(parser, "--categorical", default=[], metavar="A,B",
-                      help="columns to score as categorical (by how rare each value is), e.g. integer codes; "
-                      "text columns are categorical by default")
+    add_list_argument(
+        parser,
+        "--categorical",
+        default=[],
+        metavar="A,B",
+        help="columns to score as categorical (by how rare each value is), e.g. integer codes; text columns are categorical by default",
+    )
     add_list_argument(parser, "--numeric", default=[], metavar="C", help="columns to read as numbers whatever they look like")
     add_list_argument(parser, "--ignore", default=[], metavar="D", help=ignore_help)
-    parser.add_argument("--on-missing", choices=("impute", "error"), default=None,
-                        help="empty or NA values: 'impute' (numeric: the column's median plus a missingness indicator) "
-                        f"or 'error'. Default: {on_missing_default}")
+    parser.add_argument(
+        "--on-missing",
+        choices=("impute", "error"),
+        default=None,
+        help=f"empty or NA values: 'impute' (numeric: the column's median plus a missingness indicator) or 'error'. Default: {on_missing_default}",
+    )
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser, work: str) -> None:
@@ -75,15 +85,21 @@ def add_executor_arguments(parser: argparse.ArgumentParser, work: str) -> None:
         parser: The subcommand's parser.
         work: What runs on the executor, in words for the help text ("the cells (target x method x seed)").
     """
-    parser.add_argument("--executor", choices=("serial", "local", "ray"), default="local",
-                        help=f"where {work} run: serial (this process), local (a process pool over "
-                        "the cores, the default) or ray (Ray tasks; pip install 'anomaly-gym[ray]'); results are the same "
-                        "whatever the executor")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="items run at once (default: the cores for local, the cluster's CPUs for ray)")
-    parser.add_argument("--address", default=None, metavar="auto|HOST:PORT",
-                        help="with --executor ray: the Ray cluster to join ('auto': the one `ray start --head` started "
-                        "here); default: a local Ray instance for this run")
+    parser.add_argument(
+        "--executor",
+        choices=("serial", "local", "ray"),
+        default="local",
+        help=f"where {work} run: serial (this process), local (a process pool over "
+        "the cores, the default) or ray (Ray tasks; pip install 'anomaly-gym[ray]'); results are the same "
+        "whatever the executor",
+    )
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="items run at once (default: the cores for local, the cluster's CPUs for ray)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="with --executor ray: the Ray cluster to join ('auto': the one `ray start --head` started here); default: a local Ray instance for this run",
+    )
 
 
 def check_detect_args(args) -> None:

@@ -11,7 +11,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags only the active protocol reads."""
     g = p.add_argument_group("active protocol (--protocol active)")
     g.add_argument("--budget", type=int, default=100, help="queries per target and seed (default 100)")
-    g.add_argument("--steps", type=int, default=None, help="PPO steps of each fold's discovery policy after its supervised pretraining (default 100000; 0: pretraining only)")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="PPO steps of each fold's discovery policy after its supervised pretraining (default 100000; 0: pretraining only)",
+    )
     g.add_argument("--max-rows", type=int, default=10_000, help="targets above this many rows are subsampled (stratified, seed 0; default 10000)")
 
 

@@ -22,10 +22,12 @@ def add_parser(bsub) -> None:
     a.add_argument("--shots", type=int, default=10, help="labelled anomalies (default 10)")
     a.add_argument("--normals", type=int, default=50, help="labelled normal rows (default 50)")
     a.add_argument("--seeds", type=int, default=3, help="seeds of the split and of the labels (default 3)")
-    a.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
-                   help="few-shot method (default head; see `anomaly-gym adapt --help`)")
-    a.add_argument("--ablate-prior", action="store_true",
-                   help="also fit the head without the policy (boosted from the base rate) to show what the meta-learned prior adds")
+    a.add_argument(
+        "--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head", help="few-shot method (default head; see `anomaly-gym adapt --help`)"
+    )
+    a.add_argument(
+        "--ablate-prior", action="store_true", help="also fit the head without the policy (boosted from the base rate) to show what the meta-learned prior adds"
+    )
     a.set_defaults(func=run)
 
 
@@ -53,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if ablate and args.few_shot != "head":
         raise ValueError("--ablate-prior compares target heads; use it with --few-shot head")
     no_prior = AdaptSettings(head=HeadSettings(policy_prior=False))
-    table = Table(title=f"few-shot {args.few_shot} ({args.shots} anomalies + {args.normals} normal rows labelled) vs zero-shot: "
-                        f"AUROC on the unlabelled rest of the training part, mean of {args.seeds} seeds")
-    columns = ["dataset", "zero-shot", "few-shot", "kept adapted", "held-out AUROC before -> after",
-               "unseen test part: zero -> few", "seconds"]
+    table = Table(
+        title=f"few-shot {args.few_shot} ({args.shots} anomalies + {args.normals} normal rows labelled) vs zero-shot: "
+        f"AUROC on the unlabelled rest of the training part, mean of {args.seeds} seeds"
+    )
+    columns = ["dataset", "zero-shot", "few-shot", "kept adapted", "held-out AUROC before -> after", "unseen test part: zero -> few", "seconds"]
     if ablate:
         columns[3:3] = ["head, no guard", "head without the policy, no guard"]
     for col in columns:
@@ -74,9 +77,15 @@ def run(args: argparse.Namespace) -> int:
         zs_all.append(np.mean(zs))
         fs_all.append(np.mean(fs))
         before, after = np.mean(held, axis=0)
-        cells = [task.name, f"{np.mean(zs):.3f}", f"{np.mean(fs):.3f}", f"{kept}/{args.seeds}",
-                 f"{before:.3f} -> {after:.3f}", "{:.3f} -> {:.3f}".format(*np.mean(unseen, axis=0)),
-                 f"{time.perf_counter() - t0:.0f}"]
+        cells = [
+            task.name,
+            f"{np.mean(zs):.3f}",
+            f"{np.mean(fs):.3f}",
+            f"{kept}/{args.seeds}",
+            f"{before:.3f} -> {after:.3f}",
+            "{:.3f} -> {:.3f}".format(*np.mean(unseen, axis=0)),
+            f"{time.perf_counter() - t0:.0f}",
+        ]
         if ablate:
             p_all.append(np.mean(prior))
             np_all.append(np.mean(bare))
@@ -89,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     Console().print(table)
     gaps = np.asarray(gaps)
     print(f"few-shot - zero-shot: {np.mean(fs_all) - np.mean(zs_all):+.4f} mean AUROC over {len(tasks)} unseen datasets")
-    print(f"guarded few-shot vs zero-shot on the unseen test part: mean {gaps.mean():+.4f}, worse by more than 0.01 "
-          f"in {int((gaps < -0.01).sum())} of {len(gaps)} runs (worst {gaps.min():+.4f})")
+    print(
+        f"guarded few-shot vs zero-shot on the unseen test part: mean {gaps.mean():+.4f}, worse by more than 0.01 "
+        f"in {int((gaps < -0.01).sum())} of {len(gaps)} runs (worst {gaps.min():+.4f})"
+    )
     if ablate:
         print(f"unguarded head with the policy as prior - without it: {np.mean(p_all) - np.mean(np_all):+.4f} mean AUROC")
     return 0
@@ -115,13 +126,14 @@ def _one_seed(bundle, task, seed: int, args: argparse.Namespace, settings, no_pr
         zero = adapt(bundle, X, seed=seed)
         few = adapt(bundle, X, labels, seed=seed, settings=settings)
     rec = few.metadata["adaptation"]
-    out = {"zero": roc_auc_score(y[rest], zero.score(X[rest], refit=False)),
-           "few": roc_auc_score(y[rest], few.score(X[rest], refit=False)),
-           "kept": rec["kept"] == "adapted",
-           "held": (rec["held_out_auroc_before"], rec["held_out_auroc_after"]),
-           # the guard's decision judged on rows neither it nor the head ever saw
-           "unseen": (roc_auc_score(split.test.y, zero.score(split.test.X, refit=False)),
-                      roc_auc_score(split.test.y, few.score(split.test.X, refit=False)))}
+    out = {
+        "zero": roc_auc_score(y[rest], zero.score(X[rest], refit=False)),
+        "few": roc_auc_score(y[rest], few.score(X[rest], refit=False)),
+        "kept": rec["kept"] == "adapted",
+        "held": (rec["held_out_auroc_before"], rec["held_out_auroc_after"]),
+        # the guard's decision judged on rows neither it nor the head ever saw
+        "unseen": (roc_auc_score(split.test.y, zero.score(split.test.X, refit=False)), roc_auc_score(split.test.y, few.score(split.test.X, refit=False))),
+    }
     if no_prior is not None:  # heads fitted directly, without the guard: with the policy as prior and without it
         features = few.featurizer.transform(X)
         margin = policy_margin(few.model, features)

@@ -30,9 +30,12 @@ def add_parser(bsub) -> None:
     d.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated CSV for batch mode (default 1,000,000)")
     d.add_argument("--n-columns", type=int, default=10, help="numeric columns of the generated CSV (default 10)")
     d.add_argument("--stream-rows", type=int, default=100_000, help="rows scored in stream mode after warm-up (default 100,000)")
-    d.add_argument("--model", type=Path, default=None,
-                   help="policy bundle (default: the bundled default policy, else an untrained policy with the default "
-                        "featurizer: speed does not depend on the weights)")
+    d.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="policy bundle (default: the bundled default policy, else an untrained policy with the default featurizer: speed does not depend on the weights)",
+    )
     d.add_argument("--workdir", type=Path, default=None, help="folder for the generated files (default: a temporary folder)")
     d.add_argument("--threads", type=int, default=1, help="--threads of detect (default 1)")
     d.add_argument("--skip-batch", action="store_true", help="only the stream benchmark")
@@ -102,8 +105,10 @@ def _batch(args, workdir: Path, model: Path) -> dict[str, float]:
     data = workdir / "bench.csv"
     t0 = time.perf_counter()
     make_csv(data, args.rows, args.n_columns, args.seed)
-    print(f"data: {data} ({args.rows:,} rows x {args.n_columns} numeric columns, {data.stat().st_size / 1e6:.0f} MB), "
-          f"generated in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"data: {data} ({args.rows:,} rows x {args.n_columns} numeric columns, {data.stat().st_size / 1e6:.0f} MB), "
+        f"generated in {time.perf_counter() - t0:.1f}s"
+    )
 
     t0, c0 = time.perf_counter(), time.process_time()
     df = pd.read_csv(data, engine="pyarrow")
@@ -114,12 +119,26 @@ def _batch(args, workdir: Path, model: Path) -> dict[str, float]:
     base_cpu = time.process_time() - c0
     del df
     base = t_read + t_write
-    print(f"pandas read_csv(engine='pyarrow') {t_read:.2f}s + DataFrame.to_csv {t_write:.2f}s = read+write {base:.2f}s "
-          f"(CPU time {base_cpu:.2f}s)")
+    print(f"pandas read_csv(engine='pyarrow') {t_read:.2f}s + DataFrame.to_csv {t_write:.2f}s = read+write {base:.2f}s (CPU time {base_cpu:.2f}s)")
 
     out = workdir / "detect_out.csv"
-    cmd = [sys.executable, "-m", "anomaly_gym.scripts.cli", "-v", "detect", str(data), "--model", str(model),
-           "--mode", "batch", "--output", str(out), "--no-progress", "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "anomaly_gym.scripts.cli",
+        "-v",
+        "detect",
+        str(data),
+        "--model",
+        str(model),
+        "--mode",
+        "batch",
+        "--output",
+        str(out),
+        "--no-progress",
+        "--threads",
+        str(args.threads),
+    ]
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -132,9 +151,11 @@ def _batch(args, workdir: Path, model: Path) -> dict[str, float]:
         raise RuntimeError(f"detect failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     with open(out, "rb") as fh:
         n_out = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 24), b""))
-    print(f"detect --mode batch, end to end in a new process: {wall:.2f}s = {wall / base:.1f}x read+write "
-          f"(target <= 5x: {'met' if wall <= 5 * base else 'NOT met'}); CPU time {cpu:.2f}s = {cpu / base_cpu:.1f}x "
-          f"read+write's; {n_out - 1:,} rows written")
+    print(
+        f"detect --mode batch, end to end in a new process: {wall:.2f}s = {wall / base:.1f}x read+write "
+        f"(target <= 5x: {'met' if wall <= 5 * base else 'NOT met'}); CPU time {cpu:.2f}s = {cpu / base_cpu:.1f}x "
+        f"read+write's; {n_out - 1:,} rows written"
+    )
     for line in proc.stderr.splitlines():
         if "anomaly_gym.scripts.detect:" in line or "anomaly_gym.agents.scoring:" in line or line.startswith("anomaly-gym detect:"):
             print("  " + line.split("detect: ", 1)[-1])
@@ -149,8 +170,7 @@ def _stream(args, workdir: Path, model: Path) -> dict[str, float]:
     warmup = 256
     data = workdir / "stream.csv"
     make_csv(data, warmup + args.stream_rows, args.n_columns, args.seed + 1)
-    argv = ["detect", str(data), "--model", str(model), "--mode", "stream", "--warmup", str(warmup),
-            "--output", os.devnull, "--threads", str(args.threads)]
+    argv = ["detect", str(data), "--model", str(model), "--mode", "stream", "--warmup", str(warmup), "--output", os.devnull, "--threads", str(args.threads)]
     ns = build_parser().parse_args(argv)
     import torch
 
@@ -168,15 +188,21 @@ def _stream(args, workdir: Path, model: Path) -> dict[str, float]:
         if len(t) == 0:
             continue
         p50, p99, p999 = np.percentile(t, [50, 99, 99.9])
-        print(f"  {label:<13} per row: p50 {p50:.3f} ms, p99 {p99:.3f} ms, p99.9 {p999:.1f} ms, max {t.max():.1f} ms; "
-              f"{int((t > 2.0).sum()):,} of {len(t):,} rows over 2 ms")
+        print(
+            f"  {label:<13} per row: p50 {p50:.3f} ms, p99 {p99:.3f} ms, p99.9 {p999:.1f} ms, max {t.max():.1f} ms; "
+            f"{int((t > 2.0).sum()):,} of {len(t):,} rows over 2 ms"
+        )
     p99, worst = float(np.percentile(wall_ms, 99)), float(wall_ms.max())
     rate = len(wall_ms) / (wall_ms.sum() / 1e3)
-    print(f"detect --mode stream (refits in the background), {len(wall_ms):,} rows x {args.n_columns} columns after {warmup} "
-          f"warm-up rows ({wall:.1f}s in all, {refitting.mean():.0%} of the rows during a refit):")
-    print(f"  sustained {rate:,.0f} rows/s (target >= 2,000: {'met' if rate >= 2000 else 'NOT met'}); wall-clock p99 "
-          f"{p99:.3f} ms (target < 2 ms: {'met' if p99 < 2.0 else 'NOT met'}), max {worst:.1f} ms (target < 50 ms: "
-          f"{'met' if worst < 50.0 else 'NOT met'}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
-          "The CPU-time figures leave out the time the process waited for a core.")
+    print(
+        f"detect --mode stream (refits in the background), {len(wall_ms):,} rows x {args.n_columns} columns after {warmup} "
+        f"warm-up rows ({wall:.1f}s in all, {refitting.mean():.0%} of the rows during a refit):"
+    )
+    print(
+        f"  sustained {rate:,.0f} rows/s (target >= 2,000: {'met' if rate >= 2000 else 'NOT met'}); wall-clock p99 "
+        f"{p99:.3f} ms (target < 2 ms: {'met' if p99 < 2.0 else 'NOT met'}), max {worst:.1f} ms (target < 50 ms: "
+        f"{'met' if worst < 50.0 else 'NOT met'}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. "
+        "The CPU-time figures leave out the time the process waited for a core."
+    )
     p50 = float(np.percentile(wall_ms, 50))
     return {"stream rows/s": rate, "stream p50 (ms)": p50, "stream p99 (ms)": p99, "stream max (ms)": worst}

@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if args.rows < 100 or args.steps < 1 or args.repeats < 1:
         raise ValueError("--rows must be at least 100 and --steps, --repeats positive")
     times = [bench_step(args.rows, args.steps, args.seed + r) for r in range(args.repeats)]
-    print(f"Discover-v1 step on {args.rows} rows: {min(times) * 1e3:.3f} ms median per step "
-          f"(best of {args.repeats} episodes of {args.steps} steps; all: {', '.join(f'{t * 1e3:.3f}' for t in times)} ms)")
+    print(
+        f"Discover-v1 step on {args.rows} rows: {min(times) * 1e3:.3f} ms median per step "
+        f"(best of {args.repeats} episodes of {args.steps} steps; all: {', '.join(f'{t * 1e3:.3f}' for t in times)} ms)"
+    )
     return {"Discover-v1 step, best median (ms)": min(times) * 1e3}

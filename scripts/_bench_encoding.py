@@ -41,16 +41,20 @@ def add_parser(bsub) -> None:
     e = bsub.add_parser("encoding", help="rows/s and peak memory of the table encoder on a generated mixed table")
     e.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated table (default 1000000)")
     e.add_argument("--numeric", type=int, default=7, help="numeric columns (default 7)")
-    e.add_argument("--categorical", type=int, default=3,
-                   help=f"categorical columns, cardinalities cycling through {CARDINALITIES} (default 3)")
+    e.add_argument("--categorical", type=int, default=3, help=f"categorical columns, cardinalities cycling through {CARDINALITIES} (default 3)")
     e.add_argument("--missing", type=float, default=0.02, help="share of empty fields in every column (default 0.02)")
     e.add_argument("--onehot-max", type=int, default=0, help="one-hot for categorical columns of at most N values (default 0)")
-    e.add_argument("--pairs", action=argparse.BooleanOptionalAction, default=None,
-                   help="the conditional rarity of value pairs (default: the encoder's default, on)")
+    e.add_argument(
+        "--pairs", action=argparse.BooleanOptionalAction, default=None, help="the conditional rarity of value pairs (default: the encoder's default, on)"
+    )
     e.add_argument("--featurizer", action="store_true", help="also time the featurizer on the encoded rows")
-    e.add_argument("--detect", action=argparse.BooleanOptionalAction, default=True,
-                   help="time `detect --mode batch` on the table written as CSV, with its categorical columns and "
-                        "with them left out (--ignore): what encoding adds to detect's batch time (default on)")
+    e.add_argument(
+        "--detect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time `detect --mode batch` on the table written as CSV, with its categorical columns and "
+        "with them left out (--ignore): what encoding adds to detect's batch time (default on)",
+    )
     e.add_argument("--model", type=Path, default=None, help="policy bundle for --detect (default: the default policy)")
     e.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported (default 3)")
     e.add_argument("--seed", type=int, default=0)
@@ -81,13 +85,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--missing must be in [0, 1), got {args.missing}")
     t0 = time.perf_counter()
     X_num, X_cat = make_table(args.rows, args.numeric, args.categorical, args.missing, args.seed)
-    print(f"table: {args.rows:,} rows, {args.numeric} numeric + {args.categorical} categorical columns "
-          f"(cardinalities {[CARDINALITIES[j % len(CARDINALITIES)] for j in range(args.categorical)]}), "
-          f"{args.missing:.0%} empty fields; generated in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"table: {args.rows:,} rows, {args.numeric} numeric + {args.categorical} categorical columns "
+        f"(cardinalities {[CARDINALITIES[j % len(CARDINALITIES)] for j in range(args.categorical)]}), "
+        f"{args.missing:.0%} empty fields; generated in {time.perf_counter() - t0:.1f}s"
+    )
 
     def encoder() -> TableEncoder:
-        return TableEncoder([f"x{j}" for j in range(args.numeric)], [f"c{j}" for j in range(args.categorical)],
-                            onehot_max=args.onehot_max, **({} if args.pairs is None else {"pairs": args.pairs}))
+        return TableEncoder(
+            [f"x{j}" for j in range(args.numeric)],
+            [f"c{j}" for j in range(args.categorical)],
+            onehot_max=args.onehot_max,
+            **({} if args.pairs is None else {"pairs": args.pairs}),
+        )
 
     encoder().fit(X_num[:10], X_cat[:10])  # imports (pandas) before the clock starts
     fits, transforms = [], []
@@ -99,17 +109,20 @@ def run(args: argparse.Namespace) -> int:
         fits.append(t1 - t0)
         transforms.append(time.perf_counter() - t1)
     fit_s, transform_s = min(fits), min(transforms)
-    print(f"fit: {fit_s:.2f}s ({args.rows / fit_s:,.0f} rows/s); transform: {transform_s:.2f}s "
-          f"({args.rows / transform_s:,.0f} rows/s); {X.shape[1]} encoded columns (best of {args.repeats})")
+    print(
+        f"fit: {fit_s:.2f}s ({args.rows / fit_s:,.0f} rows/s); transform: {transform_s:.2f}s "
+        f"({args.rows / transform_s:,.0f} rows/s); {X.shape[1]} encoded columns (best of {args.repeats})"
+    )
     tracemalloc.start()
     encoder().fit(X_num, X_cat).transform(X_num, X_cat)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     table_mb = (X_num.nbytes + X_cat.nbytes) / 2**20
-    print(f"peak memory of fit + transform: {peak / 2**20:,.0f} MiB (the table's arrays: {table_mb:,.0f} MiB of "
-          f"references and numbers; the output: {X.nbytes / 2**20:,.0f} MiB)")
-    figures = {"encoding fit+transform (s)": fit_s + transform_s, "rows/s": args.rows / (fit_s + transform_s),
-               "peak MiB": peak / 2**20}
+    print(
+        f"peak memory of fit + transform: {peak / 2**20:,.0f} MiB (the table's arrays: {table_mb:,.0f} MiB of "
+        f"references and numbers; the output: {X.nbytes / 2**20:,.0f} MiB)"
+    )
+    figures = {"encoding fit+transform (s)": fit_s + transform_s, "rows/s": args.rows / (fit_s + transform_s), "peak MiB": peak / 2**20}
     if args.featurizer:
         from anomaly_gym.envs.features import Featurizer
 
@@ -142,11 +155,26 @@ def _detect_share(args: argparse.Namespace, X_num: np.ndarray, X_cat: np.ndarray
         print(f"detect: the table as CSV ({data.stat().st_size / 1e6:.0f} MB, written in {time.perf_counter() - t0:.1f}s)")
         model, model_text = _bundle(args.model, work)
         cats = [f"c{j}" for j in range(args.categorical)]
-        base = [sys.executable, "-m", "anomaly_gym.scripts.cli", "-q", "detect", str(data), "--model", str(model),
-                "--mode", "batch", "--output", str(work / "out.csv"), "--no-progress", "--threads", "1",
-                "--on-missing", "impute"]
-        variants = {"with the categorical columns": ["--categorical", *cats] if cats else [],
-                    "numeric columns only": ["--ignore", *cats] if cats else []}
+        base = [
+            sys.executable,
+            "-m",
+            "anomaly_gym.scripts.cli",
+            "-q",
+            "detect",
+            str(data),
+            "--model",
+            str(model),
+            "--mode",
+            "batch",
+            "--output",
+            str(work / "out.csv"),
+            "--no-progress",
+            "--threads",
+            "1",
+            "--on-missing",
+            "impute",
+        ]
+        variants = {"with the categorical columns": ["--categorical", *cats] if cats else [], "numeric columns only": ["--ignore", *cats] if cats else []}
         wall: dict[str, list[float]] = {label: [] for label in variants}
         cpu: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(args.repeats):  # the variants alternate, so that a change in load hits both
@@ -163,8 +191,14 @@ def _detect_share(args: argparse.Namespace, X_num: np.ndarray, X_cat: np.ndarray
     with_cats, without = (min(wall[label]) for label in variants)
     cpu_with, cpu_without = (min(cpu[label]) for label in variants)
     added, added_cpu = with_cats / without - 1.0, cpu_with / cpu_without - 1.0
-    print(f"encoding adds {added:.1%} to detect's batch time ({with_cats:.1f}s vs {without:.1f}s, best of {args.repeats}; "
-          f"CPU time: {added_cpu:.1%}, {cpu_with:.1f}s vs {cpu_without:.1f}s; {model_text}; load average "
-          f"{os.getloadavg()[0]:.1f}; target <= 20%: {'met' if added <= 0.20 else 'NOT met'})")
-    return {"detect with categorical (s)": with_cats, "detect numeric only (s)": without, "encoding adds to detect": added,
-            "encoding adds to detect's CPU time": added_cpu}
+    print(
+        f"encoding adds {added:.1%} to detect's batch time ({with_cats:.1f}s vs {without:.1f}s, best of {args.repeats}; "
+        f"CPU time: {added_cpu:.1%}, {cpu_with:.1f}s vs {cpu_without:.1f}s; {model_text}; load average "
+        f"{os.getloadavg()[0]:.1f}; target <= 20%: {'met' if added <= 0.20 else 'NOT met'})"
+    )
+    return {
+        "detect with categorical (s)": with_cats,
+        "detect numeric only (s)": without,
+        "encoding adds to detect": added,
+        "encoding adds to detect's CPU time": added_cpu,
+    }

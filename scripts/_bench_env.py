@@ -21,8 +21,7 @@ def add_parser(sub) -> None:
     e.add_argument("--ppo-batch-size", type=int, default=2048, help="PPO minibatch size (default 2048)")
     e.add_argument("--ppo-epochs", type=int, default=4, help="PPO epochs per rollout (default 4)")
     e.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="device of the batched env and of PPO (default cpu)")
-    e.add_argument("--torch-threads", type=int, default=1,
-                   help="torch CPU threads (default 1: small MLPs gain nothing from more, and shared cores lose a lot)")
+    e.add_argument("--torch-threads", type=int, default=1, help="torch CPU threads (default 1: small MLPs gain nothing from more, and shared cores lose a lot)")
     e.add_argument("--seed", type=int, default=0, help="seed of the environments, actions and PPO")
     e.set_defaults(func=run)
 
@@ -85,9 +84,7 @@ def _bare_rates(args, tasks, device: str) -> dict[str, float]:
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     n = args.n_envs
-    loop = DummyVecEnv(
-        [lambda t=tasks[i % len(tasks)]: AnomalyDetectionEnv([t], episode_length=args.episode_length) for i in range(n)]
-    )
+    loop = DummyVecEnv([lambda t=tasks[i % len(tasks)]: AnomalyDetectionEnv([t], episode_length=args.episode_length) for i in range(n)])
     variants = [
         ("per-object loop: DummyVecEnv of Detect-v0", loop),
         ("BatchedDetectEnv numpy, rng_mode='batched'", dict()),
@@ -96,10 +93,7 @@ def _bare_rates(args, tasks, device: str) -> dict[str, float]:
     ]
     if device != "cpu":
         variants.append((f"BatchedDetectEnv torch on {device}, rng_mode='batched'", dict(backend="torch", device=device)))
-    variants = [
-        (label, v if not isinstance(v, dict) else BatchedDetectEnv(tasks, n_envs=n, episode_length=args.episode_length, **v))
-        for label, v in variants
-    ]
+    variants = [(label, v if not isinstance(v, dict) else BatchedDetectEnv(tasks, n_envs=n, episode_length=args.episode_length, **v)) for label, v in variants]
     # Interleaved repeats, best of each: other load on shared cores then hits every variant alike.
     best = {label: 0.0 for label, _ in variants}
     for r in track(range(args.repeats), description="stepping the environments", transient=True):
@@ -142,8 +136,14 @@ def _ppo_rate(args, tasks, device: str) -> float:
 
     venv = VecMonitor(BatchedDetectEnv(tasks, n_envs=n, episode_length=args.episode_length, device=device))
     model = PPO(
-        "MlpPolicy", venv, n_steps=args.ppo_n_steps, batch_size=args.ppo_batch_size, n_epochs=args.ppo_epochs,
-        seed=args.seed, device=device, verbose=0,
+        "MlpPolicy",
+        venv,
+        n_steps=args.ppo_n_steps,
+        batch_size=args.ppo_batch_size,
+        n_epochs=args.ppo_epochs,
+        seed=args.seed,
+        device=device,
+        verbose=0,
     )
     timer = RolloutTimer()
     t0 = time.perf_counter()
@@ -153,14 +153,12 @@ def _ppo_rate(args, tasks, device: str) -> float:
     returns = [e["r"] for e in model.ep_info_buffer]
     finished = (
         f"mean return of the last {len(returns)} episodes {np.mean(returns):.1f} (of -{args.episode_length}..+{args.episode_length})"
-        if returns else f"no episode of {args.episode_length} steps finished"
+        if returns
+        else f"no episode of {args.episode_length} steps finished"
     )
     print(
         f"SB3 PPO on BatchedDetectEnv (MlpPolicy, device {device}, n_steps {args.ppo_n_steps} x {n} envs, "
         f"batch {args.ppo_batch_size}, {args.ppo_epochs} epochs): {steps:,} steps in {wall:.2f}s = {steps / wall:,.0f} steps/s"
     )
-    print(
-        f"  rollout collection {timer.rollout_s:.2f}s ({steps / timer.rollout_s:,.0f} steps/s), "
-        f"gradient updates {wall - timer.rollout_s:.2f}s; {finished}"
-    )
+    print(f"  rollout collection {timer.rollout_s:.2f}s ({steps / timer.rollout_s:,.0f} steps/s), gradient updates {wall - timer.rollout_s:.2f}s; {finished}")
     return steps / wall

@@ -35,8 +35,9 @@ def add_parser(bsub) -> None:
     p.add_argument("--workers", type=int, default=2, help="workers of the local pool and CPUs of the Ray instance (default 2)")
     p.add_argument("--executors", default=",".join(VARIANTS), metavar="E,...", help="variants to time, serial first (default serial,local,ray)")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT", help="time Ray on this cluster instead of a local instance")
-    p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=None,
-                   help="folder of the variants' results (default: a temporary folder, removed at the end)")
+    p.add_argument(
+        "-o", "--out", "--output", dest="out", type=Path, default=None, help="folder of the variants' results (default: a temporary folder, removed at the end)"
+    )
     p.set_defaults(func=run)
 
 
@@ -63,8 +64,24 @@ def _targets(args: argparse.Namespace) -> list[str] | None:
 
 def _timed(args: argparse.Namespace, name: str, targets: list[str] | None, out: Path) -> tuple[float, float]:
     """(wall, CPU) seconds of ``anomaly-gym benchmark`` with executor ``name`` in a fresh process with an empty feature cache."""
-    command = [sys.executable, "-m", "anomaly_gym.scripts.cli", "benchmark", "-q", "--no-progress", "--sources", args.data,
-               "--targets", args.data, "--seeds", str(args.seeds), "--executor", name, "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "anomaly_gym.scripts.cli",
+        "benchmark",
+        "-q",
+        "--no-progress",
+        "--sources",
+        args.data,
+        "--targets",
+        args.data,
+        "--seeds",
+        str(args.seeds),
+        "--executor",
+        name,
+        "--out",
+        str(out),
+    ]
     command += ["--datasets", ",".join(targets)] if targets else []
     command += ["--methods", args.methods] if args.methods else []
     command += ["--workers", str(args.workers)] if name != "serial" else []
@@ -91,8 +108,7 @@ def _same_results(a: Path, b: Path) -> bool:
     from anomaly_gym.meta.benchmark import TIMING_COLUMNS, load_results
 
     keys = ["dataset", "method", "protocol", "labels", "seed"]
-    frames = [load_results(p / "results.csv").drop(columns=list(TIMING_COLUMNS)).sort_values(keys).reset_index(drop=True)
-              for p in (a, b)]
+    frames = [load_results(p / "results.csv").drop(columns=list(TIMING_COLUMNS)).sort_values(keys).reset_index(drop=True) for p in (a, b)]
     return frames[0].equals(frames[1])
 
 
@@ -109,8 +125,10 @@ def run(args: argparse.Namespace) -> dict:
     targets = _targets(args)
     with tempfile.TemporaryDirectory(prefix="bench-executors-") as tmp:
         root = Path(args.out) if args.out is not None else Path(tmp)
-        print(f"zero-shot benchmark: {len(targets) if targets else 'every'} target(s) of {args.data}, seeds {args.seeds}, "
-              f"methods {args.methods or 'the default set'}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"zero-shot benchmark: {len(targets) if targets else 'every'} target(s) of {args.data}, seeds {args.seeds}, "
+            f"methods {args.methods or 'the default set'}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+        )
         figures: dict[str, float] = {}
         first = variants[0]
         for name in variants:

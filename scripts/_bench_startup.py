@@ -24,8 +24,7 @@ TARGET_RSS_MB = 300.0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("detect-startup",
-                       help="detect with a bundle in a new process: seconds to the first scored row and peak memory, batch and stream")
+    p = sub.add_parser("detect-startup", help="detect with a bundle in a new process: seconds to the first scored row and peak memory, batch and stream")
     p.add_argument("--model", type=Path, default=None, help="policy bundle (default: the bundled default policy)")
     p.add_argument("--rows", type=int, default=100_000, help="rows of the batch table (default 100000)")
     p.add_argument("--columns", type=int, default=10, help="numeric columns (default 10)")
@@ -69,8 +68,15 @@ def measure(argv: list[str], *, scored_column: int) -> dict[str, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"detect failed (exit {proc.returncode}):\n{err[-2000:]}")
     rss_mb = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
-    return {"first row (s)": first_row, "first scored row (s)": first_scored, "total (s)": total,
-            "CPU (s)": usage.ru_utime + usage.ru_stime, "peak RSS (MB)": rss_mb, "rows": rows, "summary": err.strip()}
+    return {
+        "first row (s)": first_row,
+        "first scored row (s)": first_scored,
+        "total (s)": total,
+        "CPU (s)": usage.ru_utime + usage.ru_stime,
+        "peak RSS (MB)": rss_mb,
+        "rows": rows,
+        "summary": err.strip(),
+    }
 
 
 #: A process that loads the bundle and fits its featurizer on 50 rows, as detect does: the imports scoring needs,
@@ -97,11 +103,15 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     base = [sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", "--threads", str(args.threads), "-o", "-"]
     base += ["--model", str(args.model)] if args.model is not None else []
     figures: dict[str, float] = {}
-    print(f"anomaly-gym detect in a new process, {args.columns} columns; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores; targets: first scored row <= {TARGET_FIRST_ROW_S:g}s, peak RSS < {TARGET_RSS_MB:g} MB")
+    print(
+        f"anomaly-gym detect in a new process, {args.columns} columns; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores; targets: first scored row <= {TARGET_FIRST_ROW_S:g}s, peak RSS < {TARGET_RSS_MB:g} MB"
+    )
     floor = measure([sys.executable, "-c", FLOOR, str(args.model or "-"), str(args.columns)], scored_column=0)
-    print(f"the imports alone (load the bundle, fit and score 50 rows in a new process): {floor['total (s)']:.2f}s, "
-          f"CPU {floor['CPU (s)']:.2f}s, peak RSS {floor['peak RSS (MB)']:.0f} MB")
+    print(
+        f"the imports alone (load the bundle, fit and score 50 rows in a new process): {floor['total (s)']:.2f}s, "
+        f"CPU {floor['CPU (s)']:.2f}s, peak RSS {floor['peak RSS (MB)']:.0f} MB"
+    )
     figures["imports peak RSS (MB)"] = floor["peak RSS (MB)"]
     with tempfile.TemporaryDirectory(prefix="anomaly-gym-startup-") as tmp:
         if args.mode in ("both", "batch"):
@@ -110,8 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if args.mode in ("both", "stream"):
             data = write_csv(Path(tmp) / "stream.csv", args.warmup + args.stream_rows, args.columns, args.seed + 1)
             argv = base + [str(data), "--mode", "stream", "--warmup", str(args.warmup)]
-            figures |= _report(f"stream, {args.warmup} warm-up + {args.stream_rows:,} rows", measure(argv, scored_column=args.columns),
-                               "stream")
+            figures |= _report(f"stream, {args.warmup} warm-up + {args.stream_rows:,} rows", measure(argv, scored_column=args.columns), "stream")
     return figures
 
 
@@ -119,9 +128,11 @@ def _report(label: str, m: dict, mode: str) -> dict[str, float]:
     def met(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    print(f"{label}: first output row {m['first row (s)']:.2f}s, first scored row {m['first scored row (s)']:.2f}s "
-          f"(target: {met(m['first scored row (s)'] <= TARGET_FIRST_ROW_S)}), all {m['rows']:,} rows {m['total (s)']:.2f}s, "
-          f"CPU {m['CPU (s)']:.2f}s, peak RSS {m['peak RSS (MB)']:.0f} MB (target: {met(m['peak RSS (MB)'] < TARGET_RSS_MB)})")
+    print(
+        f"{label}: first output row {m['first row (s)']:.2f}s, first scored row {m['first scored row (s)']:.2f}s "
+        f"(target: {met(m['first scored row (s)'] <= TARGET_FIRST_ROW_S)}), all {m['rows']:,} rows {m['total (s)']:.2f}s, "
+        f"CPU {m['CPU (s)']:.2f}s, peak RSS {m['peak RSS (MB)']:.0f} MB (target: {met(m['peak RSS (MB)'] < TARGET_RSS_MB)})"
+    )
     for line in m["summary"].splitlines():
         print(f"  {line}")
     return {f"{mode} {name}": m[name] for name in ("first row (s)", "first scored row (s)", "total (s)", "peak RSS (MB)")}

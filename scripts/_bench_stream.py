@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     print(f"univariate stream, {r['rows']:,} rows, one process, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"  throughput: {rate:,.0f} rows/s (target >= 5,000)")
     print(f"  first scored row {r['first_s']:.2f}s after start, imports included (target <= 2 s)")
-    print(f"  resident memory: {rss[0]:.0f} MB after the first row, {rss[-1]:.0f} MB at the end, peak {r['peak_mb']:.0f} MB "
-          f"(target < 300 MB; growth over the stream {rss[-1] - rss[0]:+.1f} MB)")
+    print(
+        f"  resident memory: {rss[0]:.0f} MB after the first row, {rss[-1]:.0f} MB at the end, peak {r['peak_mb']:.0f} MB "
+        f"(target < 300 MB; growth over the stream {rss[-1] - rss[0]:+.1f} MB)"
+    )
     print(f"  heavy modules imported: {', '.join(r['heavy_modules']) or 'none'}")
     return {"rows/s": rate, "first scored row (s)": r["first_s"], "peak memory (MB)": r["peak_mb"]}

@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_TABLES = Path("../shared/data/tables")
-VARIANTS = ("policy numeric", "policy rarity", "policy encoded", "policy encoded+onehot", "IForest numeric", "IForest one-hot",
-            "IForest encoded")
+VARIANTS = ("policy numeric", "policy rarity", "policy encoded", "policy encoded+onehot", "IForest numeric", "IForest one-hot", "IForest encoded")
 #: The first encoding: each categorical column's rarity from the uniform share down, nothing more.
 RARITY_ONLY = {"rarity_margin": 1, "pairs": False}
 #: As ``detect --mode batch`` encodes a table it fits on: rarity columns 0 on every row left out.
@@ -138,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
         print("| " + " | ".join(cells) + f" |  ({time.perf_counter() - t0:.0f}s)", flush=True)
     complete = [r for r in rows if not any(np.isnan(r[v]) for v in VARIANTS)]
     mixed = [r for r in rows if r["categorical"]]
-    for label, subset in ((f"mean, the {len(complete)} tables with numeric columns", complete),
-                          (f"mean, the {len(mixed)} tables with categorical columns", mixed)):
+    for label, subset in (
+        (f"mean, the {len(complete)} tables with numeric columns", complete),
+        (f"mean, the {len(mixed)} tables with categorical columns", mixed),
+    ):
         if subset:
-            means = [np.mean([r[v] for r in subset]) if not any(np.isnan(r[v]) for r in subset) else float("nan")
-                     for v in VARIANTS]
+            means = [np.mean([r[v] for r in subset]) if not any(np.isnan(r[v]) for r in subset) else float("nan") for v in VARIANTS]
             print(f"| {label} | | | | " + " | ".join("—" if np.isnan(m) else f"{m:.3f}" for m in means) + " |")
     return 0

@@ -95,8 +95,7 @@ def _score(args, bundle, data, rows: np.ndarray, summary: Summary) -> np.ndarray
     elif len(rows) < 10:
         raise ValueError(f"only {len(rows)} valid row(s); the detectors need at least 10 to fit")
     if encoder is not None and encoder.categorical:
-        summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity; "
-                             f"{X.shape[1]} encoded feature column(s)")
+        summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity; {X.shape[1]} encoded feature column(s)")
     return score_rows(bundle, X, featurizer=stored, progress=lambda chunks, total: progress(chunks, total, args))
 
 
@@ -122,12 +121,15 @@ def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, obj
             raise ValueError(
                 f"the bundle was adapted on numeric columns {encoder.numeric} and categorical columns {encoder.categorical}, "
                 f"but the input's are {data.feature_names} and {data.category_names}; name them with --columns and "
-                "--categorical, or pass --featurizer refit")
+                "--categorical, or pass --featurizer refit"
+            )
     elif data.category_idx or getattr(args, "on_missing", None) == "impute":
         if stored is not None:
-            raise ValueError("the bundle's stored featurizer was adapted on numeric columns only, but this input has "
-                             f"categorical columns {data.category_names} or missing values to impute; leave them out "
-                             "(--ignore) or pass --featurizer refit")
+            raise ValueError(
+                "the bundle's stored featurizer was adapted on numeric columns only, but this input has "
+                f"categorical columns {data.category_names} or missing values to impute; leave them out "
+                "(--ignore) or pass --featurizer refit"
+            )
         # fitted on the rows it encodes: a rarity column 0 on all of them is left out
         encoder = TableEncoder(data.feature_names, data.category_names, on_missing="impute", drop_constant=True)
         return encoder.fit_transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder
@@ -162,6 +164,5 @@ def _scored_rows(data, scores, flags, valid, *, skip: bool):
 def _stored_featurizer(args, bundle) -> bool:
     """Whether batch mode uses the bundle's stored featurizer (``--featurizer``)."""
     if args.featurizer == "stored" and bundle.featurizer is None:
-        raise ValueError("--featurizer stored: this bundle holds no fitted featurizer (adapt it with `anomaly-gym adapt` first, "
-                         "or pass --featurizer refit)")
+        raise ValueError("--featurizer stored: this bundle holds no fitted featurizer (adapt it with `anomaly-gym adapt` first, or pass --featurizer refit)")
     return args.featurizer == "stored" or (args.featurizer == "auto" and bundle.featurizer is not None)

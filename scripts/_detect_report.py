@@ -49,14 +49,17 @@ class Summary:
 
 
 def _error_kind(reason: str) -> str:
-    for prefix, kind in (("empty line", "empty line"), ("expected", "wrong number of fields"), ("missing", "missing value"),
-                         ("non-numeric", "non-numeric value"), ("non-finite", "NaN or infinite value"),
-                         ("value ", "value beyond float32's range")):
+    for prefix, kind in (
+        ("empty line", "empty line"),
+        ("expected", "wrong number of fields"),
+        ("missing", "missing value"),
+        ("non-numeric", "non-numeric value"),
+        ("non-finite", "NaN or infinite value"),
+        ("value ", "value beyond float32's range"),
+    ):
         if reason.startswith(prefix):
             return kind
     return reason
-
-
 
 
 @contextlib.contextmanager
@@ -155,8 +158,12 @@ def describe_stream_rule(args) -> str:
 
 
 def schema_options(args) -> dict:
-    return {"categorical": getattr(args, "categorical", []), "numeric": getattr(args, "numeric", []),
-            "ignore": getattr(args, "ignore", []), "on_missing": getattr(args, "on_missing", None)}
+    return {
+        "categorical": getattr(args, "categorical", []),
+        "numeric": getattr(args, "numeric", []),
+        "ignore": getattr(args, "ignore", []),
+        "on_missing": getattr(args, "on_missing", None),
+    }
 
 
 def print_schema(args, types) -> None:

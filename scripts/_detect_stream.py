@@ -22,8 +22,9 @@ def run_stream(args, bundle, columns, fmt: str, *, timings: list[tuple[float, fl
     default_rule(args)
     summary = Summary("stream", args.on_error, rule=describe_stream_rule(args))
     # the feature columns are decided on rows that stream mode echoes as warm-up anyway
-    reader = CsvReader(args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
-                       sample_rows=min(SAMPLE_ROWS, args.warmup), **schema_options(args))
+    reader = CsvReader(
+        args.inputs, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS, sample_rows=min(SAMPLE_ROWS, args.warmup), **schema_options(args)
+    )
     run = _StreamRun(args, bundle, reader, summary, timings)
     try:
         status = stream_to_output(args.output, summary, lambda out: run.loop(out, fmt))
@@ -44,9 +45,16 @@ def stream_detector(args, bundle):
     """The stream detector of ``detect --mode stream`` (see :mod:`anomaly_gym.detectors.stream`)."""
     from anomaly_gym.detectors.stream import StreamDetector
 
-    return StreamDetector(bundle, contamination=args.contamination, threshold=args.threshold, warmup=args.warmup,
-                          window=args.window, refit_every=args.refit_every, background=args.refit == "background",
-                          n_threads=args.threads)
+    return StreamDetector(
+        bundle,
+        contamination=args.contamination,
+        threshold=args.threshold,
+        warmup=args.warmup,
+        window=args.window,
+        refit_every=args.refit_every,
+        background=args.refit == "background",
+        n_threads=args.threads,
+    )
 
 
 class _StreamRun:
@@ -66,8 +74,7 @@ class _StreamRun:
         t_row, c_row = time.perf_counter(), time.thread_time()
         rec = next(records, None)  # reads the header
         header = self.reader.header
-        self.writer = (CsvOutput(out, header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
-                       else JsonlOutput(out, header, STREAM_COLUMNS, (), flush_rows=True))
+        self.writer = CsvOutput(out, header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv" else JsonlOutput(out, header, STREAM_COLUMNS, (), flush_rows=True)
         self.fmt = fmt
         while rec is not None:
             flag = self.record(rec)
@@ -112,8 +119,11 @@ class _StreamRun:
 
         reader = self.reader
         if self.encoding is None:
-            self.encoding = (WarmupEncoder(reader.feature_names, reader.category_names, self.args.warmup)
-                             if reader.category_idx or self.args.on_missing == "impute" else False)
+            self.encoding = (
+                WarmupEncoder(reader.feature_names, reader.category_names, self.args.warmup)
+                if reader.category_idx or self.args.on_missing == "impute"
+                else False
+            )
         if not self.encoding:
             return [rec.values]
         return self.encoding.rows(rec.values, [rec.fields[i] for i in reader.category_idx])
@@ -121,7 +131,7 @@ class _StreamRun:
     def _notes(self) -> None:
         reader = self.reader
         if len(reader.notes) > self.noted:
-            for note in reader.notes[self.noted:]:
+            for note in reader.notes[self.noted :]:
                 print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
             self.noted = len(reader.notes)
         if not self.schema_shown and reader.types:

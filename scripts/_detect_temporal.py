@@ -18,19 +18,29 @@ from pathlib import Path
 
 from anomaly_gym.envs.csvio import _Prefixed
 
-TEMPORAL_HELP = ("stream: score with temporal features (deviation from the recent past, the daily/weekly profile, a forecast, "
-                 "change statistics) and a stream policy. auto (default): when the input has a timestamp column; on: "
-                 "always (error when there is none); off: the tabular stream path")
+TEMPORAL_HELP = (
+    "stream: score with temporal features (deviation from the recent past, the daily/weekly profile, a forecast, "
+    "change statistics) and a stream policy. auto (default): when the input has a timestamp column; on: "
+    "always (error when there is none); off: the tabular stream path"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """detect's flags of the temporal stream path."""
     p.add_argument("--temporal", choices=("auto", "on", "off"), default="auto", help=TEMPORAL_HELP)
-    p.add_argument("--time-column", default=None, metavar="NAME",
-                   help="stream: the timestamp column (default: the first column of dates or date-times, else a column "
-                   "named like a time holding Unix times)")
-    p.add_argument("--stream-policy", type=Path, default=None, metavar="PATH",
-                   help="stream policy (.policy.json from `anomaly-gym nab train`) of the temporal path; default: the shipped one")
+    p.add_argument(
+        "--time-column",
+        default=None,
+        metavar="NAME",
+        help="stream: the timestamp column (default: the first column of dates or date-times, else a column named like a time holding Unix times)",
+    )
+    p.add_argument(
+        "--stream-policy",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="stream policy (.policy.json from `anomaly-gym nab train`) of the temporal path; default: the shipped one",
+    )
 
 
 class _Recorded(io.RawIOBase):
@@ -80,16 +90,19 @@ def run_temporal(args, columns, fmt: str) -> int | None:
 
     stdin = _Recorded(sys.stdin.buffer) if "-" in args.inputs else None
     sources = [stdin if s == "-" else s for s in args.inputs]
-    reader = CsvReader(sources, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS,
-                       sample_rows=min(SAMPLE_ROWS, args.warmup), **report.schema_options(args))
+    reader = CsvReader(
+        sources, columns=columns, on_error=args.on_error, reserved=STREAM_COLUMNS, sample_rows=min(SAMPLE_ROWS, args.warmup), **report.schema_options(args)
+    )
     records = iter(reader)
     head = list(itertools.islice(records, reader.sample_rows))  # already read: the sample decides the columns
     sample = [rec.fields for rec in head if rec.error is None]
     time_idx = find_time_column(reader.header, sample, args.time_column) if reader.header else None
     if time_idx is None:
         if args.temporal == "on":
-            raise ValueError(f"--temporal on: no timestamp column in the first {len(sample)} data row(s) (dates, date-times, "
-                             "or Unix times in a column named like a time); name it with --time-column")
+            raise ValueError(
+                f"--temporal on: no timestamp column in the first {len(sample)} data row(s) (dates, date-times, "
+                "or Unix times in a column named like a time); name it with --time-column"
+            )
         if stdin is not None:  # the tabular path reads the same rows again
             stdin.recording = False
             args.inputs = [_Replayed(stdin.recorded, sys.stdin.buffer) if s == "-" else s for s in args.inputs]
@@ -106,8 +119,9 @@ def _setup(args, reader, sample, time_idx):
     from anomaly_gym.envs.temporal_stream import TemporalStreamDetector, TimestampFormat
 
     if args.on_missing == "impute":
-        raise ValueError("--on-missing impute applies to the tabular stream path; the temporal path marks a row with a "
-                         "missing value as bad (or pass --temporal off)")
+        raise ValueError(
+            "--on-missing impute applies to the tabular stream path; the temporal path marks a row with a missing value as bad (or pass --temporal off)"
+        )
     time_name = reader.header[time_idx]
     value_idx = [j for j, i in enumerate(reader.feature_idx) if i != time_idx]
     if not value_idx:
@@ -115,19 +129,19 @@ def _setup(args, reader, sample, time_idx):
     stamps = [row[time_idx] for row in sample if row[time_idx].strip()]
     for k, text in enumerate(stamps):
         try:
-            stamp_format = TimestampFormat.detect(text, stamps[k + 1:])
+            stamp_format = TimestampFormat.detect(text, stamps[k + 1 :])
             break
         except ValueError:
             continue
     else:
-        raise ValueError(f"column {time_name!r} holds no timestamp in the first {len(sample)} data row(s) (dates like "
-                         "2024-05-01 12:00:00, ISO 8601, or Unix times); name the right one with --time-column")
+        raise ValueError(
+            f"column {time_name!r} holds no timestamp in the first {len(sample)} data row(s) (dates like "
+            "2024-05-01 12:00:00, ISO 8601, or Unix times); name the right one with --time-column"
+        )
     policy = StreamPolicy.load(args.stream_policy) if args.stream_policy is not None else load_default_stream_policy()
-    det = TemporalStreamDetector(policy, len(value_idx), warmup=args.warmup, threshold=args.threshold,
-                                 contamination=args.contamination, window=args.window)
+    det = TemporalStreamDetector(policy, len(value_idx), warmup=args.warmup, threshold=args.threshold, contamination=args.contamination, window=args.window)
     names = [reader.feature_names[j] for j in value_idx]
-    notes = [f"temporal: time column {time_name!r} ({stamp_format.describe()}), value column(s) {names}, stream policy "
-             f"{args.stream_policy or 'default'}"]
+    notes = [f"temporal: time column {time_name!r} ({stamp_format.describe()}), value column(s) {names}, stream policy {args.stream_policy or 'default'}"]
     if reader.category_idx:
         notes.append(f"temporal: categorical column(s) {reader.category_names} pass through unscored (--temporal off scores them)")
     if args.model is not None:
@@ -145,9 +159,13 @@ def _score(args, fmt, reader, records, sample, time_idx) -> int:
     for note in reader.notes + notes:
         print(f"anomaly-gym detect: note: {note}", file=sys.stderr)
     report.print_schema(args, reader.types)
+
     def write_rows(out) -> None:
-        writer = (CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True) if fmt == "csv"
-                  else JsonlOutput(out, reader.header, STREAM_COLUMNS, reader.feature_idx, flush_rows=True))
+        writer = (
+            CsvOutput(out, reader.header, STREAM_COLUMNS, flush_rows=True)
+            if fmt == "csv"
+            else JsonlOutput(out, reader.header, STREAM_COLUMNS, reader.feature_idx, flush_rows=True)
+        )
         for rec in records:
             summary.read += 1
             error = rec.error

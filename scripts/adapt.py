@@ -24,22 +24,34 @@ def add_parser(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="target rows: a .csv file (header row) or an ADBench-style .npz (X, optional y)")
     labels = p.add_mutually_exclusive_group()
     labels.add_argument("--label-column", default=None, help="CSV column with labels: 1 = anomaly, 0 = normal, empty or -1 = unknown")
-    labels.add_argument("--labels", type=Path, default=None, help="CSV file with columns row,label (row = 0-based data row, once each; label 1, 0, or empty/-1)")
+    labels.add_argument(
+        "--labels", type=Path, default=None, help="CSV file with columns row,label (row = 0-based data row, once each; label 1, 0, or empty/-1)"
+    )
     p.add_argument("--shots", type=int, default=None, help="reveal only this many labelled anomalies (and --normal-shots normal rows), chosen at random")
     p.add_argument("--normal-shots", type=int, default=None, help="labelled normal rows to reveal with --shots (default 5 x shots)")
-    add_list_argument(p, "--columns", default=None,
-                   help="CSV feature columns, comma-separated, e.g. a,b,c (default: every numeric column but the label)")
+    add_list_argument(p, "--columns", default=None, help="CSV feature columns, comma-separated, e.g. a,b,c (default: every numeric column but the label)")
     p.add_argument("--mode", choices=("auto", "zero-shot", "few-shot", "unsupervised"), default="auto")
-    p.add_argument("--few-shot", dest="few_shot", choices=("head", "fine-tune"), default="head",
-                   help="few-shot method: 'head' (default: a boosted correction of the policy's logit on the target's "
-                   "columns, which then needs those columns to score) or 'fine-tune' (PPO/A2C updates of the policy)")
-    p.add_argument("--no-guard", action="store_true",
-                   help="few-shot head: keep the head without the out-of-fold check against the unadapted policy "
-                   "(for labels you trust; the check is noisy with a handful of labelled anomalies)")
-    p.add_argument("--impute", choices=("error", "median"), default="error",
-                   help="NaN or infinite feature values: stop with an error (default) or replace them with column medians")
-    add_column_kind_arguments(p, on_missing_default="as --impute says (median: impute, error: error); an empty "
-                              "categorical value is a value of its own")
+    p.add_argument(
+        "--few-shot",
+        dest="few_shot",
+        choices=("head", "fine-tune"),
+        default="head",
+        help="few-shot method: 'head' (default: a boosted correction of the policy's logit on the target's "
+        "columns, which then needs those columns to score) or 'fine-tune' (PPO/A2C updates of the policy)",
+    )
+    p.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="few-shot head: keep the head without the out-of-fold check against the unadapted policy "
+        "(for labels you trust; the check is noisy with a handful of labelled anomalies)",
+    )
+    p.add_argument(
+        "--impute",
+        choices=("error", "median"),
+        default="error",
+        help="NaN or infinite feature values: stop with an error (default) or replace them with column medians",
+    )
+    add_column_kind_arguments(p, on_missing_default="as --impute says (median: impute, error: error); an empty categorical value is a value of its own")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, required=True, help="where to write the adapted bundle")
@@ -68,12 +80,10 @@ def _read_target(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | Non
                 raise ValueError(f"{path}: expected an array 'X' (and optionally 'y'); found {list(data.keys())}")
             X, y = data["X"], (data["y"] if "y" in data else None)
         if args.label_column or args.columns or args.categorical or args.numeric or args.ignore:
-            raise ValueError("--label-column, --columns, --categorical, --numeric and --ignore apply to CSV input; "
-                             "an .npz holds X and y")
+            raise ValueError("--label-column, --columns, --categorical, --numeric and --ignore apply to CSV input; an .npz holds X and y")
         labels = None if y is None else parse_labels(np.asarray(y).ravel(), where=f"{path}, array y", first_line=0, unit="entry")
         if labels is not None and args.shots is None and args.mode not in ("few-shot",) and args.labels is None:
-            note(f"{path} holds labels (y); adapting without them. To use them, pass --shots N (draw a few) "
-                 "or --mode few-shot (every label)")
+            note(f"{path} holds labels (y); adapting without them. To use them, pass --shots N (draw a few) or --mode few-shot (every label)")
             labels = None
     elif path.suffix == ".csv":
         frame = pd.read_csv(path)
@@ -107,8 +117,10 @@ def _encode_csv(args: argparse.Namespace, frame, note):
     else:
         label_like = [c for c in frame.columns if str(c).strip().lower() in LABEL_LIKE_NAMES and c not in named]
         if label_like:
-            note(f"left out of the features: {label_like} (named like a label; give --label-column to use it as "
-                 "labels, or name it in --columns to use it as a feature)")
+            note(
+                f"left out of the features: {label_like} (named like a label; give --label-column to use it as "
+                "labels, or name it in --columns to use it as a feature)"
+            )
             frame = frame.drop(columns=label_like)
     frame = frame.drop(columns=list(args.ignore))
     import warnings
@@ -116,8 +128,7 @@ def _encode_csv(args: argparse.Namespace, frame, note):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         numbers = frame[list(args.numeric)]
-        frame, cats = _categorical_columns(frame.drop(columns=list(args.numeric)), args.data.stem, list(args.categorical),
-                                           named=bool(args.columns))
+        frame, cats = _categorical_columns(frame.drop(columns=list(args.numeric)), args.data.stem, list(args.categorical), named=bool(args.columns))
         frame = frame.join(numbers) if len(args.numeric) else frame
     for w in caught:
         note(str(w.message))
@@ -152,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_guard and args.few_shot != "head":
         raise ValueError("--no-guard applies to --few-shot head")
     settings = AdaptSettings(few_shot=args.few_shot, head=HeadSettings(guard=not args.no_guard))
-    adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, settings=settings,
-                    device="cpu" if args.device == "auto" else args.device)
+    adapted = adapt(bundle, X, labels, mode=args.mode, seed=args.seed, settings=settings, device="cpu" if args.device == "auto" else args.device)
     if encoder is not None and adapted.featurizer is not None:
         adapted.featurizer.encoder_ = encoder  # stored in the bundle: detect encodes new rows the same way
     adapted.save(args.out)

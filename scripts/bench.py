@@ -44,9 +44,12 @@ def add_parser(sub) -> None:
     _bench_startup.add_parser(bsub)  # `bench detect-startup`
     for name in ("featurizer", "env", "detect", "stream-temporal", "discover", "executors", "detect-startup", "encoding"):
         sp = bsub.choices[name]
-        sp.add_argument("--runs", type=int, default=1,
-                        help="run the whole benchmark N times and print the median, range and load average of each headline figure "
-                             "(default 1; the README's figures use 3)")
+        sp.add_argument(
+            "--runs",
+            type=int,
+            default=1,
+            help="run the whole benchmark N times and print the median, range and load average of each headline figure (default 1; the README's figures use 3)",
+        )
         sp.set_defaults(func=repeated(sp.get_default("func")))
 
 
@@ -123,7 +126,9 @@ def run_featurizer(args: argparse.Namespace) -> int:
         out = feat.transform(task.X)
         t2 = time.perf_counter()
         times.append(t2 - t0)
-        print(f"run {r + 1}: fit {t1 - t0:.2f}s + transform {t2 - t1:.2f}s = {t2 - t0:.2f}s "
-              f"({task.n_rows / (t2 - t1):,.0f} rows/s scored; {out.shape[1]} features, {len(feat.config.detectors)} detectors)")
+        print(
+            f"run {r + 1}: fit {t1 - t0:.2f}s + transform {t2 - t1:.2f}s = {t2 - t0:.2f}s "
+            f"({task.n_rows / (t2 - t1):,.0f} rows/s scored; {out.shape[1]} features, {len(feat.config.detectors)} detectors)"
+        )
     print(f"featurizer fit+transform: best {min(times):.2f}s, mean {sum(times) / len(times):.2f}s (target: <= 60s on two cores)")
     return {"featurizer fit+transform, best (s)": min(times)}

@@ -46,50 +46,89 @@ def add_parser(sub) -> None:
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     """What is benchmarked: sources, targets, protocol, labels, seeds and methods."""
-    add_list_argument(p, "--sources", default=None, metavar="SRC",
-                   help="source datasets: 'builtin', folders of ADBench NAME.npz files, or folders of NAME.csv.gz tables with "
-                   "a 'label' column, categorical columns encoded by rarity (e.g. ../shared/data/tables); the policy and the "
-                   "transfer baselines learn from these")
-    add_list_argument(p, "--targets", default=None, metavar="SRC",
-                      help="target datasets: 'builtin', folders of NAME.npz files or of NAME.csv.gz tables (label column 'label')")
+    add_list_argument(
+        p,
+        "--sources",
+        default=None,
+        metavar="SRC",
+        help="source datasets: 'builtin', folders of ADBench NAME.npz files, or folders of NAME.csv.gz tables with "
+        "a 'label' column, categorical columns encoded by rarity (e.g. ../shared/data/tables); the policy and the "
+        "transfer baselines learn from these",
+    )
+    add_list_argument(
+        p,
+        "--targets",
+        default=None,
+        metavar="SRC",
+        help="target datasets: 'builtin', folders of NAME.npz files or of NAME.csv.gz tables (label column 'label')",
+    )
     p.add_argument("--datasets", default=None, metavar="A,B,...", help="only these target names (default: every target)")
-    p.add_argument("--protocol", choices=("zero-shot", "few-shot", "all", "active", "nab"), default="zero-shot",
-                   help="zero-shot (no target labels), few-shot (a few labelled anomalies), both, active (anomalies "
-                   "found within a query budget; see anomaly_gym.meta.discover_benchmark), or nab (the stream policy "
-                   "and online baselines on NAB's corpus in --data, leave-one-category-out; the options of "
-                   "`anomaly-gym nab benchmark` tune it) (default zero-shot)")
-    p.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="with --protocol nab: a folder laid out as NAB's data/ with its combined_windows.json")
-    p.add_argument("--labels", default="5,10,20", metavar="K,...",
-                   help="few-shot: numbers of labelled anomalies, drawn from the training part (default 5,10,20; 'none' for none)")
-    p.add_argument("--label-ratio", default=None, metavar="R,...",
-                   help="few-shot: shares of the training part's anomalies to label, e.g. 0.01,0.05 (round(r * n), at least 1)")
+    p.add_argument(
+        "--protocol",
+        choices=("zero-shot", "few-shot", "all", "active", "nab"),
+        default="zero-shot",
+        help="zero-shot (no target labels), few-shot (a few labelled anomalies), both, active (anomalies "
+        "found within a query budget; see anomaly_gym.meta.discover_benchmark), or nab (the stream policy "
+        "and online baselines on NAB's corpus in --data, leave-one-category-out; the options of "
+        "`anomaly-gym nab benchmark` tune it) (default zero-shot)",
+    )
+    p.add_argument(
+        "--data", type=Path, default=None, metavar="DIR", help="with --protocol nab: a folder laid out as NAB's data/ with its combined_windows.json"
+    )
+    p.add_argument(
+        "--labels",
+        default="5,10,20",
+        metavar="K,...",
+        help="few-shot: numbers of labelled anomalies, drawn from the training part (default 5,10,20; 'none' for none)",
+    )
+    p.add_argument(
+        "--label-ratio",
+        default=None,
+        metavar="R,...",
+        help="few-shot: shares of the training part's anomalies to label, e.g. 0.01,0.05 (round(r * n), at least 1)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of the split, the label draw and the methods (default 3)")
     # the method lists are spelled out so that building the parser imports no library code (a test checks them)
-    p.add_argument("--methods", default=None, metavar="M,...",
-                   help="methods to run (detector names, 'policy', 'default' for the default set, 'gan' for "
-                   "so_gaal, mo_gaal, meta_gan, gan_scratch, 'spectral' for transfer_spectral); default: the policy, "
-                   "iforest, ecod, copod, hbos, knn, lof, pca, ocsvm, cblof, autoencoder, mean_rank, mean_z, feature_transfer_kmeans, model_transfer_kmeans, coral_kmeans, dtc, prototype_meta, and in few-shot xgbod, devnet, gradient_boosting")
+    p.add_argument(
+        "--methods",
+        default=None,
+        metavar="M,...",
+        help="methods to run (detector names, 'policy', 'default' for the default set, 'gan' for "
+        "so_gaal, mo_gaal, meta_gan, gan_scratch, 'spectral' for transfer_spectral); default: the policy, "
+        "iforest, ecod, copod, hbos, knn, lof, pca, ocsvm, cblof, autoencoder, mean_rank, mean_z, feature_transfer_kmeans, model_transfer_kmeans, coral_kmeans, dtc, prototype_meta, and in few-shot xgbod, devnet, gradient_boosting",
+    )
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     """How the policy is obtained, where results go, and where the work runs."""
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--model", type=Path, default=None, metavar="BUNDLE",
-                     help="one trained policy bundle for every target (targets among its training tasks become error rows)")
-    how.add_argument("--train-config", type=Path, default=None, metavar="CONFIG",
-                     help="train the policy with this TOML config, holding each target out (see --folds)")
-    p.add_argument("--folds", type=int, default=5,
-                   help="with --train-config: dataset-level folds for targets that are also sources; datasets with "
-                   "the same number of columns share a fold (default 5)")
-    p.add_argument("--source-rows", type=int, default=2000,
-                   help="rows kept of each source dataset for the transfer baselines (seeded subsample, default 2000)")
+    how.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="BUNDLE",
+        help="one trained policy bundle for every target (targets among its training tasks become error rows)",
+    )
+    how.add_argument(
+        "--train-config", type=Path, default=None, metavar="CONFIG", help="train the policy with this TOML config, holding each target out (see --folds)"
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="with --train-config: dataset-level folds for targets that are also sources; datasets with the same number of columns share a fold (default 5)",
+    )
+    p.add_argument("--source-rows", type=int, default=2000, help="rows kept of each source dataset for the transfer baselines (seeded subsample, default 2000)")
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results"), help="output folder (default: results)")
     p.add_argument("--retry-errors", action="store_true", help="run again the rows recorded as errors")
     p.add_argument("--summary-only", action="store_true", help="only rewrite summary.md and the plots from OUT/results.csv")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
-                   help="device of the policies' training (detection and, with --protocol active, discovery) and of the torch detectors (default cpu: results do not depend "
-                   "on the machine; auto picks CUDA when present)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="cpu",
+        help="device of the policies' training (detection and, with --protocol active, discovery) and of the torch detectors (default cpu: results do not depend "
+        "on the machine; auto picks CUDA when present)",
+    )
     add_executor_arguments(p, "the cells (target x method x seed), the per-fold policy training and the featurizations of the source tasks")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -100,12 +139,26 @@ def config_from_args(args: argparse.Namespace):
     from anomaly_gym.meta.benchmark.protocol import parse_label_counts, parse_label_ratios
 
     return BenchmarkConfig(
-        sources=args.sources or [], targets=args.targets or [], out=Path(args.out),
+        sources=args.sources or [],
+        targets=args.targets or [],
+        out=Path(args.out),
         datasets=[d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None,
-        protocol=args.protocol, labels=parse_label_counts(args.labels), label_ratios=parse_label_ratios(args.label_ratio),
-        seeds=args.seeds, methods=args.methods, model=args.model, train_config=args.train_config, folds=args.folds,
-        source_rows=args.source_rows, retry_errors=args.retry_errors, device=args.device, executor=args.executor,
-        workers=args.workers, address=args.address, progress=not args.no_progress, command=_command_line(),
+        protocol=args.protocol,
+        labels=parse_label_counts(args.labels),
+        label_ratios=parse_label_ratios(args.label_ratio),
+        seeds=args.seeds,
+        methods=args.methods,
+        model=args.model,
+        train_config=args.train_config,
+        folds=args.folds,
+        source_rows=args.source_rows,
+        retry_errors=args.retry_errors,
+        device=args.device,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        progress=not args.no_progress,
+        command=_command_line(),
     )
 
 
@@ -157,5 +210,4 @@ def _command_line() -> str | None:
     argv = sys.argv
     if "benchmark" not in argv[1:]:
         return None
-    return "anomaly-gym " + " ".join(shlex.quote(a) for a in argv[argv.index("benchmark", 1):])
-
+    return "anomaly-gym " + " ".join(shlex.quote(a) for a in argv[argv.index("benchmark", 1) :])

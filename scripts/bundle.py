@@ -60,8 +60,11 @@ def run_convert(args: argparse.Namespace) -> int:
     from anomaly_gym.agents.bundle import convert_legacy_bundle
 
     if not args.trust:
-        print(f"anomaly-gym bundle convert: refusing to unpickle {args.source} without --trust: older bundles hold pickled "
-              "objects that can run code. Add --trust if you trust where the file came from.", file=sys.stderr)
+        print(
+            f"anomaly-gym bundle convert: refusing to unpickle {args.source} without --trust: older bundles hold pickled "
+            "objects that can run code. Add --trust if you trust where the file came from.",
+            file=sys.stderr,
+        )
         return 2
     path, notes = convert_legacy_bundle(args.source, args.output, trust=True)
     for note in notes:

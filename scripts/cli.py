@@ -21,8 +21,7 @@ COMMANDS = ("tasks", "train", "adapt", "detect", "discover", "demo", "bench", "b
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anomaly-gym",
-        description="Meta-reinforcement learning for anomaly detection: learn how to detect on many "
-        "labelled datasets, transfer to a new one.",
+        description="Meta-reinforcement learning for anomaly detection: learn how to detect on many labelled datasets, transfer to a new one.",
     )
     parser.add_argument("--version", action="version", version=f"anomaly-gym {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -40,11 +39,17 @@ def _add_verbosity(parser: argparse.ArgumentParser, *, top: bool = False) -> Non
     """
     default = False if top else argparse.SUPPRESS
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="store_true", default=default,
-                       help="log progress details to stderr (detect also prints the inferred column schema)")
-    group.add_argument("-q", "--quiet", action="store_true", default=default,
-                       help="less on stderr: no log messages below errors, no Python warnings, no progress bars "
-                            "(the notes on which columns were used and the run's summary stay)")
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log progress details to stderr (detect also prints the inferred column schema)"
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="less on stderr: no log messages below errors, no Python warnings, no progress bars "
+        "(the notes on which columns were used and the run's summary stay)",
+    )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser

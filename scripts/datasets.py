@@ -40,12 +40,11 @@ def add_parser(sub) -> None:
         "--sources/--targets. Files already in the cache are verified and kept. " + CHECKSUM_HELP,
     )
     f.add_argument("collection", choices=("adbench",), help="the collection to fetch")
-    f.add_argument("--to", type=Path, default=None, metavar="DIR",
-                   help="cache folder (default: $ANOMALY_GYM_DATA/adbench, else ~/.cache/anomaly-gym/adbench)")
-    f.add_argument("--base-url", default=ADBENCH_BASE_URL, metavar="URL",
-                   help="where the upstream files are (http(s):// or file://; default: the ADBench repository)")
-    add_list_argument(f, "--names", default=None, metavar="NAME",
-                   help="only these datasets (names as stored, e.g. breastw cardio; default: all 47)")
+    f.add_argument("--to", type=Path, default=None, metavar="DIR", help="cache folder (default: $ANOMALY_GYM_DATA/adbench, else ~/.cache/anomaly-gym/adbench)")
+    f.add_argument(
+        "--base-url", default=ADBENCH_BASE_URL, metavar="URL", help="where the upstream files are (http(s):// or file://; default: the ADBench repository)"
+    )
+    add_list_argument(f, "--names", default=None, metavar="NAME", help="only these datasets (names as stored, e.g. breastw cardio; default: all 47)")
     f.add_argument("--force", action="store_true", help="download again even when a verified copy is cached")
     f.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
     f.set_defaults(func=run_fetch)
@@ -73,7 +72,7 @@ def run_fetch(args: argparse.Namespace) -> int:
             bar.advance(job)
             if result.status == "failed" and "are you offline" in result.detail:
                 # Every later file would fail alike: stop with one clear message.
-                results += [FetchResult(n, "failed", "skipped: the server cannot be reached") for n in names[len(results):]]
+                results += [FetchResult(n, "failed", "skipped: the server cannot be reached") for n in names[len(results) :]]
                 break
     from rich.markup import escape
 
@@ -81,8 +80,10 @@ def run_fetch(args: argparse.Namespace) -> int:
         mark = {"downloaded": "[green]downloaded[/green]", "cached": "    cached", "failed": "    [red]FAILED[/red]"}[r.status]
         console.print(f"{mark} {escape(r.name)}: {escape(r.detail)}", soft_wrap=True, highlight=False)
     counts = {s: sum(r.status == s for r in results) for s in ("downloaded", "cached", "failed")}
-    print(f"{folder}: {counts['downloaded']} downloaded, {counts['cached']} cached, {counts['failed']} failed "
-          f"(checksums in {folder / SUMS_FILE}, recorded on first download)")
+    print(
+        f"{folder}: {counts['downloaded']} downloaded, {counts['cached']} cached, {counts['failed']} failed "
+        f"(checksums in {folder / SUMS_FILE}, recorded on first download)"
+    )
     return 1 if counts["failed"] else 0
 
 

@@ -68,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
     wins = sum(r["few"] > r["iforest"] for r in rows)
     losses = sum(r["few"] < r["iforest"] for r in rows)
     verdict = "beats" if few_mean > iforest_mean else ("ties" if few_mean == iforest_mean else "does not beat")
-    console.print(f"on {len(rows)} unseen task(s) the adapted policy {verdict} IForest: mean test AUROC {few_mean:.3f} vs "
-                  f"{iforest_mean:.3f} (wins {wins}, ties {len(rows) - wins - losses}, losses {losses})")
+    console.print(
+        f"on {len(rows)} unseen task(s) the adapted policy {verdict} IForest: mean test AUROC {few_mean:.3f} vs "
+        f"{iforest_mean:.3f} (wins {wins}, ties {len(rows) - wins - losses}, losses {losses})"
+    )
     # the file scored in step 3: the unseen task the zero-shot policy found hardest
     hardest = min(rows, key=lambda r: (r["zero"], r["task"]))
     return _detect_step(console, run_path, hardest)
@@ -103,8 +105,7 @@ def _detect_step(console, run_path, hardest: dict) -> int:
         table.add_row(str(row["timestamp"]), f"{row['anomaly_score']:.3f}", "anomaly" if row["true_label"] else "normal")
     console.print(table)
     hits = int(flagged["true_label"].sum())
-    console.print(f"{hits} of the {len(flagged)} flagged rows are true anomalies (of {int(np.sum(split.test.y))} in the file). "
-                  f"Scored file: {scored}")
+    console.print(f"{hits} of the {len(flagged)} flagged rows are true anomalies (of {int(np.sum(split.test.y))} in the file). Scored file: {scored}")
     return 0
 
 
@@ -130,6 +131,13 @@ def _adapt_one(bundle, target, seed: int) -> dict:
     finally:
         quiet.setLevel(level)
     test_auc = lambda b: roc_auc_score(split.test.y, b.score(split.test.X, refit=False))  # noqa: E731
-    return {"task": target.name, "target": target, "split": split, "bundle": few, "zero": test_auc(zero),
-            "few": test_auc(few), "iforest": roc_auc_score(split.test.y, iforest.decision_function(split.test.X)),
-            "kept": few.metadata["adaptation"]["kept"]}
+    return {
+        "task": target.name,
+        "target": target,
+        "split": split,
+        "bundle": few,
+        "zero": test_auc(zero),
+        "few": test_auc(few),
+        "iforest": roc_auc_score(split.test.y, iforest.decision_function(split.test.X)),
+        "kept": few.metadata["adaptation"]["kept"],
+    }

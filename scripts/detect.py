@@ -15,8 +15,7 @@ from anomaly_gym.scripts._detect_stream import STREAM_COLUMNS, run_stream
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BATCH_COLUMNS", "DEFAULT_CONTAMINATION", "STREAM_COLUMNS", "Summary", "add_parser", "load_model", "run",
-           "run_batch", "run_stream"]
+__all__ = ["BATCH_COLUMNS", "DEFAULT_CONTAMINATION", "STREAM_COLUMNS", "Summary", "add_parser", "load_model", "run", "run_batch", "run_stream"]
 _quiet_repeated_warnings = quiet_repeated_warnings  # the name benchmarks use
 
 EPILOG = """\
@@ -100,46 +99,69 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "detect",
         help="score the rows of a CSV file or stream with a policy bundle",
-        description="Flag anomalous rows of a CSV file (batch) or of a stream of CSV rows (stream) "
-        "with a trained policy bundle.",
+        description="Flag anomalous rows of a CSV file (batch) or of a stream of CSV rows (stream) with a trained policy bundle.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", default=None, metavar="INPUT",
-                   help="CSV files with a header row, read one after the other as one table (same header); "
-                   "'-' (default) reads standard input")
-    p.add_argument("--data", action="append", default=None, metavar="PATH",
-                   help="an input file, as with adapt and tasks (the same as INPUT; may be repeated, after any INPUT)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="policy bundle (.bundle.zip) from `anomaly-gym train`; default: the bundled default policy")
-    p.add_argument("--mode", choices=("batch", "stream"), default="batch",
-                   help="batch: fit on all rows, then score them (default); stream: score each row as it arrives")
-    p.add_argument("--featurizer", choices=("auto", "refit", "stored"), default="auto",
-                   help="batch: 'refit' fits the detectors on the input's rows; 'stored' uses the featurizer an adapted bundle "
-                   "holds (rows are judged relative to its target; any number of rows); auto (default): stored when the "
-                   "bundle holds one. Stream mode always fits on its window")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        default=None,
+        metavar="INPUT",
+        help="CSV files with a header row, read one after the other as one table (same header); '-' (default) reads standard input",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="an input file, as with adapt and tasks (the same as INPUT; may be repeated, after any INPUT)",
+    )
+    p.add_argument("--model", type=Path, default=None, help="policy bundle (.bundle.zip) from `anomaly-gym train`; default: the bundled default policy")
+    p.add_argument(
+        "--mode", choices=("batch", "stream"), default="batch", help="batch: fit on all rows, then score them (default); stream: score each row as it arrives"
+    )
+    p.add_argument(
+        "--featurizer",
+        choices=("auto", "refit", "stored"),
+        default="auto",
+        help="batch: 'refit' fits the detectors on the input's rows; 'stored' uses the featurizer an adapted bundle "
+        "holds (rows are judged relative to its target; any number of rows); auto (default): stored when the "
+        "bundle holds one. Stream mode always fits on its window",
+    )
     p.add_argument("--warmup", type=int, default=256, help="stream: valid rows collected before scoring starts (default 256)")
     p.add_argument("--window", type=int, default=2048, help="stream: the detectors are fitted on the last N valid rows (default 2048)")
     p.add_argument("--refit-every", type=int, default=1024, help="stream: refit the detectors every N valid rows (default 1024)")
-    p.add_argument("--refit", choices=("background", "inline"), default="background",
-                   help="stream: refit in a worker process while rows go on being scored (default), or inline, pausing the "
-                   "stream (the same input then always gives the same output)")
+    p.add_argument(
+        "--refit",
+        choices=("background", "inline"),
+        default="background",
+        help="stream: refit in a worker process while rows go on being scored (default), or inline, pausing the "
+        "stream (the same input then always gives the same output)",
+    )
     thr = p.add_mutually_exclusive_group()
     thr.add_argument("--threshold", type=float, default=None, help="flag rows whose score is above T, e.g. 0.5")
-    thr.add_argument("--contamination", type=float, default=None,
-                     help=f"flag the top C share of the scores, 0 < C < 1 (default {DEFAULT_CONTAMINATION})")
-    p.add_argument("--columns", action="append", default=None, metavar="A,B,...",
-                   help="numeric feature columns, comma-separated (default: the numeric columns); others pass through "
-                   "unless named in --categorical")
+    thr.add_argument("--contamination", type=float, default=None, help=f"flag the top C share of the scores, 0 < C < 1 (default {DEFAULT_CONTAMINATION})")
+    p.add_argument(
+        "--columns",
+        action="append",
+        default=None,
+        metavar="A,B,...",
+        help="numeric feature columns, comma-separated (default: the numeric columns); others pass through unless named in --categorical",
+    )
     add_column_kind_arguments(p, ignore_help="columns to pass through unscored")
-    p.add_argument("--format", choices=("csv", "jsonl"), default=None,
-                   help="output format (default: jsonl when --output ends in .jsonl or .ndjson, else csv)")
+    p.add_argument("--format", choices=("csv", "jsonl"), default=None, help="output format (default: jsonl when --output ends in .jsonl or .ndjson, else csv)")
     p.add_argument("-o", "--out", "--output", dest="output", default="-", metavar="FILE", help="output file, or '-' for standard output (default)")
-    p.add_argument("--on-error", choices=("mark", "skip", "fail"), default="mark",
-                   help="what to do with a bad row: mark it (default), skip it, or stop with exit code 2")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of a policy that needs torch (default auto; the usual MLP policy is evaluated in numpy on the CPU)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads of numpy/scikit-learn/torch (default 1: best on shared or busy cores)")
+    p.add_argument(
+        "--on-error", choices=("mark", "skip", "fail"), default="mark", help="what to do with a bad row: mark it (default), skip it, or stop with exit code 2"
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="device of a policy that needs torch (default auto; the usual MLP policy is evaluated in numpy on the CPU)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of numpy/scikit-learn/torch (default 1: best on shared or busy cores)")
     p.add_argument("--no-progress", action="store_true", help="batch: no progress bar (it only shows on a terminal)")
     from anomaly_gym.scripts._detect_temporal import add_arguments as add_temporal_arguments
 
@@ -191,8 +213,7 @@ def run(args: argparse.Namespace) -> int:
         bundle = load_model(args.model, args.device)
         if "torch" in sys.modules:  # a policy the numpy evaluator cannot run
             sys.modules["torch"].set_num_threads(args.threads)
-        logger.info("policy bundle loaded in %.2fs (%s, %d detectors)", time.perf_counter() - t0,
-                    bundle.algo, len(bundle.featurizer_config.detectors))
+        logger.info("policy bundle loaded in %.2fs (%s, %d detectors)", time.perf_counter() - t0, bundle.algo, len(bundle.featurizer_config.detectors))
         try:
             if args.mode == "batch":
                 return run_batch(args, bundle, columns, fmt)

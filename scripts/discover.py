@@ -24,17 +24,19 @@ def add_parser(sub) -> None:
     )
     p.add_argument("data", type=Path, metavar="DATA", help="CSV file with a header row")
     p.add_argument("--budget", type=int, default=100, help="rows to check at most (default 100)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="a discovery bundle (`benchmark --protocol active` trains them); default: the feedback-greedy "
-                   "strategy, the same candidate pool and feedback features with no trained network")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a discovery bundle (`benchmark --protocol active` trains them); default: the feedback-greedy "
+        "strategy, the same candidate pool and feedback features with no trained network",
+    )
     p.add_argument("--state", type=Path, default=None, help="state file, rewritten after every answer (default: OUT/state.json)")
     p.add_argument("--resume", type=Path, default=None, metavar="STATE", help="continue the session saved in STATE")
-    p.add_argument("--label-column", default=None,
-                   help="answer from this column (0/1) instead of asking: a simulation of the analyst")
+    p.add_argument("--label-column", default=None, help="answer from this column (0/1) instead of asking: a simulation of the analyst")
     add_list_argument(p, "--columns", default=None, metavar="A,B", help="feature columns (default: the numeric columns)")
     p.add_argument("--seed", type=int, default=0, help="seed of the candidate pool and the featurizer (default 0)")
-    p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("discovery"),
-                   help="output folder (default: discovery)")
+    p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("discovery"), help="output folder (default: discovery)")
     p.set_defaults(func=run)
 
 
@@ -50,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if state.exists():
             raise ValueError(f"{state} already holds a session; continue it with --resume {state}, or pass --state NEW")
-        session = DiscoveryRun(X, budget=args.budget, model=None if args.model is None else str(args.model), seed=args.seed,
-                               state_path=state, data_id=data_id)
+        session = DiscoveryRun(X, budget=args.budget, model=None if args.model is None else str(args.model), seed=args.seed, state_path=state, data_id=data_id)
         session.save()
     asking = truth is None
     interrupted = False
@@ -89,8 +90,10 @@ def _read(args):
         texts = [f[j].strip() if j < len(f) else "" for f in table.fields]
         bad = [(table.where(i), t) for i, t in enumerate(texts) if t not in ("0", "1") and i not in table.errors]
         if bad:
-            raise ValueError(f"--label-column {args.label_column!r} must hold 0 or 1; {bad[0][0]} holds {bad[0][1]!r}"
-                             + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""))
+            raise ValueError(
+                f"--label-column {args.label_column!r} must hold 0 or 1; {bad[0][0]} holds {bad[0][1]!r}"
+                + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else "")
+            )
         if args.label_column in names:  # never a feature
             keep = [k for k, n in enumerate(names) if n != args.label_column]
             table.X, table.feature_idx = table.X[:, keep], [table.feature_idx[k] for k in keep]

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 TRAINERS = ("logistic", "search", "ppo")
-TRAINER_HELP = ("logistic (default): monotone logistic fit on NAB's window and false-positive rows; "
-                "search: direct search on the training series' NAB score; ppo: PPO on Stream-v0")
+TRAINER_HELP = (
+    "logistic (default): monotone logistic fit on NAB's window and false-positive rows; "
+    "search: direct search on the training series' NAB score; ppo: PPO on Stream-v0"
+)
 
 
 def add_parser(sub) -> None:
@@ -29,8 +31,9 @@ def add_parser(sub) -> None:
     t = nsub.add_parser("train", help="train a stream policy on every file of a NAB folder plus synthetic series (the default one)")
     t.add_argument("--data", type=Path, required=True, help="a folder laid out as NAB's data/, with combined_windows.json")
     t.add_argument("--windows", type=Path, default=None, help="NAB's combined_windows.json (default: in --data)")
-    t.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("stream.policy.json"),
-                   help="the policy file to write (default stream.policy.json)")
+    t.add_argument(
+        "-o", "--out", "--output", dest="out", type=Path, default=Path("stream.policy.json"), help="the policy file to write (default stream.policy.json)"
+    )
     t.add_argument("--profile", default="standard", help="NAB profile of the reward and the threshold")
     t.add_argument("--trainer", choices=TRAINERS, default="logistic", help=TRAINER_HELP)
     t.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
@@ -107,6 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is a folder; give a file name")
     policy = train_nab_policy(args.data, _config(args), windows_file=args.windows)
     policy.save(args.out)
-    print(f"stream policy ({args.trainer}) trained on {len(policy.metadata['train_series'])} series in {policy.metadata['train_seconds']:.0f}s; "
-          f"score threshold {policy.score_threshold:.4g} (NAB corpus-wide sweep on them); written to {args.out}")
+    print(
+        f"stream policy ({args.trainer}) trained on {len(policy.metadata['train_series'])} series in {policy.metadata['train_seconds']:.0f}s; "
+        f"score threshold {policy.score_threshold:.4g} (NAB corpus-wide sweep on them); written to {args.out}"
+    )
     return 0

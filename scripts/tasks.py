@@ -11,12 +11,17 @@ from rich.table import Table
 
 def add_parser(sub) -> None:
     p = sub.add_parser("tasks", help="list tasks: the built-in suite, or the datasets in a directory")
-    p.add_argument("--data", "--data-dir", dest="data_dir", default="builtin",
-                   help="'builtin' (default), a folder of ADBench NAME.npz files, or one .npz/.csv file")
+    p.add_argument(
+        "--data", "--data-dir", dest="data_dir", default="builtin", help="'builtin' (default), a folder of ADBench NAME.npz files, or one .npz/.csv file"
+    )
     p.add_argument("--label-column", default=None, help="label column, for a CSV file")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format")
-    p.add_argument("--impute", choices=("error", "median"), default="error",
-                   help="NaN or infinite values: stop with an error (default) or replace them with column medians")
+    p.add_argument(
+        "--impute",
+        choices=("error", "median"),
+        default="error",
+        help="NaN or infinite values: stop with an error (default) or replace them with column medians",
+    )
     p.set_defaults(func=run)
 
 
@@ -32,10 +37,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             # true sizes: keep constant columns when listing
             tasks = load_tasks(args.data_dir, drop_constant=False, nan_policy=args.impute)
-    rows = [
-        (t.name, t.n_rows, t.n_features, "-" if not t.labelled else f"{t.anomaly_rate:.2%}", t.source)
-        for t in tasks
-    ]
+    rows = [(t.name, t.n_rows, t.n_features, "-" if not t.labelled else f"{t.anomaly_rate:.2%}", t.source) for t in tasks]
     if args.format == "csv":
         print("name,rows,columns,anomaly_rate,source")
         for name, n, d, rate, source in rows:

@@ -25,10 +25,24 @@ def add_parser(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--run-dir", default=None, help="parent folder of run folders (default: runs)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, typed as the field is: --set monotone=false --set net_arch=16,16 --set featurizer.max_fit_rows=2000 --set datasets=wine,glass (see --show-config)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, typed as the field is: --set monotone=false --set net_arch=16,16 --set featurizer.max_fit_rows=2000 --set datasets=wine,glass (see --show-config)",
+    )
     p.add_argument("--resume", type=Path, default=None, metavar="RUN", help="continue the run in this run folder from its last checkpoint")
-    p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=None, metavar="BUNDLE",
-                   help="also copy the best bundle here when training ends (e.g. policy.bundle.zip)")
+    p.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="out",
+        type=Path,
+        default=None,
+        metavar="BUNDLE",
+        help="also copy the best bundle here when training ends (e.g. policy.bundle.zip)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_executor_arguments(p, "the featurizations of the source tasks (before training)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")
@@ -39,8 +53,15 @@ def resolve_config(args: argparse.Namespace):
     from anomaly_gym.meta.config import TrainConfig, parse_override
 
     overrides: dict = {}
-    for flag, key in (("sources", "sources"), ("algo", "algo"), ("meta", "meta"), ("total_steps", "total_steps"),
-                      ("device", "device"), ("seed", "seed"), ("run_dir", "run_dir")):
+    for flag, key in (
+        ("sources", "sources"),
+        ("algo", "algo"),
+        ("meta", "meta"),
+        ("total_steps", "total_steps"),
+        ("device", "device"),
+        ("seed", "seed"),
+        ("run_dir", "run_dir"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             overrides[key] = value
@@ -84,14 +105,15 @@ def run(args: argparse.Namespace) -> int:
     by_name = args.executor != "ray" and args.workers is None and args.address is None
     with nullcontext(args.executor) if by_name else make_executor(args.executor, workers=args.workers, address=args.address) as executor:
         trainer = MetaTrainer(cfg, run_path, resume=args.resume is not None, executor=executor)
-    console.print(f"{len(trainer.sampler.train_tasks)} training tasks, {len(trainer.sampler.val_tasks)} validation tasks; "
-                  f"{cfg.algo.upper()} {cfg.meta} on {trainer.device}, {cfg.total_steps:,} steps")
+    console.print(
+        f"{len(trainer.sampler.train_tasks)} training tasks, {len(trainer.sampler.val_tasks)} validation tasks; "
+        f"{cfg.algo.upper()} {cfg.meta} on {trainer.device}, {cfg.total_steps:,} steps"
+    )
     baselines = trainer.log_setup()
     try:
         bundle = trainer.train(progress=not args.no_progress)
     except KeyboardInterrupt:
-        console.print(f"interrupted: checkpoint written at step {trainer.agent.num_timesteps:,}; "
-                      f"continue with: anomaly-gym train --resume {run_path}")
+        console.print(f"interrupted: checkpoint written at step {trainer.agent.num_timesteps:,}; continue with: anomaly-gym train --resume {run_path}")
         return 130
     metrics = bundle.metadata.get("val_metrics", {})
     if metrics:

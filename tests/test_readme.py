@@ -136,8 +136,9 @@ def test_readme_example_runs_as_written(example: Example, workdir: Path, namespa
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if example.directive.startswith("background"):
         seconds = float(example.directive.split()[1])
-        proc = subprocess.Popen(["bash", "-c", example.body], cwd=workdir, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", example.body], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
             out, err = proc.communicate(timeout=seconds)
         except subprocess.TimeoutExpired:
@@ -146,8 +147,7 @@ def test_readme_example_runs_as_written(example: Example, workdir: Path, namespa
         assert out.strip(), f"{example.id} printed nothing in {seconds:.0f} s:\n{err[-3000:]}"
         assert '"status": "ok"' in out, f"{example.id} scored no row in {seconds:.0f} s:\n{out[-2000:]}\n{err[-3000:]}"
         return
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", example.body], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", example.body], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{example.id} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
 
 

@@ -132,7 +132,6 @@ def evaluate(det, X_train, X_test, y_test, *, y=None, source=None) -> tuple[floa
     return float(roc_auc_score(y_test, scores)), float(average_precision_score(y_test, scores)), t1 - t0, t2 - t1
 
 
-
 @dataclass(frozen=True)
 class Cell:
     """What one task of the executor runs: ``pairs`` of (setting, method) on ``dataset`` with ``seed``.
@@ -151,8 +150,7 @@ class Cell:
 
     def key_rows(self) -> list[dict]:
         """The row keys of this cell, for error rows when the cell as a whole failed."""
-        return [{"dataset": self.dataset, "method": m, "protocol": s.protocol, "labels": s.labels, "seed": self.seed}
-                for s, m in self.pairs]
+        return [{"dataset": self.dataset, "method": m, "protocol": s.protocol, "labels": s.labels, "seed": self.seed} for s, m in self.pairs]
 
 
 @dataclass
@@ -229,13 +227,11 @@ class _CellRunner:
         self.transfer_inputs = None
 
     def run_pair(self, setting: Setting, method: str) -> None:
-        key_row = {"dataset": self.cell.dataset, "method": method, "protocol": setting.protocol,
-                   "labels": setting.labels, "seed": self.cell.seed}
+        key_row = {"dataset": self.cell.dataset, "method": method, "protocol": setting.protocol, "labels": setting.labels, "seed": self.cell.seed}
         if not uses_labels(method) and method in self.label_free:
             self.rows.append({**self.label_free[method], **key_row})
             return
-        row = dict(key_row, auroc=float("nan"), auprc=float("nan"), fit_seconds=float("nan"),
-                   score_seconds=float("nan"), status="ok", error="")
+        row = dict(key_row, auroc=float("nan"), auprc=float("nan"), fit_seconds=float("nan"), score_seconds=float("nan"), status="ok", error="")
         try:
             auroc, auprc, fit_s, score_s, note = self._evaluate(setting, method)
             row.update(auroc=auroc, auprc=auprc, fit_seconds=fit_s, score_seconds=score_s, error=note or "")
@@ -272,8 +268,7 @@ class _CellRunner:
             fit_s += extra  # the target's share of the shared featurization
         else:
             det = build_detector(method, seed, device=device)
-            auroc, auprc, fit_s, score_s = evaluate(det, train.X, test.X, test.y,
-                                                    y=y if DETECTORS[method].requires_labels else None)
+            auroc, auprc, fit_s, score_s = evaluate(det, train.X, test.X, test.y, y=y if DETECTORS[method].requires_labels else None)
         return auroc, auprc, fit_s, score_s, note
 
     def _bundle(self):
@@ -302,11 +297,19 @@ class _CellRunner:
         return source_X, source_y, space, train_Z, test_Z, seconds
 
     def _log_policy(self, method: str, setting: Setting, det) -> None:
-        self.policy_log.append({
-            "dataset": self.cell.dataset, "method": method, "protocol": setting.protocol, "labels": setting.labels,
-            "seed": self.cell.seed, "fold": self.cell.fold, "bundle": self.cell.bundle,
-            "train_tasks": det.bundle_.metadata.get("train_tasks", []), "adaptation": det.adaptation_,
-        })
+        self.policy_log.append(
+            {
+                "dataset": self.cell.dataset,
+                "method": method,
+                "protocol": setting.protocol,
+                "labels": setting.labels,
+                "seed": self.cell.seed,
+                "fold": self.cell.fold,
+                "bundle": self.cell.bundle,
+                "train_tasks": det.bundle_.metadata.get("train_tasks", []),
+                "adaptation": det.adaptation_,
+            }
+        )
 
 
 class _Reported(Exception):
@@ -315,5 +318,7 @@ class _Reported(Exception):
 
 def error_rows(cell: Cell, message: str) -> list[dict]:
     """Error rows for every pair of ``cell`` (its worker died, or the cell could not be run at all)."""
-    return [dict(r, auroc=float("nan"), auprc=float("nan"), fit_seconds=float("nan"), score_seconds=float("nan"),
-                 status="error", error=message) for r in cell.key_rows()]
+    return [
+        dict(r, auroc=float("nan"), auprc=float("nan"), fit_seconds=float("nan"), score_seconds=float("nan"), status="error", error=message)
+        for r in cell.key_rows()
+    ]

@@ -26,10 +26,20 @@ class PolicySource:
     config and cached in ``OUT/models``), ``"default"`` (the bundle shipped with the package).
     """
 
-    def __init__(self, mode: str, *, out: Path, model: Path | None = None, config: Path | None = None,
-                 source_specs: Sequence[str] = (), sources: Sequence = (), targets: Sequence = (),
-                 folds: dict[str, str] | None = None, progress: Callable[[str], None] | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self,
+        mode: str,
+        *,
+        out: Path,
+        model: Path | None = None,
+        config: Path | None = None,
+        source_specs: Sequence[str] = (),
+        sources: Sequence = (),
+        targets: Sequence = (),
+        folds: dict[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.mode = mode
         self.device = device
         self.out = Path(out)
@@ -69,9 +79,7 @@ class PolicySource:
 
         path = self.bundle_path(fold)
         if not Path(path).is_file():
-            raise FileNotFoundError(
-                f"no policy bundle at {path}; pass --model BUNDLE or --train-config CONFIG, or leave 'policy' out of --methods"
-            )
+            raise FileNotFoundError(f"no policy bundle at {path}; pass --model BUNDLE or --train-config CONFIG, or leave 'policy' out of --methods")
         return load_bundle(path, device=self.device)
 
     def _fold_job(self, fold: str) -> FoldJob | None:
@@ -102,8 +110,7 @@ class PolicySource:
         if path.is_file():
             if old != record:
                 raise ValueError(
-                    f"{path} was trained for another setup (sources, held-out datasets or config differ); "
-                    "use another --out, or delete it to train again"
+                    f"{path} was trained for another setup (sources, held-out datasets or config differ); use another --out, or delete it to train again"
                 )
             return None
         run_path = self.out / "models" / path.name.replace(".bundle.zip", "")

@@ -165,15 +165,13 @@ def resolve_methods(text: str | Sequence[str] | None, settings: Sequence[Setting
         names += default if token == "default" else list(GROUPS.get(token, (token,)))
     unknown = [n for n in names if n not in DETECTORS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from 'policy', 'default', {sorted(GROUPS)} "
-                         f"and {sorted(DETECTORS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from 'policy', 'default', {sorted(GROUPS)} and {sorted(DETECTORS)}")
     if not names:
         raise ValueError("--methods is empty")
     if not few:
         label_only = [n for n in names if DETECTORS[n].requires_labels]
         if label_only:
-            warnings.warn(f"{label_only} need labels and run only in the few-shot protocol; they are skipped", UserWarning,
-                          stacklevel=2)
+            warnings.warn(f"{label_only} need labels and run only in the few-shot protocol; they are skipped", UserWarning, stacklevel=2)
     return list(dict.fromkeys(names))
 
 
@@ -268,5 +266,3 @@ def check_not_trained_on(bundle, target: str) -> None:
         raise LeakError("target among the bundle's training tasks")
     if lower in {str(n).lower() for n in meta.get("val_tasks", [])}:
         raise LeakError("target among the bundle's validation tasks (they chose the checkpoint)")
-
-

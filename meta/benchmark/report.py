@@ -40,7 +40,6 @@ def _fmt_p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
-
 def group_tables(frame) -> dict:
     """Per (protocol, labels): per-dataset mean over seeds of AUROC and AUPRC, one column per method.
 
@@ -142,8 +141,10 @@ def _policy_line(setup: dict) -> str:
     mode = policy.get("mode")
     if mode == "train":
         folds = setup.get("holdout", {}).get("folds") if isinstance(setup.get("holdout"), dict) else None
-        return (f"trained from a config per fold of a dataset-level {folds}-fold split of the targets that are also "
-                "sources, on the sources minus the fold; see folds.json")
+        return (
+            f"trained from a config per fold of a dataset-level {folds}-fold split of the targets that are also "
+            "sources, on the sources minus the fold; see folds.json"
+        )
     if mode == "model":
         return "one given bundle; targets among its training tasks are error rows"
     if mode == "default":
@@ -196,7 +197,8 @@ def _group_section(out: Path, frame, protocol: str, labels: str, tab: dict) -> l
             lines.append(
                 f"| {m} | {a['n']} | {a['wins']} / {a['ties']} / {a['losses']} | {a['mean_diff']:+.3f} | {_fmt_p(a['p'])} | "
                 f"{b['wins']} / {b['ties']} / {b['losses']} | {b['mean_diff']:+.3f} | {_fmt_p(b['p'])} |"
-                if a["n"] else f"| {m} | 0 | – | – | – | – | – | – |"
+                if a["n"]
+                else f"| {m} | 0 | – | – | – | – | – | – |"
             )
         lines.append("")
     transfer = [m for m in order if m in DETECTORS and DETECTORS[m].uses_source]
@@ -235,7 +237,10 @@ def _transfer_note(auroc, method: str, reference: str | None, others: list[str])
         rest = auroc[others].max(axis=1)
         mask = col.notna() & rest.notna()
         best = [d for d in auroc.index[mask] if col[d] - rest[d] >= TIE]
-        parts.append(f"beats every non-transfer method on {len(best)} of {int(mask.sum())}" + (f" ({', '.join(best[:5])}{', ...' if len(best) > 5 else ''})" if best else ""))
+        parts.append(
+            f"beats every non-transfer method on {len(best)} of {int(mask.sum())}"
+            + (f" ({', '.join(best[:5])}{', ...' if len(best) > 5 else ''})" if best else "")
+        )
     return f"`{method}` (mean AUROC {_fmt(col.mean())}): " + "; ".join(parts) + "."
 
 
@@ -254,8 +259,7 @@ def plot_by_dataset(auroc, path: Path, title: str) -> Path:
     markers = "osv^<>PXdh"
     y = np.arange(len(data))
     for i, m in enumerate(m for m in methods if m != POLICY):
-        ax.scatter(data[m], y, s=20, color=cmap(i % 10), marker=markers[(i // 10 + i) % len(markers)], label=m,
-                   alpha=0.8, zorder=2)
+        ax.scatter(data[m], y, s=20, color=cmap(i % 10), marker=markers[(i // 10 + i) % len(markers)], label=m, alpha=0.8, zorder=2)
     if POLICY in methods:
         ax.scatter(data[POLICY], y, s=90, marker="D", color="black", label=POLICY, zorder=3)
     ax.set_yticks(y, [str(d) for d in data.index], fontsize=8)

@@ -287,8 +287,7 @@ def _with_policies(cells: list[Cell], policies: PolicySource) -> Iterator[Cell]:
         yield cell
 
 
-def _execute(config: BenchmarkConfig, setup: _Setup, results: ResultsFile, cells: list[Cell], copies: list[dict],
-             total: int) -> int:
+def _execute(config: BenchmarkConfig, setup: _Setup, results: ResultsFile, cells: list[Cell], copies: list[dict], total: int) -> int:
     """Run ``cells`` through the configured executor, appending rows as they finish; return the rows written."""
     import json
 
@@ -299,8 +298,7 @@ def _execute(config: BenchmarkConfig, setup: _Setup, results: ResultsFile, cells
 
     torch.set_num_threads(1)
     out = Path(config.out)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     workers = config.workers if config.workers is not None or config.executor != "local" else min(len(cells) or 1, _cores())
     start = "spawn" if setup.device.startswith("cuda") and config.executor == "local" else None
     ran = 0
@@ -310,12 +308,19 @@ def _execute(config: BenchmarkConfig, setup: _Setup, results: ResultsFile, cells
             results.add(row)
         ran += len(copies)
         bar.advance(job, len(copies))
-        policies = PolicySource(setup.mode, out=out, model=config.model, config=config.train_config,
-                                source_specs=config.sources, sources=setup.sources, targets=setup.all_targets,
-                                folds=setup.folds, progress=lambda text: bar.update(job, description=text),
-                                device=setup.device)
-        context = CellContext({t.name: t for t in setup.targets}, setup.sources, setup.all_targets, setup.folds,
-                              setup.mode, config.source_rows, setup.device)
+        policies = PolicySource(
+            setup.mode,
+            out=out,
+            model=config.model,
+            config=config.train_config,
+            source_specs=config.sources,
+            sources=setup.sources,
+            targets=setup.all_targets,
+            folds=setup.folds,
+            progress=lambda text: bar.update(job, description=text),
+            device=setup.device,
+        )
+        context = CellContext({t.name: t for t in setup.targets}, setup.sources, setup.all_targets, setup.folds, setup.mode, config.source_rows, setup.device)
         executor = make_executor(config.executor, workers=workers, address=config.address, start_method=start)
         with executor:
             policies.train(executor, [c.fold for c in cells if any(m in POLICY_BACKED for _, m in c.pairs)])
@@ -346,8 +351,13 @@ def _prefeaturize(executor, cells: list[Cell], context: CellContext, describe: C
     from anomaly_gym.detectors import DETECTORS
 
     widths = {s.n_features for s in context.sources}
-    seeds = sorted({c.seed for c in cells if any(m not in POLICY_BACKED and DETECTORS[m].uses_source for _, m in c.pairs)
-                    and widths != {context.targets[c.dataset].n_features}})
+    seeds = sorted(
+        {
+            c.seed
+            for c in cells
+            if any(m not in POLICY_BACKED and DETECTORS[m].uses_source for _, m in c.pairs) and widths != {context.targets[c.dataset].n_features}
+        }
+    )
     if executor.workers < 2 or not seeds:
         return
     describe(f"featurizing {len(context.sources)} source datasets for the transfer baselines")

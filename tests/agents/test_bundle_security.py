@@ -158,18 +158,18 @@ MALFORMED = {
     "unexpected member": (lambda m: dict(m, **{"evil.py": b"import os"}), "unexpected member"),
     "class outside the allowed list": (
         lambda m: _with_header(m, lambda h: h["policy"]["policy_kwargs"].__setitem__("activation_fn", {"class": "os.system"})),
-        "not one a bundle may name"),
+        "not one a bundle may name",
+    ),
     "weights of another shape": (
         lambda m: _with_header(m, lambda h: h["policy"]["policy_kwargs"].__setitem__("net_arch", {"pi": [3], "vf": [3]})),
-        "does not fit the policy"),
-    "unknown hyperparameter": (
-        lambda m: _with_header(m, lambda h: h["policy"]["hyperparameters"].__setitem__("policy_class", "x")),
-        "unknown hyperparameter"),
+        "does not fit the policy",
+    ),
+    "unknown hyperparameter": (lambda m: _with_header(m, lambda h: h["policy"]["hyperparameters"].__setitem__("policy_class", "x")), "unknown hyperparameter"),
     "featurizer rows of the wrong width": (
         lambda m: dict(m, **{"featurizer.json": json.dumps({"n_rows_seen": 200, "n_columns": 7}).encode()}),
-        "does not match featurizer.json"),
-    "head without its trees": (lambda m: dict(m, **{"head.json": b'{"scale": 1.0, "offset": 0.0, "n_columns": 4}'}),
-                               "without its partner"),
+        "does not match featurizer.json",
+    ),
+    "head without its trees": (lambda m: dict(m, **{"head.json": b'{"scale": 1.0, "offset": 0.0, "n_columns": 4}'}), "without its partner"),
     "newer format": (lambda m: _with_header(m, lambda h: h.__setitem__("format_version", 99)), "newer anomaly-gym"),
 }
 

@@ -82,8 +82,7 @@ def test_tail_columns_keep_the_network_on_the_feedback_features():
     task = make_synthetic_task("global", n_rows=120, n_features=3, contamination=0.1, seed=0)
     env = DummyVecEnv([lambda: DiscoverEnv([task], featurizer=TINY, **SETTINGS)])
     column = len(TINY.feature_names()) + FEEDBACK_FEATURES.index("feedback/learned_score")
-    model = make_discover_agent(env, hidden=16, heuristic_column=column, heuristic_weight=1.0, tail_columns=len(FEEDBACK_FEATURES),
-                                n_steps=16, batch_size=16)
+    model = make_discover_agent(env, hidden=16, heuristic_column=column, heuristic_weight=1.0, tail_columns=len(FEEDBACK_FEATURES), n_steps=16, batch_size=16)
     torch.nn.init.normal_(model.policy.mlp_extractor.logit.weight)  # make the network's part visible
     rng = np.random.default_rng(0)
     obs = rng.uniform(0, 1, size=model.observation_space.shape).astype(np.float32)

@@ -26,10 +26,19 @@ def _features(n: int = 64, seed: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).uniform(lo, hi, size=(n, len(lo))).astype(np.float32)
 
 
-@pytest.mark.parametrize(("algo", "net_arch", "activation"), [
-    ("ppo", [16, 8], None), ("ppo", [], None), ("a2c", [12], "ReLU"), ("dqn", [16, 16], None), ("dqn", [8], "ELU"),
-    ("ppo", [8], "GELU"), ("ppo", [8], "SiLU"), ("a2c", [8], "LeakyReLU"),
-])
+@pytest.mark.parametrize(
+    ("algo", "net_arch", "activation"),
+    [
+        ("ppo", [16, 8], None),
+        ("ppo", [], None),
+        ("a2c", [12], "ReLU"),
+        ("dqn", [16, 16], None),
+        ("dqn", [8], "ELU"),
+        ("ppo", [8], "GELU"),
+        ("ppo", [8], "SiLU"),
+        ("a2c", [8], "LeakyReLU"),
+    ],
+)
 def test_the_bundle_read_without_torch_gives_the_torch_margins(tmp_path, env, algo, net_arch, activation):
     import torch.nn as nn
 

@@ -35,8 +35,7 @@ def _found(strategy, decoy, budget=40, seeds=(0, 1)):
     return sum(int(run_discovery(strategy, data, y, budget, s).sum()) for s in seeds)
 
 
-@pytest.mark.parametrize("strategy", [RandomStrategy(), RankingStrategy(), AADStrategy(n_trees=30), ActiveLearningStrategy()],
-                         ids=lambda s: s.name)
+@pytest.mark.parametrize("strategy", [RandomStrategy(), RankingStrategy(), AADStrategy(n_trees=30), ActiveLearningStrategy()], ids=lambda s: s.name)
 def test_strategies_show_distinct_rows_and_are_seeded(strategy, decoy):
     data, y = decoy
     strategy.start(data, seed=3)

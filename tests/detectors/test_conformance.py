@@ -357,15 +357,13 @@ def test_trimmed_covariance_ignores_a_far_cluster():
 def test_mean_rank_is_the_mean_of_member_percentiles(planted):
     ensemble = MeanRankEnsemble(detectors=("knn", "hbos", "iforest")).fit(planted.X_train)
     scores = ensemble.decision_function(planted.X_test)
-    expected = np.mean([percentile_rank(np.sort(m.decision_scores_), m.decision_function(planted.X_test))
-                        for m in ensemble.members_], axis=0)
+    expected = np.mean([percentile_rank(np.sort(m.decision_scores_), m.decision_function(planted.X_test)) for m in ensemble.members_], axis=0)
     np.testing.assert_allclose(scores, expected)
     assert scores.min() >= 0.0 and scores.max() <= 1.0
     far = ensemble.decision_function(np.full((1, 4), 1e3))
     assert far[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="unsupervised"):
         MeanRankEnsemble(detectors=("knn", "devnet")).fit(planted.X_train)
-
 
 
 def test_mean_z_is_the_mean_of_the_banks_log_robust_z(planted):

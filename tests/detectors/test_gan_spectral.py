@@ -62,8 +62,7 @@ def test_without_fine_tuning_the_network_is_the_meta_initialisation(family):
 
 def test_meta_gan_rejects_bad_parameters(family):
     source, target = family
-    for params, match in (({"meta_lr": 0.0}, "meta_lr"), ({"background": 1.0}, "background"),
-                          ({"finetune_steps": -1}, "finetune_steps"), ({"lr": 0.0}, "lr")):
+    for params, match in (({"meta_lr": 0.0}, "meta_lr"), ({"background": 1.0}, "background"), ({"finetune_steps": -1}, "finetune_steps"), ({"lr": 0.0}, "lr")):
         with pytest.raises(ValueError, match=match):
             MetaGANDetector(**params).fit(target.X, source=source)
 
@@ -79,7 +78,7 @@ def test_local_scaling_affinity_is_a_symmetric_knn_graph():
     D = np.linalg.norm(Z[:, None] - Z[None], axis=-1)
     sigma = np.sort(D, axis=1)[:, 5]
     i, j = np.argwhere(W > 0)[0]
-    assert W[i, j] == pytest.approx(np.exp(-D[i, j] ** 2 / (sigma[i] * sigma[j])))
+    assert W[i, j] == pytest.approx(np.exp(-(D[i, j] ** 2) / (sigma[i] * sigma[j])))
 
 
 def test_spectral_clusters_keep_target_rows_unseen_in_the_source_small():

@@ -44,8 +44,7 @@ def _within(rates: np.ndarray) -> bool:
     return bool(np.all(np.abs(rates - C) <= 0.4 * C + 1e-12))
 
 
-@pytest.mark.parametrize("n_columns, seed", [(1, 0), (10, 0), pytest.param(1, 1, marks=pytest.mark.slow),
-                                             pytest.param(10, 1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n_columns, seed", [(1, 0), (10, 0), pytest.param(1, 1, marks=pytest.mark.slow), pytest.param(10, 1, marks=pytest.mark.slow)])
 def test_flags_keep_their_rate_on_a_gaussian_stream_from_the_first_scored_row(default_bundle, n_columns, seed):
     # Each row is flagged with probability C independently, so a block's share is a
     # binomial(1000, C) share: outside C +- 40% about once in 250 blocks, whatever the fit.
@@ -54,9 +53,16 @@ def test_flags_keep_their_rate_on_a_gaussian_stream_from_the_first_scored_row(de
     assert len(rates) == 3 and _within(rates), rates
 
 
-@pytest.mark.parametrize("name", ["art_flatline", "art_daily_perfect_square_wave", "art_noisy",
-                                  pytest.param("art_daily_no_noise", marks=pytest.mark.slow),
-                                  pytest.param("art_daily_small_noise", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "art_flatline",
+        "art_daily_perfect_square_wave",
+        "art_noisy",
+        pytest.param("art_daily_no_noise", marks=pytest.mark.slow),
+        pytest.param("art_daily_small_noise", marks=pytest.mark.slow),
+    ],
+)
 def test_flags_keep_their_rate_on_nab_streams_without_anomalies(default_bundle, nab_dir, name):
     path = nab_dir / "artificialNoAnomaly" / f"{name}.csv"
     if not path.is_file():
@@ -131,9 +137,13 @@ def test_a_fixed_threshold_flags_scores_above_it(tiny_bundle):
 
 
 def test_bad_settings_are_refused(tiny_bundle):
-    for kwargs, message in (({"contamination": 0.0}, "contamination"), ({"warmup": 5}, "warmup"),
-                            ({"warmup": 50, "window": 20}, "window"), ({"refit_every": 0}, "refit_every"),
-                            ({"threshold": math.inf}, "threshold")):
+    for kwargs, message in (
+        ({"contamination": 0.0}, "contamination"),
+        ({"warmup": 5}, "warmup"),
+        ({"warmup": 50, "window": 20}, "window"),
+        ({"refit_every": 0}, "refit_every"),
+        ({"threshold": math.inf}, "threshold"),
+    ):
         with pytest.raises(ValueError, match=message):
             StreamDetector(tiny_bundle, background=False, **kwargs)
 

@@ -19,8 +19,7 @@ def _read(data: bytes, **kwargs):
 def test_records_keep_their_fields_and_start_lines():
     data = b'k,a,b\nx,1,2\ry,3,4\r\nz,5,"6\n7"\nw,8,9\n'
     recs = _read(data)
-    assert [(r.line, r.fields) for r in recs] == [(2, ["x", "1", "2"]), (3, ["y", "3", "4"]), (4, ["z", "5", "6\n7"]),
-                                                  (6, ["w", "8", "9"])]
+    assert [(r.line, r.fields) for r in recs] == [(2, ["x", "1", "2"]), (3, ["y", "3", "4"]), (4, ["z", "5", "6\n7"]), (6, ["w", "8", "9"])]
     assert recs[2].error == "non-numeric value '6\\n7' in column 'b'" and recs[2].values is None
     np.testing.assert_array_equal(recs[3].values, [8.0, 9.0])
     assert recs[3].values.dtype == np.float64
@@ -31,8 +30,7 @@ def test_read_table_collects_values_errors_and_places(tmp_path):
     src.write_text("ts,a,b\nt0,1,2\n\nt1,1e39,2\nt2,3\nt3,4,5\n")
     table = read_table([src])
     assert table.header == ["ts", "a", "b"] and table.feature_names == ["a", "b"]
-    assert table.errors == {1: "empty line", 2: "value '1e39' in column 'a' is beyond float32's range (|x| <= 3.4e38)",
-                            3: "expected 3 fields, got 2"}
+    assert table.errors == {1: "empty line", 2: "value '1e39' in column 'a' is beyond float32's range (|x| <= 3.4e38)", 3: "expected 3 fields, got 2"}
     assert table.where(2) == f"{src}:4" and table.fields[3] == ["t2", "3", ""]
     np.testing.assert_array_equal(table.X[[0, 4]], [[1, 2], [4, 5]])
     assert np.isnan(table.X[1:4]).all()
@@ -131,8 +129,7 @@ def test_reading_whole_inputs_gives_the_records_of_reading_as_they_arrive(rows, 
 
     def records(whole):
         try:
-            return [(r.line, r.fields, r.error, None if r.values is None else r.values.tolist())
-                    for r in CsvReader([io.BytesIO(data)], whole=whole)]
+            return [(r.line, r.fields, r.error, None if r.values is None else r.values.tolist()) for r in CsvReader([io.BytesIO(data)], whole=whole)]
         except InputError as exc:
             return str(exc)
 
@@ -159,11 +156,22 @@ def test_column_kinds_are_inferred_from_the_sample():
     from anomaly_gym.envs.csvio import infer_column_types
 
     header = ["ts", "proto", "ok", "bytes", "code", "user", "row_id", "label", "blank"]
-    sample = [[f"2024-05-01T12:{i:02d}:00", ["tcp", "udp", "icmp"][i % 3], ["yes", "no"][i % 2], str(i * 7 % 13),
-               str(i % 4), f"u{i}", str(i), str(i % 2), ""] for i in range(20)]
+    sample = [
+        [f"2024-05-01T12:{i:02d}:00", ["tcp", "udp", "icmp"][i % 3], ["yes", "no"][i % 2], str(i * 7 % 13), str(i % 4), f"u{i}", str(i), str(i % 2), ""]
+        for i in range(20)
+    ]
     kinds = {t.name: t.kind for t in infer_column_types(header, sample)}
-    assert kinds == {"ts": "timestamp", "proto": "categorical", "ok": "boolean", "bytes": "numeric", "code": "numeric",
-                     "user": "identifier", "row_id": "identifier", "label": "label", "blank": "empty"}
+    assert kinds == {
+        "ts": "timestamp",
+        "proto": "categorical",
+        "ok": "boolean",
+        "bytes": "numeric",
+        "code": "numeric",
+        "user": "identifier",
+        "row_id": "identifier",
+        "label": "label",
+        "blank": "empty",
+    }
     # integer codes are categorical only when the user says so; overrides win over inference
     kinds = {t.name: t.kind for t in infer_column_types(header, sample, categorical=["code"], numeric=["ok"], ignore=["proto"])}
     assert (kinds["code"], kinds["ok"], kinds["proto"]) == ("categorical", "numeric", "ignored")

@@ -15,8 +15,7 @@ from gymnasium.utils.env_checker import check_env
 TINY = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
 # tabular environments built like Detect-v0 (Stream-v0 has its own tests)
 REGISTERED = sorted(
-    env_id for env_id, spec in gym.registry.items()
-    if env_id.startswith("AnomalyGym/") and str(spec.entry_point).startswith("anomaly_gym.envs.detect:")
+    env_id for env_id, spec in gym.registry.items() if env_id.startswith("AnomalyGym/") and str(spec.entry_point).startswith("anomaly_gym.envs.detect:")
 )
 
 

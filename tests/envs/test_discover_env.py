@@ -60,8 +60,8 @@ def test_observation_shape_and_bounds(tasks):
     assert obs.dtype == np.float32 and env.observation_space.contains(obs)
     assert env.action_space.n == 16 and env.action_masks().all()
     # before any answer: no similarity, full budget
-    assert np.all(obs[:, [_col('sim_anomaly'), _col('sim_normal'), _col('raw_anomaly'), _col('raw_normal')]] == 0)
-    assert np.all(obs[:, _col('budget_left')] == 1.0)
+    assert np.all(obs[:, [_col("sim_anomaly"), _col("sim_normal"), _col("raw_anomaly"), _col("raw_normal")]] == 0)
+    assert np.all(obs[:, _col("budget_left")] == 1.0)
 
 
 def test_rows_are_never_shown_twice_and_rewards_follow_labels(tasks):
@@ -77,12 +77,12 @@ def test_feedback_features_react_to_answers(tasks):
     env = _env(tasks)
     obs, _ = env.reset(seed=0)
     # show the candidate with the highest prior rank
-    obs, *_, info = env.step(int(np.argmax(np.where(env.action_masks(), obs[:, _col('prior_rank')], -1))))
+    obs, *_, info = env.step(int(np.argmax(np.where(env.action_masks(), obs[:, _col("prior_rank")], -1))))
     cls = 0 if info["label"] == 1 else 1  # sim_anomaly when an anomaly was found, else sim_normal
-    assert (obs[:, _col(('sim_anomaly', 'sim_normal')[cls])] > 0).any()
-    assert (obs[:, _col(('raw_anomaly', 'raw_normal')[cls])] > 0).any()
-    assert np.allclose(obs[:, _col('budget_left')], 1 - 1 / 20)
-    assert np.allclose(obs[:, _col('hit_rate')], float(info["label"]))
+    assert (obs[:, _col(("sim_anomaly", "sim_normal")[cls])] > 0).any()
+    assert (obs[:, _col(("raw_anomaly", "raw_normal")[cls])] > 0).any()
+    assert np.allclose(obs[:, _col("budget_left")], 1 - 1 / 20)
+    assert np.allclose(obs[:, _col("hit_rate")], float(info["label"]))
 
 
 def test_small_task_masks_empty_slots_and_ends_when_rows_run_out():
@@ -110,11 +110,10 @@ def test_a_session_serves_an_unlabelled_target_one_answer_at_a_time(tasks):
     env = _env(tasks)
     obs, _ = env.reset(seed=2)
     feats, prior = env._data[tasks[0].hash]
-    session = DiscoverySession(feats, prior, env._pct_cols, budget=20, pool_size=16, random_share=0.25,
-                               similarity_scale=0.1, rng=np.random.default_rng(0))
+    session = DiscoverySession(feats, prior, env._pct_cols, budget=20, pool_size=16, random_share=0.25, similarity_scale=0.1, rng=np.random.default_rng(0))
     assert np.array_equal(session.observation()[:12], obs[:12])  # the prior's part of the pool (the rest is random)
     row = session.reveal(0, 1)
-    assert session.shown == [row] and session.labels == [1] and session.observation()[0, _col('hit_rate')] == 1.0
+    assert session.shown == [row] and session.labels == [1] and session.observation()[0, _col("hit_rate")] == 1.0
     with pytest.raises(ValueError, match="label must be 0 or 1"):
         session.reveal(1, 2)
 
@@ -149,8 +148,9 @@ def test_raw_features_are_the_similarity_to_the_nearest_labelled_row(tasks):
     env.reset(seed=0)
     feats, prior = env._data[tasks[0].hash]
     Z = raw_embedding(tasks[0].X)
-    session = DiscoverySession(feats, prior, env._pct_cols, budget=20, pool_size=16, random_share=0.25,
-                               similarity_scale=0.1, rng=np.random.default_rng(0), raw=Z)
+    session = DiscoverySession(
+        feats, prior, env._pct_cols, budget=20, pool_size=16, random_share=0.25, similarity_scale=0.1, rng=np.random.default_rng(0), raw=Z
+    )
     shown = session.reveal(0, 1)
     live = session.action_masks()
     rows = session._pool[live]

@@ -25,8 +25,7 @@ def test_rarity_counts_halvings_below_half_the_uniform_share_and_unseen_values_a
     # log2(100 / (2 * 4 * count)): a, b and c (a third of the uniform share) 0, d 2.6, unseen (0.5) 4.6
     np.testing.assert_array_equal(enc.transform(None, new)[:, 0], [0, 0, 0, 2, 4])
     # margin 1, rare from the uniform share down, as encoders stored without a margin encode
-    np.testing.assert_array_equal(TableEncoder([], ["v"], rarity_margin=1).fit(None, X_cat).transform(None, new)[:, 0],
-                                  [0, 0, 1, 3, 5])
+    np.testing.assert_array_equal(TableEncoder([], ["v"], rarity_margin=1).fit(None, X_cat).transform(None, new)[:, 0], [0, 0, 1, 3, 5])
     old = {k: v for k, v in enc.to_dict().items() if k not in ("rarity_margin", "pairs")}
     assert TableEncoder.from_dict(old).transform(None, new)[:, 0].tolist() == [0, 0, 1, 3, 5]
     # equally common values all score 0, whatever the sampling noise
@@ -81,7 +80,8 @@ def test_warmup_encoder_holds_rows_back_then_encodes_as_fitted_on_the_warmup_row
     released = [enc.rows(v, c) for v, c in values[:4]]
     assert [len(r) for r in released] == [0, 0, 0, 4]
     reference = TableEncoder(["bytes"], ["proto"], on_missing="impute").fit(
-        np.array([v for v, _ in values[:4]]), np.array([c for _, c in values[:4]], dtype=object))
+        np.array([v for v, _ in values[:4]]), np.array([c for _, c in values[:4]], dtype=object)
+    )
     expected = reference.transform(np.array([v for v, _ in values]), np.array([c for _, c in values], dtype=object))
     np.testing.assert_array_equal(np.array(released[-1]), expected[:4])
     later = [enc.rows(v, c) for v, c in values[4:]]
@@ -133,8 +133,7 @@ def test_values_of_any_type_are_read_as_text_with_none_and_nan_as_the_empty_valu
     X_cat = np.array([[1], [1.5], [None], [np.nan], ["1"], [""]], dtype=object)
     enc = TableEncoder([], ["v"], onehot_max=5).fit(X_cat=X_cat)
     assert enc.counts_[0] == {"": 3, "1": 2, "1.5": 1}
-    np.testing.assert_array_equal(enc.transform(X_cat=X_cat)[:, 1:], [[0, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0],
-                                                                       [0, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(enc.transform(X_cat=X_cat)[:, 1:], [[0, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]])
 
 
 def test_transform_in_chunks_gives_the_rows_encoded_one_at_a_time(monkeypatch):
@@ -147,7 +146,7 @@ def test_transform_in_chunks_gives_the_rows_encoded_one_at_a_time(monkeypatch):
     enc = TableEncoder(["x", "y"], ["c", "d"], onehot_max=4, pairs=True).fit(X_num, X_cat)
     monkeypatch.setattr(encoding, "CHUNK_ROWS", 7)
     whole = enc.transform(X_num, X_cat)
-    one_by_one = np.vstack([enc.transform(X_num[i:i + 1], X_cat[i:i + 1]) for i in range(50)])
+    one_by_one = np.vstack([enc.transform(X_num[i : i + 1], X_cat[i : i + 1]) for i in range(50)])
     np.testing.assert_array_equal(whole, one_by_one)
     assert whole.shape == (50, enc.n_outputs) and np.isfinite(whole).all()
     assert enc.output_names[-1] == "pairs/rarity" and whole[:, -1].max() > 0  # rows scored one by one take the dict path
@@ -205,8 +204,9 @@ def test_fit_transform_gives_fit_then_transform(monkeypatch):
     n = 3000
     X_num = rng.normal(size=(n, 2))
     X_num[rng.random(X_num.shape) < 0.05] = np.nan
-    X_cat = np.column_stack([rng.choice(["tcp", "udp", "icmp", None], size=n, p=[0.7, 0.2, 0.08, 0.02]),
-                             rng.integers(0, 400, size=n), rng.choice(list("abcdefgh"), size=n)]).astype(object)
+    X_cat = np.column_stack(
+        [rng.choice(["tcp", "udp", "icmp", None], size=n, p=[0.7, 0.2, 0.08, 0.02]), rng.integers(0, 400, size=n), rng.choice(list("abcdefgh"), size=n)]
+    ).astype(object)
     for options in ({}, {"drop_constant": True}, {"onehot_max": 5}):
         enc = TableEncoder(["u", "v"], ["proto", "code", "file"], **options)
         np.testing.assert_array_equal(enc.fit_transform(X_num, X_cat), enc.fit(X_num, X_cat).transform(X_num, X_cat))

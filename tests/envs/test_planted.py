@@ -103,11 +103,9 @@ def test_planted_tasks_follow_the_grid_per_parent(parent):
 def test_spec_parsing_and_its_errors():
     path, settings = parse_planted_spec("planted:builtin?types=local,global&rates=0.02,0.05&strengths=1&per_dataset=5&max_rows=300&max_columns=9")
     assert path == "builtin"
-    assert settings == PlantSettings(types=("local", "global"), rates=(0.02, 0.05), strengths=(1.0,), per_dataset=5, max_rows=300,
-                                     max_columns=9)
+    assert settings == PlantSettings(types=("local", "global"), rates=(0.02, 0.05), strengths=(1.0,), per_dataset=5, max_rows=300, max_columns=9)
     assert parse_planted_spec("planted:data/x")[1] == PlantSettings()
-    assert parse_planted_spec("planted:x?types=local+dependency&rates=0.02+0.1")[1] == PlantSettings(
-        types=("local", "dependency"), rates=(0.02, 0.1))
+    assert parse_planted_spec("planted:x?types=local+dependency&rates=0.02+0.1")[1] == PlantSettings(types=("local", "dependency"), rates=(0.02, 0.1))
     with pytest.raises(ValueError, match="unknown or empty option 'kinds=local'"):
         parse_planted_spec("planted:builtin?kinds=local")
     with pytest.raises(ValueError, match="planted types must be among"):

@@ -58,7 +58,7 @@ def test_first_flag_in_a_window_pays_and_later_ones_do_not():
     s = make_synthetic_series(4, n_rows=1000, kinds=["spike"], n_anomalies=1)
     env = StreamDetectionEnv([s])
     env.reset(seed=0)
-    (a, b), = s.windows
+    ((a, b),) = s.windows
     rewards = {}
     for row in range(env.unwrapped._row, s.n_rows):
         action = int(row in (a, a + 1))
@@ -125,7 +125,7 @@ def test_generator_is_seeded_and_plants_every_kind():
     for kind in ANOMALY_KINDS:
         clean = make_synthetic_series(21, kinds=[], n_rows=2000)
         planted = make_synthetic_series(21, kinds=[kind], n_anomalies=1, n_rows=2000)
-        (lo, hi), = planted.windows
+        ((lo, hi),) = planted.windows
         changed = np.flatnonzero(planted.values != clean.values)
         assert len(changed) > 0, kind
         # nothing changes before the window; the change starts inside it

@@ -74,8 +74,7 @@ def test_score_one_does_not_learn():
 
 
 def test_streaming_path_imports_no_heavy_library():
-    code = ("import sys; import anomaly_gym.envs.stream_policy; "
-            "print([m for m in ('torch', 'sklearn', 'pyod', 'stable_baselines3') if m in sys.modules])")
+    code = "import sys; import anomaly_gym.envs.stream_policy; print([m for m in ('torch', 'sklearn', 'pyod', 'stable_baselines3') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -9,14 +9,17 @@ from anomaly_gym.envs.temporal_stream import TemporalStreamDetector, TimestampFo
 MAY_1_NOON = 1714564800.0  # 2024-05-01 12:00:00 UTC
 
 
-@pytest.mark.parametrize("text, pattern", [
-    ("2024-05-01 12:00:00", "%Y-%m-%d %H:%M:%S"),
-    ("2024-05-01T12:00:00", "%Y-%m-%dT%H:%M:%S"),
-    ("2024-05-01T12:00:00.250", "%Y-%m-%dT%H:%M:%S.%f"),
-    ("2024-05-01 12:00", "%Y-%m-%d %H:%M"),
-    ("2024/05/01 12:00:00", "%Y/%m/%d %H:%M:%S"),
-    ("05/01/2024 12:00 PM", "%m/%d/%Y %I:%M %p"),
-])
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("2024-05-01 12:00:00", "%Y-%m-%d %H:%M:%S"),
+        ("2024-05-01T12:00:00", "%Y-%m-%dT%H:%M:%S"),
+        ("2024-05-01T12:00:00.250", "%Y-%m-%dT%H:%M:%S.%f"),
+        ("2024-05-01 12:00", "%Y-%m-%d %H:%M"),
+        ("2024/05/01 12:00:00", "%Y/%m/%d %H:%M:%S"),
+        ("05/01/2024 12:00 PM", "%m/%d/%Y %I:%M %p"),
+    ],
+)
 def test_the_first_rows_format_is_detected_and_read(text, pattern):
     fmt = TimestampFormat.detect(text)
     assert fmt.pattern == pattern
@@ -34,8 +37,9 @@ def test_day_first_or_month_first_is_settled_by_the_other_sample_rows():
     assert TimestampFormat.detect("01/02/2024 00:00", ["02/13/2024 00:00"]).pattern == "%m/%d/%Y %H:%M"
 
 
-@pytest.mark.parametrize("text, seconds", [("1714564800", MAY_1_NOON), ("1714564800000", MAY_1_NOON),
-                                           ("1714564800000000", MAY_1_NOON), ("1714564800.5", MAY_1_NOON + 0.5)])
+@pytest.mark.parametrize(
+    "text, seconds", [("1714564800", MAY_1_NOON), ("1714564800000", MAY_1_NOON), ("1714564800000000", MAY_1_NOON), ("1714564800.5", MAY_1_NOON + 0.5)]
+)
 def test_unix_times_take_their_unit_from_the_first_rows_magnitude(text, seconds):
     assert TimestampFormat.detect(text).parse(text) == pytest.approx(seconds)
 

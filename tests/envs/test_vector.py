@@ -17,10 +17,7 @@ CFG = FeaturizerConfig(detectors=("iforest", "ecod", "hbos"))
 @pytest.fixture(scope="module")
 def tasks():
     kinds = ("local", "global", "clustered")
-    return [
-        make_synthetic_task(kind, n_rows=300 + 20 * i, n_features=4 + i, contamination=0.05 + 0.03 * i, seed=i)
-        for i, kind in enumerate(kinds)
-    ]
+    return [make_synthetic_task(kind, n_rows=300 + 20 * i, n_features=4 + i, contamination=0.05 + 0.03 * i, seed=i) for i, kind in enumerate(kinds)]
 
 
 @pytest.fixture(scope="module")

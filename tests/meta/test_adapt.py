@@ -226,8 +226,7 @@ def test_unsupervised_self_training_improves_its_held_out_pseudo_labels(bundle, 
     assert record["pseudo-labelled_rows"] == record["pseudo_anomalies"] + record["pseudo_normals"]
     # seeded: self-training makes the policy surer of held-out pseudo-labels and keeps its ranking
     assert record["kept"] == "adapted", record["reason"]
-    assert (record["held_out_auroc_after"], -record["held_out_logloss_after"]) > (
-        record["held_out_auroc_before"], -record["held_out_logloss_before"])
+    assert (record["held_out_auroc_after"], -record["held_out_logloss_after"]) > (record["held_out_auroc_before"], -record["held_out_logloss_before"])
     assert record["rank_agreement"] >= FAST.min_rank_agreement
     before, after = bundle.score(target.X), adapted.score(target.X, refit=False)
     assert not np.allclose(before, after)  # the kept policy is the adapted one

@@ -18,9 +18,18 @@ TARGETS = ["synthetic/global-00", "sklearn/iris-1", "sklearn/wine-0"]
 
 
 def _config(out: Path, executor: str, **kw) -> BenchmarkConfig:
-    return BenchmarkConfig(sources=["builtin"], targets=["builtin"], datasets=TARGETS, methods=["hbos", "iforest"],
-                           seeds=1, out=out, executor=executor, workers=None if executor == "serial" else 2,
-                           progress=False, **kw)
+    return BenchmarkConfig(
+        sources=["builtin"],
+        targets=["builtin"],
+        datasets=TARGETS,
+        methods=["hbos", "iforest"],
+        seeds=1,
+        out=out,
+        executor=executor,
+        workers=None if executor == "serial" else 2,
+        progress=False,
+        **kw,
+    )
 
 
 def _table(out: Path) -> pd.DataFrame:
@@ -155,8 +164,22 @@ def test_a_crashed_ray_task_becomes_error_rows(serial_run, ray_address, tmp_path
 def test_executor_flags_are_checked(tmp_path, monkeypatch, capsys):
     from anomaly_gym.scripts.cli import main
 
-    base = ["benchmark", "--sources", "builtin", "--targets", "builtin", "--datasets", "sklearn/iris-1", "--seeds", "1",
-            "--methods", "hbos", "--out", str(tmp_path / "o"), "--no-progress"]
+    base = [
+        "benchmark",
+        "--sources",
+        "builtin",
+        "--targets",
+        "builtin",
+        "--datasets",
+        "sklearn/iris-1",
+        "--seeds",
+        "1",
+        "--methods",
+        "hbos",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
     assert main(base + ["--executor", "local", "--address", "auto"]) == 2
     assert "--address is for --executor ray" in capsys.readouterr().err
     assert main(base + ["--workers", "0"]) == 2

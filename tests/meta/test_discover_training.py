@@ -15,8 +15,7 @@ from anomaly_gym.meta.discover_benchmark import ActiveBenchmarkConfig, compare, 
 from anomaly_gym.scripts.cli import main
 
 TINY = FeaturizerConfig(detectors=("ecod", "copod", "hbos"), descriptors=False)
-SMALL = DiscoverTrainConfig(total_timesteps=1200, n_envs=2, budget=30, pool_size=16, n_steps=100, batch_size=100,
-                            n_epochs=2, device="cpu")
+SMALL = DiscoverTrainConfig(total_timesteps=1200, n_envs=2, budget=30, pool_size=16, n_steps=100, batch_size=100, n_epochs=2, device="cpu")
 
 
 def _tasks(n=4):

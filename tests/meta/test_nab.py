@@ -131,8 +131,13 @@ def test_ties_between_thresholds_go_to_the_higher_one():
 # NAB's published results file for Numenta HTM on realTraffic/speed_7578.csv (results/numenta/)
 # records the score of each window and each false positive under the three profiles.
 PUBLISHED_DETECTIONS = [
-    "2015-09-12 00:16:00", "2015-09-14 17:45:00", "2015-09-15 06:05:00",  # false positives
-    "2015-09-15 14:34:00", "2015-09-16 14:19:00", "2015-09-16 17:15:00", "2015-09-16 17:45:00",
+    "2015-09-12 00:16:00",
+    "2015-09-14 17:45:00",
+    "2015-09-15 06:05:00",  # false positives
+    "2015-09-15 14:34:00",
+    "2015-09-16 14:19:00",
+    "2015-09-16 17:15:00",
+    "2015-09-16 17:45:00",
 ]
 PUBLISHED = {  # profile -> (per-window scores in order, false-positive scores in order)
     "standard": ([-1.0, 0.871604206333, 0.847084961863, 0.847084961863], [-0.109276714495, -0.11, -0.11]),
@@ -161,5 +166,4 @@ def test_nab_corpus_loads_with_its_windows(nab_dir):
     corpus = load_nab_dir(nab_dir)
     assert len(corpus) == 41
     assert sum(len(s.windows) for s in corpus) == 64
-    assert {s.category for s in corpus} == {
-        "artificialNoAnomaly", "artificialWithAnomaly", "realAWSCloudwatch", "realAdExchange", "realTraffic"}
+    assert {s.category for s in corpus} == {"artificialNoAnomaly", "artificialWithAnomaly", "realAWSCloudwatch", "realAdExchange", "realTraffic"}

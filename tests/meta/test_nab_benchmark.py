@@ -24,18 +24,15 @@ def nab_like(tmp_path_factory):
         for k in range(2):
             s = make_synthetic_series(100 + 10 * c + k, n_rows=900, n_anomalies=1)
             name = f"{cat}/s{k}.csv"
-            pd.DataFrame({"timestamp": pd.to_datetime(s.timestamps).strftime("%Y-%m-%d %H:%M:%S"),
-                          "value": s.values}).to_csv(root / name, index=False)
-            windows[name] = [[str(s.timestamps[a]).replace("T", " ") + ".000000", str(s.timestamps[b]).replace("T", " ") + ".000000"]
-                             for a, b in s.windows]
+            pd.DataFrame({"timestamp": pd.to_datetime(s.timestamps).strftime("%Y-%m-%d %H:%M:%S"), "value": s.values}).to_csv(root / name, index=False)
+            windows[name] = [[str(s.timestamps[a]).replace("T", " ") + ".000000", str(s.timestamps[b]).replace("T", " ") + ".000000"] for a, b in s.windows]
     (root / "combined_windows.json").write_text(json.dumps(windows))
     return root
 
 
 @pytest.mark.slow
 def test_folds_never_train_on_the_scored_category_and_outputs_follow_nab(nab_like, tmp_path):
-    cfg = NabBenchmarkConfig(methods=("policy", "rolling_zscore", "windowed_gaussian"), synthetic_series=2,
-                             total_steps=1024, plots=True)
+    cfg = NabBenchmarkConfig(methods=("policy", "rolling_zscore", "windowed_gaussian"), synthetic_series=2, total_steps=1024, plots=True)
     rows = run_nab_benchmark(nab_like, tmp_path, cfg)
     corpus = load_nab_dir(nab_like)
     assert len(corpus) == 4 and all(s.windows for s in corpus)
@@ -54,15 +51,13 @@ def test_folds_never_train_on_the_scored_category_and_outputs_follow_nab(nab_lik
     assert "| policy |" in summary and "held-out threshold" in summary
     assert (tmp_path / "plots" / "catA" / "s0.png").is_file()
     # the summary's corpus figure is NAB's score of the results files
-    res = nab.score_corpus({s.name: (nab.read_results(tmp_path / "results", "rolling_zscore", s.name)[1], s.n_rows, s.windows)
-                            for s in corpus})
+    res = nab.score_corpus({s.name: (nab.read_results(tmp_path / "results", "rolling_zscore", s.name)[1], s.n_rows, s.windows) for s in corpus})
     row = next(r for r in rows if r["method"] == "rolling_zscore" and r["category"] == "ALL" and r["threshold_rule"] == "corpus")
     assert row["score"] == pytest.approx(res.score)
 
 
 def test_nab_commands(nab_like, tmp_path, capsys):
-    assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods",
-                 "rolling_zscore", "--no-plots"]) == 0
+    assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods", "rolling_zscore", "--no-plots"]) == 0
     out = capsys.readouterr().out
     assert "rolling_zscore" in out and "where the points go" in out and " FP |" in out
     assert main(["nab", "score", str(tmp_path / "results"), "--detector", "rolling_zscore", "--data", str(nab_like)]) == 0
@@ -74,8 +69,7 @@ def test_nab_commands(nab_like, tmp_path, capsys):
 
 
 def test_benchmark_protocol_nab_runs_the_nab_benchmark(nab_like, tmp_path, capsys):
-    assert main(["benchmark", "--protocol", "nab", "--data", str(nab_like), "--out", str(tmp_path),
-                 "--methods", "rolling_zscore"]) == 0
+    assert main(["benchmark", "--protocol", "nab", "--data", str(nab_like), "--out", str(tmp_path), "--methods", "rolling_zscore"]) == 0
     assert "rolling_zscore" in capsys.readouterr().out
     assert (tmp_path / "summary.csv").is_file()
     assert main(["benchmark", "--protocol", "nab", "--out", str(tmp_path)]) == 2
@@ -141,7 +135,6 @@ def test_nab_train_writes_a_calibrated_stream_policy(nab_like, tmp_path, capsys)
     policy = StreamPolicy.load(out)
     assert 0.0 <= policy.score_threshold <= 1.0 and policy.metadata["trainer"] == "logistic"
     assert len(policy.metadata["train_series"]) == 5
-    assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "0", "--trainer", "search", "--iterations", "2",
-                 "-o", str(out)]) == 0
+    assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "0", "--trainer", "search", "--iterations", "2", "-o", str(out)]) == 0
     assert StreamPolicy.load(out).metadata["trainer"] == "search"
     assert main(["nab", "train", "--data", str(nab_like), "--iterations", "-1", "-o", str(out)]) == 2

@@ -29,8 +29,23 @@ def test_few_shot_from_a_csv_label_column(model_path, target, tmp_path, capsys):
     frame["label"] = target.y
     frame.to_csv(tmp_path / "t.csv", index=False)
     out = tmp_path / "adapted.zip"
-    code = main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
-                 "--shots", "8", "--normal-shots", "40", "--out", str(out)])
+    code = main(
+        [
+            "adapt",
+            "--model",
+            str(model_path),
+            "--data",
+            str(tmp_path / "t.csv"),
+            "--label-column",
+            "label",
+            "--shots",
+            "8",
+            "--normal-shots",
+            "40",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     record = load_bundle(out).metadata["adaptation"]
     assert record["mode"] == "few-shot" and record["labelled_rows"] == 48 and record["rows"] == target.n_rows
@@ -52,8 +67,7 @@ def test_zero_shot_from_an_npz_and_a_labels_file(model_path, target, tmp_path):
     anomalies, normals = np.flatnonzero(target.y == 1)[:4], np.flatnonzero(target.y == 0)[:10]
     pd.DataFrame({"row": np.r_[anomalies, normals], "label": [1] * 4 + [0] * 10}).to_csv(tmp_path / "labels.csv", index=False)
     out2 = tmp_path / "few.zip"
-    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.npz"), "--labels", str(tmp_path / "labels.csv"),
-                 "--out", str(out2)]) == 0
+    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.npz"), "--labels", str(tmp_path / "labels.csv"), "--out", str(out2)]) == 0
     assert load_bundle(out2).metadata["adaptation"]["labelled_rows"] == 14
 
 
@@ -93,22 +107,94 @@ def test_few_shot_method_option_and_detect_reads_the_head(model_path, tmp_path, 
     frame["label"] = target.y
     frame.to_csv(tmp_path / "t.csv", index=False)
     fine = tmp_path / "fine.zip"
-    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
-                 "--shots", "8", "--few-shot", "fine-tune", "--out", str(fine)]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--model",
+                str(model_path),
+                "--data",
+                str(tmp_path / "t.csv"),
+                "--label-column",
+                "label",
+                "--shots",
+                "8",
+                "--few-shot",
+                "fine-tune",
+                "--out",
+                str(fine),
+            ]
+        )
+        == 0
+    )
     assert load_bundle(fine).metadata["adaptation"]["method"] == "fine-tune" and load_bundle(fine).head is None
 
     unguarded = tmp_path / "unguarded.zip"
-    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
-                 "--shots", "8", "--no-guard", "--out", str(unguarded)]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--model",
+                str(model_path),
+                "--data",
+                str(tmp_path / "t.csv"),
+                "--label-column",
+                "label",
+                "--shots",
+                "8",
+                "--no-guard",
+                "--out",
+                str(unguarded),
+            ]
+        )
+        == 0
+    )
     record = load_bundle(unguarded).metadata["adaptation"]
     assert record["kept"] == "adapted" and "guard is off" in record["reason"]
-    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
-                 "--shots", "8", "--no-guard", "--few-shot", "fine-tune", "--out", str(unguarded)]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                "--model",
+                str(model_path),
+                "--data",
+                str(tmp_path / "t.csv"),
+                "--label-column",
+                "label",
+                "--shots",
+                "8",
+                "--no-guard",
+                "--few-shot",
+                "fine-tune",
+                "--out",
+                str(unguarded),
+            ]
+        )
+        == 2
+    )
     assert "--no-guard applies to --few-shot head" in capsys.readouterr().err
 
     headed = tmp_path / "head.zip"
-    assert main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.csv"), "--label-column", "label",
-                 "--shots", "10", "--normal-shots", "50", "--out", str(headed)]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--model",
+                str(model_path),
+                "--data",
+                str(tmp_path / "t.csv"),
+                "--label-column",
+                "label",
+                "--shots",
+                "10",
+                "--normal-shots",
+                "50",
+                "--out",
+                str(headed),
+            ]
+        )
+        == 0
+    )
     bundle = load_bundle(headed)
     record = bundle.metadata["adaptation"]
     assert record["method"] == "head" and record["head_rows"] == target.n_rows
@@ -116,8 +202,24 @@ def test_few_shot_method_option_and_detect_reads_the_head(model_path, tmp_path, 
     # detect scores the target's rows (label column left out) with the adapted bundle, head included
     capsys.readouterr()
     scored = tmp_path / "scored.csv"
-    assert main(["detect", str(tmp_path / "t.csv"), "--model", str(headed), "--columns", ",".join(frame.columns[:-1]),
-                 "--device", "cpu", "--output", str(scored), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "t.csv"),
+                "--model",
+                str(headed),
+                "--columns",
+                ",".join(frame.columns[:-1]),
+                "--device",
+                "cpu",
+                "--output",
+                str(scored),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = pd.read_csv(scored)
     assert len(out) == target.n_rows
     # with the stored featurizer (fitted by adapt) and the head, detect gives the library's scores
@@ -134,8 +236,7 @@ def test_bench_adapt_runs_on_a_data_folder(tmp_path, capsys):
     model = make_agent("ppo", env, net_arch=[], device="cpu", seed=0, n_steps=64, batch_size=64).learn(128)
     path = PolicyBundle(model, SMALL, {"train_tasks": ["global"], "val_tasks": ["alpha", "beta"]}).save(tmp_path / "b.zip")
     capsys.readouterr()
-    assert main(["bench", "adapt", "--model", str(path), "--data-dir", str(data), "--seeds", "1", "--shots", "5",
-                 "--normals", "20"]) == 0
+    assert main(["bench", "adapt", "--model", str(path), "--data-dir", str(data), "--seeds", "1", "--shots", "5", "--normals", "20"]) == 0
     out = capsys.readouterr().out
     assert "alpha" in out and "beta" in out and "few-shot - zero-shot:" in out
     assert "guarded few-shot vs zero-shot on the unseen test part: mean" in out and " of 2 runs (worst " in out
@@ -149,8 +250,9 @@ def test_bench_adapt_runs_on_a_data_folder(tmp_path, capsys):
 def test_a_bad_label_in_a_labels_file_names_its_line(model_path, target, tmp_path, capsys, value):
     np.savez(tmp_path / "t.npz", X=target.X)
     (tmp_path / "labels.csv").write_text(f"row,label\n0,1\n1,0\n2,{value}\n3,1\n")
-    code = main(["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.npz"), "--labels", str(tmp_path / "labels.csv"),
-                 "--out", str(tmp_path / "o.zip")])
+    code = main(
+        ["adapt", "--model", str(model_path), "--data", str(tmp_path / "t.npz"), "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "o.zip")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "line 4" in err and repr(value) in err and not (tmp_path / "o.zip").exists()

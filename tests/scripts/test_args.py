@@ -22,6 +22,5 @@ def test_column_kind_arguments_parse_lists_and_check_on_missing():
 
 
 def test_adapt_takes_the_shared_column_kind_arguments():
-    args = build_parser().parse_args(["adapt", "--data", "t.csv", "-o", "a.zip", "--categorical", "proto,country",
-                                      "--ignore", "id", "--on-missing", "error"])
+    args = build_parser().parse_args(["adapt", "--data", "t.csv", "-o", "a.zip", "--categorical", "proto,country", "--ignore", "id", "--on-missing", "error"])
     assert args.categorical == ["proto", "country"] and args.ignore == ["id"] and args.on_missing == "error"

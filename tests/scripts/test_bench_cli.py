@@ -10,8 +10,7 @@ from anomaly_gym.scripts.cli import main
 
 
 def test_summary_gives_the_median_and_range_of_each_figure():
-    text = summarize_runs([{"rows/s": 1000.0, "p99 (ms)": 3.0}, {"rows/s": 3000.0, "p99 (ms)": 1.0},
-                           {"rows/s": 2000.0, "p99 (ms)": 9.0}], [0.5, 1.0, 2.0])
+    text = summarize_runs([{"rows/s": 1000.0, "p99 (ms)": 3.0}, {"rows/s": 3000.0, "p99 (ms)": 1.0}, {"rows/s": 2000.0, "p99 (ms)": 9.0}], [0.5, 1.0, 2.0])
     assert "median of 3 runs" in text and "0.5, 1.0, 2.0" in text
     assert re.search(r"rows/s\s+median 2,000\s+\(range 1,000 to 3,000\)", text)
     assert re.search(r"p99 \(ms\)\s+median 3\s+\(range 1 to 9\)", text)
@@ -65,8 +64,7 @@ def test_bench_tables_compares_the_encodings_on_a_folder_of_tables(tmp_path, cap
     y = (np.arange(n) % 30 == 0).astype(int)
     proto = np.where(y == 1, "gre", rng.choice(["tcp", "udp"], n))
     flag = np.where(proto == "tcp", "SF", "REJ")
-    pd.DataFrame({"x": rng.normal(size=n) + y, "proto": proto, "flag": flag, "label": y}).to_csv(
-        tmp_path / "net.csv.gz", index=False)
+    pd.DataFrame({"x": rng.normal(size=n) + y, "proto": proto, "flag": flag, "label": y}).to_csv(tmp_path / "net.csv.gz", index=False)
     assert main(["bench", "tables", "--data", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     head, _, row, *means = out.splitlines()

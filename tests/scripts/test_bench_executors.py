@@ -23,8 +23,10 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 @pytest.mark.slow  # two fresh processes that import the library: 20-60 s on two busy cores
 def test_serial_and_local_are_timed_and_agree(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "executors", "--data", "builtin", "--max-datasets", "2", "--methods", "hbos,iforest",
-                 "--executors", "serial,local", "--out", str(out)]) == 0
+    assert (
+        main(["bench", "executors", "--data", "builtin", "--max-datasets", "2", "--methods", "hbos,iforest", "--executors", "serial,local", "--out", str(out)])
+        == 0
+    )
     text = capsys.readouterr().out
     serial = re.search(r"serial \(1 process\): +([\d.]+) s  4 rows", text)
     local = re.search(r"local \(2 workers\): +([\d.]+) s  4 rows  ([\d.]+)x serial  results identical to serial's", text)

@@ -16,8 +16,7 @@ from anomaly_gym.meta.benchmark import COLUMNS, Setting, cells, draw_labels, pla
 from anomaly_gym.scripts.cli import main
 
 # 4, 6, 10, 16, 4 and 13 columns: the two targets (4 columns each) share a fold
-SOURCES = ["synthetic/global-00", "synthetic/local-01", "synthetic/dependency-02", "synthetic/clustered-03",
-           "sklearn/iris-1", "sklearn/wine-0"]
+SOURCES = ["synthetic/global-00", "synthetic/local-01", "synthetic/dependency-02", "synthetic/clustered-03", "sklearn/iris-1", "sklearn/wine-0"]
 TARGETS = "synthetic/global-00,sklearn/iris-1"
 TINY_TOML = f"""
 name = "tiny"
@@ -38,9 +37,27 @@ max_fit_rows = 1000
 
 
 def _args(out: Path, config: Path, *extra: str) -> list[str]:
-    return ["benchmark", "--sources", "builtin", "--targets", "builtin", "--datasets", TARGETS, "--seeds", "1",
-            "--methods", "policy,iforest,feature_transfer_kmeans", "--train-config", str(config), "--folds", "2",
-            "--out", str(out), "--no-progress", *extra]
+    return [
+        "benchmark",
+        "--sources",
+        "builtin",
+        "--targets",
+        "builtin",
+        "--datasets",
+        TARGETS,
+        "--seeds",
+        "1",
+        "--methods",
+        "policy,iforest,feature_transfer_kmeans",
+        "--train-config",
+        str(config),
+        "--folds",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -67,8 +84,7 @@ def test_end_to_end_writes_results_summary_and_plots(run_dir):
     rows = _rows(run_dir)
     assert tuple(rows[0]) == COLUMNS
     assert len(rows) == 2 * 3  # 2 datasets x 3 methods x 1 seed x zero-shot
-    assert {(r["dataset"], r["method"]) for r in rows} == {
-        (d, m) for d in TARGETS.split(",") for m in ("policy", "iforest", "feature_transfer_kmeans")}
+    assert {(r["dataset"], r["method"]) for r in rows} == {(d, m) for d in TARGETS.split(",") for m in ("policy", "iforest", "feature_transfer_kmeans")}
     for r in rows:
         assert r["status"] == "ok", r
         assert r["protocol"] == "zero-shot" and r["labels"] == "0" and r["seed"] == "0"
@@ -77,8 +93,13 @@ def test_end_to_end_writes_results_summary_and_plots(run_dir):
     # IForest separates these two easy tasks: a real number, not a placeholder
     assert all(float(r["auroc"]) > 0.7 for r in rows if r["method"] == "iforest")
     summary = (run_dir / "summary.md").read_text()
-    for heading in ("# Benchmark summary", "## zero-shot", "### Mean and median over datasets",
-                    "### The policy against each baseline", "### Where the transfer baselines win"):
+    for heading in (
+        "# Benchmark summary",
+        "## zero-shot",
+        "### Mean and median over datasets",
+        "### The policy against each baseline",
+        "### Where the transfer baselines win",
+    ):
         assert heading in summary
     assert "| iforest | 2 |" in summary and "`feature_transfer_kmeans`" in summary
     for png in ("auroc_by_dataset_zero-shot.png", "average_rank_zero-shot.png"):
@@ -90,8 +111,9 @@ def test_summary_statistics_match_the_rows(run_dir):
     rows = _rows(run_dir)
     auroc = {(r["dataset"], r["method"]): float(r["auroc"]) for r in rows}
     diffs = [auroc[(d, "policy")] - auroc[(d, "iforest")] for d in TARGETS.split(",")]
-    result = report.compare(*(report.group_tables(results.load_results(run_dir / "results.csv"))
-                                 [("zero-shot", "0")]["auroc"][m] for m in ("policy", "iforest")))
+    result = report.compare(
+        *(report.group_tables(results.load_results(run_dir / "results.csv"))[("zero-shot", "0")]["auroc"][m] for m in ("policy", "iforest"))
+    )
     assert result["n"] == 2
     assert result["wins"] == sum(d >= 1e-3 for d in diffs) and result["losses"] == sum(d <= -1e-3 for d in diffs)
     assert result["mean_diff"] == pytest.approx(np.mean(diffs), abs=1e-5)
@@ -107,9 +129,21 @@ def test_a_dataset_counts_for_a_method_only_when_every_seed_succeeded():
         for seed in (0, 1):
             for m, auroc in (("a", 0.9), ("b", 0.6)):
                 failed = (d, seed, m) == ("d1", 1, "b")
-                rows.append(dict(dataset=d, method=m, protocol="zero-shot", labels="0", seed=seed,
-                                 auroc=np.nan if failed else auroc + seed / 100, auprc=0.5, fit_seconds=0.1,
-                                 score_seconds=0.1, status="error" if failed else "ok", error=""))
+                rows.append(
+                    dict(
+                        dataset=d,
+                        method=m,
+                        protocol="zero-shot",
+                        labels="0",
+                        seed=seed,
+                        auroc=np.nan if failed else auroc + seed / 100,
+                        auprc=0.5,
+                        fit_seconds=0.1,
+                        score_seconds=0.1,
+                        status="error" if failed else "ok",
+                        error="",
+                    )
+                )
     table = report.group_tables(pd.DataFrame(rows))[("zero-shot", "0")]["auroc"]
     assert np.isnan(table.loc["d1", "b"]) and table.loc["d2", "b"] == pytest.approx(0.605)
     assert table.loc["d1", "a"] == pytest.approx(0.905)
@@ -192,8 +226,24 @@ def test_model_whose_training_tasks_hold_the_target_gives_error_rows(run_dir, tm
     bundle_path = next((run_dir / "models").glob("fold-*.bundle.zip"))
     trained_on = load_bundle(bundle_path, device="cpu").metadata["train_tasks"][0]
     out = tmp_path / "out"
-    args = ["benchmark", "--sources", "builtin", "--targets", "builtin", "--datasets", f"{trained_on},sklearn/wine-1",
-            "--seeds", "1", "--methods", "policy", "--model", str(bundle_path), "--out", str(out), "--no-progress"]
+    args = [
+        "benchmark",
+        "--sources",
+        "builtin",
+        "--targets",
+        "builtin",
+        "--datasets",
+        f"{trained_on},sklearn/wine-1",
+        "--seeds",
+        "1",
+        "--methods",
+        "policy",
+        "--model",
+        str(bundle_path),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     rows = {r["dataset"]: r for r in _rows(out)}
     assert rows[trained_on]["status"] == "error"
@@ -230,8 +280,22 @@ class _LabelSpy(BaseDetector):
 def test_a_crashing_method_is_an_error_row_not_the_end_of_the_run(tmp_path, monkeypatch):
     monkeypatch.setitem(DETECTORS, "crash", _Crash)
     out = tmp_path / "out"
-    args = ["benchmark", "--sources", "builtin", "--targets", "builtin", "--datasets", "synthetic/global-00,sklearn/wine-1",
-            "--seeds", "2", "--methods", "crash,hbos", "--out", str(out), "--no-progress"]
+    args = [
+        "benchmark",
+        "--sources",
+        "builtin",
+        "--targets",
+        "builtin",
+        "--datasets",
+        "synthetic/global-00,sklearn/wine-1",
+        "--seeds",
+        "2",
+        "--methods",
+        "crash,hbos",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(args) == 0
     rows = _rows(out)
     assert len(rows) == 2 * 2 * 2
@@ -250,9 +314,30 @@ def test_few_shot_labels_come_from_the_training_part_only(tmp_path, monkeypatch)
     monkeypatch.setattr(_LabelSpy, "calls", [])
     out = tmp_path / "out"
     names = ["synthetic/global-00", "synthetic/local-02"]
-    args = ["benchmark", "--sources", "builtin", "--targets", "builtin", "--datasets", ",".join(names), "--seeds", "2",
-            "--protocol", "few-shot", "--labels", "3,7", "--label-ratio", "0.25", "--methods", "label_spy,hbos",
-            "--out", str(out), "--no-progress", "--executor", "serial"]
+    args = [
+        "benchmark",
+        "--sources",
+        "builtin",
+        "--targets",
+        "builtin",
+        "--datasets",
+        ",".join(names),
+        "--seeds",
+        "2",
+        "--protocol",
+        "few-shot",
+        "--labels",
+        "3,7",
+        "--label-ratio",
+        "0.25",
+        "--methods",
+        "label_spy,hbos",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--executor",
+        "serial",
+    ]
     assert main(args) == 0
     tasks = {t.name: t for t in builtin_suite()}
     splits = {(n, s): benchmark_split(tasks[n], s) for n in names for s in (0, 1)}
@@ -289,8 +374,7 @@ def test_few_shot_ablations_use_the_held_out_policy(run_dir, tiny_config, tmp_pa
     args[args.index("--methods") + 1] = "policy,policy_unguarded,head_without_policy"
     assert main(args) == 0
     rows = [r for r in _rows(out) if r["protocol"] == "few-shot"]
-    assert {(r["dataset"], r["method"]) for r in rows} == {
-        (d, m) for d in TARGETS.split(",") for m in ("policy", "policy_unguarded", "head_without_policy")}
+    assert {(r["dataset"], r["method"]) for r in rows} == {(d, m) for d in TARGETS.split(",") for m in ("policy", "policy_unguarded", "head_without_policy")}
     assert all(r["status"] == "ok" and 0.0 <= float(r["auroc"]) <= 1.0 for r in rows), rows
     logged = [json.loads(line) for line in (out / "policies.jsonl").read_text().splitlines()]
     by_method = {r.get("method"): r for r in logged if r["protocol"] == "few-shot"}

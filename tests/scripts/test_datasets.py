@@ -33,8 +33,7 @@ def upstream(tmp_path) -> Path:
 
 
 def _fetch(cache: Path, upstream: Path, *names: str, extra=()) -> int:
-    return main(["datasets", "fetch", "adbench", "--to", str(cache), "--base-url", upstream.as_uri(),
-                 "--names", *names, *extra])
+    return main(["datasets", "fetch", "adbench", "--to", str(cache), "--base-url", upstream.as_uri(), "--names", *names, *extra])
 
 
 def _sha(path: Path) -> str:
@@ -145,8 +144,23 @@ def test_missing_upstream_file_and_unknown_names(tmp_path, upstream, capsys):
 
 def test_offline_gives_a_clear_error_and_stops(tmp_path, capsys):
     # port 9 (discard) on localhost refuses the connection at once, as an offline machine does
-    code = main(["datasets", "fetch", "adbench", "--to", str(tmp_path / "c"), "--base-url", "http://127.0.0.1:9/x",
-                 "--names", "annthyroid", "yeast", "wine", "--timeout", "5"])
+    code = main(
+        [
+            "datasets",
+            "fetch",
+            "adbench",
+            "--to",
+            str(tmp_path / "c"),
+            "--base-url",
+            "http://127.0.0.1:9/x",
+            "--names",
+            "annthyroid",
+            "yeast",
+            "wine",
+            "--timeout",
+            "5",
+        ]
+    )
     assert code == 1
     captured = capsys.readouterr()
     assert "are you offline?" in captured.err and "--base-url file://" in captured.err

@@ -47,8 +47,7 @@ def _rows(n: int = 200, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     X = np.round(rng.normal(size=(n, 3)), 4)
     X[[p for p in PLANTED if p < n]] += 8.0
-    lines = [f"2024-05-01 12:{i // 60:02d}:{i % 60:02d},{x[0]},{x[1]},{x[2]},{'yes' if i in PLANTED else 'no'}"
-             for i, x in enumerate(X)]
+    lines = [f"2024-05-01 12:{i // 60:02d}:{i % 60:02d},{x[0]},{x[1]},{x[2]},{'yes' if i in PLANTED else 'no'}" for i, x in enumerate(X)]
     return X, lines
 
 
@@ -165,8 +164,23 @@ def test_contamination_or_threshold_sets_the_flags(tmp_path, model, capsys, monk
 def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, model, bundle, capsys, monkeypatch, contamination):
     X, lines = _rows()
     extra = ["--contamination", contamination] if contamination else ["--threshold", 0.5]
-    code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
-                             "--refit-every", 50, "--refit", "inline", *extra, stdin="\n".join([HEADER, *lines]) + "\n")
+    code, out, err = _detect(
+        capsys,
+        monkeypatch,
+        "-",
+        "--mode",
+        "stream",
+        "--warmup",
+        40,
+        "--window",
+        60,
+        "--refit-every",
+        50,
+        "--refit",
+        "inline",
+        *extra,
+        stdin="\n".join([HEADER, *lines]) + "\n",
+    )
     assert code == 0, err
     rows = _table(out)
     assert len(rows) == 200 and list(rows[0])[-4:] == ["anomaly_score", "is_anomaly", "status", "error"]
@@ -178,8 +192,9 @@ def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, mo
     fit1, _ = split_window(40)
     fit2, _ = split_window(60)
     first = Featurizer(CONFIG).fit(X[:40][fit1])
-    expected = np.concatenate([bundle.anomaly_proba(first.transform(X[40:90])),
-                               bundle.anomaly_proba(Featurizer(CONFIG).fit(X[30:90][fit2]).transform(X[90:140]))])
+    expected = np.concatenate(
+        [bundle.anomaly_proba(first.transform(X[40:90])), bundle.anomaly_proba(Featurizer(CONFIG).fit(X[30:90][fit2]).transform(X[90:140]))]
+    )
     np.testing.assert_allclose(scores[:100], expected, rtol=0, atol=1e-6)
     flags = [int(r["is_anomaly"]) for r in rows[40:]]
     if contamination is None:
@@ -196,8 +211,21 @@ def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, mo
 
 def test_stream_refits_in_the_background_by_default(tmp_path, model, capsys, monkeypatch):
     _, lines = _rows()
-    code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 40, "--window", 60,
-                             "--refit-every", 20, stdin="\n".join([HEADER, *lines]) + "\n", background=True)
+    code, out, err = _detect(
+        capsys,
+        monkeypatch,
+        "-",
+        "--mode",
+        "stream",
+        "--warmup",
+        40,
+        "--window",
+        60,
+        "--refit-every",
+        20,
+        stdin="\n".join([HEADER, *lines]) + "\n",
+        background=True,
+    )
     assert code == 0, err
     rows = _table(out)
     assert [r["status"] for r in rows] == ["warmup"] * 40 + ["ok"] * 160
@@ -208,9 +236,28 @@ def test_stream_refits_in_the_background_by_default(tmp_path, model, capsys, mon
 def test_stream_through_a_pipe_answers_each_row_before_the_next_arrives(bundle_path):
     _, lines = _rows(60)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", "-", "--mode", "stream", "--warmup", "20",
-         "--model", str(bundle_path), "--device", "cpu", "--temporal", "off"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+        [
+            sys.executable,
+            "-m",
+            "anomaly_gym.scripts.cli",
+            "detect",
+            "-",
+            "--mode",
+            "stream",
+            "--warmup",
+            "20",
+            "--model",
+            str(bundle_path),
+            "--device",
+            "cpu",
+            "--temporal",
+            "off",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     got: queue.Queue = queue.Queue()
@@ -459,9 +506,12 @@ def test_byte_order_marks_are_read(model, capsys, monkeypatch, mode, encoding):
 
     _, lines = _rows(40)
     text = "\r\n".join([HEADER, *lines]) + "\r\n"
-    data = {"utf-8-sig": lambda: text.encode("utf-8-sig"), "utf-16": lambda: text.encode("utf-16"),
-            "utf-16-le-bom": lambda: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
-            "utf-16-be-bom": lambda: codecs.BOM_UTF16_BE + text.encode("utf-16-be")}[encoding]()
+    data = {
+        "utf-8-sig": lambda: text.encode("utf-8-sig"),
+        "utf-16": lambda: text.encode("utf-16"),
+        "utf-16-le-bom": lambda: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
+        "utf-16-be-bom": lambda: codecs.BOM_UTF16_BE + text.encode("utf-16-be"),
+    }[encoding]()
     code, out, err = _detect_bytes(capsys, monkeypatch, data, "--mode", mode, "--warmup", 20)
     assert code == 0, err
     rows = _out_rows(out)
@@ -495,8 +545,7 @@ def test_a_field_longer_than_the_csv_modules_default_limit(tmp_path, model, caps
     _, lines = _rows(60)
     lines[40] = lines[40].replace(",no", "," + "L" * 200_000)  # a pass-through column: the row is scored
     lines[30] = lines[30].split(",", 2)[0] + "," + "9" * 140_000 + "," + lines[30].split(",", 2)[2]  # a feature: marked
-    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "long.csv", lines), "--mode", mode,
-                             "--warmup", 20, "--on-error", "mark")
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "long.csv", lines), "--mode", mode, "--warmup", 20, "--on-error", "mark")
     assert code == 0, err
     rows = _table(out)
     assert len(rows) == 60 and rows[40]["label"] == "L" * 200_000 and rows[40]["anomaly_score"] != ""
@@ -510,13 +559,17 @@ def test_a_stray_cr_and_a_quoted_newline_do_not_shift_rows(tmp_path, model, caps
     header = "k,a,b,c"
     rng = np.random.default_rng(5)
     body = [f"r{i},{x[0]:.4f},{x[1]:.4f},{x[2]:.4f}" for i, x in enumerate(rng.normal(size=(40, 3)))]
-    text = "\n".join([header, *body[:20], "x,1,2,3\ry,4,5,6", 'z,7,8,"9\n10"', 'w,1,2,"3"', '"cr\rin quotes",1,2,3',
-                      *body[20:]]) + "\n"
+    text = "\n".join([header, *body[:20], "x,1,2,3\ry,4,5,6", 'z,7,8,"9\n10"', 'w,1,2,"3"', '"cr\rin quotes",1,2,3', *body[20:]]) + "\n"
     code, out, err = _detect_bytes(capsys, monkeypatch, text.encode(), "--mode", mode, "--warmup", 20)
     assert code == 0, err
     rows = _out_rows(out)
-    expected = [line.split(",") for line in body[:20]] + [["x", "1", "2", "3"], ["y", "4", "5", "6"], ["z", "7", "8", "9\n10"],
-                                                          ["w", "1", "2", "3"], ["cr\rin quotes", "1", "2", "3"]]
+    expected = [line.split(",") for line in body[:20]] + [
+        ["x", "1", "2", "3"],
+        ["y", "4", "5", "6"],
+        ["z", "7", "8", "9\n10"],
+        ["w", "1", "2", "3"],
+        ["cr\rin quotes", "1", "2", "3"],
+    ]
     expected += [line.split(",") for line in body[20:]]
     assert [r[:4] for r in rows[1:]] == expected  # each row keeps its own fields
     by_key = {r[0]: r for r in rows[1:]}
@@ -548,8 +601,7 @@ def test_a_text_first_row_does_not_turn_a_stream_column_into_text(tmp_path, mode
     lines = [f"r{i},{x[0]},{x[1]}" for i, x in enumerate(X)]
     lines[0] = "r0,abc,0.5"
     lines[100] = "r100,1000,0.1"  # a spike in column a
-    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "s.csv", lines, "k,a,b"), "--mode", "stream",
-                             "--warmup", 20, "--threshold", "0.5")
+    code, out, err = _detect(capsys, monkeypatch, _write(tmp_path / "s.csv", lines, "k,a,b"), "--mode", "stream", "--warmup", 20, "--threshold", "0.5")
     assert code == 0, err
     rows = _table(out)
     assert rows[0]["status"] == "error" and rows[0]["error"] == "non-numeric value 'abc' in column 'a'"
@@ -595,8 +647,9 @@ def test_a_stream_with_values_near_float64s_limits_answers_every_row(model, caps
     values = np.round(np.random.default_rng(7).normal(size=(62, 3)), 4).astype(object)
     values[30, 0], values[33, 0] = "1e308", "-1e308"
     lines = [",".join(map(str, row)) for row in values]
-    code, out, err = _detect(capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 20, "--window", 60,
-                             "--refit-every", 10, stdin="\n".join(["a,b,c", *lines]) + "\n")
+    code, out, err = _detect(
+        capsys, monkeypatch, "-", "--mode", "stream", "--warmup", 20, "--window", 60, "--refit-every", 10, stdin="\n".join(["a,b,c", *lines]) + "\n"
+    )
     assert code == 0, err
     rows = _table(out)
     assert [",".join([r["a"], r["b"], r["c"]]) for r in rows] == lines
@@ -609,8 +662,7 @@ def test_a_stream_with_values_near_float64s_limits_answers_every_row(model, caps
 
 def test_label_and_identifier_columns_are_left_out_with_a_note_unless_named(model, tmp_path, capsys, monkeypatch):
     rng = np.random.default_rng(3)
-    lines = [f"{i},{1714521600 + 60 * i},{rng.normal():.4f},{rng.normal():.4f},{int(i % 40 == 0)},{rng.integers(0, 9)}"
-             for i in range(120)]
+    lines = [f"{i},{1714521600 + 60 * i},{rng.normal():.4f},{rng.normal():.4f},{int(i % 40 == 0)},{rng.integers(0, 9)}" for i in range(120)]
     src = _write(tmp_path / "ids.csv", lines, header="row_id,epoch,a,b,Is_Anomaly,k")
     code, out, err = _detect(capsys, monkeypatch, src)
     assert code == 0, err

@@ -27,8 +27,29 @@ pytestmark = pytest.mark.filterwarnings("ignore:detector .* failed to fit")
 FLOAT32_MAX = 3.4028234663852886e38
 WARMUP = 10  # stream mode; the feature columns are decided on min(32, WARMUP) rows
 HEADER_NAMES = ["a", "b c", "x,y", 'q"r', "t\r\nu", "é"]
-ODD_NUMBERS = ["1e39", "-1e39", "1e308", "-1e308", "3e38", "-3.4e38", "1e-320", "-0", "+5", " 7 ", "1_000",
-               "nan", "-inf", "Infinity", "0x10", "1e", "--1", "", " ", "1.5.2", "١٢"]
+ODD_NUMBERS = [
+    "1e39",
+    "-1e39",
+    "1e308",
+    "-1e308",
+    "3e38",
+    "-3.4e38",
+    "1e-320",
+    "-0",
+    "+5",
+    " 7 ",
+    "1_000",
+    "nan",
+    "-inf",
+    "Infinity",
+    "0x10",
+    "1e",
+    "--1",
+    "",
+    " ",
+    "1.5.2",
+    "١٢",
+]
 LONG = ["x" * 140_000, "7" * 140_000, '"' * 140_000]
 
 numbers = st.one_of(st.integers(-1000, 1000).map(str), st.floats(-1e3, 1e3).map(repr))
@@ -79,8 +100,7 @@ def _record(fields: list[str], draw) -> str:
     if fields == [""]:
         line = '""'
     else:
-        line = ",".join(f'"{f.replace(chr(34), 2 * chr(34))}"' if draw(st.booleans()) or any(c in f for c in ',"\r\n') else f
-                        for f in fields)
+        line = ",".join(f'"{f.replace(chr(34), 2 * chr(34))}"' if draw(st.booleans()) or any(c in f for c in ',"\r\n') else f for f in fields)
     return line + draw(st.sampled_from(["\n", "\r\n", "\r"]))
 
 
@@ -111,17 +131,16 @@ def _counter(texts: list[str]) -> bool:
         values = [float(t) for t in texts]
     except ValueError:
         return False
-    return (len(values) >= 16 and all(math.isfinite(v) and v == int(v) for v in values)
-            and all(b > a for a, b in zip(values, values[1:])))
+    return len(values) >= 16 and all(math.isfinite(v) and v == int(v) for v in values) and all(b > a for a, b in zip(values, values[1:]))
 
 
 def expected(header: list[str], records: list[list[str]], sample_rows: int) -> tuple[list[int] | None, list[bool]]:
     """(feature columns, or None when the input has none; whether each record is bad)."""
     n = len(header)
     sample = [r for r in records[:sample_rows] if len(r) == n] or [r for r in records if len(r) == n][:1]
-    features = [i for i in range(n)
-                if (texts := [r[i] for r in sample if r[i].strip()]) and 2 * sum(map(_is_number, texts)) > len(texts)
-                and not _counter(texts)]
+    features = [
+        i for i in range(n) if (texts := [r[i] for r in sample if r[i].strip()]) and 2 * sum(map(_is_number, texts)) > len(texts) and not _counter(texts)
+    ]
     if sample and not features:
         return None, []
     return features, [len(r) != n or any(_bad_value(r[i]) for i in features) for r in records]

@@ -35,8 +35,9 @@ def test_detect_with_a_bundle_imports_neither_torch_nor_the_training_stack(tmp_p
     data = tmp_path / "in.csv"
     data.write_text("a,b,c,d\n" + "\n".join(",".join(map(str, x)) for x in X) + "\n")
     batch, stream = tmp_path / "batch.csv", tmp_path / "stream.csv"
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(data), str(batch), str(stream), json.dumps(TRAINING_STACK)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(data), str(batch), str(stream), json.dumps(TRAINING_STACK)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["codes"] == [0, 0], proc.stderr
@@ -48,8 +49,10 @@ def test_detect_with_a_bundle_imports_neither_torch_nor_the_training_stack(tmp_p
 
 
 def test_importing_the_scoring_path_imports_no_torch():
-    code = ("import sys; import anomaly_gym.scripts.detect, anomaly_gym.agents.fast_policy, anomaly_gym.detectors.stream, "
-            "anomaly_gym.envs.csvio; print(' '.join(m for m in %r if m in sys.modules))" % (TRAINING_STACK + ("sklearn", "pyod"),))
+    code = (
+        "import sys; import anomaly_gym.scripts.detect, anomaly_gym.agents.fast_policy, anomaly_gym.detectors.stream, "
+        "anomaly_gym.envs.csvio; print(' '.join(m for m in %r if m in sys.modules))" % (TRAINING_STACK + ("sklearn", "pyod"),)
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == []  # not even PyOD or scikit-learn before a detector is fitted

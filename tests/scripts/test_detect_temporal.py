@@ -28,8 +28,7 @@ def _lines(n: int = 1000, unix: bool = False) -> list[str]:
     t = np.arange(n)
     values = 10 + np.sin(2 * np.pi * t / 288) + 0.1 * rng.normal(size=n)
     values[SPIKE % n] += 8.0
-    stamps = [str(1714521600 + 300 * i) if unix else
-              f"2024-05-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00" for i in range(n)]
+    stamps = [str(1714521600 + 300 * i) if unix else f"2024-05-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00" for i in range(n)]
     return [f"{s},{v:.4f},web" for s, v in zip(stamps, values)]
 
 
@@ -132,8 +131,7 @@ def test_temporal_on_without_a_timestamp_and_other_misuse_exit_2(capsys, monkeyp
 def test_contamination_and_jsonl(capsys, monkeypatch, policy_path):
     lines = _lines(1000)
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(["timestamp,value,host", *lines]) + "\n").encode())))
-    code = cli.main(["detect", "-", "--mode", "stream", "--stream-policy", str(policy_path), "--warmup", "100",
-                     "--contamination", "0.1", "--format", "jsonl"])
+    code = cli.main(["detect", "-", "--mode", "stream", "--stream-policy", str(policy_path), "--warmup", "100", "--contamination", "0.1", "--format", "jsonl"])
     out, err = capsys.readouterr()
     assert code == 0, err
     recs = [json.loads(line) for line in out.splitlines()]
@@ -158,8 +156,9 @@ def test_a_reader_that_closes_early_stops_the_run_with_exit_141_and_a_summary(tm
 
     src = tmp_path / "metrics.csv"
     src.write_text("\n".join(["timestamp,value,host", *_lines(20000)]) + "\n")
-    proc = subprocess.Popen([sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", str(src), "--mode", "stream"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", str(src), "--mode", "stream"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout.readline().startswith(b"timestamp,value,host,anomaly_score")
     proc.stdout.close()  # as `| head -1` does
     err = proc.stderr.read().decode()

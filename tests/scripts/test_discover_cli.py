@@ -15,8 +15,7 @@ from anomaly_gym.scripts.cli import main
 def data(tmp_path_factory):
     task = make_synthetic_task("global", n_rows=300, n_features=4, seed=3)
     path = tmp_path_factory.mktemp("discover") / "data.csv"
-    lines = ["id,a,b,c,d,label"] + [f"r{i}," + ",".join(f"{v:.4f}" for v in x) + f",{int(y)}"
-                                      for i, (x, y) in enumerate(zip(task.X, task.y))]
+    lines = ["id,a,b,c,d,label"] + [f"r{i}," + ",".join(f"{v:.4f}" for v in x) + f",{int(y)}" for i, (x, y) in enumerate(zip(task.X, task.y))]
     path.write_text("\n".join(lines) + "\n")
     return path, task.y
 

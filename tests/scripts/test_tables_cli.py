@@ -68,8 +68,9 @@ def test_detect_scores_a_rare_category_and_imputes_a_missing_number(model_path, 
 
 def test_a_stream_scores_unseen_categories_instead_of_failing(model_path, tmp_path, capsys):
     src = _mixed(tmp_path / "s.csv", n=120, rare=(), unseen="sctp")
-    code, rows, err = _detect(capsys, src, "--model", model_path, "--mode", "stream", "--temporal", "off", "--warmup", 40, "--refit", "inline",
-                              "--on-missing", "impute")
+    code, rows, err = _detect(
+        capsys, src, "--model", model_path, "--mode", "stream", "--temporal", "off", "--warmup", 40, "--refit", "inline", "--on-missing", "impute"
+    )
     assert code == 0, err
     assert [r["status"] for r in rows] == ["warmup"] * 40 + ["ok"] * 80
     assert rows[-1]["error"] == "" and 0.0 <= float(rows[-1]["anomaly_score"]) <= 1.0
@@ -77,8 +78,7 @@ def test_a_stream_scores_unseen_categories_instead_of_failing(model_path, tmp_pa
 
 def test_adapt_stores_the_encoder_and_detect_encodes_new_rows_the_same_way(model_path, tmp_path, capsys):
     out = tmp_path / "adapted.zip"
-    code = cli.main(["adapt", "--model", str(model_path), "--data", str(_mixed(tmp_path / "t.csv")), "--on-missing", "impute",
-                     "--out", str(out)])
+    code = cli.main(["adapt", "--model", str(model_path), "--data", str(_mixed(tmp_path / "t.csv")), "--on-missing", "impute", "--out", str(out)])
     assert code == 0
     with zipfile.ZipFile(out) as zf:
         header = json.loads(zf.read("featurizer.json"))
@@ -110,8 +110,7 @@ def test_a_folder_of_tables_is_a_task_source(tmp_path):
 
     for name, seed in (("alpha", 1), ("beta", 2)):
         text = _mixed(tmp_path / "x.csv", n=60, seed=seed).read_text().replace(",code\n", ",label\n", 1)
-        text = "\n".join(line if k == 0 else line[: line.rfind(",")] + f",{int(k - 1 in RARE[:1] or k % 20 == 0)}"
-                         for k, line in enumerate(text.splitlines()))
+        text = "\n".join(line if k == 0 else line[: line.rfind(",")] + f",{int(k - 1 in RARE[:1] or k % 20 == 0)}" for k, line in enumerate(text.splitlines()))
         (tmp_path / f"{name}.csv.gz").write_bytes(gzip.compress(text.encode()))
     (tmp_path / "x.csv").unlink()
     tasks = load_tasks(tmp_path)

@@ -15,10 +15,29 @@ from anomaly_gym.meta.config import TrainConfig
 
 DATASETS = "['synthetic/global-00','synthetic/local-00','synthetic/dependency-00','synthetic/clustered-00','sklearn/iris-1','sklearn/wine-0']"
 TINY = [
-    "--sources", "builtin", "--total-steps", "1024", "--device", "cpu", "--no-progress",
-    "--set", f"datasets={DATASETS}", "--set", "val_tasks=2", "--set", "n_envs=16", "--set", "n_steps=32",
-    "--set", "batch_size=256", "--set", "eval_every=512", "--set", "checkpoint_every=512",
-    "--set", "featurizer.detectors=['iforest','ecod','hbos']",
+    "--sources",
+    "builtin",
+    "--total-steps",
+    "1024",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--set",
+    f"datasets={DATASETS}",
+    "--set",
+    "val_tasks=2",
+    "--set",
+    "n_envs=16",
+    "--set",
+    "n_steps=32",
+    "--set",
+    "batch_size=256",
+    "--set",
+    "eval_every=512",
+    "--set",
+    "checkpoint_every=512",
+    "--set",
+    "featurizer.detectors=['iforest','ecod','hbos']",
 ]
 
 
@@ -145,8 +164,11 @@ def test_ctrl_c_checkpoints_and_resume_continues_the_step_count(tmp_path):
 
 
 def test_show_config_prints_toml_and_typed_overrides():
-    proc = subprocess.run([sys.executable, "-m", "anomaly_gym.scripts.cli", "train", "--set", "monotone=false",
-                           "--set", "net_arch=16,16", "--show-config"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "anomaly_gym.scripts.cli", "train", "--set", "monotone=false", "--set", "net_arch=16,16", "--show-config"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     config = tomllib.loads(proc.stdout)  # the printed config is valid TOML, with its documentation as comments
     assert config["monotone"] is False and config["net_arch"] == [16, 16]
@@ -155,8 +177,11 @@ def test_show_config_prints_toml_and_typed_overrides():
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA device")
 def test_a_run_that_cannot_start_leaves_no_run_folder(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "anomaly_gym.scripts.cli", "train", *TINY, "--device", "cuda",
-                           "--run-dir", str(tmp_path / "runs")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "anomaly_gym.scripts.cli", "train", *TINY, "--device", "cuda", "--run-dir", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

@@ -32,10 +32,32 @@ def _tables(folder, n: int = 160):
 
 def test_train_on_a_folder_of_mixed_tables_and_detect_unseen_categories(tmp_path, capsys):
     folder = _tables(tmp_path / "tables")
-    base = ["train", "--sources", str(folder), "--total-steps", "256", "--device", "cpu", "--no-progress",
-            "--run-dir", str(tmp_path / "runs"), "--set", "val_tasks=1", "--set", "n_envs=8", "--set", "n_steps=32",
-            "--set", "batch_size=128", "--set", "eval_every=256", "--set", "checkpoint_every=256",
-            "--set", "featurizer.detectors=['ecod','hbos']"]
+    base = [
+        "train",
+        "--sources",
+        str(folder),
+        "--total-steps",
+        "256",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--set",
+        "val_tasks=1",
+        "--set",
+        "n_envs=8",
+        "--set",
+        "n_steps=32",
+        "--set",
+        "batch_size=128",
+        "--set",
+        "eval_every=256",
+        "--set",
+        "checkpoint_every=256",
+        "--set",
+        "featurizer.detectors=['ecod','hbos']",
+    ]
     # missing numbers: an error under nan_policy = "error", naming the file and the setting that imputes them
     assert cli.main([*base, "--set", "nan_policy=error"]) == 2
     err = capsys.readouterr().err
@@ -61,5 +83,6 @@ def test_the_tables_config_adds_the_tables_folder_to_the_sources():
     cfg = TrainConfig.from_toml("configs/tables.toml")
     default = TrainConfig.from_toml("configs/detect-default.toml")
     assert cfg.sources == [*default.sources, "../shared/data/tables"] and cfg.nan_policy == "median"
-    assert {k: v for k, v in cfg.to_dict().items() if k not in ("name", "sources", "nan_policy")} == \
-        {k: v for k, v in default.to_dict().items() if k not in ("name", "sources", "nan_policy")}
+    assert {k: v for k, v in cfg.to_dict().items() if k not in ("name", "sources", "nan_policy")} == {
+        k: v for k, v in default.to_dict().items() if k not in ("name", "sources", "nan_policy")
+    }
