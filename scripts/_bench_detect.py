@@ -139,16 +139,7 @@ def _batch(args, workdir: Path, model: Path) -> dict[str, float]:
         "--threads",
         str(args.threads),
     ]
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode != 0:
-        raise RuntimeError(f"detect failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    proc, wall, cpu = run_detect(cmd)
     with open(out, "rb") as fh:
         n_out = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 24), b""))
     print(
@@ -206,3 +197,18 @@ def _stream(args, workdir: Path, model: Path) -> dict[str, float]:
     )
     p50 = float(np.percentile(wall_ms, 50))
     return {"stream rows/s": rate, "stream p50 (ms)": p50, "stream p99 (ms)": p99, "stream max (ms)": worst}
+
+
+def run_detect(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run a ``detect`` command in a new process: its result, wall-clock seconds and CPU seconds.
+    A RuntimeError with the end of its stderr when it fails."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"detect failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return proc, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

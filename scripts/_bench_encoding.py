@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -141,7 +139,7 @@ def _detect_share(args: argparse.Namespace, X_num: np.ndarray, X_cat: np.ndarray
     """``detect --mode batch`` in a new process on the table as CSV, with and without its
     categorical columns (both with ``--on-missing impute``): what encoding adds."""
     import pandas as pd
-    from anomaly_gym.scripts._bench_detect import _bundle
+    from anomaly_gym.scripts._bench_detect import _bundle, run_detect
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -179,14 +177,9 @@ def _detect_share(args: argparse.Namespace, X_num: np.ndarray, X_cat: np.ndarray
         cpu: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(args.repeats):  # the variants alternate, so that a change in load hits both
             for label, extra in variants.items():
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t0 = time.perf_counter()
-                proc = subprocess.run(base + extra, capture_output=True, text=True)
-                wall[label].append(time.perf_counter() - t0)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu[label].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"detect failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+                _, seconds, cpu_seconds = run_detect(base + extra)
+                wall[label].append(seconds)
+                cpu[label].append(cpu_seconds)
                 print(f"detect --mode batch, {label}: {wall[label][-1]:.1f}s (CPU time {cpu[label][-1]:.1f}s)")
     with_cats, without = (min(wall[label]) for label in variants)
     cpu_with, cpu_without = (min(cpu[label]) for label in variants)
