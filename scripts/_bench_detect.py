@@ -122,24 +122,7 @@ def _batch(args, workdir: Path, model: Path) -> dict[str, float]:
     print(f"pandas read_csv(engine='pyarrow') {t_read:.2f}s + DataFrame.to_csv {t_write:.2f}s = read+write {base:.2f}s (CPU time {base_cpu:.2f}s)")
 
     out = workdir / "detect_out.csv"
-    cmd = [
-        sys.executable,
-        "-m",
-        "anomaly_gym.scripts.cli",
-        "-v",
-        "detect",
-        str(data),
-        "--model",
-        str(model),
-        "--mode",
-        "batch",
-        "--output",
-        str(out),
-        "--no-progress",
-        "--threads",
-        str(args.threads),
-    ]
-    proc, wall, cpu = run_detect(cmd)
+    proc, wall, cpu = run_detect(data, model, out, "--threads", str(args.threads), level="-v")
     with open(out, "rb") as fh:
         n_out = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 24), b""))
     print(
@@ -199,9 +182,11 @@ def _stream(args, workdir: Path, model: Path) -> dict[str, float]:
     return {"stream rows/s": rate, "stream p50 (ms)": p50, "stream p99 (ms)": p99, "stream max (ms)": worst}
 
 
-def run_detect(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run a ``detect`` command in a new process: its result, wall-clock seconds and CPU seconds.
-    A RuntimeError with the end of its stderr when it fails."""
+def run_detect(data: Path, model: Path, out: Path, *options: str, level: str = "-q") -> tuple[subprocess.CompletedProcess, float, float]:
+    """``anomaly-gym {level} detect --mode batch`` on ``data`` with further ``options``, in a new process:
+    its result, wall-clock seconds and CPU seconds. A RuntimeError with the end of its stderr when it fails."""
+    cmd = [sys.executable, "-m", "anomaly_gym.scripts.cli", level, "detect", str(data), "--model", str(model)]
+    cmd += ["--mode", "batch", "--output", str(out), "--no-progress", *options]
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

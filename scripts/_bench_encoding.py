@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -153,31 +152,13 @@ def _detect_share(args: argparse.Namespace, X_num: np.ndarray, X_cat: np.ndarray
         print(f"detect: the table as CSV ({data.stat().st_size / 1e6:.0f} MB, written in {time.perf_counter() - t0:.1f}s)")
         model, model_text = _bundle(args.model, work)
         cats = [f"c{j}" for j in range(args.categorical)]
-        base = [
-            sys.executable,
-            "-m",
-            "anomaly_gym.scripts.cli",
-            "-q",
-            "detect",
-            str(data),
-            "--model",
-            str(model),
-            "--mode",
-            "batch",
-            "--output",
-            str(work / "out.csv"),
-            "--no-progress",
-            "--threads",
-            "1",
-            "--on-missing",
-            "impute",
-        ]
+        base = ["--threads", "1", "--on-missing", "impute"]
         variants = {"with the categorical columns": ["--categorical", *cats] if cats else [], "numeric columns only": ["--ignore", *cats] if cats else []}
         wall: dict[str, list[float]] = {label: [] for label in variants}
         cpu: dict[str, list[float]] = {label: [] for label in variants}
         for _ in range(args.repeats):  # the variants alternate, so that a change in load hits both
             for label, extra in variants.items():
-                _, seconds, cpu_seconds = run_detect(base + extra)
+                _, seconds, cpu_seconds = run_detect(data, model, work / "out.csv", *base, *extra)
                 wall[label].append(seconds)
                 cpu[label].append(cpu_seconds)
                 print(f"detect --mode batch, {label}: {wall[label][-1]:.1f}s (CPU time {cpu[label][-1]:.1f}s)")
