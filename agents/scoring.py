@@ -75,20 +75,15 @@ def _checked_copy(bundle) -> NumpyPolicy | None:
     return row
 
 
-def score_rows(bundle, X: np.ndarray, *, featurizer=None, progress=None) -> np.ndarray:
-    """P(anomaly) of every row of ``X`` (float32, the bundle's input columns), in batch.
+def fitted_scorer(bundle, X: np.ndarray, *, featurizer=None):
+    """A function giving P(anomaly) of rows with ``X``'s columns, its detectors fitted on ``X``.
 
-    The detectors are fitted on ``X`` itself (its first ``max_fit_rows`` rows, as the
-    featurizer does), unless a fitted ``featurizer`` is given (a bundle's stored one: rows
-    are then judged relative to the rows it was fitted on).  Rows are featurized by the
-    compiled featurizer and scored in chunks of the config's ``chunk_size``.
-
-    Args:
-        bundle: A :class:`~anomaly_gym.agents.fast_policy.ScoringBundle` or a
-            :class:`~anomaly_gym.agents.PolicyBundle`.
-        X: The rows, 2-D.
-        featurizer: A fitted :class:`~anomaly_gym.envs.features.Featurizer`, or None to fit one on ``X``.
-        progress: Wraps the iterable of chunk starts (``progress(chunks, total)``), e.g. a progress bar.
+    The detectors are fitted on ``X`` itself (a seeded subsample of at most ``max_fit_rows``
+    rows, as the featurizer does), unless a fitted ``featurizer`` is given (a bundle's stored
+    one: rows are then judged relative to the rows it was fitted on).  The function featurizes
+    rows with the compiled featurizer and scores them, so any part of ``X`` can be scored when
+    it is needed: :func:`score_rows` scores all of them, ``detect`` writes each part as soon as
+    it is scored.
     """
     from anomaly_gym.envs.features import Featurizer
     from anomaly_gym.envs.stream import FastFeaturizer
@@ -101,13 +96,38 @@ def score_rows(bundle, X: np.ndarray, *, featurizer=None, progress=None) -> np.n
         logger.info("detectors fitted on %d rows in %.2fs", min(len(X), bundle.featurizer_config.max_fit_rows), time.perf_counter() - t)
     elif featurizer.n_columns_ != X.shape[1]:
         raise ValueError(f"the fitted featurizer was fitted on {featurizer.n_columns_} columns but X has {X.shape[1]}")
-    t = time.perf_counter()
     fast = FastFeaturizer(featurizer)
+    step = bundle.featurizer_config.chunk_size
+
+    def score(part: np.ndarray) -> np.ndarray:
+        out = np.empty(len(part), dtype=np.float64)
+        for start in range(0, len(part), step):
+            rows = part[start : start + step]
+            out[start : start + step] = scorer.batch(fast.transform(rows), rows)
+        return out
+
+    return score
+
+
+def score_rows(bundle, X: np.ndarray, *, featurizer=None, progress=None) -> np.ndarray:
+    """P(anomaly) of every row of ``X`` (float32, the bundle's input columns), in batch.
+
+    Detectors fitted as :func:`fitted_scorer` does; rows scored in chunks of the config's
+    ``chunk_size``.
+
+    Args:
+        bundle: A :class:`~anomaly_gym.agents.fast_policy.ScoringBundle` or a
+            :class:`~anomaly_gym.agents.PolicyBundle`.
+        X: The rows, 2-D.
+        featurizer: A fitted :class:`~anomaly_gym.envs.features.Featurizer`, or None to fit one on ``X``.
+        progress: Wraps the iterable of chunk starts (``progress(chunks, total)``), e.g. a progress bar.
+    """
+    score = fitted_scorer(bundle, X, featurizer=featurizer)
+    t = time.perf_counter()
     scores = np.empty(len(X), dtype=np.float64)
     step = bundle.featurizer_config.chunk_size
     chunks = range(0, len(X), step)
     for start in chunks if progress is None else progress(chunks, len(X) // step + 1):
-        part = X[start : start + step]
-        scores[start : start + step] = scorer.batch(fast.transform(part), part)
+        scores[start : start + step] = score(X[start : start + step])
     logger.info("featurized and scored %d rows in %.2fs", len(X), time.perf_counter() - t)
     return scores

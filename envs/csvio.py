@@ -74,6 +74,7 @@ import contextlib
 import csv
 import gc
 import io
+import itertools
 import json
 import math
 import re
@@ -696,16 +697,56 @@ class CsvReader:
 # --------------------------------------------------------------------------- whole tables
 
 
+class RowTexts(Sequence):
+    """The fields of every record, held as one CSV line a record (:func:`format_row`'s text
+    without its line end) rather than as a list of strings: a tenth of the memory.  Indexing
+    gives the record's fields as a list; :meth:`line` gives the line itself."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def extend(self, records: Sequence[list[str]]) -> None:
+        self._lines.extend(_line_of(fields) for fields in records)
+
+    def line(self, i: int) -> str:
+        return self._lines[i]
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [_fields_of(line) for line in self._lines[i]]
+        return _fields_of(self._lines[i])
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return map(_fields_of, self._lines)
+
+
+def _line_of(fields: list[str]) -> str:
+    line = ",".join(fields)
+    if '"' in line or "\r" in line or "\n" in line or line.count(",") != len(fields) - 1 or len(fields) < 2:
+        return format_row(fields)[:-1]
+    return line
+
+
+def _fields_of(line: str) -> list[str]:
+    if '"' not in line:
+        return line.split(",")
+    return next(csv.reader([line], strict=True))
+
+
 @dataclass
 class Table:
     """Every record of an input, for batch use: ``X`` holds the feature values (float64,
-    NaN in bad rows), ``errors`` maps a row index to its reason, ``fields`` each row's text."""
+    NaN in bad rows), ``errors`` maps a row index to its reason, ``fields`` each row's text
+    (a :class:`RowTexts`, or any sequence of field lists)."""
 
     header: list[str]
     feature_idx: list[int]
     X: np.ndarray
     errors: dict[int, str]
-    fields: list[list[str]]
+    fields: Sequence[list[str]]
     sources: list[str]
     lines: np.ndarray
     notes: list[str] = field(default_factory=list)
@@ -748,6 +789,10 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: :func:`read_table` parses this many records at a time, then keeps only their lines.
+READ_BLOCK = 4_096
+
+
 @_gc_paused()  # millions of new records and lists hold no cycles: the collector's passes over them are waste
 def read_table(
     sources: Sequence[Source],
@@ -761,7 +806,8 @@ def read_table(
     ignore: Sequence[str] = (),
     on_missing: str | None = None,
 ) -> Table:
-    """Every record of ``sources`` (see :class:`CsvReader`), collected."""
+    """Every record of ``sources`` (see :class:`CsvReader`), collected; the records are
+    parsed :data:`READ_BLOCK` at a time and kept as :class:`RowTexts`."""
     reader = CsvReader(
         sources,
         columns=columns,
@@ -774,11 +820,35 @@ def read_table(
         ignore=ignore,
         on_missing=on_missing,
     )
-    records = list(reader.shaped_records())
+    texts, names, where, blocks, errors = RowTexts(), [], [], [], {}
+    records = reader.shaped_records()
+    while block := list(itertools.islice(records, READ_BLOCK)):
+        blocks.append(_parse_block(reader, block, len(texts), errors, on_missing))
+        texts.extend([rec.fields for rec in block])
+        names += [rec.source for rec in block]
+        where += [rec.line for rec in block]
+    return Table(
+        header=reader.header,
+        feature_idx=list(reader.feature_idx),
+        X=np.concatenate(blocks) if blocks else np.full((0, len(reader.feature_idx)), np.nan),
+        errors=dict(sorted(errors.items())),
+        fields=texts,
+        sources=names,
+        lines=np.array(where, dtype=np.int64),
+        notes=list(reader.notes),
+        category_idx=list(reader.category_idx),
+        types=list(reader.types),
+    )
+
+
+def _parse_block(reader: CsvReader, records: list[Record], offset: int, errors: dict[int, str], on_missing: str | None) -> np.ndarray:
+    """The feature values of ``records`` (rows ``offset`` on), NaN in bad rows; their reasons into ``errors``."""
     X = np.full((len(records), len(reader.feature_idx)), np.nan)
-    errors = {r: rec.error for r, rec in enumerate(records) if rec.error is not None}
-    rows = [r for r in range(len(records)) if r not in errors]
-    columns_text = list(zip(*[records[r].fields for r in rows])) if rows else []
+    errors.update({offset + r: rec.error for r, rec in enumerate(records) if rec.error is not None})
+    rows = [r for r, rec in enumerate(records) if rec.error is None]
+    if not rows:
+        return X
+    columns_text = list(zip(*[records[r].fields for r in rows]))
     reasons: dict[int, list[str]] = {}
     at = np.array(rows, dtype=np.int64)
     for j, i in enumerate(reader.feature_idx):
@@ -789,25 +859,13 @@ def read_table(
             reasons.setdefault(rows[k], []).append(parse_value(columns_text[i][k], reader.header[i])[1])
     if on_missing == "error":
         for i in reader.category_idx:
-            for k, text in enumerate(columns_text[i] if rows else ()):
+            for k, text in enumerate(columns_text[i]):
                 if is_missing(text):
                     reasons.setdefault(rows[k], []).append(f"missing value in column {reader.header[i]!r}")
     for r, why in reasons.items():
         X[r] = np.nan
-        errors[r] = "; ".join(why)
-    errors = dict(sorted(errors.items()))
-    return Table(
-        header=reader.header,
-        feature_idx=list(reader.feature_idx),
-        X=X,
-        errors=errors,
-        fields=[rec.fields for rec in records],
-        sources=[rec.source for rec in records],
-        lines=np.array([rec.line for rec in records], dtype=np.int64),
-        notes=list(reader.notes),
-        category_idx=list(reader.category_idx),
-        types=list(reader.types),
-    )
+        errors[offset + r] = "; ".join(why)
+    return X
 
 
 # --------------------------------------------------------------------------- writing
@@ -862,6 +920,16 @@ class CsvOutput:
             if '"' in line or "\r" in line or "\n" in line or line.count(",") != len(texts) - 1 or len(texts) < 2:
                 line = format_row(texts)[:-1]
             lines.append(line + "\n")
+            if len(lines) >= block:
+                self._put(lines)
+        self._put(lines)
+
+    def write_lines(self, rows: Iterator[tuple[str, Sequence]], block: int = 16_384) -> None:
+        """:meth:`write_many` of records given as their CSV text (:meth:`RowTexts.line`):
+        the appended fields are quoted where they need it and added to the text as it is."""
+        lines: list[str] = []
+        for text, extra in rows:
+            lines.append(text + "," + ",".join("" if f is None else _quote(str(f)) for f in extra) + "\n")
             if len(lines) >= block:
                 self._put(lines)
         self._put(lines)

@@ -24,34 +24,77 @@ logger = logging.getLogger("anomaly_gym.scripts.detect")
 BATCH_COLUMNS = ("anomaly_score", "is_anomaly", "error")
 
 
+#: With ``--contamination`` and more valid rows than this, the cut is the quantile of the scores
+#: of this many rows drawn at random (seeded), and rows are written as they are scored; with
+#: at most this many, the quantile of all scores.
+THRESHOLD_SAMPLE = 10_000
+#: The first part of the output holds this many rows, each next one twice as many, up to
+#: :data:`LARGEST_PART` (or the featurizer's chunk size, if smaller): the first rows come out
+#: soon after the detectors are fitted, and scoring a part needs little memory.
+FIRST_PART = 1_024
+LARGEST_PART = 16_384
+
+
 def run_batch(args, bundle, columns, fmt: str) -> int:
-    """``detect --mode batch``: read every row, fit on the valid ones (or use the stored featurizer), score, write."""
+    """``detect --mode batch``: read every row, fit on the valid ones (or use the stored
+    featurizer), fix the cut, then score and write the rows part by part, in order."""
     default_rule(args)
     summary = Summary("batch", args.on_error)
     data = _read(args, bundle, columns, summary)
     valid = np.ones(data.n_rows, dtype=bool)
     valid[list(data.errors)] = False
+    rows = np.flatnonzero(valid)
+    score, X = _scorer(args, bundle, data, rows, summary)
     scores = np.full(data.n_rows, np.nan)
-    scores[valid] = _score(args, bundle, data, np.flatnonzero(valid), summary)
-    if args.contamination is not None:
-        cut = float(np.quantile(scores[valid], 1.0 - args.contamination))
-        summary.rule = describe_rule(args, cut)
-    else:
-        cut = args.threshold
-        summary.rule = describe_rule(args)
-    flags = np.zeros(data.n_rows, dtype=np.int8)
-    flags[valid] = scores[valid] > cut
-    summary.scored = int(valid.sum())
-    summary.flagged = int(flags.sum())
+    cut = _cut(args, score, X, rows, scores, summary)
+    summary.scored = len(rows)
     t = time.perf_counter()
     try:
         with open_output(args.output, atomic=True) as out:
-            _write_batch(out, data, scores, flags, valid, fmt, skip=args.on_error == "skip")
+            write = _writer(out, data, fmt, skip=args.on_error == "skip")
+            parts = _parts(data.n_rows, min(LARGEST_PART, bundle.featurizer_config.chunk_size))
+            for start, stop in progress(parts, len(parts), args):
+                lo, hi = np.searchsorted(rows, [start, stop])
+                if hi > lo and np.isnan(scores[rows[lo]]):
+                    scores[rows[lo:hi]] = score(X[lo:hi])
+                flags = np.zeros(stop - start, dtype=np.int8)
+                flags[valid[start:stop]] = scores[start:stop][valid[start:stop]] > cut
+                summary.flagged += int(flags.sum())
+                write(start, stop, scores[start:stop], flags, valid[start:stop])
+                out.flush()
     except BrokenPipeError:
         return broken_pipe(summary)
-    logger.info("wrote the output in %.2fs", time.perf_counter() - t)
+    logger.info("scored and wrote the output in %.2fs", time.perf_counter() - t)
     print(summary.text(), file=sys.stderr)
     return 0
+
+
+def _cut(args, score, X: np.ndarray, rows: np.ndarray, scores: np.ndarray, summary: Summary) -> float:
+    """The score above which a row is flagged (``summary.rule`` says which).  With
+    ``--contamination`` on at most :data:`THRESHOLD_SAMPLE` rows, every row is scored here
+    (into ``scores``) and the cut is their quantile; on more, the quantile of a seeded sample."""
+    if args.contamination is None:
+        summary.rule = describe_rule(args)
+        return args.threshold
+    q = 1.0 - args.contamination
+    if len(rows) <= THRESHOLD_SAMPLE:
+        scores[rows] = score(X)
+        cut = float(np.quantile(scores[rows], q))
+        summary.rule = describe_rule(args, cut)
+        return cut
+    sample = np.sort(np.random.default_rng(0).choice(len(rows), size=THRESHOLD_SAMPLE, replace=False))
+    cut = float(np.quantile(score(X[sample]), q))
+    summary.rule = f"score > the {q:.4g} quantile of {THRESHOLD_SAMPLE:,} rows drawn at random = {cut:.4g}"
+    return cut
+
+
+def _parts(n_rows: int, largest: int) -> list[tuple[int, int]]:
+    """(start, stop) of the output's parts: :data:`FIRST_PART` rows, then twice as many each time, up to ``largest``."""
+    parts, start, size = [], 0, min(FIRST_PART, largest)
+    while start < n_rows:
+        parts.append((start, min(start + size, n_rows)))
+        start, size = start + size, min(2 * size, largest)
+    return parts
 
 
 def _read(args, bundle, columns, summary: Summary):
@@ -77,9 +120,10 @@ def _read(args, bundle, columns, summary: Summary):
     return data
 
 
-def _score(args, bundle, data, rows: np.ndarray, summary: Summary) -> np.ndarray:
-    """P(anomaly) of the valid ``rows`` of ``data`` (:func:`anomaly_gym.agents.scoring.score_rows`)."""
-    from anomaly_gym.agents.scoring import score_rows
+def _scorer(args, bundle, data, rows: np.ndarray, summary: Summary):
+    """A function scoring the valid ``rows`` of ``data`` given as the featurizer's matrix, and
+    that matrix (:func:`anomaly_gym.agents.scoring.fitted_scorer`)."""
+    from anomaly_gym.agents.scoring import fitted_scorer
 
     stored = bundle.featurizer if _stored_featurizer(args, bundle) else None
     X, encoder = _encoded_rows(args, data, rows, stored)
@@ -96,7 +140,7 @@ def _score(args, bundle, data, rows: np.ndarray, summary: Summary) -> np.ndarray
         raise ValueError(f"only {len(rows)} valid row(s); the detectors need at least 10 to fit")
     if encoder is not None and encoder.categorical:
         summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity; {X.shape[1]} encoded feature column(s)")
-    return score_rows(bundle, X, featurizer=stored, progress=lambda chunks, total: progress(chunks, total, args))
+    return fitted_scorer(bundle, X, featurizer=stored), X
 
 
 def _batch_columns(args, bundle, columns) -> dict:
@@ -138,27 +182,36 @@ def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, obj
     return encoder.transform(data.X[rows], data.categories(rows)).astype(np.float32), encoder
 
 
-def _write_batch(out: IO[str], data, scores, flags, valid, fmt: str, *, skip: bool) -> None:
-    from anomaly_gym.envs.csvio import CsvOutput, JsonlOutput
+def _writer(out: IO[str], data, fmt: str, *, skip: bool):
+    """``write(start, stop, scores, flags, valid)``: rows ``start:stop`` of ``data`` with their
+    score, flag and error (bad rows left out with ``skip``)."""
+    from anomaly_gym.envs.csvio import CsvOutput, JsonlOutput, RowTexts
 
-    header = data.header
     if fmt == "csv":
-        writer = CsvOutput(out, header, BATCH_COLUMNS, flush_rows=False)
-        writer.write_many(_scored_rows(data, scores, flags, valid, skip=skip))
-        return
-    writer = JsonlOutput(out, header, BATCH_COLUMNS, data.feature_idx, flush_rows=False)
-    for fields, extra in _scored_rows(data, scores, flags, valid, skip=skip):
-        writer.write(fields, extra)
+        writer = CsvOutput(out, data.header, BATCH_COLUMNS, flush_rows=False)
+        if isinstance(data.fields, RowTexts):  # the records' CSV text as read: no splitting and joining again
+            lines = data.fields.line
+            return lambda start, stop, *part: writer.write_lines(_scored_rows(data, start, stop, *part, skip=skip, text=lines))
+        return lambda start, stop, *part: writer.write_many(_scored_rows(data, start, stop, *part, skip=skip))
+    writer = JsonlOutput(out, data.header, BATCH_COLUMNS, data.feature_idx, flush_rows=False)
+
+    def write(start, stop, *part):
+        for fields, extra in _scored_rows(data, start, stop, *part, skip=skip):
+            writer.write(fields, extra)
+
+    return write
 
 
-def _scored_rows(data, scores, flags, valid, *, skip: bool):
-    """(fields, (score, flag, error)) of every row written, in order."""
+def _scored_rows(data, start: int, stop: int, scores, flags, valid, *, skip: bool, text=None):
+    """(fields, (score, flag, error)) of every row of ``start:stop`` written, in order; the
+    record's CSV text instead of its fields when ``text`` (``RowTexts.line``) is given."""
     score_list, flag_list, valid_list = scores.tolist(), flags.tolist(), valid.tolist()
-    for i, fields in enumerate(data.fields):
+    records = data.fields[start:stop] if text is None else map(text, range(start, stop))
+    for i, fields in enumerate(records):
         if valid_list[i]:
             yield fields, (score_list[i], flag_list[i], None)
         elif not skip:
-            yield fields, (None, None, data.errors[i])
+            yield fields, (None, None, data.errors[start + i])
 
 
 def _stored_featurizer(args, bundle) -> bool:

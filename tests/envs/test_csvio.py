@@ -7,7 +7,8 @@ import io
 
 import numpy as np
 import pytest
-from anomaly_gym.envs.csvio import CsvReader, InputError, format_row, read_table
+from anomaly_gym.envs import csvio
+from anomaly_gym.envs.csvio import CsvReader, InputError, RowTexts, format_row, read_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +35,30 @@ def test_read_table_collects_values_errors_and_places(tmp_path):
     assert table.where(2) == f"{src}:4" and table.fields[3] == ["t2", "3", ""]
     np.testing.assert_array_equal(table.X[[0, 4]], [[1, 2], [4, 5]])
     assert np.isnan(table.X[1:4]).all()
+
+
+def test_read_table_gives_the_same_table_whatever_its_block_size(tmp_path, monkeypatch):
+    src = tmp_path / "t.csv"
+    lines = [f"t{i},{i},{i * 2}" for i in range(20)]
+    lines[4] = lines[5] = lines[6] = "bad"  # a whole block of bad rows
+    lines[11] = 't11,"1,5",3'
+    src.write_text("ts,a,b\n" + "\n".join(lines) + "\n")
+    whole = read_table([src])
+    monkeypatch.setattr(csvio, "READ_BLOCK", 3)
+    blocks = read_table([src])
+    assert list(blocks.fields) == list(whole.fields) and blocks.errors == whole.errors and len(blocks.errors) == 4
+    np.testing.assert_array_equal(blocks.X, whole.X)
+    np.testing.assert_array_equal(blocks.lines, whole.lines)
+    assert blocks.fields[11] == ["t11", "1,5", "3"] and blocks.fields[4] == ["bad", "", ""]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.text(alphabet=st.sampled_from(list('ab,"\r\n xé')), max_size=5), min_size=1, max_size=4), max_size=6))
+def test_row_texts_give_back_every_records_fields(records):
+    texts = RowTexts()
+    texts.extend(records)
+    assert len(texts) == len(records) and list(texts) == records and texts[1:3] == records[1:3]
+    assert all(texts[i] == fields and texts.line(i) + "\n" == format_row(fields) for i, fields in enumerate(records))
 
 
 def test_feature_columns_come_from_the_sample_not_from_one_row():

@@ -160,6 +160,36 @@ def test_contamination_or_threshold_sets_the_flags(tmp_path, model, capsys, monk
     assert "(score > 0.5)" in err
 
 
+def test_a_large_batch_is_written_part_by_part_with_a_sampled_cut(tmp_path, model, capsys, monkeypatch):
+    """Above THRESHOLD_SAMPLE valid rows the cut is the quantile of a seeded sample's scores and
+    the rows are written part by part; the scores are those of scoring the whole table at once."""
+    from anomaly_gym.scripts import _detect_batch
+
+    _, lines = _rows(600)
+    lines[5] = lines[7] = "2024-05-01 12:00:05,oops,1,2,no"  # bad rows inside the first parts
+    src = _write(tmp_path / "in.csv", lines)
+    code, whole, err = _detect(capsys, monkeypatch, src)
+    assert code == 0 and "of 10,000 rows drawn at random" not in err
+    monkeypatch.setattr(_detect_batch, "THRESHOLD_SAMPLE", 200)
+    monkeypatch.setattr(_detect_batch, "FIRST_PART", 16)
+    monkeypatch.setattr(_detect_batch, "LARGEST_PART", 64)
+    code, parts, err = _detect(capsys, monkeypatch, src)
+    assert code == 0, err
+    assert "quantile of 200 rows drawn at random" in err
+    rows, expected = _table(parts), _table(whole)
+    assert [r["ts"] for r in rows] == [r["ts"] for r in expected] and len(rows) == 600
+    got, want = ([float(r["anomaly_score"] or "nan") for r in table] for table in (rows, expected))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)  # torch's float32 sums vary with the batch size
+    assert rows[5]["error"] and rows[7]["error"] and rows[5]["anomaly_score"] == ""
+    cut = float(err.split("drawn at random = ")[1].split(")")[0])
+    scores = np.array([float(r["anomaly_score"]) for r in rows if not r["error"]])
+    flags = np.array([int(r["is_anomaly"]) for r in rows if not r["error"]])
+    assert (scores[flags == 1] > cut * (1 - 1e-3)).all() and (scores[flags == 0] <= cut * (1 + 1e-3)).all()  # 4 digits printed
+    assert 0.02 <= flags.mean() <= 0.09  # about the top 5%
+    code, again, _ = _detect(capsys, monkeypatch, src)
+    assert again == parts  # the sample is seeded
+
+
 @pytest.mark.parametrize("contamination", [None, 0.2])
 def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, model, bundle, capsys, monkeypatch, contamination):
     X, lines = _rows()
