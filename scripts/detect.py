@@ -55,7 +55,8 @@ input:
 
 threshold:
   default --contamination 0.05: flag the top 5% of the scores.  Batch: above their 0.95
-  quantile over all rows.  Stream: a row is flagged when its conformal p-value among the
+  quantile over all rows, or, on more than 10,000 valid rows, over 10,000 rows drawn at
+  random (seeded): the rows are then written part by part as they are scored.  Stream: a row is flagged when its conformal p-value among the
   current fit's out-of-sample scores is at most 0.05: each fit holds out every 4th row of
   its window and scores those rows as live rows are scored; the live rows' scores join
   them (ties broken at random).  On a stationary stream each row is then flagged with
