@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from anomaly_gym.envs import bank
 
 logger = logging.getLogger(__name__)
