@@ -224,4 +224,3 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:  # a runtime failure, not bad usage: exit code 1
             print(f"anomaly-gym detect: error: {exc}", file=sys.stderr)
             return 1
-
