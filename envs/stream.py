@@ -26,8 +26,10 @@ iforest    the fitted trees flattened into padded arrays and walked level by lev
            scikit-learn uses: identical scores).  Many rows go to scikit-learn's own ``apply``.
 pca        standardisation and the distance to the selected components in numpy (equal to
            SciPy's ``cdist`` up to the last bit of rounding).
-cblof      nearest-centre labels and distances in numpy (same, up to rounding; a row exactly
-           equidistant from two centres may take the other label).
+cblof      nearest-centre labels and distances in numpy (the distance to a row's own centre
+           summed as PyOD's kernel sums it: identical; to the large centres equal to SciPy's
+           ``cdist`` up to rounding; a row exactly equidistant from two centres may take the
+           other label).
 gmm        scikit-learn's own weighted log-likelihoods, without its per-call input checks
            (identical, except that a matrix product of one row and of many rows may round
            differently in the last bit, as in scikit-learn itself).
@@ -72,7 +74,7 @@ from typing import Callable
 
 import numpy as np
 from anomaly_gym.envs import features as _features
-from anomaly_gym.envs.bank import hbos_column_scores
+from anomaly_gym.envs.bank import hbos_column_scores, paired_distances
 from anomaly_gym.envs.features import Z_CLIP, Featurizer, FeaturizerConfig
 
 logger = logging.getLogger(__name__)
@@ -555,7 +557,7 @@ class _CBLOF(_Scorer):
         if small.any():
             scores[small] = np.min(np.sqrt(_sq_distances(Z[small], self.large_centers)), axis=1)
         if large.any():
-            scores[large] = np.sqrt(np.sum(np.square(self.centers[labels[large]] - Z[large]), axis=1)).ravel()
+            scores[large] = paired_distances(Z[large], self.centers[labels[large]])  # summed as PyOD's numba kernel does
         if self.weights is not None:
             scores = scores * self.weights[labels]
         return scores.ravel()
@@ -568,7 +570,7 @@ class _CBLOF(_Scorer):
             diff = z - self.large_centers
             score = float(np.minimum.reduce(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1])))
         elif self.large[label]:
-            score = math.sqrt(float(np.add.reduce(np.square(self.centers[label] - z))))
+            score = math.sqrt(float(np.cumsum(np.square(self.centers[label] - z))[-1]))  # in column order, as paired_distances
         if self.weights is not None:
             score = score * float(self.weights[label])
         return score

@@ -167,6 +167,7 @@ def test_featurizer_features_equal_the_pyod_banks(preset, kind, monkeypatch):
     expected = theirs.transform(X)
     np.testing.assert_array_equal(ours.transform(X), expected)
     # The fast paths compile both (PyOD's classes in featurizers pickled before the bank).
+    np.testing.assert_allclose(FastFeaturizer(ours).raw_scores(X), ours.raw_scores(X), rtol=1e-12, atol=0)
     np.testing.assert_allclose(FastFeaturizer(ours).transform(X), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(FastFeaturizer(theirs).transform(X), expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(FastFeaturizer(ours).transform_row(X[3]), expected[3], rtol=0, atol=1e-6)
