@@ -2,8 +2,9 @@
 
 A policy trained on one dataset must act on another of a different width and scale, so
 it never sees raw columns.  The :class:`Featurizer` fits a bank of detectors (PyOD's
-formulas; the default ones in :mod:`anomaly_gym.envs.bank`, without PyOD) on unlabelled rows and describes each row by how anomalous every detector finds it *relative
-to the dataset it came from*:
+formulas; those of the default bank from :mod:`anomaly_gym.envs.bank`, without PyOD) on
+unlabelled rows and describes each row by how anomalous every detector finds it
+*relative to the dataset it came from*:
 
 - per detector, the score's percentile rank among the fitting rows' scores (0..1) and a
   log-compressed robust z-score (median / MAD of the fitting rows' scores);
@@ -203,7 +204,7 @@ PCA_MIN_VARIANCE_RATIO = 1e-9
 
 
 class _RankPCA:
-    """PyOD's PCA (:class:`anomaly_gym.envs.bank.PCA`) restricted to the components the data actually span.
+    """PyOD's PCA (:class:`anomaly_gym.envs.bank.PCA`) restricted to the components the data span.
 
     PyOD's PCA scores a row by its distances to the smallest components, each divided by
     the share of the variance that component explains.  On rank-deficient data (collinear
