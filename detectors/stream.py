@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from anomaly_gym.envs.features import Featurizer, FeaturizerConfig
-from anomaly_gym.envs.stream import FastFeaturizer, cache_pyod_kernels
+from anomaly_gym.envs.stream import FastFeaturizer
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +129,10 @@ def _init_worker(n_threads: int) -> None:
         os.nice(5)  # on busy cores the rows being scored come first, the refit after
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends the worker
     threadpool_limits(n_threads)
-    cache_pyod_kernels()
     logging.getLogger("anomaly_gym").setLevel(logging.ERROR)  # warnings go back to the parent
-    import pyod.models.iforest  # noqa: F401  (the first fit's imports, paid during the warm-up)
+    from anomaly_gym.envs.bank import import_estimators
+
+    import_estimators()  # the first fit's imports, paid during the warm-up
 
 
 def worker_main(argv: list[str] | None = None) -> None:
@@ -309,7 +310,6 @@ class StreamDetector:
         self.n_threads = n_threads
         self.seed = seed
         self.scorer = PolicyScorer(bundle)
-        cache_pyod_kernels()  # numba compiles HBOS's kernels once per environment, not once per process
         self.n_columns: int | None = None
         self.n_seen = 0
         self.n_fits = 0

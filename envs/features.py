@@ -1,9 +1,10 @@
 """Transferable features: detector scores made dataset-relative.
 
 A policy trained on one dataset must act on another of a different width and scale, so
-it never sees raw columns.  The :class:`Featurizer` fits a bank of PyOD detectors on
-unlabelled rows and describes each row by how anomalous every detector finds it *relative
-to the dataset it came from*:
+it never sees raw columns.  The :class:`Featurizer` fits a bank of detectors (PyOD's
+formulas; those of the default bank from :mod:`anomaly_gym.envs.bank`, without PyOD) on
+unlabelled rows and describes each row by how anomalous every detector finds it
+*relative to the dataset it came from*:
 
 - per detector, the score's percentile rank among the fitting rows' scores (0..1) and a
   log-compressed robust z-score (median / MAD of the fitting rows' scores);
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anomaly_gym.envs import bank
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +82,8 @@ def _neighbours(params: dict, n_fit: int, default: int) -> dict:
 
 
 def _iforest(p, n, seed):
-    from pyod.models.iforest import IForest
-
     p.setdefault("random_state", seed)
-    return IForest(**p)
+    return bank.IForest(**p)
 
 
 def tail_counts(sorted_columns: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,21 +183,19 @@ def _copod(p, n, seed):
 
 
 def _hbos(p, n, seed):
-    from pyod.models.hbos import HBOS
+    if isinstance(p.get("n_bins"), str):  # n_bins="auto": PyOD's own choice of bins
+        from pyod.models.hbos import HBOS
 
-    return HBOS(**p)
+        return HBOS(**p)
+    return bank.HBOS(**p)
 
 
 def _knn(p, n, seed):
-    from pyod.models.knn import KNN
-
-    return KNN(**_neighbours(p, n, 5))
+    return bank.KNN(**_neighbours(p, n, 5))
 
 
 def _lof(p, n, seed):
-    from pyod.models.lof import LOF
-
-    return LOF(**_neighbours(p, n, 20))
+    return bank.LOF(**_neighbours(p, n, 20))
 
 
 #: Principal components explaining less than this share of the total variance are taken for
@@ -206,7 +204,7 @@ PCA_MIN_VARIANCE_RATIO = 1e-9
 
 
 class _RankPCA:
-    """PyOD's PCA restricted to the components the data actually span.
+    """PyOD's PCA (:class:`anomaly_gym.envs.bank.PCA`) restricted to the components the data span.
 
     PyOD's PCA scores a row by its distances to the smallest components, each divided by
     the share of the variance that component explains.  On rank-deficient data (collinear
@@ -214,7 +212,7 @@ class _RankPCA:
     rounding noise, and the scores become infinite or are dominated by that noise.  Here
     the detector is fitted with ``n_components`` limited to the components explaining at
     least :data:`PCA_MIN_VARIANCE_RATIO` of the variance (``svd_solver="full"``, exact);
-    data of full rank get PyOD's own PCA unchanged.  Data with no variance at all raise
+    data of full rank get PyOD's PCA unchanged.  Data with no variance at all raise
     ``ValueError``.
     """
 
@@ -222,12 +220,10 @@ class _RankPCA:
         self.params = params
 
     def fit(self, X) -> _RankPCA:
-        from pyod.models.pca import PCA
-
         X = np.asarray(X, dtype=np.float64)
-        with warnings.catch_warnings():  # PyOD divides by the zero shares while fitting
+        with warnings.catch_warnings():  # zero variance: scikit-learn divides by it
             warnings.simplefilter("ignore", RuntimeWarning)
-            detector = PCA(**self.params).fit(X)
+            detector = bank.PCA(**self.params).fit(X)
         ratio = np.nan_to_num(np.asarray(detector.explained_variance_ratio_, dtype=np.float64), nan=0.0)
         rank = int(np.sum(ratio >= PCA_MIN_VARIANCE_RATIO))
         if rank == 0:
@@ -236,7 +232,7 @@ class _RankPCA:
             params = dict(self.params, n_components=rank, svd_solver="full")
             if params.get("n_selected_components") is not None:
                 params["n_selected_components"] = min(int(params["n_selected_components"]), rank)
-            detector = PCA(**params).fit(X)
+            detector = bank.PCA(**params).fit(X)
         self.detector_ = detector
         self.rank_ = rank
         return self
@@ -254,21 +250,23 @@ def _pca(p, n, seed):
 CBLOF_RELAXED = ((0.8, 3.0), (0.7, 2.0))
 
 
-def fit_cblof(X: np.ndarray, *, n_clusters: int = 8, alpha: float = 0.9, beta: float = 5.0, random_state=None, **params):
+def fit_cblof(X: np.ndarray, *, n_clusters: int = 8, alpha: float = 0.9, beta: float = 5.0, random_state=None, cblof_class=None, **params):
     """Fit PyOD's CBLOF, relaxing the cluster split when it raises.
 
     PyOD raises when no (alpha, beta) boundary separates large from small clusters (e.g.
     Hepatitis and Waveform in ADBench).  The given values are tried first, then the ones in
     :data:`CBLOF_RELAXED`, each with ``n_clusters`` down to 2.  Raises the last error if
-    nothing works.
+    nothing works.  ``cblof_class`` is PyOD's ``CBLOF`` by default; the bank passes
+    :class:`anomaly_gym.envs.bank.CBLOF` (the same fit, without importing PyOD).
     """
-    from pyod.models.cblof import CBLOF
+    if cblof_class is None:
+        from pyod.models.cblof import CBLOF as cblof_class
 
     k0 = max(2, min(int(n_clusters), len(X) // 10))
     error = None
     for a, b in ((alpha, beta), *CBLOF_RELAXED):
         for k in range(k0, 1, -1):
-            detector = CBLOF(n_clusters=k, alpha=a, beta=b, random_state=random_state, **params)
+            detector = cblof_class(n_clusters=k, alpha=a, beta=b, random_state=random_state, **params)
             try:
                 return detector.fit(X)
             except ValueError as exc:
@@ -277,13 +275,13 @@ def fit_cblof(X: np.ndarray, *, n_clusters: int = 8, alpha: float = 0.9, beta: f
 
 
 class _RelaxedCBLOF:
-    """CBLOF for the bank, fitted with :func:`fit_cblof`."""
+    """CBLOF for the bank (:class:`anomaly_gym.envs.bank.CBLOF`), fitted with :func:`fit_cblof`."""
 
     def __init__(self, **params) -> None:
         self.params = params
 
     def fit(self, X) -> _RelaxedCBLOF:
-        self.detector_ = fit_cblof(np.asarray(X), **self.params)
+        self.detector_ = fit_cblof(np.asarray(X), cblof_class=bank.CBLOF, **self.params)
         return self
 
     def decision_function(self, X) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 :class:`FastFeaturizer` takes a fitted :class:`~anomaly_gym.envs.features.Featurizer` and
 precomputes, per detector, what scoring a row needs, so that one row is featurized in
-well under a millisecond (the PyOD ``decision_function`` path costs several milliseconds a
-row, most of it per-call overhead; IForest alone is ~10 ms).  Its features are those of
+well under a millisecond (the detectors' own ``decision_function`` path costs several
+milliseconds a row, most of it per-call overhead; IForest alone is ~10 ms).  It compiles
+the bank's detectors (:mod:`anomaly_gym.envs.bank`) and PyOD's own classes of the same
+names (featurizers pickled before the bank).  Its features are those of
 ``Featurizer.transform`` for the same fitted state:
 
 =========  ====================================================================================
@@ -11,7 +13,7 @@ detector   fast path
 =========  ====================================================================================
 ecod,      the fitting rows' sorted columns, shared by the two: ``np.searchsorted`` per column
 copod      (the same arithmetic as the featurizer's own implementation: identical scores).
-hbos       bin edges and the per-bin scores, read back from PyOD's own scoring function at
+hbos       bin edges and the per-bin scores, read back from the bank's scoring function at
            compile time; one ``searchsorted`` per column (identical scores).
 knn, lof   one neighbour search shared by all of them (they are fitted on the same rows):
            brute force in numpy for a few rows, scikit-learn's ``ArgKmin`` for many, the
@@ -23,9 +25,11 @@ iforest    the fitted trees flattened into padded arrays and walked level by lev
            trees at once (path lengths, leaf corrections and the sum over trees in the order
            scikit-learn uses: identical scores).  Many rows go to scikit-learn's own ``apply``.
 pca        standardisation and the distance to the selected components in numpy (equal to
-           PyOD's ``cdist`` up to the last bit of rounding).
-cblof      nearest-centre labels and distances in numpy (same, up to rounding; a row exactly
-           equidistant from two centres may take the other label).
+           SciPy's ``cdist`` up to the last bit of rounding).
+cblof      nearest-centre labels and distances in numpy (the distance to a row's own centre
+           summed as PyOD's kernel sums it: identical; to the large centres equal to SciPy's
+           ``cdist`` up to rounding; a row exactly equidistant from two centres may take the
+           other label).
 gmm        scikit-learn's own weighted log-likelihoods, without its per-call input checks
            (identical, except that a matrix product of one row and of many rows may round
            differently in the last bit, as in scikit-learn itself).
@@ -70,6 +74,7 @@ from typing import Callable
 
 import numpy as np
 from anomaly_gym.envs import features as _features
+from anomaly_gym.envs.bank import hbos_column_scores, paired_distances
 from anomaly_gym.envs.features import Z_CLIP, Featurizer, FeaturizerConfig
 
 logger = logging.getLogger(__name__)
@@ -367,18 +372,16 @@ class _TailProbability(_Scorer):
 
 class _HBOS(_Scorer):
     def __init__(self, det) -> None:
-        from pyod.models.hbos import _calculate_outlier_scores
-
         if isinstance(det.n_bins, str):
             raise NotImplementedError("n_bins='auto'")
         edges = np.asarray(det.bin_edges_, dtype=np.float64)
         hist = np.asarray(det.hist_, dtype=np.float64)
         n_bins = int(det.n_bins)
-        # Read the per-bin scores back from PyOD's own function: probe each bin at its
-        # (inclusive) upper edge, and one point far below the range for the floor value.
+        # Read the per-bin scores back from the bank's scoring function: probe each bin at
+        # its (inclusive) upper edge, and one point far below the range for the floor value.
         width = edges[1] - edges[0]
         probes = np.vstack([edges[1:], edges[0] - 10.0 * (np.abs(width) * det.tol + 1.0)])
-        table = np.asarray(_calculate_outlier_scores(probes, edges, hist, n_bins, det.alpha, det.tol))
+        table = hbos_column_scores(probes, edges, hist, det.alpha, det.tol)
         self.edges_T = np.ascontiguousarray(edges.T)
         self.bin_scores = table[:n_bins]  # (n_bins, d)
         self.floor = table[n_bins]  # (d,)
@@ -543,7 +546,7 @@ class _CBLOF(_Scorer):
         self.centers = np.asarray(det.cluster_centers_, dtype=np.float64)
         self.small = np.isin(np.arange(len(self.centers)), det.small_cluster_labels_)
         self.large = np.isin(np.arange(len(self.centers)), det.large_cluster_labels_)
-        self.large_centers = np.asarray(det._large_cluster_centers, dtype=np.float64)
+        self.large_centers = self.centers[np.asarray(det.large_cluster_labels_)]
         self.weights = np.asarray(det.cluster_sizes_, dtype=np.float64) if det.use_weights else None
 
     def __call__(self, Z, cache):
@@ -554,7 +557,7 @@ class _CBLOF(_Scorer):
         if small.any():
             scores[small] = np.min(np.sqrt(_sq_distances(Z[small], self.large_centers)), axis=1)
         if large.any():
-            scores[large] = np.sqrt(np.sum(np.square(self.centers[labels[large]] - Z[large]), axis=1)).ravel()
+            scores[large] = paired_distances(Z[large], self.centers[labels[large]])  # summed as PyOD's numba kernel does
         if self.weights is not None:
             scores = scores * self.weights[labels]
         return scores.ravel()
@@ -567,7 +570,7 @@ class _CBLOF(_Scorer):
             diff = z - self.large_centers
             score = float(np.minimum.reduce(np.sqrt(np.cumsum(diff * diff, axis=1)[:, -1])))
         elif self.large[label]:
-            score = math.sqrt(float(np.add.reduce(np.square(self.centers[label] - z))))
+            score = math.sqrt(float(np.cumsum(np.square(self.centers[label] - z))[-1]))  # in column order, as paired_distances
         if self.weights is not None:
             score = score * float(self.weights[label])
         return score
@@ -588,32 +591,38 @@ class _Dead(_Scorer):
         return np.zeros(len(Z))
 
 
+#: The detector classes with a fast path, by module and name: the bank's, and PyOD's own
+#: (in featurizers pickled before the bank, e.g. adapted bundles), as the bank's names.
+_FAST_CLASSES = {
+    **{f"anomaly_gym.envs.bank.{name}": name for name in ("HBOS", "IForest", "PCA", "CBLOF", "KNN", "LOF")},
+    "pyod.models.hbos.HBOS": "HBOS",
+    "pyod.models.iforest.IForest": "IForest",
+    "pyod.models.pca.PCA": "PCA",
+    "pyod.models.cblof.CBLOF": "CBLOF",
+    "pyod.models.gmm.GMM": "GMM",
+    "pyod.models.knn.KNN": "KNN",
+    "pyod.models.lof.LOF": "LOF",
+    "anomaly_gym.envs.features._TailProbabilityDetector": "tails",
+}
+_SCORERS = {"tails": _TailProbability, "HBOS": _HBOS, "IForest": _IForest, "PCA": _PCA, "CBLOF": _CBLOF, "GMM": _GMM}
+
+
 def _compile(det, neighbour_sets: list[_Neighbours]) -> Callable[[np.ndarray, dict], np.ndarray]:
     """The fast scorer of one fitted detector (or its own decision_function)."""
     if det is None:
         return _Dead()
     cls = f"{type(det).__module__}.{type(det).__name__}"
-    if cls == "anomaly_gym.envs.features._RelaxedCBLOF":  # the bank's CBLOF: PyOD's, fitted with relaxed splits
-        det, cls = det.detector_, "pyod.models.cblof.CBLOF"
-    if cls == "anomaly_gym.envs.features._RankPCA":  # the bank's PCA: PyOD's, fitted on the data's rank
-        det, cls = det.detector_, "pyod.models.pca.PCA"
+    if cls in ("anomaly_gym.envs.features._RelaxedCBLOF", "anomaly_gym.envs.features._RankPCA"):
+        det = det.detector_  # the bank's CBLOF fitted with relaxed splits; its PCA fitted on the data's rank
+        cls = f"{type(det).__module__}.{type(det).__name__}"
+    kind = _FAST_CLASSES.get(cls)
     try:
-        if cls == "anomaly_gym.envs.features._TailProbabilityDetector":
-            return _TailProbability(det)
-        if cls == "pyod.models.hbos.HBOS":
-            return _HBOS(det)
-        if cls == "pyod.models.iforest.IForest":
-            return _IForest(det)
-        if cls == "pyod.models.pca.PCA":
-            return _PCA(det)
-        if cls == "pyod.models.cblof.CBLOF":
-            return _CBLOF(det)
-        if cls == "pyod.models.gmm.GMM":
-            return _GMM(det)
-        if cls in ("pyod.models.knn.KNN", "pyod.models.lof.LOF"):
-            est = det.neigh_ if cls.endswith("KNN") else det.detector_
+        if kind in _SCORERS:
+            return _SCORERS[kind](det)
+        if kind in ("KNN", "LOF"):
+            est = det.neigh_ if kind == "KNN" else det.detector_
             euclidean = (est.metric == "euclidean" or (est.metric == "minkowski" and est.p == 2)) and not est.metric_params
-            if cls.endswith("KNN"):
+            if kind == "KNN":
                 euclidean = euclidean and det.method in ("largest", "mean", "median")
             if euclidean:
                 fit_X = est._fit_X
@@ -621,7 +630,7 @@ def _compile(det, neighbour_sets: list[_Neighbours]) -> Callable[[np.ndarray, di
                 if group is None:
                     group = _Neighbours(fit_X)
                     neighbour_sets.append(group)
-                return _KNN(det, group) if cls.endswith("KNN") else _LOF(det, group)
+                return _KNN(det, group) if kind == "KNN" else _LOF(det, group)
     except (AttributeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
         logger.info("no fast path for %s (%s); using its decision_function", cls, exc)
     return _Fallback(det)
@@ -769,31 +778,6 @@ class _RowFeatures:
             feats += (mean, max(live_pct), min(live_pct), math.sqrt(float(np.add.reduce(dev)) / n), float(np.add.reduce(np.array(live_z))) / n)
         feats += self.descriptors
         return np.array([lo if v < lo else (hi if v > hi else v) for v, lo, hi in zip(feats, self.lo, self.hi)], dtype=np.float32)
-
-
-def cache_pyod_kernels() -> None:
-    """Turn on numba's on-disk cache for the PyOD kernels the featurizer runs (HBOS,
-    CBLOF's distances), so that only the first run in an environment pays their ~4 s of
-    compilation.  Harmless when the cache cannot be written."""
-    import importlib
-
-    try:
-        from numba.core.caching import NullCache
-        from numba.core.dispatcher import Dispatcher
-    except ImportError:  # numba's internals moved: nothing cached, nothing broken
-        return
-
-    for name in ("pyod.models.hbos", "pyod.utils.stat_models"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        for obj in vars(module).values():
-            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
-                try:
-                    obj.enable_caching()
-                except Exception as exc:  # no writable cache folder: compile as usual
-                    logger.info("numba cache not available for %s (%s)", obj.__name__, exc)
 
 
 class SlidingWindowFeaturizer:

@@ -150,7 +150,6 @@ def _stream(args, workdir: Path, model: Path) -> dict[str, float]:
 
     torch.set_num_threads(args.threads)
     timings: list[tuple[float, float, bool]] = []
-    detect.cache_pyod_kernels()
     with threadpool_limits(args.threads), detect._quiet_repeated_warnings():
         bundle = detect.load_model(ns.model, "cpu")
         t0 = time.perf_counter()

@@ -208,7 +208,6 @@ def run(args: argparse.Namespace) -> int:
     status = run_temporal(args, columns, fmt)  # a time-indexed stream: temporal features and a stream policy
     if status is not None:
         return status
-    cache_pyod_kernels()
     with threadpool_limits(args.threads), quiet_repeated_warnings():
         t0 = time.perf_counter()
         bundle = load_model(args.model, args.device)
@@ -226,10 +225,3 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:  # a runtime failure, not bad usage: exit code 1
             print(f"anomaly-gym detect: error: {exc}", file=sys.stderr)
             return 1
-
-
-def cache_pyod_kernels() -> None:
-    """See :func:`anomaly_gym.envs.stream.cache_pyod_kernels`."""
-    from anomaly_gym.envs.stream import cache_pyod_kernels as cache
-
-    cache()

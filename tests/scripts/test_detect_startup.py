@@ -17,6 +17,8 @@ from anomaly_gym.agents.bundle import default_bundle_path
 
 #: Modules scoring with a bundle must not import: torch and the training stack.
 TRAINING_STACK = ("torch", "stable_baselines3", "sb3_contrib", "tensorboard", "xgboost", "lightgbm", "matplotlib")
+#: Nor PyOD and numba: the detector bank is PyOD's formulas on scikit-learn (anomaly_gym.envs.bank).
+PYOD = ("pyod", "numba", "llvmlite")
 
 PROBE = """
 import json, sys
@@ -29,14 +31,14 @@ print(json.dumps({"codes": codes, "modules": [m for m in json.loads(sys.argv[4])
 
 
 @pytest.mark.skipif(not default_bundle_path().is_file(), reason="the default policy bundle is not installed")
-def test_detect_with_a_bundle_imports_neither_torch_nor_the_training_stack(tmp_path):
+def test_detect_with_a_bundle_imports_neither_torch_nor_the_training_stack_nor_pyod(tmp_path):
     X = np.random.default_rng(0).normal(size=(60, 4)).round(4)
     X[5] += 9.0
     data = tmp_path / "in.csv"
     data.write_text("a,b,c,d\n" + "\n".join(",".join(map(str, x)) for x in X) + "\n")
     batch, stream = tmp_path / "batch.csv", tmp_path / "stream.csv"
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(data), str(batch), str(stream), json.dumps(TRAINING_STACK)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE, str(data), str(batch), str(stream), json.dumps(TRAINING_STACK + PYOD)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -101,7 +101,6 @@ def test_off_and_no_timestamp_take_the_tabular_path_with_every_row(capsys, monke
         return 0
 
     monkeypatch.setattr(detect, "run_stream", tabular)
-    monkeypatch.setattr(detect, "cache_pyod_kernels", lambda: None)
     monkeypatch.setattr(detect, "load_model", lambda path, device: type("Bundle", (), {"algo": "ppo", "featurizer_config": FeaturizerConfig()})())
     lines = _lines(120)
     assert _run(capsys, monkeypatch, lines, "--temporal", "off")[0] == 0
