@@ -84,7 +84,9 @@ def measure(argv: list[str], *, scored_column: int) -> dict[str, float]:
 FLOOR = """
 import sys
 import numpy as np
+from anomaly_gym.envs.bank import import_estimators
 from anomaly_gym.scripts.detect import load_model
+import_estimators(without_pandas=True)
 bundle = load_model(None if sys.argv[1] == "-" else sys.argv[1], "cpu")
 bundle.score(np.random.default_rng(0).normal(size=(50, int(sys.argv[2]))))
 print("x0\\n0")

@@ -208,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
     status = run_temporal(args, columns, fmt)  # a time-indexed stream: temporal features and a stream policy
     if status is not None:
         return status
+    from anomaly_gym.envs.bank import import_estimators
+
+    import_estimators(without_pandas=True)  # this process hands no pandas objects to scikit-learn
     with threadpool_limits(args.threads), quiet_repeated_warnings():
         t0 = time.perf_counter()
         bundle = load_model(args.model, args.device)

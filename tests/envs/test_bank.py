@@ -209,3 +209,16 @@ def test_the_refit_workers_warm_up_imports_no_pyod():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_estimators_import_without_pandas_when_asked_and_pandas_imports_afterwards():
+    code = (
+        "import sys; from anomaly_gym.envs.bank import import_estimators; import_estimators(without_pandas=True); "
+        "before = 'pandas' in sys.modules; import sklearn.utils.fixes as fixes; import pandas; "
+        "from sklearn.preprocessing import StandardScaler; "
+        "out = StandardScaler().set_output(transform='pandas').fit_transform(pandas.DataFrame({'a': [1.0, 2.0]})); "
+        "print(before, fixes.pd is None, type(out).__name__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "DataFrame"]

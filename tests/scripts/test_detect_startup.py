@@ -19,6 +19,8 @@ from anomaly_gym.agents.bundle import default_bundle_path
 TRAINING_STACK = ("torch", "stable_baselines3", "sb3_contrib", "tensorboard", "xgboost", "lightgbm", "matplotlib")
 #: Nor PyOD and numba: the detector bank is PyOD's formulas on scikit-learn (anomaly_gym.envs.bank).
 PYOD = ("pyod", "numba", "llvmlite")
+#: Nor pandas, which scikit-learn imports only to keep a reference to (anomaly_gym.envs.bank.import_estimators).
+PANDAS = ("pandas", "pyarrow")
 
 PROBE = """
 import json, sys
@@ -38,7 +40,10 @@ def test_detect_with_a_bundle_imports_neither_torch_nor_the_training_stack_nor_p
     data.write_text("a,b,c,d\n" + "\n".join(",".join(map(str, x)) for x in X) + "\n")
     batch, stream = tmp_path / "batch.csv", tmp_path / "stream.csv"
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(data), str(batch), str(stream), json.dumps(TRAINING_STACK + PYOD)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", PROBE, str(data), str(batch), str(stream), json.dumps(TRAINING_STACK + PYOD + PANDAS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
