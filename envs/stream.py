@@ -186,7 +186,9 @@ class _Neighbours:
         D = self.fit_T[:, cand] if len(cand) < n else self.fit_T.copy()
         D -= z[:, None]
         np.multiply(D, D, out=D)
-        d2 = np.add.reduce(D, axis=0)  # exact: as _sq_distances (rows added one after another)
+        d2 = D[0].copy()  # exact: as _sq_distances, the columns added one after another (np.add.reduce
+        for column in D[1:]:  # over this axis regroups the sums from 8 columns on)
+            d2 += column
         if k1 < len(d2):
             idx = np.argpartition(d2, k1 - 1)[:k1]
             d2, idx = d2[idx], cand[idx]

@@ -107,3 +107,16 @@ def test_single_row_path_is_bit_identical_to_the_batch_code(preset, kind):
         z = fast._proxy._scale(x[None])
         for scorer in fast._scorers:
             assert scorer.row(z[0], {}) == float(np.asarray(scorer(z, {})).reshape(-1)[0])
+
+
+@pytest.mark.parametrize("width", [4, 12, 33])
+def test_row_scorers_equal_the_batch_scorers_at_any_width(width):
+    """One row at a time and a large batch (scikit-learn's neighbour search) give the same
+    scores bit for bit: the squared distances are summed column after column in both."""
+    rng = np.random.default_rng(width)
+    feat = Featurizer(FeaturizerConfig(max_fit_rows=300)).fit(rng.normal(size=(400, width)))
+    fast = FastFeaturizer(feat)
+    Z = fast._proxy._scale(rng.normal(size=(200, width)))
+    for spec, scorer in zip(feat.config.detectors, fast._scorers):
+        batch = np.asarray(scorer(Z, {}), dtype=np.float64).reshape(-1)
+        np.testing.assert_array_equal([scorer.row(z, {}) for z in Z], batch, err_msg=spec)
