@@ -38,6 +38,7 @@ scores them with ``decision_function``.  Higher scores mean more anomalous.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -94,7 +95,7 @@ def _check_range(value, name: str, low: float, high: float, *, include_low: bool
         raise ValueError(f"{name} is set to {value}, not in the range {left}{low}, {high}{right}")
 
 
-class _Detector:
+class _Detector(abc.ABC):
     """What every bank detector shares: PyOD's ``contamination`` argument and its check."""
 
     def __init__(self, contamination: float = 0.1) -> None:
@@ -102,11 +103,13 @@ class _Detector:
             raise ValueError(f"contamination must be in (0, 0.5], got {contamination}")
         self.contamination = contamination
 
-    def fit(self, X, y=None):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fit(self, X, y=None) -> _Detector:
+        """Fit on the rows of ``X`` (``y`` is ignored, as in PyOD)."""
 
+    @abc.abstractmethod
     def decision_function(self, X) -> np.ndarray:
-        raise NotImplementedError
+        """The score of each row of ``X``: higher is more anomalous."""
 
 
 class IForest(_Detector):
