@@ -55,8 +55,9 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
             parts = _parts(data.n_rows, min(LARGEST_PART, bundle.featurizer_config.chunk_size))
             for start, stop in progress(parts, len(parts), args):
                 lo, hi = np.searchsorted(rows, [start, stop])
-                if hi > lo and np.isnan(scores[rows[lo]]):
-                    scores[rows[lo:hi]] = score(X[lo:hi])
+                todo = lo + np.flatnonzero(np.isnan(scores[rows[lo:hi]]))  # the sampled rows have their scores
+                if len(todo):
+                    scores[rows[todo]] = score(X[todo])
                 flags = np.zeros(stop - start, dtype=np.int8)
                 flags[valid[start:stop]] = scores[start:stop][valid[start:stop]] > cut
                 summary.flagged += int(flags.sum())
@@ -72,7 +73,8 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
 def _cut(args, score, X: np.ndarray, rows: np.ndarray, scores: np.ndarray, summary: Summary) -> float:
     """The score above which a row is flagged (``summary.rule`` says which).  With
     ``--contamination`` on at most :data:`THRESHOLD_SAMPLE` rows, every row is scored here
-    (into ``scores``) and the cut is their quantile; on more, the quantile of a seeded sample."""
+    (into ``scores``) and the cut is their quantile; on more, the quantile of a seeded sample
+    of that many rows, scored here too."""
     if args.contamination is None:
         summary.rule = describe_rule(args)
         return args.threshold
@@ -83,7 +85,8 @@ def _cut(args, score, X: np.ndarray, rows: np.ndarray, scores: np.ndarray, summa
         summary.rule = describe_rule(args, cut)
         return cut
     sample = np.sort(np.random.default_rng(0).choice(len(rows), size=THRESHOLD_SAMPLE, replace=False))
-    cut = float(np.quantile(score(X[sample]), q))
+    scores[rows[sample]] = score(X[sample])
+    cut = float(np.quantile(scores[rows[sample]], q))
     summary.rule = f"score > the {q:.4g} quantile of {THRESHOLD_SAMPLE:,} rows drawn at random = {cut:.4g}"
     return cut
 
