@@ -3,8 +3,10 @@
 For every target and seed each method shows ``budget`` rows one at a time and learns each
 row's label once shown (:func:`~anomaly_gym.detectors.active.run_discovery`); the
 record is the number of anomalies found after 10, 25, 50, ... queries.  The meta-policy
-never trains on its target: the datasets are split into ``folds`` dataset-level folds and
-the policy that serves a fold's targets is trained on the other folds' datasets only.
+never trains on its target: the datasets are split into ``folds`` dataset-level folds by
+the main benchmark's rule (:func:`dataset_folds`: versions of one original dataset share a
+fold) and the policy that serves a fold's targets is trained on the other folds' datasets
+only.
 
 Methods: ``meta-policy`` (trained here), ``random``, ``iforest`` and ``zero-shot`` (the
 shipped detection policy's ranking; both ignore the answers), ``aad`` (Das et al. 2016 on
@@ -16,8 +18,11 @@ is the difference to it).
 Outputs in ``out``: ``results.csv`` (one row per target, method and seed), ``curves.csv``
 (the cumulative anomalies found after each query), ``summary.md`` (per-target means over
 seeds, wins/ties/losses and Wilcoxon p of the meta-policy against every baseline at every
-reported budget), ``curves.png`` (mean discovery curves) and ``models/fold*.bundle.zip``.
-Rerunning with the same ``out`` reuses the trained folds and the finished rows.
+reported budget), ``curves.png`` (mean discovery curves), ``folds.json`` (each target's
+fold, each fold's sources, the groups) and ``models/fold*.bundle.zip``.  Rerunning with the
+same ``out`` reuses the trained folds and the finished rows; where the fold plan changed
+(other datasets, another rule), the meta-policy runs again on the targets whose policy's
+sources changed.
 """
 
 from __future__ import annotations
