@@ -99,8 +99,8 @@ def dataset_folds(tasks: Sequence[Task], folds: int, seed: int = 0) -> dict[str,
 
     Every dataset is both a target and, in the other folds, a source.  Versions of one
     original dataset (the same family name such as ``CIFAR10_0`` / ``CIFAR10_4``, else
-    the same width) share a fold, so there are fewer folds
-    than asked for when there are fewer groups.
+    the same width) share a fold, so there are fewer folds than asked for when there are
+    fewer groups.
     """
     from anomaly_gym.meta.benchmark.protocol import plan_folds
 
@@ -188,29 +188,38 @@ def _resume(out: Path, tasks: Sequence[Task], fold_of: dict[str, int], progress)
     folds: their rows stay, with the ``fold`` column rewritten to this plan.
     """
     import pandas as pd
+    from anomaly_gym.meta.benchmark.protocol import fold_sources
     from anomaly_gym.meta.benchmark.results import write_folds
 
     folds_path, results_path, curves_path = out / "folds.json", out / "results.csv", out / "curves.csv"
+    plan = {name: str(fold) for name, fold in fold_of.items()}
     old = _policy_sources(folds_path)
-    write_folds(out, tasks, tasks, {name: str(fold) for name, fold in fold_of.items()})
-    if not results_path.is_file():
-        return set()
-    new = _policy_sources(folds_path)
-    frame = pd.read_csv(results_path)
-    gone = sorted({d for d in frame.loc[frame["method"] == POLICY, "dataset"] if old.get(d) is None or old.get(d) != new.get(d)})
-    stale = (frame["method"] == POLICY) & frame["dataset"].isin(gone)
-    refold = frame["dataset"].map(fold_of).fillna(frame["fold"]).astype(int)
-    if gone or not refold.equals(frame["fold"]):
+    new = {d: sorted(s.name for s in fold_sources(tasks, tasks, plan, plan[d])) for d in plan}
+    done: set[tuple[str, str, int]] = set()
+    if results_path.is_file():
+        frame = pd.read_csv(results_path)
+        gone = sorted({d for d in frame.loc[frame["method"] == POLICY, "dataset"] if old.get(d) is None or old.get(d) != new.get(d)})
+        stale = (frame["method"] == POLICY) & frame["dataset"].isin(gone)
+        refold = frame["dataset"].map(fold_of).fillna(frame["fold"]).astype(int)
         if gone:
             logger.warning("the fold plan changed: the meta-policy runs again on %s", gone)
             if progress:
                 progress(f"the fold plan changed: the meta-policy runs again on {len(gone)} target(s)")
-        frame = frame[~stale].assign(fold=refold[~stale])
-        frame.to_csv(results_path, index=False)
-        if gone and curves_path.is_file():
-            curves = pd.read_csv(curves_path)
-            curves[~((curves["method"] == POLICY) & curves["dataset"].isin(gone))].to_csv(curves_path, index=False)
-    return {(r.dataset, r.method, int(r.seed)) for r in frame.itertuples() if r.status == "ok"}
+            if curves_path.is_file():
+                curves = pd.read_csv(curves_path)
+                _replace_csv(curves[~((curves["method"] == POLICY) & curves["dataset"].isin(gone))], curves_path)
+        if gone or not refold.equals(frame["fold"]):
+            frame = frame[~stale].assign(fold=refold[~stale])
+            _replace_csv(frame, results_path)
+        done = {(r.dataset, r.method, int(r.seed)) for r in frame.itertuples() if r.status == "ok"}
+    write_folds(out, tasks, tasks, plan)  # last: a run killed before this point still finds the old plan
+    return done
+
+
+def _replace_csv(frame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def _policy_sources(path: Path) -> dict[str, list[str]]:
