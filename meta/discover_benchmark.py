@@ -3,8 +3,10 @@
 For every target and seed each method shows ``budget`` rows one at a time and learns each
 row's label once shown (:func:`~anomaly_gym.detectors.active.run_discovery`); the
 record is the number of anomalies found after 10, 25, 50, ... queries.  The meta-policy
-never trains on its target: the datasets are split into ``folds`` dataset-level folds and
-the policy that serves a fold's targets is trained on the other folds' datasets only.
+never trains on its target: the datasets are split into ``folds`` dataset-level folds by
+the main benchmark's rule (:func:`dataset_folds`: versions of one original dataset share a
+fold) and the policy that serves a fold's targets is trained on the other folds' datasets
+only.
 
 Methods: ``meta-policy`` (trained here), ``random``, ``iforest`` and ``zero-shot`` (the
 shipped detection policy's ranking; both ignore the answers), ``aad`` (Das et al. 2016 on
@@ -16,8 +18,11 @@ is the difference to it).
 Outputs in ``out``: ``results.csv`` (one row per target, method and seed), ``curves.csv``
 (the cumulative anomalies found after each query), ``summary.md`` (per-target means over
 seeds, wins/ties/losses and Wilcoxon p of the meta-policy against every baseline at every
-reported budget), ``curves.png`` (mean discovery curves) and ``models/fold*.bundle.zip``.
-Rerunning with the same ``out`` reuses the trained folds and the finished rows.
+reported budget), ``curves.png`` (mean discovery curves), ``folds.json`` (each target's
+fold, each fold's sources, the groups) and ``models/fold*.bundle.zip``.  Rerunning with the
+same ``out`` reuses the trained folds and the finished rows; where the fold plan changed
+(other datasets, another rule), the meta-policy runs again on the targets whose policy's
+sources changed.
 """
 
 from __future__ import annotations
@@ -89,11 +94,17 @@ class ActiveBenchmarkConfig:
         return [*points, self.budget]
 
 
-def dataset_folds(names: Sequence[str], folds: int, seed: int = 0) -> dict[str, int]:
-    """Each dataset's fold: a seeded shuffle dealt round-robin (fold sizes differ by at most one)."""
-    order = sorted(names)
-    np.random.default_rng(seed).shuffle(order)
-    return {name: i % folds for i, name in enumerate(order)}
+def dataset_folds(tasks: Sequence[Task], folds: int, seed: int = 0) -> dict[str, int]:
+    """Each dataset's fold, ``0`` .. ``folds - 1``: the main benchmark's rule (:func:`~anomaly_gym.meta.benchmark.protocol.plan_folds`).
+
+    Every dataset is both a target and, in the other folds, a source.  Versions of one
+    original dataset (the same family name such as ``CIFAR10_0`` / ``CIFAR10_4``, else
+    the same width) share a fold, so there are fewer folds than asked for when there are
+    fewer groups.
+    """
+    from anomaly_gym.meta.benchmark.protocol import plan_folds
+
+    return {name: int(fold) - 1 for name, fold in plan_folds(tasks, tasks, folds, seed).items()}
 
 
 def make_strategy(method: str, bundle: DiscoverBundle | None, budget: int, featurizer: FeaturizerConfig) -> ActiveStrategy:
@@ -134,16 +145,16 @@ def run_active_benchmark(
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError("target names must be unique")
-    if len(tasks) < cfg.folds:
-        raise ValueError(f"{len(tasks)} datasets cannot fill {cfg.folds} folds; pass fewer folds")
-    fold_of = dataset_folds(names, cfg.folds)
+    if len(tasks) < 2:
+        raise ValueError(f"{len(tasks)} dataset(s) cannot fill two folds; the policy needs datasets to train on")
+    fold_of = dataset_folds(tasks, cfg.folds)
+    n_folds = len(set(fold_of.values()))
+    if n_folds < cfg.folds and progress:
+        progress(f"{n_folds} folds, not {cfg.folds}: versions of one original dataset share a fold (see folds.json)")
+    done = _resume(out, tasks, fold_of, progress)
     features = {t.name: featurize_task(t, featurizer) for t in tasks}
     results_path, curves_path = out / "results.csv", out / "curves.csv"
-    done = set()
-    if results_path.is_file():
-        old = pd.read_csv(results_path)
-        done = {(r.dataset, r.method, int(r.seed)) for r in old.itertuples() if r.status == "ok"}
-    for fold in range(cfg.folds):
+    for fold in range(n_folds):
         if only_folds is not None and fold not in only_folds:
             continue
         targets = [t for t in tasks if fold_of[t.name] == fold]
@@ -166,6 +177,60 @@ def run_active_benchmark(
     if curves_path.is_file():
         plot_curves(out, pd.read_csv(curves_path))
     return frame
+
+
+def _resume(out: Path, tasks: Sequence[Task], fold_of: dict[str, int], progress) -> set[tuple[str, str, int]]:
+    """Record the fold plan in ``folds.json``; return the finished (dataset, method, seed) that still hold.
+
+    A meta-policy row holds only if its target's policy was trained on the same sources as
+    under this plan (``folds.json`` of the earlier run); the others are removed from
+    ``results.csv`` and ``curves.csv`` and run again.  The baselines do not depend on the
+    folds: their rows stay, with the ``fold`` column rewritten to this plan.
+    """
+    import pandas as pd
+    from anomaly_gym.meta.benchmark.protocol import fold_sources
+    from anomaly_gym.meta.benchmark.results import write_folds
+
+    folds_path, results_path, curves_path = out / "folds.json", out / "results.csv", out / "curves.csv"
+    plan = {name: str(fold) for name, fold in fold_of.items()}
+    old = _policy_sources(folds_path)
+    new = {d: sorted(s.name for s in fold_sources(tasks, tasks, plan, plan[d])) for d in plan}
+    done: set[tuple[str, str, int]] = set()
+    if results_path.is_file():
+        frame = pd.read_csv(results_path)
+        gone = sorted({d for d in frame.loc[frame["method"] == POLICY, "dataset"] if old.get(d) is None or old.get(d) != new.get(d)})
+        stale = (frame["method"] == POLICY) & frame["dataset"].isin(gone)
+        refold = frame["dataset"].map(fold_of).fillna(frame["fold"]).astype(int)
+        if gone:
+            logger.warning("the fold plan changed: the meta-policy runs again on %s", gone)
+            if progress:
+                progress(f"the fold plan changed: the meta-policy runs again on {len(gone)} target(s)")
+            if curves_path.is_file():
+                curves = pd.read_csv(curves_path)
+                _replace_csv(curves[~((curves["method"] == POLICY) & curves["dataset"].isin(gone))], curves_path)
+        if gone or not refold.equals(frame["fold"]):
+            frame = frame[~stale].assign(fold=refold[~stale])
+            _replace_csv(frame, results_path)
+        done = {(r.dataset, r.method, int(r.seed)) for r in frame.itertuples() if r.status == "ok"}
+    write_folds(out, tasks, tasks, plan)  # last: a run killed before this point still finds the old plan
+    return done
+
+
+def _replace_csv(frame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _policy_sources(path: Path) -> dict[str, list[str]]:
+    """Per target, the sources its policy trains on, from ``folds.json`` (empty when there is none)."""
+    import json
+
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    folds = record.get("folds", {})
+    return {name: sorted(folds.get(fold, {}).get("sources", [])) for name, fold in record.get("target_fold", {}).items()}
 
 
 def _default_featurizer() -> FeaturizerConfig:

@@ -116,7 +116,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--folds",
         type=int,
         default=5,
-        help="with --train-config: dataset-level folds for targets that are also sources; datasets with the same number of columns share a fold (default 5)",
+        help="with --train-config, and in the active protocol: dataset-level folds for targets that are also sources; versions of one dataset (same name family such as CIFAR10_*, else same number of columns) share a fold (default 5)",
     )
     p.add_argument("--source-rows", type=int, default=2000, help="rows kept of each source dataset for the transfer baselines (seeded subsample, default 2000)")
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results"), help="output folder (default: results)")

@@ -216,16 +216,79 @@ def same_dataset(a, b) -> bool:
     return getattr(a, "dataset", a.name).lower() == getattr(b, "dataset", b.name).lower() or a.hash == b.hash
 
 
+def dataset_groups(tasks: Sequence) -> list[list[str]]:
+    """Names of ``tasks`` grouped into versions of one original dataset: the unit that folds never split.
+
+    The rule:
+
+    1. Names that share a prefix before an ``_`` form a *family*, and a family is one
+       group (``CIFAR10_0``, ``CIFAR10_4``, ``CIFAR10_6``: one-vs-rest tasks cut from one
+       collection, which share images; :func:`name_families`).  Image and text embedding
+       tasks all have the width of their network's output, so width says nothing about
+       them, and once constant columns are dropped their widths differ even within a
+       family.  The classes of MVTec-AD are different objects and share no images, but
+       they share one capture setup and the kinds of defects, so they are one family too:
+       the policy tested on an MVTec-AD class has seen none, as when it meets a new
+       collection (grouping too much can only make the figures pessimistic, too little
+       inflates them).
+    2. The other tasks with the same number of columns form one group.  Benchmark
+       collections hold several versions of one original dataset (ADBench's landsat and
+       satellite, both 36 columns, landsat a standardised copy of satellite; breastw and
+       WBC, both 9), and versions keep their width.
+
+    Names compare case-insensitively.  Groups come out ordered: the width groups by width,
+    then the families by key; members sorted.
+    """
+    ordered = sorted(tasks, key=lambda t: t.name.lower())
+    families = name_families([t.name for t in ordered])
+    by_width: dict[int, list[str]] = {}
+    by_family: dict[str, list[str]] = {}
+    for t in ordered:
+        if t.name in families:
+            by_family.setdefault(families[t.name], []).append(t.name)
+        else:
+            by_width.setdefault(int(t.n_features), []).append(t.name)
+    return [by_width[w] for w in sorted(by_width)] + [by_family[key] for key in sorted(by_family)]
+
+
+def name_families(names: Sequence[str]) -> dict[str, str]:
+    """Family key (lower case) of each name that shares a prefix before an ``_`` with another name.
+
+    The key is the shortest such shared prefix (``MVTec-AD_metal_nut`` and ``MVTec-AD_bottle``
+    share ``mvtec-ad``); names that share none are left out.
+    """
+
+    def prefixes(name: str) -> list[str]:
+        low = name.lower()
+        return [low[:i] for i, ch in enumerate(low) if ch == "_" and i > 0]
+
+    counts: dict[str, int] = {}
+    for name in names:
+        for prefix in set(prefixes(name)):
+            counts[prefix] = counts.get(prefix, 0) + 1
+    out = {}
+    for name in names:
+        shared = [p for p in prefixes(name) if counts[p] > 1]
+        if shared:
+            out[name] = shared[0]
+    return out
+
+
 def plan_folds(sources: Sequence, targets: Sequence, k: int, seed: int = 0) -> dict[str, str]:
     """Fold of each target: ``"1"`` .. ``"k"`` for targets among the sources, ``"all"`` for the others.
 
     The targets that are also sources are cut into ``k`` folds of near-equal size (fewer
     when there are fewer groups); the policy of fold ``i`` is trained on the sources minus
-    fold ``i``'s datasets.  Datasets with the same number of columns are kept in the same
-    fold: benchmark collections hold several versions of one original dataset (ADBench's
-    landsat and satellite, both 36 columns; breastw and WBC, both 9), and one version must
-    not teach the policy that is tested on another.  Groups are shuffled (seeded), then
-    placed largest first, each into the fold with the fewest datasets.
+    fold ``i``'s datasets.  Versions of one original dataset share a fold
+    (:func:`dataset_groups`: the same family name such as ``CIFAR10_*``, else the same
+    width), so that one version never teaches the policy tested on another.  Groups
+    are shuffled (seeded), then placed largest first, each into the fold with the fewest
+    datasets.
+
+    When the shared targets form a single group, no fold could keep a source: that group
+    is then dealt out dataset by dataset, with a :class:`UserWarning` (and
+    :func:`split_groups` reports it for ``folds.json``), because its figures may be
+    inflated by one version teaching another.
     """
     if k < 2:
         raise ValueError(f"--folds must be at least 2, got {k}")
@@ -233,11 +296,17 @@ def plan_folds(sources: Sequence, targets: Sequence, k: int, seed: int = 0) -> d
     folds = {t.name: "all" for t in targets}
     if not shared:
         return folds
-    groups: dict[int, list[str]] = {}
-    for t in sorted(shared, key=lambda t: t.name.lower()):
-        groups.setdefault(t.n_features, []).append(t.name)
-    ordered = [groups[w] for w in sorted(groups)]
-    ordered = [ordered[int(i)] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    groups = dataset_groups(shared)
+    if len(groups) == 1 and len(groups[0]) > 1:
+        warnings.warn(
+            f"the {len(groups[0])} shared datasets are all versions of one original by the fold rule (same width or "
+            "family name); they are split across folds so that every fold's policy has sources, and their figures "
+            "may be inflated",
+            UserWarning,
+            stacklevel=2,
+        )
+        groups = [[name] for name in groups[0]]
+    ordered = [groups[int(i)] for i in np.random.default_rng(seed).permutation(len(groups))]
     ordered.sort(key=len, reverse=True)  # stable: equal sizes keep their shuffled order
     sizes = [0] * min(k, len(ordered))
     for group in ordered:
@@ -246,6 +315,12 @@ def plan_folds(sources: Sequence, targets: Sequence, k: int, seed: int = 0) -> d
         for name in group:
             folds[name] = str(fold + 1)
     return folds
+
+
+def split_groups(targets: Sequence, folds: dict[str, str]) -> list[list[str]]:
+    """Groups of :func:`dataset_groups` among the numbered folds' targets whose members sit in different folds."""
+    held = [t for t in targets if folds.get(t.name, "all") != "all"]
+    return [g for g in dataset_groups(held) if len({folds[n] for n in g}) > 1]
 
 
 def fold_sources(sources: Sequence, targets: Sequence, folds: dict[str, str], fold: str) -> list:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from anomaly_gym.meta.benchmark.protocol import COLUMNS, POLICY_BACKED, fold_sources
+from anomaly_gym.meta.benchmark.protocol import COLUMNS, POLICY_BACKED, dataset_groups, fold_sources, split_groups
 
 #: Columns of ``results.csv`` that hold wall-clock times (they differ between runs and executors).
 TIMING_COLUMNS = ("fit_seconds", "score_seconds")
@@ -36,8 +36,7 @@ class ResultsFile:
         with self.path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             if tuple(reader.fieldnames or ()) != COLUMNS:
-                raise ValueError(f"{self.path} is not a results file of this command (columns {reader.fieldnames}); "
-                                 "use another --out")
+                raise ValueError(f"{self.path} is not a results file of this command (columns {reader.fieldnames}); use another --out")
             for row in reader:
                 try:
                     if None in row.values() or None in row:
@@ -82,7 +81,6 @@ class ResultsFile:
             fh.flush()
         self.rows[row_key(row)] = {k: str(v) for k, v in row.items()}
 
-
     def earlier(self, dataset: str, method: str, seed: int) -> dict | None:
         """A finished row of ``method`` on ``dataset`` and ``seed`` under any setting."""
         for (d, m, _protocol, _labels, s), row in self.rows.items():
@@ -95,8 +93,9 @@ def load_results(path: Path):
     """``results.csv`` as a DataFrame: metrics and times as floats (NaN when empty), seeds as ints."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"labels": str, "error": str}, keep_default_na=False,
-                        na_values={"auroc": [""], "auprc": [""], "fit_seconds": [""], "score_seconds": [""]})
+    frame = pd.read_csv(
+        path, dtype={"labels": str, "error": str}, keep_default_na=False, na_values={"auroc": [""], "auprc": [""], "fit_seconds": [""], "score_seconds": [""]}
+    )
     for c in ("auroc", "auprc", "fit_seconds", "score_seconds"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce")
     frame["seed"] = frame["seed"].astype(int)
@@ -118,15 +117,15 @@ def check_setup(out: Path, setup: dict, results_path: Path) -> None:
             keys.append("policy")
         for key in keys:
             if old.get(key) != setup[key]:
-                raise ValueError(
-                    f"{out} holds results of another setup ({key} differ from this command's); use another --out "
-                    "to keep them apart"
-                )
+                raise ValueError(f"{out} holds results of another setup ({key} differ from this command's); use another --out to keep them apart")
         changed = [n for n, h in setup["targets"].items() if old.get("targets", {}).get(n, h) != h]
         if changed:
             raise ValueError(f"target dataset(s) {changed} changed since the results in {out} were written; use another --out")
-        setup = {**setup, "targets": {**old.get("targets", {}), **setup["targets"]},
-                 "commands": old.get("commands", []) + [c for c in setup["commands"] if c not in old.get("commands", [])]}
+        setup = {
+            **setup,
+            "targets": {**old.get("targets", {}), **setup["targets"]},
+            "commands": old.get("commands", []) + [c for c in setup["commands"] if c not in old.get("commands", [])],
+        }
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(setup, indent=2))
 
@@ -140,12 +139,22 @@ def has_policy_rows(results_path: Path) -> bool:
 
 
 def write_folds(out: Path, sources: Sequence, targets: Sequence, folds: dict[str, str]) -> None:
-    """``folds.json``: each target's fold, and each fold's held-out datasets and sources."""
-    record: dict[str, Any] = {"target_fold": folds, "folds": {}}
+    """``folds.json``: each target's fold, each fold's held-out datasets and sources, the groups and any split group.
+
+    ``groups`` are the versions-of-one-original groups (:func:`~anomaly_gym.meta.benchmark.protocol.dataset_groups`)
+    among the numbered folds' targets; ``split`` lists those dealt across folds because
+    they were the only group (their figures may be inflated).
+    """
+    held = [t for t in targets if folds.get(t.name, "all") != "all"]
+    record: dict[str, Any] = {
+        "target_fold": folds,
+        "groups": dataset_groups(held),
+        "split": split_groups(targets, folds),
+        "folds": {},
+    }
     for fold in sorted(set(folds.values()), key=fold_order):
         record["folds"][fold] = {
             "held_out": sorted(n for n, f in folds.items() if f == fold) if fold != "all" else [],
             "sources": [s.name for s in fold_sources(sources, targets, folds, fold)],
         }
     (out / "folds.json").write_text(json.dumps(record, indent=2))
-

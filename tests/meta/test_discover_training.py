@@ -10,6 +10,7 @@ from anomaly_gym.detectors.active import DiscoveryData, run_discovery
 from anomaly_gym.envs import FeaturizerConfig, featurize_task
 from anomaly_gym.envs.discover import default_prior
 from anomaly_gym.envs.sources import make_synthetic_task
+from anomaly_gym.envs.tasks import Task
 from anomaly_gym.meta.discover import FOUND_AT, DiscoverTrainConfig, PolicyStrategy, train_discover_policy
 from anomaly_gym.meta.discover_benchmark import ActiveBenchmarkConfig, compare, dataset_folds, run_active_benchmark
 from anomaly_gym.scripts.cli import main
@@ -24,10 +25,11 @@ def _tasks(n=4):
 
 
 def test_dataset_folds_are_balanced_and_seeded():
-    names = [f"d{i}" for i in range(11)]
-    folds = dataset_folds(names, 3)
+    rng = np.random.default_rng(0)
+    tasks = [Task(f"d{i}", rng.normal(size=(30, 2 + i)), np.r_[np.zeros(27), np.ones(3)]) for i in range(11)]  # 11 widths
+    folds = dataset_folds(tasks, 3)
     assert sorted(np.bincount(list(folds.values()))) == [3, 4, 4]
-    assert folds == dataset_folds(list(reversed(names)), 3)
+    assert folds == dataset_folds(list(reversed(tasks)), 3)
 
 
 def test_compare_counts_wins_and_tests():
