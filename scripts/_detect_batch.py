@@ -47,7 +47,6 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
     score, X = _scorer(args, bundle, data, rows, summary)
     scores = np.full(data.n_rows, np.nan)
     cut = _cut(args, score, X, rows, scores, summary)
-    summary.scored = len(rows)
     t = time.perf_counter()
     try:
         with open_output(args.output, atomic=True) as out:
@@ -60,9 +59,10 @@ def run_batch(args, bundle, columns, fmt: str) -> int:
                     scores[rows[todo]] = score(X[todo])
                 flags = np.zeros(stop - start, dtype=np.int8)
                 flags[valid[start:stop]] = scores[start:stop][valid[start:stop]] > cut
-                summary.flagged += int(flags.sum())
                 write(start, stop, scores[start:stop], flags, valid[start:stop])
                 out.flush()
+                summary.scored += int(valid[start:stop].sum())  # counted once written: a closed pipe stops the count
+                summary.flagged += int(flags.sum())
     except BrokenPipeError:
         return broken_pipe(summary)
     logger.info("scored and wrote the output in %.2fs", time.perf_counter() - t)

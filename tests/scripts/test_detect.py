@@ -190,6 +190,19 @@ def test_a_large_batch_is_written_part_by_part_with_a_sampled_cut(tmp_path, mode
     assert again == parts  # the sample is seeded
 
 
+def test_a_batch_reader_that_closes_early_stops_the_run_with_exit_141_and_counts_what_was_written(tmp_path, bundle_path):
+    _, lines = _rows(3000)
+    src = _write(tmp_path / "in.csv", lines)
+    argv = [sys.executable, "-m", "anomaly_gym.scripts.cli", "detect", str(src), "--model", str(bundle_path), "--device", "cpu"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(HEADER.encode() + b",anomaly_score")
+    proc.stdout.close()  # as `| head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    scored = int(err.split(" scored")[0].split(", ")[-1].replace(",", ""))
+    assert "broken pipe" in err and "3,000 rows read" in err and scored < 3000  # rows are counted once written
+
+
 @pytest.mark.parametrize("contamination", [None, 0.2])
 def test_stream_scores_each_row_with_detectors_fitted_on_the_window(tmp_path, model, bundle, capsys, monkeypatch, contamination):
     X, lines = _rows()
