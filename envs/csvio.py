@@ -739,14 +739,13 @@ def _fields_of(line: str) -> list[str]:
 @dataclass
 class Table:
     """Every record of an input, for batch use: ``X`` holds the feature values (float64,
-    NaN in bad rows), ``errors`` maps a row index to its reason, ``fields`` each row's text
-    (a :class:`RowTexts`, or any sequence of field lists)."""
+    NaN in bad rows), ``errors`` maps a row index to its reason, ``fields`` each row's text."""
 
     header: list[str]
     feature_idx: list[int]
     X: np.ndarray
     errors: dict[int, str]
-    fields: Sequence[list[str]]
+    fields: RowTexts
     sources: list[str]
     lines: np.ndarray
     notes: list[str] = field(default_factory=list)
@@ -909,24 +908,9 @@ class CsvOutput:
         if self.flush_rows:
             self.stream.flush()
 
-    def write_many(self, rows: Iterator[tuple[list[str], Sequence]], block: int = 16_384) -> None:
-        """:meth:`write` of every (fields, extra) of ``rows``, written ``block`` records at a
-        time.  Each record is :func:`format_row`'s text: fields that need no quotes are joined
-        as they are."""
-        lines: list[str] = []
-        for fields, extra in rows:
-            texts = [*fields, *("" if f is None else str(f) for f in extra)]
-            line = ",".join(texts)
-            if '"' in line or "\r" in line or "\n" in line or line.count(",") != len(texts) - 1 or len(texts) < 2:
-                line = format_row(texts)[:-1]
-            lines.append(line + "\n")
-            if len(lines) >= block:
-                self._put(lines)
-        self._put(lines)
-
     def write_lines(self, rows: Iterator[tuple[str, Sequence]], block: int = 16_384) -> None:
-        """:meth:`write_many` of records given as their CSV text (:meth:`RowTexts.line`):
-        the appended fields are quoted where they need it and added to the text as it is."""
+        """Records given as their CSV text (:meth:`RowTexts.line`), each with fields appended
+        (quoted where they need it), written ``block`` records at a time."""
         lines: list[str] = []
         for text, extra in rows:
             lines.append(text + "," + ",".join("" if f is None else _quote(str(f)) for f in extra) + "\n")

@@ -188,14 +188,11 @@ def _encoded_rows(args, data, rows: np.ndarray, stored) -> tuple[np.ndarray, obj
 def _writer(out: IO[str], data, fmt: str, *, skip: bool):
     """``write(start, stop, scores, flags, valid)``: rows ``start:stop`` of ``data`` with their
     score, flag and error (bad rows left out with ``skip``)."""
-    from anomaly_gym.envs.csvio import CsvOutput, JsonlOutput, RowTexts
+    from anomaly_gym.envs.csvio import CsvOutput, JsonlOutput
 
-    if fmt == "csv":
+    if fmt == "csv":  # the records' CSV text as read, with the scores appended: no splitting and joining again
         writer = CsvOutput(out, data.header, BATCH_COLUMNS, flush_rows=False)
-        if isinstance(data.fields, RowTexts):  # the records' CSV text as read: no splitting and joining again
-            lines = data.fields.line
-            return lambda start, stop, *part: writer.write_lines(_scored_rows(data, start, stop, *part, skip=skip, text=lines))
-        return lambda start, stop, *part: writer.write_many(_scored_rows(data, start, stop, *part, skip=skip))
+        return lambda start, stop, *part: writer.write_lines(_scored_rows(data, start, stop, *part, skip=skip, text=data.fields.line))
     writer = JsonlOutput(out, data.header, BATCH_COLUMNS, data.feature_idx, flush_rows=False)
 
     def write(start, stop, *part):
