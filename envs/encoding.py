@@ -33,6 +33,14 @@ and gives, per row:
 - with ``even_onehot``, one-hot indicators for columns of at most :data:`EVEN_MAX_VALUES`
   values that are about equally common, whose rarities can hardly tell the values apart.
   Off by default: it helps a table of board coordinates and hurts a customer table.
+- with ``letter_codes`` (the default), one more column, ``c/position``, for a column whose
+  values are :data:`LETTER_MIN` or more consecutive single letters of one case (``a`` to
+  ``h``, ``A`` to ``E``): such a column is an ordinal code (grades, size classes, board
+  files), and the letter's place in the alphabet (``a`` = 1) keeps the order that rarity
+  and one-hot indicators lose.  A letter never seen gets its place too; any other value
+  never seen, and an empty field, get the fitting rows' median place (its rarity still
+  marks it).  Columns of other values (``tcp``, ``S``/``M``/``L``, ``A``/``H``/``K``) get
+  no such column.  ``anomaly-gym bench tables`` measures what it gives;
 - with ``drop_constant``, no rarity column that is 0 on every fitting row: a column whose
   values are all about equally common (every value's rarity 0), and pair rarity when no
   combination seen is rare.  Such a column carries nothing about the fitting rows, yet
@@ -79,6 +87,10 @@ PAIR_MAX_VALUES = 100
 EVEN_MAX_VALUES = 10
 #: "About equally common": the values' entropy is at least this share of log(k).
 EVEN_ENTROPY = 0.9
+#: Columns of letter codes get a ``position`` column (see the module docstring) by default.
+LETTER_CODES = True
+#: Fewest distinct consecutive letters that make a column of letter codes.
+LETTER_MIN = 3
 #: Up to this many rows, values are looked up one by one in a dict (a stream scores rows
 #: one at a time, where pandas' fixed cost per call would dominate).
 SMALL_ROWS = 64
@@ -103,6 +115,8 @@ class TableEncoder:
         rarity_margin: A value is rare from ``1 / rarity_margin`` of the uniform share down.
         drop_constant: Leave out rarity columns that are 0 on every fitting row (see the module
             docstring); for an encoder that only scores its fitting rows.
+        letter_codes: Add a ``position`` column for each column of consecutive single letters
+            (see the module docstring).
 
     Example:
         >>> enc = TableEncoder(["amount"], ["country"]).fit(X_num, X_cat)
@@ -120,6 +134,7 @@ class TableEncoder:
         even_onehot: bool = False,
         rarity_margin: int = RARITY_MARGIN,
         drop_constant: bool = False,
+        letter_codes: bool = LETTER_CODES,
     ) -> None:
         self.numeric = [str(c) for c in numeric]
         self.categorical = [str(c) for c in categorical]
@@ -129,6 +144,7 @@ class TableEncoder:
         self.even_onehot = bool(even_onehot)
         self.rarity_margin = int(rarity_margin)
         self.drop_constant = bool(drop_constant)
+        self.letter_codes = bool(letter_codes)
         if self.rarity_margin < 1:
             raise ValueError(f"rarity_margin must be 1 or more, got {rarity_margin}")
         names = self.numeric + self.categorical
@@ -206,6 +222,9 @@ class TableEncoder:
         if codes is None:
             codes = [self._column_codes(X_cat[:, j], j) for j in range(len(self.categorical))]
         for j, counts in enumerate(self.counts_):
+            if self._positions_[j] is not None:
+                out[:, at] = self._letter_positions(X_cat[:, j], codes[j], j)
+                at += 1
             seen = self._count_arrays_[j][codes[j]]  # code -1 (unseen) picks the trailing 0
             if self._rarity_out_[j]:
                 out[:, at] = rarity(seen, self.n_rows_, len(counts), self.rarity_margin)
@@ -219,6 +238,15 @@ class TableEncoder:
                 at += width
         if self._pairs_out_:
             out[:, at] = self._pair_rarity(codes)
+
+    def _letter_positions(self, column: np.ndarray, codes: np.ndarray, j: int) -> np.ndarray:
+        """Column ``j``'s letters' places in the alphabet; a value not seen, if a letter, its place."""
+        positions = self._positions_[j][codes]  # code -1 (unseen) picks the trailing median
+        for r in np.flatnonzero(codes < 0).tolist():
+            place = _letter_place(_text(column[r]))
+            if place is not None:
+                positions[r] = place
+        return positions
 
     def _pair_rarity(self, codes: list[np.ndarray]) -> np.ndarray:
         """Per row, the largest conditional rarity of its value pairs (0 without pairs)."""
@@ -253,12 +281,18 @@ class TableEncoder:
         return self._n_outputs_
 
     @property
+    def letter_columns(self) -> list[str]:
+        """The categorical columns read as letter codes (each gets a ``position`` column)."""
+        self._check_fitted()
+        return [c for c, places in zip(self.categorical, self._positions_) if places is not None]
+
+    @property
     def output_names(self) -> list[str]:
         """Name of each encoded column: ``x``, ``x/missing``, ``c/rarity``, ``c=value``, ``pairs/rarity``."""
         self._check_fitted()
         names = list(self.numeric) + [f"{c}/missing" for c, has in zip(self.numeric, self.indicators_) if has]
-        for name, values, kept in zip(self.categorical, self.onehot_, self._rarity_out_):
-            names += [f"{name}/rarity"] * kept + [f"{name}={v}" for v in values]
+        for name, values, kept, places in zip(self.categorical, self.onehot_, self._rarity_out_, self._positions_):
+            names += [f"{name}/position"] * (places is not None) + [f"{name}/rarity"] * kept + [f"{name}={v}" for v in values]
         return names + (["pairs/rarity"] if self._pairs_out_ else [])
 
     # -- storage -----------------------------------------------------------------------
@@ -280,6 +314,8 @@ class TableEncoder:
             data["even_onehot"] = True
         if self.drop_constant:
             data["drop_constant"] = True
+        if self.letter_codes:
+            data["letter_codes"] = True
         if self.pairs:
             data["pairs"] = []
             for (i, j), table in self.pair_counts_.items():
@@ -294,13 +330,13 @@ class TableEncoder:
         if not isinstance(data, dict):
             raise ValueError(f"{where}: must be a JSON object, got {type(data).__name__}")
         expected = {"numeric", "categorical", "onehot_max", "on_missing", "n_rows", "medians", "indicators", "counts"}
-        optional = {"pairs", "even_onehot", "rarity_margin", "drop_constant"}
+        optional = {"pairs", "even_onehot", "rarity_margin", "drop_constant", "letter_codes"}
         if not expected <= set(data) <= expected | optional:
             raise ValueError(f"{where}: fields must be {sorted(expected)} (and optionally {sorted(optional)}), got {sorted(data)}")
         margin = data.get("rarity_margin", 1)  # absent: written before the margin existed
         if not _is_int(margin) or margin < 1:
             raise ValueError(f"{where}: rarity_margin must be a whole number, 1 or more")
-        for flag in ("even_onehot", "drop_constant"):
+        for flag in ("even_onehot", "drop_constant", "letter_codes"):
             if data.get(flag, True) is not True:
                 raise ValueError(f"{where}: {flag}, when present, must be true")
         numeric = _str_list(data["numeric"], f"{where}.numeric")
@@ -319,6 +355,7 @@ class TableEncoder:
             even_onehot="even_onehot" in data,
             rarity_margin=margin,
             drop_constant="drop_constant" in data,
+            letter_codes="letter_codes" in data,  # absent: written before letter codes, or off
         )
         medians, indicators, counts = data["medians"], data["indicators"], data["counts"]
         if not (
@@ -357,6 +394,7 @@ class TableEncoder:
         self._count_arrays_ = [np.array([*c.values(), 0], dtype=np.float64) for c in self.counts_]
         self._onehot_pos_ = [np.argsort(np.argsort(list(c), kind="stable")) if hot else None for c, hot in zip(self.counts_, self.onehot_)]
         self._count_lists_ = [list(c.values()) for c in self.counts_]
+        self._positions_ = [_letter_positions(c) if self.letter_codes else None for c in self.counts_]
         self._medians_ = np.asarray(self.medians_, dtype=np.float64)
         self._flagged_ = [j for j, has in enumerate(self.indicators_) if has]
         self._set_outputs()
@@ -377,7 +415,7 @@ class TableEncoder:
         self._pairs_out_ = bool(self._pair_columns()) and (
             keep or any(_pair_scores(table, counts[i], counts[j], self.n_rows_).any() for (i, j), table in self.pair_counts_.items())
         )
-        if not (self.numeric or any(self._rarity_out_) or any(self.onehot_) or self._pairs_out_):
+        if not (self.numeric or any(self._rarity_out_) or any(self.onehot_) or self._pairs_out_ or any(p is not None for p in self._positions_)):
             self._rarity_out_, self._pairs_out_ = [True] * len(self.counts_), bool(self._pair_columns())
         self._n_outputs_ = len(self.output_names)
 
@@ -466,6 +504,28 @@ def _even(counts: dict[str, int]) -> bool:
     p = np.array(list(counts.values()), dtype=np.float64)
     p /= p.sum()
     return float(-(p * np.log(p)).sum() / np.log(k)) >= EVEN_ENTROPY
+
+
+def _letter_place(value: str) -> int | None:
+    """A single ASCII letter's place in the alphabet (``a`` and ``A`` = 1), else None."""
+    return ord(value.lower()) - 96 if len(value) == 1 and value.isascii() and value.isalpha() else None
+
+
+def _letter_positions(counts: dict[str, int]) -> np.ndarray | None:
+    """Each counted value's place, then the median place for values not counted; None unless the
+    values (the empty value aside) are :data:`LETTER_MIN` or more consecutive letters of one case."""
+    letters = [v for v in counts if v != ""]
+    if not LETTER_MIN <= len(letters) <= 26:
+        return None
+    places = [_letter_place(v) for v in letters]
+    if None in places or not (all(v.islower() for v in letters) or all(v.isupper() for v in letters)):
+        return None
+    if max(places) - min(places) + 1 != len(places):
+        return None
+    order = np.argsort(places, kind="stable")
+    cumulative = np.cumsum(np.array([counts[letters[i]] for i in order], dtype=np.float64))
+    median = float(np.array(places)[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+    return np.array([_letter_place(v) or median for v in counts] + [median], dtype=np.float64)
 
 
 def _value_counts(column: np.ndarray) -> tuple[dict[str, int], np.ndarray]:

@@ -142,7 +142,9 @@ def _scorer(args, bundle, data, rows: np.ndarray, summary: Summary):
     elif len(rows) < 10:
         raise ValueError(f"only {len(rows)} valid row(s); the detectors need at least 10 to fit")
     if encoder is not None and encoder.categorical:
-        summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity; {X.shape[1]} encoded feature column(s)")
+        letters = encoder.letter_columns
+        coded = f" ({', '.join(letters)}: letter codes, also by their place in the alphabet)" if letters else ""
+        summary.extra.append(f"{len(encoder.categorical)} categorical column(s) scored by rarity{coded}; {X.shape[1]} encoded feature column(s)")
     return fitted_scorer(bundle, X, featurizer=stored), X
 
 

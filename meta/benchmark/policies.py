@@ -245,3 +245,58 @@ def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def held_out_bundles(
+    config: Path,
+    targets: Sequence,
+    *,
+    folds: int = 4,
+    twins: dict[str, str] | None = None,
+    out: Path = Path("results/held-out-policies"),
+    executor=None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """One policy per target, trained from ``config`` with the target held out: dataset-level cross-validation.
+
+    The targets that are among the config's sources are cut into ``folds`` folds
+    (:func:`~anomaly_gym.meta.benchmark.protocol.plan_folds`: versions of one dataset share a
+    fold); the policy of a fold is trained on every source but the fold's targets and scores
+    only them.  Targets that are not sources share one policy trained on every source.
+    Bundles are kept in ``OUT/models`` and reused when the setup is the same.
+
+    Args:
+        config: A training config (TOML), as for ``anomaly-gym train``.
+        targets: Tasks to score (each needs ``name``; the fold rule reads ``n_features`` and ``hash``).
+        folds: Number of folds of the targets that are also sources.
+        twins: ``{target: source}``: a source made from the same original data as a target
+            under another name (a one-hot copy, a subsample), held out with that target.
+        out: Folder of the fold bundles (``OUT/models``).
+        executor: Runs the featurizations and the trainings (default: a local process pool).
+        progress: Called with one line of text per stage.
+
+    Returns:
+        ``({target name: bundle}, {task name: fold})``; the plan includes the twins.
+    """
+    from anomaly_gym.meta.benchmark.protocol import load_task_sets, plan_folds
+    from anomaly_gym.meta.config import TrainConfig
+    from anomaly_gym.meta.executors import make_executor
+
+    cfg = TrainConfig.from_toml(config)
+    sources = load_task_sets(cfg.sources)
+    plan = plan_folds(sources, targets, folds)
+    by_name = {s.name.lower(): s for s in sources}
+    held = list(targets)
+    for target, twin in (twins or {}).items():
+        if target in plan and twin.lower() in by_name:
+            held.append(by_name[twin.lower()])
+            plan[by_name[twin.lower()].name] = plan[target]
+    policies = PolicySource("train", out=out, config=config, source_specs=cfg.sources, sources=sources, targets=held, folds=plan, progress=progress)
+    owned = executor is None
+    executor = make_executor("local") if owned else executor
+    try:
+        policies.train(executor, sorted({plan[t.name] for t in targets}))
+    finally:
+        if owned:
+            executor.close()
+    return {t.name: policies.bundle_for(t.name) for t in targets}, plan

@@ -19,18 +19,18 @@ def _fitted(**kwargs) -> TableEncoder:
 def test_rarity_counts_halvings_below_half_the_uniform_share_and_unseen_values_are_rarest():
     values = ["a"] * 60 + ["b"] * 30 + ["c"] * 8 + ["d"] * 2  # k = 4 values: uniform share 25 rows
     X_cat = np.array(values, dtype=object).reshape(-1, 1)
-    enc = TableEncoder([], ["v"]).fit(None, X_cat)
+    enc = TableEncoder([], ["v"], letter_codes=False).fit(None, X_cat)
     new = np.array([["a"], ["b"], ["c"], ["d"], ["zzz"]], dtype=object)
     assert enc.output_names == ["v/rarity"]
     # log2(100 / (2 * 4 * count)): a, b and c (a third of the uniform share) 0, d 2.6, unseen (0.5) 4.6
     np.testing.assert_array_equal(enc.transform(None, new)[:, 0], [0, 0, 0, 2, 4])
     # margin 1, rare from the uniform share down, as encoders stored without a margin encode
-    np.testing.assert_array_equal(TableEncoder([], ["v"], rarity_margin=1).fit(None, X_cat).transform(None, new)[:, 0], [0, 0, 1, 3, 5])
+    np.testing.assert_array_equal(TableEncoder([], ["v"], rarity_margin=1, letter_codes=False).fit(None, X_cat).transform(None, new)[:, 0], [0, 0, 1, 3, 5])
     old = {k: v for k, v in enc.to_dict().items() if k not in ("rarity_margin", "pairs")}
     assert TableEncoder.from_dict(old).transform(None, new)[:, 0].tolist() == [0, 0, 1, 3, 5]
     # equally common values all score 0, whatever the sampling noise
     noisy = ["x"] * 27 + ["y"] * 23 + ["z"] * 25 + ["w"] * 25
-    flat = TableEncoder([], ["v"]).fit_transform(None, np.array(noisy, dtype=object).reshape(-1, 1))
+    flat = TableEncoder([], ["v"], letter_codes=False).fit_transform(None, np.array(noisy, dtype=object).reshape(-1, 1))
     assert (flat == 0).all()
 
 
@@ -103,7 +103,7 @@ def _dependent_pairs() -> np.ndarray:
 
 def test_pair_rarity_finds_a_combination_of_common_values_that_single_rarity_misses():
     X_cat = _dependent_pairs()
-    enc = TableEncoder([], ["a", "b", "c"], pairs=True).fit(X_cat=X_cat)
+    enc = TableEncoder([], ["a", "b", "c"], pairs=True, letter_codes=False).fit(X_cat=X_cat)
     X = enc.transform(X_cat=X_cat)
     assert enc.output_names == ["a/rarity", "b/rarity", "c/rarity", "pairs/rarity"]
     assert (X[:, :3] == 0).all()  # every single value is common
@@ -112,8 +112,8 @@ def test_pair_rarity_finds_a_combination_of_common_values_that_single_rarity_mis
     # a combination never seen counts as half an occurrence; a value never seen adds nothing
     new = enc.transform(X_cat=np.array([["y", "p", "u"], ["zzz", "p", "u"]], dtype=object))
     assert new[0, 3] == 6 and new[1, 3] == 0 and new[1, 0] > 0
-    assert TableEncoder([], ["a", "b", "c"], pairs=False).fit(X_cat=X_cat).n_outputs == 3
-    assert TableEncoder([], ["a", "c"]).fit(X_cat=X_cat[:, [0, 2]]).n_outputs == 3  # on by default
+    assert TableEncoder([], ["a", "b", "c"], pairs=False, letter_codes=False).fit(X_cat=X_cat).n_outputs == 3
+    assert TableEncoder([], ["a", "c"], letter_codes=False).fit(X_cat=X_cat[:, [0, 2]]).n_outputs == 3  # on by default
 
 
 def test_pair_counts_round_trip_through_json_and_are_checked():
@@ -160,14 +160,14 @@ def test_even_onehot_expands_only_low_cardinality_columns_of_about_equally_commo
     skewed = rng.choice(["tcp", "udp", "icmp"], size=800, p=[0.9, 0.08, 0.02])
     wide = rng.choice([f"v{i}" for i in range(40)], size=800)  # even, but too many values
     X_cat = np.column_stack([even, skewed, wide]).astype(object)
-    enc = TableEncoder([], ["file", "proto", "id"], even_onehot=True, pairs=False).fit(X_cat=X_cat)
+    enc = TableEncoder([], ["file", "proto", "id"], even_onehot=True, pairs=False, letter_codes=False).fit(X_cat=X_cat)
     assert [len(v) for v in enc.onehot_] == [8, 0, 0]
     assert enc.output_names[:2] == ["file/rarity", "file=a"] and enc.n_outputs == 3 + 8
     X = enc.transform(X_cat=X_cat)
     np.testing.assert_array_equal(X[:, 1:9].sum(axis=1), 1)
     again = TableEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
     np.testing.assert_array_equal(again.transform(X_cat=X_cat[:20]), X[:20])
-    assert TableEncoder([], ["file", "proto", "id"], pairs=False).fit(X_cat=X_cat).n_outputs == 3  # off: rarity only
+    assert TableEncoder([], ["file", "proto", "id"], pairs=False, letter_codes=False).fit(X_cat=X_cat).n_outputs == 3  # off: rarity only
     with pytest.raises(ValueError, match="even_onehot"):
         TableEncoder.from_dict({**enc.to_dict(), "even_onehot": "yes"})
 
@@ -178,8 +178,8 @@ def test_drop_constant_leaves_out_rarity_columns_that_are_zero_on_every_fitting_
     skewed = rng.choice(["tcp", "udp", "icmp"], size=800, p=[0.9, 0.08, 0.02])
     X_num = rng.normal(size=(800, 2))
     X_cat = np.column_stack([even, rng.choice(list("wxyz"), size=800), skewed]).astype(object)
-    full = TableEncoder(["u", "v"], ["file", "rank", "proto"])
-    dropped = TableEncoder(["u", "v"], ["file", "rank", "proto"], drop_constant=True)
+    full = TableEncoder(["u", "v"], ["file", "rank", "proto"], letter_codes=False)
+    dropped = TableEncoder(["u", "v"], ["file", "rank", "proto"], drop_constant=True, letter_codes=False)
     X_full, X_drop = full.fit_transform(X_num, X_cat), dropped.fit_transform(X_num, X_cat)
     assert "file/rarity" in full.output_names and "pairs/rarity" in full.output_names
     assert dropped.output_names == ["u", "v", "proto/rarity"] + ["pairs/rarity"] * int(X_full[:, -1].any())
@@ -190,10 +190,45 @@ def test_drop_constant_leaves_out_rarity_columns_that_are_zero_on_every_fitting_
     assert again.output_names == dropped.output_names
     np.testing.assert_array_equal(again.transform(X_num[:70], X_cat[:70]), X_drop[:70])
     # only categorical columns, all of them flat: every column is kept rather than none
-    only = TableEncoder([], ["file"], drop_constant=True).fit(X_cat=X_cat[:, :1])
+    only = TableEncoder([], ["file"], drop_constant=True, letter_codes=False).fit(X_cat=X_cat[:, :1])
     assert only.output_names == ["file/rarity"]
     with pytest.raises(ValueError, match="drop_constant"):
         TableEncoder.from_dict({**dropped.to_dict(), "drop_constant": 1})
+
+
+def test_letter_codes_keep_the_order_of_consecutive_single_letters():
+    rng = np.random.default_rng(0)
+    files = rng.choice(list("abcdefgh"), size=400)
+    grades = rng.choice(list("ABCDE"), size=400, p=[0.1, 0.2, 0.4, 0.2, 0.1])
+    sizes = rng.choice(["S", "M", "L"], size=400)  # letters, but not consecutive: no order read
+    gapped = rng.choice(list("AHKRS"), size=400)
+    pair = rng.choice(list("ab"), size=400)  # fewer than LETTER_MIN
+    mixed = rng.choice(list("abC"), size=400)  # two cases
+    X_cat = np.column_stack([files, grades, sizes, gapped, pair, mixed]).astype(object)
+    X_cat[:5, 1] = ""  # missing grades
+    names = ["file", "grade", "size", "mcintosh", "pair", "mixed"]
+    enc = TableEncoder([], names, pairs=False).fit(X_cat=X_cat)
+    assert [n for n in enc.output_names if n.endswith("/position")] == ["file/position", "grade/position"]
+    assert enc.letter_columns == ["file", "grade"]
+    X = enc.transform(X_cat=X_cat)
+    at = enc.output_names.index("file/position")
+    np.testing.assert_array_equal(X[:, at], [ord(v) - 96 for v in files])
+    grade = X[:, enc.output_names.index("grade/position")]
+    assert (grade[:5] == 3).all()  # the median grade, C
+    np.testing.assert_array_equal(grade[5:], [ord(v) - 64 for v in grades[5:]])
+    # a letter never seen has its place; another value never seen the median place, and its rarity marks it
+    new = np.array([["k", "F", "S", "A", "a", "a"], ["??", "A", "S", "A", "a", "a"]], dtype=object)
+    Y = enc.transform(X_cat=new)
+    assert Y[0, at] == 11 and Y[0, enc.output_names.index("grade/position")] == 6
+    assert Y[1, at] == 4.0 or Y[1, at] == 5.0  # the median file of about equally common a..h
+    assert Y[1, enc.output_names.index("file/rarity")] > 0
+    again = TableEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    np.testing.assert_array_equal(again.transform(X_cat=new), Y)
+    # encoders stored before letter codes (no flag) encode as they did
+    old = {k: v for k, v in enc.to_dict().items() if k != "letter_codes"}
+    assert "file/position" not in TableEncoder.from_dict(old).output_names
+    with pytest.raises(ValueError, match="letter_codes"):
+        TableEncoder.from_dict({**enc.to_dict(), "letter_codes": "yes"})
 
 
 def test_fit_transform_gives_fit_then_transform(monkeypatch):

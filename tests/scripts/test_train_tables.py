@@ -79,10 +79,38 @@ def test_train_on_a_folder_of_mixed_tables_and_detect_unseen_categories(tmp_path
     assert np.isfinite(scores).all() and scores[7] >= np.quantile(scores, 0.9)
 
 
-def test_the_tables_config_adds_the_tables_folder_to_the_sources():
-    cfg = TrainConfig.from_toml("configs/tables.toml")
-    default = TrainConfig.from_toml("configs/detect-default.toml")
-    assert cfg.sources == [*default.sources, "../shared/data/tables"] and cfg.nan_policy == "median"
-    assert {k: v for k, v in cfg.to_dict().items() if k not in ("name", "sources", "nan_policy")} == {
-        k: v for k, v in default.to_dict().items() if k not in ("name", "sources", "nan_policy")
-    }
+def test_the_default_config_trains_on_the_tables_folder():
+    cfg = TrainConfig.from_toml("configs/detect-default.toml")
+    assert cfg.sources == ["builtin", "../shared/data/adbench", "../shared/data/tables"] and cfg.nan_policy == "median"
+
+
+def test_held_out_bundles_train_each_fold_without_its_tables_and_their_twins(tmp_path):
+    from anomaly_gym.envs.sources import load_tables_dir
+    from anomaly_gym.meta.benchmark.policies import held_out_bundles
+    from anomaly_gym.meta.executors import make_executor
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    for t in range(4):  # widths 2..5: four groups of the fold rule; t3 is a copy of t0's data under another name
+        rng = np.random.default_rng(0 if t == 3 else t)
+        width = 2 + (0 if t == 3 else t)
+        y = (np.arange(120) % 15 == 0).astype(int)
+        frame = pd.DataFrame(rng.normal(size=(120, width)) + 3 * y[:, None], columns=[f"x{j}" for j in range(width)])
+        frame.assign(label=y).to_csv(folder / f"t{t}.csv.gz", index=False)
+    small = {"n_envs": 8, "n_steps": 32, "batch_size": 128, "eval_every": 256, "checkpoint_every": 256, "val_tasks": 1}
+    data = {**TrainConfig().to_dict(), "sources": [str(folder)], "total_steps": 256, "device": "cpu", **small}
+    data["featurizer"] = {**data["featurizer"], "detectors": ["ecod", "hbos"]}
+    cfg = TrainConfig.from_dict(data)
+    config = tmp_path / "c.toml"
+    config.write_text(cfg.to_toml())
+    targets = load_tables_dir(folder, names=["t0", "t1", "t2"])
+    bundles, plan = held_out_bundles(config, targets, folds=3, twins={"t0": "t3"}, out=tmp_path / "out", executor=make_executor("serial"))
+    assert sorted(bundles) == ["t0", "t1", "t2"] and plan["t3"] == plan["t0"] and len({plan["t0"], plan["t1"], plan["t2"]}) == 3
+    for name, bundle in bundles.items():
+        seen = set(bundle.metadata["train_tasks"]) | set(bundle.metadata["val_tasks"])
+        held = {name, "t3"} if name == "t0" else {name}
+        assert not seen & held and seen == {"t0", "t1", "t2", "t3"} - held
+    # a second call reuses the fold bundles
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "models").glob("*.bundle.zip")}
+    held_out_bundles(config, targets, folds=3, twins={"t0": "t3"}, out=tmp_path / "out", executor=make_executor("serial"))
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "models").glob("*.bundle.zip")} == stamp
