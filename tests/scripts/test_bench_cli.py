@@ -76,3 +76,18 @@ def test_bench_tables_compares_the_encodings_on_a_folder_of_tables(tmp_path, cap
     assert float(cells[6]) > 0.9  # the rare protocol, found by its rarity
     assert any("tables with categorical columns" in m for m in means)
     assert main(["bench", "tables", "--data", str(tmp_path / "absent")]) == 2
+
+
+def test_bench_tables_refuses_to_score_a_table_the_policy_was_trained_on(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+    from anomaly_gym.agents import default_bundle_path, load_default_bundle
+
+    meta = load_default_bundle(device="cpu").metadata if default_bundle_path().is_file() else {}
+    if "bank" not in [*meta.get("train_tasks", []), *meta.get("val_tasks", [])]:
+        pytest.skip("the installed default policy was not trained (or validated) on the 'bank' table")
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x": rng.normal(size=50), "label": np.arange(50) % 10 == 0}).astype({"label": int}).to_csv(tmp_path / "bank.csv.gz", index=False)
+    assert main(["bench", "tables", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "trained on bank" in err and "--train-config configs/detect-default.toml" in err
