@@ -275,7 +275,7 @@ def plant(
             source="planted",
             description=f"{anomaly_type} anomalies (strength {strength:g}) planted at {rate:.1%} into {len(rows)} normal rows of {parent.name}",
         )
-    return Task(task.name, task.X, task.y, task.source, task.description, parent=parent.dataset)
+    return Task(task.name, task.X, task.y, task.source, task.description, parent=parent.parent or parent.name, family=parent.family)
 
 
 def planted_tasks(parents: Iterable[Task], settings: PlantSettings | None = None) -> list[Task]:
@@ -299,6 +299,7 @@ def planted_tasks(parents: Iterable[Task], settings: PlantSettings | None = None
                 parent.source,
                 f"{settings.max_columns} of the {parent.n_features} columns of {parent.name}",
                 parent.parent,
+                parent.family,
             )
         normal = parent.X[parent.y == 0]
         model = fit_normal_model(normal, seed=int(rng.integers(2**31)))

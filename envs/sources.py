@@ -115,21 +115,26 @@ _SYNTHETIC_GRID = [
 # --------------------------------------------------------------------------- sklearn
 
 
-def _rare_class_task(name: str, X: np.ndarray, classes: np.ndarray, anomaly_classes, rate: float, seed: int, what: str) -> Task:
-    """Normal = every class except ``anomaly_classes``; those are down-sampled to ``rate``."""
+def _rare_class_task(name: str, X: np.ndarray, classes: np.ndarray, anomaly_classes, rate: float, seed: int, what: str, family: str | None = None) -> Task:
+    """Normal = every class except ``anomaly_classes``; those are down-sampled to ``rate``.
+
+    ``family``: the dataset the classes come from when each class makes a task of its own
+    (one-vs-rest): the tasks share rows, so they are one dataset for every split (``family``).
+    """
     rng = np.random.default_rng(seed)
     is_anom = np.isin(classes, anomaly_classes)
     normal = np.flatnonzero(~is_anom)
     n_anom = max(2, int(round(rate * len(normal) / (1.0 - rate))))
     anomalous = rng.choice(np.flatnonzero(is_anom), size=min(n_anom, int(is_anom.sum())), replace=False)
     index = np.sort(np.r_[normal, anomalous])
-    return make_task(
+    task = make_task(
         name,
         X[index],
         is_anom[index].astype(np.int8),
         source="sklearn",
         description=f"{what}; anomaly = {anomaly_classes!r} down-sampled to {rate:.0%}",
     )
+    return task if family is None else Task(task.name, task.X, task.y, task.source, task.description, family=family)
 
 
 def _sklearn_tasks(seed: int = 0) -> list[Task]:
@@ -141,13 +146,13 @@ def _sklearn_tasks(seed: int = 0) -> list[Task]:
     tasks.append(_rare_class_task("sklearn/breast_cancer", bc.data, bc.target, [0], 0.05, seed, "breast cancer (malignant)"))
     wine = datasets.load_wine()
     for c in range(3):
-        tasks.append(_rare_class_task(f"sklearn/wine-{c}", wine.data, wine.target, [c], 0.08, seed + c, f"wine cultivar {c}"))
+        tasks.append(_rare_class_task(f"sklearn/wine-{c}", wine.data, wine.target, [c], 0.08, seed + c, f"wine cultivar {c}", "sklearn/wine"))
     iris = datasets.load_iris()
     for c in range(3):
-        tasks.append(_rare_class_task(f"sklearn/iris-{c}", iris.data, iris.target, [c], 0.08, seed + c, f"iris species {c}"))
+        tasks.append(_rare_class_task(f"sklearn/iris-{c}", iris.data, iris.target, [c], 0.08, seed + c, f"iris species {c}", "sklearn/iris"))
     digits = datasets.load_digits()
     for c in range(10):
-        tasks.append(_rare_class_task(f"sklearn/digits-{c}", digits.data, digits.target, [c], 0.03, seed + c, f"handwritten digit {c}"))
+        tasks.append(_rare_class_task(f"sklearn/digits-{c}", digits.data, digits.target, [c], 0.03, seed + c, f"handwritten digit {c}", "sklearn/digits"))
     return tasks
 
 
@@ -179,7 +184,10 @@ def builtin_suite(seed: int = 0) -> list[Task]:
 
     scikit-learn tasks (one class plays the anomaly, down-sampled to a few percent):
     ``breast_cancer`` (malignant, 5 %), ``wine-{0,1,2}`` (one cultivar, 8 %),
-    ``iris-{0,1,2}`` (one species, 8 %), ``digits-{0..9}`` (one digit, 3 %).
+    ``iris-{0,1,2}`` (one species, 8 %), ``digits-{0..9}`` (one digit, 3 %).  The classes
+    of one dataset share its rows, so their tasks are one dataset for every split: their
+    ``family`` (and :attr:`Task.dataset`) is ``sklearn/wine``, ``sklearn/iris`` or
+    ``sklearn/digits``, and a validation split or a benchmark fold holds them out together.
     Synthetic tasks: the four ADBench anomaly types over eight (rows, columns,
     contamination, clusters) settings, ``synthetic/{type}-{00..07}``.
     """

@@ -42,6 +42,9 @@ class Task:
         parent: The name of the dataset a derived task was made from (planted anomalies in
             its normal rows, :mod:`anomaly_gym.envs.planted`), ``None`` for an original one.
             Dataset-level splits keep a derived task with its parent.
+        family: The multi-class dataset a one-vs-rest task was cut from (``sklearn/digits``
+            for ``sklearn/digits-4``), ``None`` for a task of its own.  Sibling tasks share
+            rows, so dataset-level splits keep a family together.
         hash: Hex digest of ``X`` and ``y``: equal data, equal hash, across processes.
     """
 
@@ -51,6 +54,7 @@ class Task:
     source: str = "unknown"
     description: str = ""
     parent: str | None = None
+    family: str | None = None
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,16 +103,17 @@ class Task:
             source=self.source,
             description=self.description,
             parent=self.parent,
+            family=self.family,
         )
 
     @property
     def dataset(self) -> str:
-        """The original dataset: ``parent`` for a derived task, else ``name``."""
-        return self.parent or self.name
+        """The original dataset: ``family`` for a one-vs-rest task, ``parent`` for a derived task, else ``name``."""
+        return self.family or self.parent or self.name
 
     def without_labels(self) -> Task:
         """The same rows with the labels removed (what a detector may see of a target)."""
-        return Task(self.name, self.X, None, self.source, self.description, self.parent)
+        return Task(self.name, self.X, None, self.source, self.description, self.parent, self.family)
 
     def __repr__(self) -> str:
         rate = f"{self.anomaly_rate:.2%}" if self.labelled else "unlabelled"

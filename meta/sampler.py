@@ -16,7 +16,9 @@ class TaskSampler:
     Derived tasks (planted anomalies, :mod:`anomaly_gym.envs.planted`) go with their
     parent dataset: when a dataset is held out, so is every task made from it, and
     validation scores the original datasets only (the derived ones when a held-out group
-    has no original).
+    has no original).  The one-vs-rest tasks of one multi-class dataset (``Task.family``:
+    ``sklearn/digits-0`` .. ``-9``) share its rows and are held out together; naming one of
+    them in ``val_tasks`` holds out all.
 
     Args:
         tasks: Labelled source tasks (each with both classes).

@@ -221,6 +221,9 @@ def dataset_groups(tasks: Sequence) -> list[list[str]]:
 
     The rule:
 
+    0. Tasks of one original dataset (:attr:`~anomaly_gym.envs.tasks.Task.dataset`: the
+       classes of ``sklearn/digits`` each against the rest, planted tasks with the dataset
+       they were planted into) are one group.
     1. Names that share a prefix before an ``_`` form a *family*, and a family is one
        group (``CIFAR10_0``, ``CIFAR10_4``, ``CIFAR10_6``: one-vs-rest tasks cut from one
        collection, which share images; :func:`name_families`).  Image and text embedding
@@ -241,10 +244,13 @@ def dataset_groups(tasks: Sequence) -> list[list[str]]:
     """
     ordered = sorted(tasks, key=lambda t: t.name.lower())
     families = name_families([t.name for t in ordered])
+    datasets = [getattr(t, "dataset", t.name).lower() for t in ordered]
     by_width: dict[int, list[str]] = {}
     by_family: dict[str, list[str]] = {}
-    for t in ordered:
-        if t.name in families:
+    for t, dataset in zip(ordered, datasets):
+        if datasets.count(dataset) > 1:
+            by_family.setdefault(dataset, []).append(t.name)
+        elif t.name in families:
             by_family.setdefault(families[t.name], []).append(t.name)
         else:
             by_width.setdefault(int(t.n_features), []).append(t.name)

@@ -73,3 +73,27 @@ def test_load_sources_keeps_derived_tasks_only_with_their_parent(tmp_path):
     only = TrainConfig(sources=[spec], datasets=[child])
     with pytest.raises(ValueError, match="trains only with its parent"):
         load_sources(only)
+
+
+def test_one_vs_rest_tasks_of_one_dataset_are_held_out_and_folded_together():
+    from anomaly_gym.envs.sources import builtin_suite
+    from anomaly_gym.meta.benchmark.protocol import fold_sources, plan_folds
+
+    tasks = builtin_suite()
+    digits = [t.name for t in tasks if t.name.startswith("sklearn/digits-")]
+    assert len(digits) == 10 and {t.dataset for t in tasks if t.name in digits} == {"sklearn/digits"}
+    sampler = TaskSampler(tasks, val_tasks=["sklearn/digits-4"], seed=0)
+    assert sorted(t.name for t in sampler.val_tasks) == sorted(digits)
+    assert not any(t.name in digits for t in sampler.train_tasks)
+    for seed in range(5):  # a random split never puts one digit in training and another in validation
+        split = TaskSampler(tasks, val_tasks=0.15, seed=seed)
+        held = {t.name for t in split.val_tasks} & set(digits)
+        assert held in (set(), set(digits))
+    folds = plan_folds(tasks, tasks, 5)
+    assert len({folds[n] for n in digits}) == 1 and len({folds[f"sklearn/iris-{c}"] for c in range(3)}) == 1
+    fold = folds["sklearn/digits-0"]
+    assert not any(s.name in digits for s in fold_sources(tasks, tasks, folds, fold))
+    from anomaly_gym.envs.planted import planted_tasks
+
+    child = planted_tasks([t for t in tasks if t.name == "sklearn/digits-4"])[0]
+    assert child.parent == "sklearn/digits-4" and child.dataset == "sklearn/digits"  # goes with the family
