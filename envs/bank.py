@@ -54,6 +54,22 @@ ESTIMATOR_MODULES = (
 )
 
 
+def one_openmp_thread():
+    """A context in which scikit-learn's OpenMP code runs on one thread.
+
+    Which of several equally distant rows a neighbour search keeps depends on how many
+    threads share the search (``ArgKmin`` merges per-thread heaps), and KMeans' sums on
+    how they are split: on data with ties (integer pixels, codes) LOF's fitted state, and
+    so its scores, would change with the machine's cores and ``--threads``.  The bank fits
+    and scores inside this context, so a featurizer refitted from a bundle's rows gives
+    the reference scores it was saved with, on any machine.
+    """
+    import sklearn.neighbors  # noqa: F401  (loads the OpenMP runtime first: a limit binds only loaded libraries)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
 def import_estimators(*, without_pandas: bool = False) -> None:
     """Import what fitting the bank needs, e.g. in a worker process before its first fit.
 

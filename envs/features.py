@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from anomaly_gym.envs import bank
+from anomaly_gym.envs.bank import one_openmp_thread
 
 logger = logging.getLogger(__name__)
 
@@ -480,7 +481,7 @@ class Featurizer:
             name, params = parse_detector_spec(spec)
             detector = _build_detector(name, params, len(Z_fit), cfg.seed)
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), one_openmp_thread():
                     warnings.simplefilter("ignore")
                     detector.fit(Z_fit)
                     raw = np.asarray(detector.decision_function(Z_fit), dtype=np.float64).reshape(-1)
@@ -525,7 +526,8 @@ class Featurizer:
         """Each detector's raw score (higher = more anomalous), shape (n, n_detectors)."""
         self._check_fitted()
         Z = self._scale(self._check_X(X, fitting=False))
-        return np.column_stack([self._score_one(det, Z) for det in self.detectors_])
+        with one_openmp_thread():  # the same neighbours among ties on any machine
+            return np.column_stack([self._score_one(det, Z) for det in self.detectors_])
 
     def _transform_chunk(self, X: np.ndarray) -> np.ndarray:
         cfg = self.config

@@ -682,12 +682,15 @@ class FastFeaturizer:
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Each detector's raw score of the (unscaled) rows ``X``, shape (n, n_detectors)."""
+        from anomaly_gym.envs.bank import one_openmp_thread
+
         Z = _features.scale_rows(X, self._lo, self._span)
         cache: dict = {}
         out = np.empty((len(Z), len(self._scorers)))
-        for j, scorer in enumerate(self._scorers):
-            scores = np.asarray(scorer(Z, cache), dtype=np.float64).reshape(-1)
-            out[:, j] = scores if np.isfinite(scores).all() else Featurizer._finite(scores)
+        with one_openmp_thread():  # the same neighbours among ties as the featurizer's own path
+            for j, scorer in enumerate(self._scorers):
+                scores = np.asarray(scorer(Z, cache), dtype=np.float64).reshape(-1)
+                out[:, j] = scores if np.isfinite(scores).all() else Featurizer._finite(scores)
         return out
 
     def transform(self, X) -> np.ndarray:

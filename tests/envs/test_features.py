@@ -408,3 +408,22 @@ def test_featurize_task_without_cache_writes_nothing(small_task, monkeypatch, tm
     featurize_task(small_task, FeaturizerConfig(detectors=TINY), cache_dir=False)
 
     assert not any(tmp_path.iterdir())
+
+
+def test_the_fit_and_the_scores_do_not_depend_on_the_number_of_threads():
+    """On tied distances (integer pixels) the neighbours a search keeps depend on its threads; the bank pins them.
+
+    (Without ``bank.one_openmp_thread`` the LOF columns differ here between 1 and 2 threads.)
+    """
+    from anomaly_gym.envs.stream import FastFeaturizer
+    from sklearn.datasets import load_digits
+    from threadpoolctl import threadpool_limits
+
+    X = load_digits().data[:1200]
+    runs = []
+    for n_threads in (1, 2):
+        with threadpool_limits(n_threads, user_api="openmp"):
+            f = features.Featurizer().fit(X)
+            runs.append((f.sorted_scores_, f.transform(X[:300]), FastFeaturizer(f).transform(X[:300])))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
