@@ -81,7 +81,7 @@ logger = logging.getLogger(__name__)
 
 #: The ``FEATURE_VERSION`` whose detector scoring this module mirrors; on any other version
 #: :class:`FastFeaturizer` warns and delegates every row to the featurizer itself.
-MIRRORED_FEATURE_VERSION = 4
+MIRRORED_FEATURE_VERSION = 5
 
 #: At most this many rows are scored with the per-row numpy paths; larger batches use the
 #: vectorised library paths (scikit-learn's brute-force neighbour search, tree ``apply``).
