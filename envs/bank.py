@@ -54,6 +54,10 @@ ESTIMATOR_MODULES = (
 )
 
 
+#: The OpenMP runtimes loaded in this process (:func:`one_openmp_thread`), found on first use.
+_OPENMP = None
+
+
 def one_openmp_thread():
     """A context in which scikit-learn's OpenMP code runs on one thread.
 
@@ -64,10 +68,13 @@ def one_openmp_thread():
     and scores inside this context, so a featurizer refitted from a bundle's rows gives
     the reference scores it was saved with, on any machine.
     """
-    import sklearn.neighbors  # noqa: F401  (loads the OpenMP runtime first: a limit binds only loaded libraries)
-    from threadpoolctl import threadpool_limits
+    global _OPENMP
+    if _OPENMP is None:  # found once: a fresh threadpoolctl scan of the loaded libraries costs milliseconds
+        import sklearn.neighbors  # noqa: F401  (loads the OpenMP runtime first: a limit binds only loaded libraries)
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="openmp")
+        _OPENMP = ThreadpoolController().select(user_api="openmp")
+    return _OPENMP.limit(limits=1)
 
 
 def import_estimators(*, without_pandas: bool = False) -> None:
