@@ -477,23 +477,24 @@ class Featurizer:
 
         self.detectors_ = []
         ref_scores = []
-        for spec in cfg.detectors:
-            name, params = parse_detector_spec(spec)
-            detector = _build_detector(name, params, len(Z_fit), cfg.seed)
-            try:
-                with warnings.catch_warnings(), one_openmp_thread():
-                    warnings.simplefilter("ignore")
-                    detector.fit(Z_fit)
-                    raw = np.asarray(detector.decision_function(Z_fit), dtype=np.float64).reshape(-1)
-                if not np.isfinite(raw).any():
-                    raise ValueError("all scores are NaN or infinite")
-                scores = self._finite(raw)
-            except Exception as exc:  # one failing detector must not sink the bank
-                logger.warning("detector %s failed to fit (%s); its features are set to neutral values", spec, exc)
-                warnings.warn(f"detector {spec} failed to fit ({exc}); its features are neutral", RuntimeWarning, stacklevel=2)
-                detector, scores = None, np.zeros(len(Z_fit))
-            self.detectors_.append(detector)
-            ref_scores.append(scores)
+        with one_openmp_thread():  # the same neighbours among ties on any machine
+            for spec in cfg.detectors:
+                name, params = parse_detector_spec(spec)
+                detector = _build_detector(name, params, len(Z_fit), cfg.seed)
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        detector.fit(Z_fit)
+                        raw = np.asarray(detector.decision_function(Z_fit), dtype=np.float64).reshape(-1)
+                    if not np.isfinite(raw).any():
+                        raise ValueError("all scores are NaN or infinite")
+                    scores = self._finite(raw)
+                except Exception as exc:  # one failing detector must not sink the bank
+                    logger.warning("detector %s failed to fit (%s); its features are set to neutral values", spec, exc)
+                    warnings.warn(f"detector {spec} failed to fit ({exc}); its features are neutral", RuntimeWarning, stacklevel=2)
+                    detector, scores = None, np.zeros(len(Z_fit))
+                self.detectors_.append(detector)
+                ref_scores.append(scores)
 
         ref = np.column_stack(ref_scores)
         self.sorted_scores_ = np.sort(ref, axis=0)

@@ -127,14 +127,14 @@ def _rare_class_task(name: str, X: np.ndarray, classes: np.ndarray, anomaly_clas
     n_anom = max(2, int(round(rate * len(normal) / (1.0 - rate))))
     anomalous = rng.choice(np.flatnonzero(is_anom), size=min(n_anom, int(is_anom.sum())), replace=False)
     index = np.sort(np.r_[normal, anomalous])
-    task = make_task(
+    return make_task(
         name,
         X[index],
         is_anom[index].astype(np.int8),
         source="sklearn",
         description=f"{what}; anomaly = {anomaly_classes!r} down-sampled to {rate:.0%}",
+        family=family,
     )
-    return task if family is None else Task(task.name, task.X, task.y, task.source, task.description, family=family)
 
 
 def _sklearn_tasks(seed: int = 0) -> list[Task]:

@@ -74,7 +74,7 @@ from typing import Callable
 
 import numpy as np
 from anomaly_gym.envs import features as _features
-from anomaly_gym.envs.bank import hbos_column_scores, paired_distances
+from anomaly_gym.envs.bank import hbos_column_scores, one_openmp_thread, paired_distances
 from anomaly_gym.envs.features import Z_CLIP, Featurizer, FeaturizerConfig
 
 logger = logging.getLogger(__name__)
@@ -682,8 +682,6 @@ class FastFeaturizer:
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Each detector's raw score of the (unscaled) rows ``X``, shape (n, n_detectors)."""
-        from anomaly_gym.envs.bank import one_openmp_thread
-
         Z = _features.scale_rows(X, self._lo, self._span)
         cache: dict = {}
         out = np.empty((len(Z), len(self._scorers)))

@@ -130,6 +130,7 @@ def make_task(
     nan_policy: NanPolicy = "error",
     drop_constant: bool = True,
     min_rows: int = MIN_ROWS,
+    family: str | None = None,
 ) -> Task:
     """Validate raw data and build a :class:`Task`.
 
@@ -144,6 +145,7 @@ def make_task(
         drop_constant: Drop columns with a single value (with a warning): they carry no
             information and break per-column scaling.
         min_rows: Fewest rows accepted.
+        family: The multi-class dataset a one-vs-rest task was cut from (:attr:`Task.family`).
 
     Raises:
         ValueError: the data cannot be used as it is; the message says why and how to fix it.
@@ -194,7 +196,7 @@ def make_task(
             )
             X = X[:, ~constant]
 
-    return Task(name=name, X=X, y=y, source=source, description=description)
+    return Task(name=name, X=X, y=y, source=source, description=description, family=family)
 
 
 def check_training_task(task: Task) -> None:
