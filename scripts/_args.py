@@ -12,6 +12,10 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+#: ``--twins``' default: datasets of ../shared/data made from the same original data under two
+#: names (:data:`anomaly_gym.meta.benchmark.protocol.KNOWN_TWINS`, as text).
+DEFAULT_TWINS = "bank=campaign,covertype=cover"
+
 
 class CommaList(argparse.Action):
     """Collect ``a,b c`` into ``["a", "b", "c"]``; an empty item is a usage error."""

@@ -36,10 +36,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from anomaly_gym.scripts._args import DEFAULT_TWINS
 
 DEFAULT_TABLES = Path("../shared/data/tables")
-#: Sources of ../shared/data/adbench made from the same original data as a table of ../shared/data/tables.
-DEFAULT_TWINS = "bank=campaign,covertype=cover"
 VARIANTS = ("policy numeric", "policy rarity", "policy encoded", "policy encoded+onehot", "IForest numeric", "IForest one-hot", "IForest encoded")
 #: The first encoding: each categorical column's rarity from the uniform share down, nothing more.
 RARITY_ONLY = {"rarity_margin": 1, "pairs": False, "letter_codes": False}
@@ -137,15 +136,6 @@ def measure(path: Path, bundle, *, max_rows: int = 10_000, onehot_max: int = 10,
     return row
 
 
-def _parse_twins(text: str) -> dict[str, str]:
-    if text.strip().lower() == "none":
-        return {}
-    pairs = [item.split("=") for item in text.split(",") if item.strip()]
-    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
-        raise ValueError(f"--twins takes TABLE=SOURCE pairs separated by commas (or 'none'), got {text!r}")
-    return {a.strip(): b.strip() for a, b in pairs}
-
-
 def _check_held_out(bundle, names: list[str], what: str) -> None:
     """ValueError naming the tables ``bundle`` was trained (or validated) on: their figures would be in-sample."""
     from anomaly_gym.meta.benchmark.protocol import LeakError, check_not_trained_on
@@ -169,6 +159,7 @@ def _held_out_bundles(args: argparse.Namespace, files: list[Path]) -> dict:
 
     from anomaly_gym.envs.sources import load_tables_dir, table_name
     from anomaly_gym.meta.benchmark.policies import held_out_bundles
+    from anomaly_gym.meta.benchmark.protocol import parse_twins
 
     names = {table_name(f) for f in files}
     with warnings.catch_warnings():
@@ -178,7 +169,7 @@ def _held_out_bundles(args: argparse.Namespace, files: list[Path]) -> dict:
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    bundles, plan = held_out_bundles(args.train_config, targets, folds=args.folds, twins=_parse_twins(args.twins), out=args.out, progress=say)
+    bundles, plan = held_out_bundles(args.train_config, targets, folds=args.folds, twins=parse_twins(args.twins), out=args.out, progress=say)
     by_fold: dict[str, list[str]] = {}
     for name, fold in sorted(plan.items()):
         by_fold.setdefault(fold, []).append(name)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from anomaly_gym.scripts import _bench_active
-from anomaly_gym.scripts._args import add_executor_arguments, add_list_argument
+from anomaly_gym.scripts._args import DEFAULT_TWINS, add_executor_arguments, add_list_argument
 
 
 def add_parser(sub) -> None:
@@ -118,6 +118,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=5,
         help="with --train-config, and in the active protocol: dataset-level folds for targets that are also sources; versions of one dataset (same name family such as CIFAR10_*, else same number of columns) share a fold (default 5)",
     )
+    p.add_argument(
+        "--twins",
+        default=DEFAULT_TWINS,
+        metavar="NAME=NAME,...",
+        help=f"datasets made from the same original data under two names, held out together from each other's folds and transfer sources "
+        f"(default {DEFAULT_TWINS}: the bank-marketing and covertype tables and ADBench's copies of them; 'none' for none)",
+    )
     p.add_argument("--source-rows", type=int, default=2000, help="rows kept of each source dataset for the transfer baselines (seeded subsample, default 2000)")
     p.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results"), help="output folder (default: results)")
     p.add_argument("--retry-errors", action="store_true", help="run again the rows recorded as errors")
@@ -136,7 +143,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """The :class:`~anomaly_gym.meta.benchmark.BenchmarkConfig` of the command line."""
     from anomaly_gym.meta.benchmark import BenchmarkConfig
-    from anomaly_gym.meta.benchmark.protocol import parse_label_counts, parse_label_ratios
+    from anomaly_gym.meta.benchmark.protocol import parse_label_counts, parse_label_ratios, parse_twins
 
     return BenchmarkConfig(
         sources=args.sources or [],
@@ -151,6 +158,7 @@ def config_from_args(args: argparse.Namespace):
         model=args.model,
         train_config=args.train_config,
         folds=args.folds,
+        twins=parse_twins(args.twins),
         source_rows=args.source_rows,
         retry_errors=args.retry_errors,
         device=args.device,

@@ -278,19 +278,20 @@ def held_out_bundles(
     Returns:
         ``({target name: bundle}, {task name: fold})``; the plan includes the twins.
     """
-    from anomaly_gym.meta.benchmark.protocol import load_task_sets, plan_folds
+    from anomaly_gym.meta.benchmark.protocol import join_twins, load_task_sets, plan_folds, same_dataset
     from anomaly_gym.meta.config import TrainConfig
     from anomaly_gym.meta.executors import make_executor
 
     cfg = TrainConfig.from_toml(config)
-    sources = load_task_sets(cfg.sources)
+    sources = join_twins(load_task_sets(cfg.sources), twins)
+    targets = join_twins(targets, twins)
     plan = plan_folds(sources, targets, folds)
-    by_name = {s.name.lower(): s for s in sources}
     held = list(targets)
-    for target, twin in (twins or {}).items():
-        if target in plan and twin.lower() in by_name:
-            held.append(by_name[twin.lower()])
-            plan[by_name[twin.lower()].name] = plan[target]
+    for source in sources:  # the twins join their targets' folds (fold_sources drops them there)
+        twin_of = [t for t in targets if plan[t.name] != "all" and same_dataset(source, t) and source.name != t.name]
+        if twin_of and source.name not in plan:
+            held.append(source)
+            plan[source.name] = plan[twin_of[0].name]
     policies = PolicySource("train", out=out, config=config, source_specs=cfg.sources, sources=sources, targets=held, folds=plan, progress=progress)
     owned = executor is None
     executor = make_executor("local") if owned else executor

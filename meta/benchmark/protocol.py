@@ -216,6 +216,44 @@ def same_dataset(a, b) -> bool:
     return getattr(a, "dataset", a.name).lower() == getattr(b, "dataset", b.name).lower() or a.hash == b.hash
 
 
+#: Datasets in ``../shared/data`` made from the same original data under two names: the
+#: bank-marketing table and ADBench's one-hot copy of it (``campaign``), the covertype table
+#: and ADBench's subsample of it (``cover``).
+KNOWN_TWINS = {"bank": "campaign", "covertype": "cover"}
+
+
+def parse_twins(text: str) -> dict[str, str]:
+    """``"A=B,C=D"`` as ``{"A": "B", "C": "D"}``; ``"none"`` (or an empty text) as ``{}``."""
+    if text.strip().lower() in ("", "none"):
+        return {}
+    pairs = [item.split("=") for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ValueError(f"--twins takes NAME=NAME pairs separated by commas (or 'none'), got {text!r}")
+    return {a.strip(): b.strip() for a, b in pairs}
+
+
+def join_twins(tasks: Sequence, twins: dict[str, str] | None) -> list:
+    """``tasks`` with each pair of ``twins`` made one original dataset (:func:`same_dataset`).
+
+    Two datasets made from the same data under different names (a table and a benchmark's
+    one-hot copy of it) differ in name and content, so nothing else can tell that they are
+    one dataset.  Each task whose name or :attr:`~anomaly_gym.envs.tasks.Task.dataset` is
+    one of a pair's names gets the pair's first name (lower case) as its ``family``: folds
+    then hold the pair out together, and no transfer baseline scoring one sees the other.
+    Tasks of no pair are returned as they are.
+    """
+    import dataclasses
+
+    key_of = {}
+    for a, b in (twins or {}).items():
+        key_of[a.lower()] = key_of[b.lower()] = a.lower()
+    out = []
+    for t in tasks:
+        key = key_of.get(t.name.lower(), key_of.get(getattr(t, "dataset", t.name).lower()))
+        out.append(dataclasses.replace(t, family=key) if key is not None and t.dataset.lower() != key else t)
+    return out
+
+
 def dataset_groups(tasks: Sequence) -> list[list[str]]:
     """Names of ``tasks`` grouped into versions of one original dataset: the unit that folds never split.
 

@@ -25,9 +25,11 @@ from typing import Any
 from anomaly_gym.meta.benchmark.cells import Cell, CellContext, error_rows, featurize_source, run_cell
 from anomaly_gym.meta.benchmark.policies import PolicySource, error_text
 from anomaly_gym.meta.benchmark.protocol import (
+    KNOWN_TWINS,
     POLICY_BACKED,
     Setting,
     applies,
+    join_twins,
     load_task_sets,
     plan_folds,
     resolve_methods,
@@ -85,6 +87,8 @@ class BenchmarkConfig:
     """Cells in flight at once (default: the cores, or the Ray cluster's CPUs)."""
     address: str | None = None
     """Ray cluster to join: ``auto`` or ``HOST:PORT`` (default: a local Ray instance)."""
+    twins: dict[str, str] = field(default_factory=lambda: dict(KNOWN_TWINS))
+    """Pairs of names of one original dataset (:func:`~anomaly_gym.meta.benchmark.protocol.join_twins`): held out together."""
     progress: bool = True
     """Show a progress bar."""
     command: str | None = None
@@ -127,6 +131,8 @@ class _Setup:
     mode: str
     folds: dict[str, str]
     device: str
+    twins: dict[str, str] = field(default_factory=dict)
+    """The pairs of ``config.twins`` whose two names are both among the datasets."""
 
 
 def run_benchmark(config: BenchmarkConfig, *, notify: Callable[[str], None] | None = None) -> BenchmarkResults:
@@ -187,6 +193,9 @@ def _prepare(config: BenchmarkConfig) -> _Setup:
         raise FileNotFoundError(f"no such policy bundle: {config.model}")
     sources = load_task_sets(config.sources)
     all_targets = load_task_sets(config.targets)
+    names = {t.name.lower() for t in sources + all_targets} | {t.dataset.lower() for t in sources + all_targets if hasattr(t, "dataset")}
+    twins = {a: b for a, b in (config.twins or {}).items() if a.lower() in names and b.lower() in names}
+    sources, all_targets = join_twins(sources, twins), join_twins(all_targets, twins)
     for task in all_targets:
         check_training_task(task)  # a target needs labels for AUROC and both classes
     targets = _select(all_targets, config.datasets)
@@ -213,7 +222,7 @@ def _prepare(config: BenchmarkConfig) -> _Setup:
     device = resolve_device(config.device)  # 'cuda' without a GPU is a ValueError with the reason
     if device.startswith("cuda") and config.executor == "ray":
         raise ValueError("--device cuda runs with --executor local or serial; Ray cells run on CPUs")
-    return _Setup(sources, all_targets, targets, settings, methods, mode, folds, device)
+    return _Setup(sources, all_targets, targets, settings, methods, mode, folds, device, twins)
 
 
 def _select(all_targets: list, datasets: Sequence[str] | str | None) -> list:
@@ -239,7 +248,8 @@ def _setup_record(config: BenchmarkConfig, setup: _Setup) -> dict:
         policy["bundle_sha256"] = hashlib.sha256(Path(config.model).read_bytes()).hexdigest()
     elif setup.mode == "train":
         policy["config_sha256"] = hashlib.sha256(Path(config.train_config).read_bytes()).hexdigest()
-    return {
+    twins = {"twins": setup.twins} if setup.twins else {}  # absent when none applies: older runs stay resumable
+    return twins | {
         "sources": {s.name: s.hash for s in setup.sources},
         "targets": {t.name: t.hash for t in setup.targets},
         "holdout": {"folds": config.folds, "target_fold": setup.folds} if setup.mode == "train" else "target",

@@ -127,3 +127,39 @@ def test_active_resume_reruns_the_meta_policy_where_the_fold_plan_changed(tmp_pa
     done = _resume(tmp_path, fewer, changed, None)
     assert {d for d, m, _ in done if m == POLICY} == expected
     assert "tab4" not in json.loads((tmp_path / "folds.json").read_text())["target_fold"]
+
+
+def test_twins_share_a_fold_and_leave_each_others_sources(tmp_path):
+    """A table and a benchmark's one-hot copy of it differ in name, width and content: only the twin rule joins them."""
+    from anomaly_gym.meta.benchmark.protocol import KNOWN_TWINS, join_twins, parse_twins, same_dataset
+    from anomaly_gym.scripts._args import DEFAULT_TWINS
+
+    assert parse_twins(DEFAULT_TWINS) == KNOWN_TWINS and parse_twins("none") == {}
+    with pytest.raises(ValueError, match="NAME=NAME"):
+        parse_twins("bank")
+    targets = [_task("campaign", 50, 40)] + [_task(f"tab{w}", w, 10 + w) for w in (4, 5, 6, 7)]
+    sources = targets + [_task("bank", 12, 41)]
+    for twins, joined in (({}, False), ({"bank": "campaign"}, True)):
+        s, t = join_twins(sources, twins), join_twins(targets, twins)
+        assert same_dataset(s[-1], t[0]) is joined
+        folds = plan_folds(s, t, 3)
+        kept = {x.name for x in fold_sources(s, t, folds, folds["campaign"])}
+        assert ("bank" in kept) is not joined and "campaign" not in kept
+    assert [x.family for x in join_twins(sources, {"bank": "campaign"})] == ["bank", None, None, None, None, None]  # bank is already "bank"
+
+
+def test_the_benchmark_holds_twins_out_together_and_records_them(tmp_path):
+    from anomaly_gym.meta.benchmark.protocol import same_dataset
+    from anomaly_gym.meta.benchmark.runner import BenchmarkConfig, _prepare, _setup_record
+
+    rng = np.random.default_rng(0)
+    for folder, names in (("src", ("bank", "other")), ("tgt", ("campaign",))):
+        (tmp_path / folder).mkdir()
+        for i, name in enumerate(names):
+            np.savez(tmp_path / folder / f"{name}.npz", X=rng.normal(size=(60, 4 + i)), y=np.r_[np.zeros(54), np.ones(6)])
+    base = dict(sources=[str(tmp_path / "src")], targets=[str(tmp_path / "tgt")], methods=["iforest"], out=tmp_path / "out")
+    for config, joined in ((BenchmarkConfig(**base), True), (BenchmarkConfig(**base, twins={}), False)):
+        setup = _prepare(config)
+        bank = next(s for s in setup.sources if s.name == "bank")
+        assert same_dataset(bank, setup.targets[0]) is joined
+        assert ("twins" in _setup_record(config, setup)) is joined
