@@ -2,8 +2,9 @@
 
 For every category of the NAB folder, a stream policy is fitted on the *other*
 categories' files plus seeded synthetic series (by default a monotone logistic fit on NAB's
-trade-off of window rows against false-positive rows; direct search on their NAB score with
-``trainer="search"``; PPO on ``Stream-v0`` with ``trainer="ppo"``), and scores the held-out category's files
+trade-off of windows against false-positive rows, each window one positive as NAB counts
+it; every window row a positive with ``trainer="logistic"``; direct search on their NAB
+score with ``trainer="search"``; PPO on ``Stream-v0`` with ``trainer="ppo"``), and scores the held-out category's files
 through the streaming path (:class:`~anomaly_gym.envs.stream_policy.TemporalScorer`, row
 by row).  So no file is ever scored by a policy that trained on its category.  Baselines
 (rolling z-score, windowed Gaussian, River's Half-Space Trees) need no training and score
@@ -64,17 +65,19 @@ class NabBenchmarkConfig:
     """Synthetic training series added to every fold."""
     synthetic_seed: int = 1000
     """Seed of the first synthetic series."""
-    trainer: str = "logistic"
-    """How the policy is fitted: ``logistic`` (a monotone logistic fit on NAB's trade-off of window and
-    false-positive rows, gated scores; see :func:`~anomaly_gym.meta.stream_training.fit_logistic_stream_policy`),
+    trainer: str = "window"
+    """How the policy is fitted: ``window`` (a monotone logistic fit on NAB's trade-off of windows and
+    false-positive rows, each window one positive: the soft maximum of its rows, weighted by what a first
+    detection there earns; gated scores; see :func:`~anomaly_gym.meta.stream_training.fit_logistic_stream_policy`
+    with ``pool="window"``), ``logistic`` (the same fit with every window row a positive, ``pool="rows"``),
     ``search`` (direct search on the NAB score of the training series, gated scores; see
     :func:`~anomaly_gym.meta.stream_training.search_stream_policy`) or ``ppo`` (PPO on ``Stream-v0``)."""
     search_iterations: int = 40
     """Search steps per fold (``trainer="search"``)."""
     gate_rows: int = 100
-    """The policy's rising gate (``trainer="logistic"`` or ``"search"``): see :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`."""
+    """The policy's rising gate (``trainer="window"``, ``"logistic"`` or ``"search"``): see :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`."""
     l2: float = 1.0
-    """Ridge penalty of the logistic fit (``trainer="logistic"``)."""
+    """Ridge penalty of the logistic fit (``trainer="logistic"`` or ``"window"``)."""
     total_steps: int = 150_000
     """PPO steps per fold (``trainer="ppo"``)."""
     seed: int = 0
@@ -114,13 +117,14 @@ def _policy_folds(corpus: list[Series], cfg: NabBenchmarkConfig, out_dir: Path) 
 
 def fit_policy(series: Sequence[Series], features: Sequence[np.ndarray], cfg: NabBenchmarkConfig) -> StreamPolicy:
     """A stream policy fitted on ``series`` by ``cfg.trainer``."""
-    if cfg.trainer == "logistic":
-        return fit_logistic_stream_policy(series, features=features, gate_rows=cfg.gate_rows, l2=cfg.l2, profile=cfg.profile)
+    if cfg.trainer in ("logistic", "window"):
+        pool = "rows" if cfg.trainer == "logistic" else "window"
+        return fit_logistic_stream_policy(series, features=features, gate_rows=cfg.gate_rows, l2=cfg.l2, profile=cfg.profile, pool=pool)
     if cfg.trainer == "search":
         return search_stream_policy(series, features=features, iterations=cfg.search_iterations, gate_rows=cfg.gate_rows, seed=cfg.seed, profile=cfg.profile)
     if cfg.trainer == "ppo":
         return train_stream_policy(series, features=features, total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
-    raise ValueError(f"trainer must be 'logistic', 'search' or 'ppo', got {cfg.trainer!r}")
+    raise ValueError(f"trainer must be 'logistic', 'window', 'search' or 'ppo', got {cfg.trainer!r}")
 
 
 def train_nab_policy(data_dir: str | Path, config: NabBenchmarkConfig | None = None, windows_file: str | Path | None = None) -> StreamPolicy:

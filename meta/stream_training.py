@@ -250,6 +250,35 @@ def window_rows(series: Sequence[Series], features: Sequence[np.ndarray], profil
     return np.vstack(xs), np.concatenate(ys), np.concatenate(ws)
 
 
+def window_bags(series: Sequence[Series], features: Sequence[np.ndarray], profile: str = "standard") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of NAB's trade-off for a multiple-instance fit: ``(X_out, cost, X_in, reward_and_bag)``.
+
+    ``X_out`` are the scored rows outside windows, each with ``cost`` (what a false positive
+    there costs: ``A_FP``, less just after a window); ``X_in`` are the rows of windows where a
+    first detection still earns something, with ``reward_and_bag[:, 0]`` what it earns
+    (NAB's scaled sigmoid: most at the window's start) and ``reward_and_bag[:, 1]`` the
+    window's index.  Probationary rows are left out.
+    """
+    from anomaly_gym.meta import nab
+
+    prof = nab.get_profile(profile)
+    width = len(OBSERVATION_NAMES) - 1
+    outs, costs, ins, rb = [], [], [], []
+    bag = 0
+    for s, f in zip(series, features):
+        prepared = nab.prepare_file(s.n_rows, s.windows, prof)
+        f = np.asarray(f, dtype=np.float64)[:, :width]
+        outside = prepared.kind == nab.OUTSIDE
+        outs.append(f[outside])
+        costs.append(-prepared.weight[outside])
+        for k in range(prepared.n_windows):
+            inside = np.flatnonzero((prepared.kind == k) & (prepared.weight > 1e-3))
+            ins.append(f[inside])
+            rb.append(np.column_stack([prepared.weight[inside], np.full(len(inside), bag)]))
+            bag += 1
+    return np.vstack(outs), np.concatenate(costs), np.vstack(ins), np.vstack(rb)
+
+
 def fit_logistic_stream_policy(
     series: Sequence[Series],
     *,
@@ -257,6 +286,7 @@ def fit_logistic_stream_policy(
     gate_rows: int = 100,
     l2: float = 1.0,
     profile: str = "standard",
+    pool: str = "rows",
 ) -> StreamPolicy:
     """A linear, monotone stream policy fitted by weighted logistic regression on NAB's trade-off.
 
@@ -275,6 +305,13 @@ def fit_logistic_stream_policy(
         gate_rows: See :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`.
         l2: Ridge penalty on the weights.
         profile: NAB profile whose ``A_FP`` and ``A_FN`` weigh the rows.
+        pool: ``"rows"``: every row of a window is a positive (:func:`window_rows`).
+            ``"window"``: multiple-instance, as NAB scores: a window is one positive whose
+            logit is the soft maximum over its rows of the row's logit plus the log of what
+            a first detection there earns (:func:`window_bags`), so one early, high row is
+            enough and a feature need not stay high through the window; rows outside
+            windows are negatives weighing what a false positive there costs.  Smooth, not
+            convex; fitted from the same start.
     """
     from scipy.optimize import minimize
 
@@ -282,16 +319,17 @@ def fit_logistic_stream_policy(
         raise ValueError("no training series has an anomaly window; the stream policy needs labelled anomalies")
     if l2 < 0:
         raise ValueError(f"l2 must not be negative, got {l2}")
+    if pool not in ("rows", "window"):
+        raise ValueError(f"pool must be 'rows' or 'window', got {pool!r}")
     feats = list(features) if features is not None else featurize_series(series)
-    x, y, weight = window_rows(series, feats, profile)
+    if pool == "rows":
+        x, y, weight = window_rows(series, feats, profile)
+        loss = _rows_loss(x, y, weight, l2)
+    else:
+        x, cost, x_in, reward_bag = window_bags(series, feats, profile)
+        y = np.zeros(len(x) + len(x_in))
+        loss = _window_loss(x, cost, x_in, reward_bag, l2, get_profile_a_fn(profile))
     width = x.shape[1]
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, b = theta[:-1], theta[-1]
-        m = x @ w + b
-        grad = weight * (0.5 * (1.0 + np.tanh(0.5 * m)) - y)  # the sigmoid, overflow-free
-        value = float(weight @ (np.logaddexp(0.0, m) - y * m) + l2 * (w @ w))
-        return value, np.append(x.T @ grad + 2.0 * l2 * w, grad.sum())
 
     bounds = [(None, None) if n in FREE_FEATURES else (0.0, None) for n in OBSERVATION_NAMES[:width]] + [(None, None)]
     t0 = time.perf_counter()
@@ -306,9 +344,59 @@ def fit_logistic_stream_policy(
         metadata={
             "train_series": [s.name for s in series],
             "trainer": "logistic",
+            "pool": pool,
             "l2": float(l2),
             "profile": profile,
             "train_rows": int(len(y)),
             "train_seconds": round(elapsed, 1),
         },
     )
+
+
+def get_profile_a_fn(profile: str) -> float:
+    from anomaly_gym.meta import nab
+
+    return float(nab.get_profile(profile).a_fn)
+
+
+def _sigmoid(m: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * m))  # overflow-free
+
+
+def _rows_loss(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float):
+    """Weighted logistic loss and its gradient in ``(w, b)``."""
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        m = x @ w + b
+        grad = weight * (_sigmoid(m) - y)
+        value = float(weight @ (np.logaddexp(0.0, m) - y * m) + l2 * (w @ w))
+        return value, np.append(x.T @ grad + 2.0 * l2 * w, grad.sum())
+
+    return loss
+
+
+def _window_loss(x_out: np.ndarray, cost: np.ndarray, x_in: np.ndarray, reward_bag: np.ndarray, l2: float, a_fn: float):
+    """Multiple-instance loss: ``sum_j cost_j softplus(m_j) + a_fn sum_k softplus(-M_k)``, ``M_k = log sum_i r_i exp(m_i)`` over window ``k``."""
+    log_r = np.log(reward_bag[:, 0])
+    bag = reward_bag[:, 1].astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, bag[1:] != bag[:-1]])
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:-1], theta[-1]
+        m = x_out @ w + b
+        g_out = cost * _sigmoid(m)
+        a = x_in @ w + b + log_r
+        top = np.maximum.reduceat(a, starts)
+        e = np.exp(a - top[bag_index])
+        total = np.add.reduceat(e, starts)
+        big_m = top + np.log(total)
+        share = e / total[bag_index]  # each row's part of its window's soft maximum
+        g_bag = -a_fn * _sigmoid(-big_m)
+        g_in = g_bag[bag_index] * share
+        value = float(cost @ np.logaddexp(0.0, m) + a_fn * np.logaddexp(0.0, -big_m).sum() + l2 * (w @ w))
+        grad_w = x_out.T @ g_out + x_in.T @ g_in + 2.0 * l2 * w
+        return value, np.append(grad_w, g_out.sum() + g_in.sum())
+
+    bag_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(bag)]))
+    return loss

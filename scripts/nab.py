@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TRAINERS = ("logistic", "search", "ppo")
+TRAINERS = ("window", "logistic", "search", "ppo")
 TRAINER_HELP = (
-    "logistic (default): monotone logistic fit on NAB's window and false-positive rows; "
+    "window (default): monotone logistic fit on NAB's windows and false-positive rows, each window one positive "
+    "(the soft maximum of its rows, weighted by what a first detection there earns); logistic: the same fit with every window row a positive; "
     "search: direct search on the training series' NAB score; ppo: PPO on Stream-v0"
 )
 
@@ -21,10 +22,12 @@ def add_parser(sub) -> None:
     b.add_argument("-o", "--out", "--output", dest="out", type=Path, default=Path("results-nab"), help="output folder (default results-nab/)")
     b.add_argument("--methods", default=None, help="comma-separated: policy,rolling_zscore,windowed_gaussian,half_space_trees")
     b.add_argument("--profile", default="standard", help="NAB profile (standard, reward_low_FP_rate, reward_low_FN_rate)")
-    b.add_argument("--trainer", choices=TRAINERS, default="logistic", help=TRAINER_HELP)
+    b.add_argument("--trainer", choices=TRAINERS, default="window", help=TRAINER_HELP)
+    b.add_argument("--l2", type=float, default=None, help="ridge penalty of the logistic and window fits (default 1.0)")
     b.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     b.add_argument("--total-steps", type=int, default=None, help="PPO steps per fold (default 150000)")
     b.add_argument("--synthetic", type=int, default=None, help="synthetic training series per fold (default 60)")
+    b.add_argument("--synthetic-seed", type=int, default=None, help="seed of the first synthetic series (default 1000)")
     b.add_argument("--seed", type=int, default=0, help="seed of training")
     b.add_argument("--no-plots", action="store_true", help="skip the per-file plots")
     b.set_defaults(func=run_benchmark)
@@ -35,10 +38,12 @@ def add_parser(sub) -> None:
         "-o", "--out", "--output", dest="out", type=Path, default=Path("stream.policy.json"), help="the policy file to write (default stream.policy.json)"
     )
     t.add_argument("--profile", default="standard", help="NAB profile of the reward and the threshold")
-    t.add_argument("--trainer", choices=TRAINERS, default="logistic", help=TRAINER_HELP)
+    t.add_argument("--trainer", choices=TRAINERS, default="window", help=TRAINER_HELP)
+    t.add_argument("--l2", type=float, default=None, help="ridge penalty of the logistic and window fits (default 1.0)")
     t.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     t.add_argument("--total-steps", type=int, default=None, help="PPO steps (default 150000)")
     t.add_argument("--synthetic", type=int, default=None, help="synthetic training series (default 60)")
+    t.add_argument("--synthetic-seed", type=int, default=None, help="seed of the first synthetic series (default 1000)")
     t.add_argument("--seed", type=int, default=0, help="seed of training")
     t.set_defaults(func=run_train)
     s = nsub.add_parser("score", help="NAB scores of a detector's results files (NAB's results/<detector>/ layout)")
@@ -56,6 +61,10 @@ def _config(args: argparse.Namespace):
 
     cfg = NabBenchmarkConfig(profile=args.profile, seed=args.seed, plots=not getattr(args, "no_plots", False))
     cfg.trainer = args.trainer
+    if args.l2 is not None:
+        if not args.l2 >= 0:
+            raise ValueError(f"--l2 must not be negative, got {args.l2}")
+        cfg.l2 = args.l2
     if args.iterations is not None:
         if args.iterations < 0:
             raise ValueError(f"--iterations must not be negative, got {args.iterations}")
@@ -68,6 +77,8 @@ def _config(args: argparse.Namespace):
         if args.synthetic < 0:
             raise ValueError(f"--synthetic must not be negative, got {args.synthetic}")
         cfg.synthetic_series = args.synthetic
+    if args.synthetic_seed is not None:
+        cfg.synthetic_seed = args.synthetic_seed
     return cfg
 
 

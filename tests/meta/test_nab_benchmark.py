@@ -133,8 +133,52 @@ def test_nab_train_writes_a_calibrated_stream_policy(nab_like, tmp_path, capsys)
     assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "1", "--iterations", "3", "-o", str(out)]) == 0
     assert "score threshold" in capsys.readouterr().out
     policy = StreamPolicy.load(out)
-    assert 0.0 <= policy.score_threshold <= 1.0 and policy.metadata["trainer"] == "logistic"
+    assert 0.0 <= policy.score_threshold <= 1.0 and policy.metadata["trainer"] == "logistic" and policy.metadata["pool"] == "window"  # the default trainer
     assert len(policy.metadata["train_series"]) == 5
     assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "0", "--trainer", "search", "--iterations", "2", "-o", str(out)]) == 0
     assert StreamPolicy.load(out).metadata["trainer"] == "search"
     assert main(["nab", "train", "--data", str(nab_like), "--iterations", "-1", "-o", str(out)]) == 2
+
+
+def test_window_bags_hold_each_window_as_one_positive_and_the_window_loss_has_its_gradient():
+    from anomaly_gym.envs.series import Series
+    from anomaly_gym.meta.stream_training import _window_loss, window_bags
+
+    n = 1000
+    s = Series("x/a.csv", np.zeros(n), np.arange(n).astype("datetime64[s]"), ((400, 409), (700, 739)), "x")
+    feats = np.random.default_rng(0).normal(size=(n, 16))
+    x_out, cost, x_in, reward_bag = window_bags([s], [feats], "standard")
+    assert len(x_out) == n - nab.probation_length(n) - 50 and x_in.shape[1] == x_out.shape[1] == 15
+    assert np.allclose(cost[:10], 0.11) and (cost > 0).all() and cost.min() < 0.11  # cheaper just after a window
+    bags = reward_bag[:, 1].astype(int)
+    assert list(np.unique(bags)) == [0, 1] and len(x_in) <= 50
+    for k in (0, 1):  # what a first detection earns falls through the window, from about A_TP
+        r = reward_bag[bags == k, 0]
+        assert r[0] == pytest.approx(1.0, abs=0.02) and (np.diff(r) < 0).all() and r[-1] > 1e-3
+    loss = _window_loss(x_out, cost, x_in, reward_bag, 0.5, 1.0)
+    theta = np.random.default_rng(1).normal(scale=0.3, size=16)
+    value, grad = loss(theta)
+    step = 1e-6
+    numeric = [(loss(theta + step * e)[0] - loss(theta - step * e)[0]) / (2 * step) for e in np.eye(16)]
+    assert np.allclose(grad, numeric, rtol=1e-4, atol=1e-5)
+
+
+def test_the_window_fit_is_monotone_and_the_cli_takes_the_trainer_and_penalty(nab_like, tmp_path, capsys):
+    from anomaly_gym.envs.stream_env import OBSERVATION_NAMES
+    from anomaly_gym.meta.stream_training import featurize_series, fit_logistic_stream_policy
+
+    corpus = load_nab_dir(nab_like)
+    feats = featurize_series(corpus)
+    policy = fit_logistic_stream_policy(corpus, features=feats, l2=1.0, pool="window")
+    w = policy.layers[0][0][0]
+    directed = [i for i, n in enumerate(OBSERVATION_NAMES) if n not in ("stream/maturity", "self/since_flag")]
+    assert (w[directed] >= 0).all() and w.any() and policy.metadata["pool"] == "window"
+    with pytest.raises(ValueError, match="pool"):
+        fit_logistic_stream_policy(corpus, features=feats, pool="mean")
+    out = tmp_path / "p.policy.json"
+    assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "0", "--l2", "2.5", "--trainer", "window", "-o", str(out)]) == 0
+    meta = StreamPolicy.load(out).metadata
+    assert meta["l2"] == 2.5 and meta["pool"] == "window"
+    capsys.readouterr()
+    assert main(["nab", "train", "--data", str(nab_like), "--l2", "-1", "-o", str(out)]) == 2
+    assert "--l2 must not be negative" in capsys.readouterr().err
