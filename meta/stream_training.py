@@ -276,6 +276,8 @@ def window_bags(series: Sequence[Series], features: Sequence[np.ndarray], profil
             ins.append(f[inside])
             rb.append(np.column_stack([prepared.weight[inside], np.full(len(inside), bag)]))
             bag += 1
+    if not ins:
+        raise ValueError("no anomaly window lies after NAB's probationary period; the window fit needs at least one")
     return np.vstack(outs), np.concatenate(costs), np.vstack(ins), np.vstack(rb)
 
 
@@ -324,11 +326,12 @@ def fit_logistic_stream_policy(
     feats = list(features) if features is not None else featurize_series(series)
     if pool == "rows":
         x, y, weight = window_rows(series, feats, profile)
-        loss = _rows_loss(x, y, weight, l2)
+        loss, n_rows = _rows_loss(x, y, weight, l2), len(y)
     else:
+        from anomaly_gym.meta import nab
+
         x, cost, x_in, reward_bag = window_bags(series, feats, profile)
-        y = np.zeros(len(x) + len(x_in))
-        loss = _window_loss(x, cost, x_in, reward_bag, l2, get_profile_a_fn(profile))
+        loss, n_rows = _window_loss(x, cost, x_in, reward_bag, l2, nab.get_profile(profile).a_fn), len(x) + len(x_in)
     width = x.shape[1]
 
     bounds = [(None, None) if n in FREE_FEATURES else (0.0, None) for n in OBSERVATION_NAMES[:width]] + [(None, None)]
@@ -336,7 +339,7 @@ def fit_logistic_stream_policy(
     fit = minimize(loss, np.append(np.full(width, 0.1), -4.0), jac=True, method="L-BFGS-B", bounds=bounds)
     elapsed = time.perf_counter() - t0
     w, b = fit.x[:-1], float(fit.x[-1])
-    logger.info("stream policy: logistic fit on %d rows in %.1fs (%s)", len(y), elapsed, fit.message)
+    logger.info("stream policy: logistic fit (%s pooling) on %d rows in %.1fs (%s)", pool, n_rows, elapsed, fit.message)
     layer = (np.append(w, 0.0)[None, :], np.array([b]))  # the since_flag feature keeps weight 0: no feedback
     return StreamPolicy(
         layers=[layer],
@@ -347,16 +350,10 @@ def fit_logistic_stream_policy(
             "pool": pool,
             "l2": float(l2),
             "profile": profile,
-            "train_rows": int(len(y)),
+            "train_rows": int(n_rows),
             "train_seconds": round(elapsed, 1),
         },
     )
-
-
-def get_profile_a_fn(profile: str) -> float:
-    from anomaly_gym.meta import nab
-
-    return float(nab.get_profile(profile).a_fn)
 
 
 def _sigmoid(m: np.ndarray) -> np.ndarray:
@@ -381,6 +378,7 @@ def _window_loss(x_out: np.ndarray, cost: np.ndarray, x_in: np.ndarray, reward_b
     log_r = np.log(reward_bag[:, 0])
     bag = reward_bag[:, 1].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, bag[1:] != bag[:-1]])
+    bag_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(bag)]))  # each row's window, 0..k-1
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:-1], theta[-1]
@@ -398,5 +396,4 @@ def _window_loss(x_out: np.ndarray, cost: np.ndarray, x_in: np.ndarray, reward_b
         grad_w = x_out.T @ g_out + x_in.T @ g_in + 2.0 * l2 * w
         return value, np.append(grad_w, g_out.sum() + g_in.sum())
 
-    bag_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(bag)]))
     return loss

@@ -182,3 +182,13 @@ def test_the_window_fit_is_monotone_and_the_cli_takes_the_trainer_and_penalty(na
     capsys.readouterr()
     assert main(["nab", "train", "--data", str(nab_like), "--l2", "-1", "-o", str(out)]) == 2
     assert "--l2 must not be negative" in capsys.readouterr().err
+
+
+def test_the_window_fit_needs_a_window_after_the_probationary_period():
+    from anomaly_gym.envs.series import Series
+    from anomaly_gym.meta.stream_training import fit_logistic_stream_policy
+
+    n = 1000
+    s = Series("x/a.csv", np.zeros(n), np.arange(n).astype("datetime64[s]"), ((10, 20),), "x")  # inside the probation
+    with pytest.raises(ValueError, match="probationary period"):
+        fit_logistic_stream_policy([s], features=[np.zeros((n, 16))], pool="window")
