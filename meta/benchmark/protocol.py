@@ -249,8 +249,9 @@ def join_twins(tasks: Sequence, twins: dict[str, str] | None) -> list:
         key_of[a.lower()] = key_of[b.lower()] = a.lower()
     out = []
     for t in tasks:
-        key = key_of.get(t.name.lower(), key_of.get(getattr(t, "dataset", t.name).lower()))
-        out.append(dataclasses.replace(t, family=key) if key is not None and t.dataset.lower() != key else t)
+        dataset = getattr(t, "dataset", t.name).lower()
+        key = key_of.get(t.name.lower(), key_of.get(dataset))
+        out.append(dataclasses.replace(t, family=key) if key is not None and dataset != key else t)
     return out
 
 

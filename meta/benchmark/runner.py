@@ -193,7 +193,7 @@ def _prepare(config: BenchmarkConfig) -> _Setup:
         raise FileNotFoundError(f"no such policy bundle: {config.model}")
     sources = load_task_sets(config.sources)
     all_targets = load_task_sets(config.targets)
-    names = {t.name.lower() for t in sources + all_targets} | {t.dataset.lower() for t in sources + all_targets if hasattr(t, "dataset")}
+    names = {n.lower() for t in sources + all_targets for n in (t.name, getattr(t, "dataset", t.name))}
     twins = {a: b for a, b in (config.twins or {}).items() if a.lower() in names and b.lower() in names}
     sources, all_targets = join_twins(sources, twins), join_twins(all_targets, twins)
     for task in all_targets:
