@@ -127,14 +127,19 @@ def run_active_benchmark(
     out: str | Path,
     config: ActiveBenchmarkConfig | None = None,
     *,
+    sources: Sequence[Task] = (),
     featurizer: FeaturizerConfig | None = None,
     progress: Callable[[str], None] | None = None,
     only_folds: Sequence[int] | None = None,
 ):
     """Run the protocol on ``tasks`` (each both a target and, in the other folds, a source); returns the results frame.
 
-    ``only_folds`` runs those folds' targets only (to split a run across machines; the
-    summary then covers what ``out`` holds).
+    ``sources`` are tasks the policies train on but that are never targets: every fold's
+    policy trains on them as well, except on those that are a version of one of the
+    fold's targets (:func:`~anomaly_gym.meta.benchmark.protocol.same_dataset`: anomalies
+    planted into a target's rows are that target).  ``only_folds`` runs those folds'
+    targets only (to split a run across machines; the summary then covers what ``out``
+    holds).
     """
     import pandas as pd
 
@@ -142,17 +147,18 @@ def run_active_benchmark(
     featurizer = featurizer or _default_featurizer()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = [t.name for t in tasks]
+    names = [t.name for t in [*tasks, *sources]]
     if len(set(names)) != len(names):
-        raise ValueError("target names must be unique")
+        raise ValueError("target and source names must be unique")
     if len(tasks) < 2:
         raise ValueError(f"{len(tasks)} dataset(s) cannot fill two folds; the policy needs datasets to train on")
     fold_of = dataset_folds(tasks, cfg.folds)
     n_folds = len(set(fold_of.values()))
     if n_folds < cfg.folds and progress:
         progress(f"{n_folds} folds, not {cfg.folds}: versions of one original dataset share a fold (see folds.json)")
-    done = _resume(out, tasks, fold_of, progress)
-    features = {t.name: featurize_task(t, featurizer) for t in tasks}
+    pool = [*tasks, *sources]
+    done = _resume(out, tasks, pool, fold_of, progress)
+    features = {t.name: featurize_task(t, featurizer) for t in pool}
     results_path, curves_path = out / "results.csv", out / "curves.csv"
     for fold in range(n_folds):
         if only_folds is not None and fold not in only_folds:
@@ -163,7 +169,7 @@ def run_active_benchmark(
             continue
         bundle = None
         if POLICY in cfg.methods:
-            bundle = _fold_policy(out, fold, [t for t in tasks if fold_of[t.name] != fold], features, featurizer, cfg, progress)
+            bundle = _fold_policy(out, fold, _sources_of(pool, tasks, fold_of, fold), features, featurizer, cfg, progress)
         for task, method, seed in todo:
             if progress:
                 progress(f"fold {fold}: {task.name} seed {seed} {method}")
@@ -179,7 +185,14 @@ def run_active_benchmark(
     return frame
 
 
-def _resume(out: Path, tasks: Sequence[Task], fold_of: dict[str, int], progress) -> set[tuple[str, str, int]]:
+def _sources_of(pool: Sequence[Task], tasks: Sequence[Task], fold_of: dict[str, int], fold: int) -> list[Task]:
+    """The tasks of ``pool`` that ``fold``'s policy trains on: none is a version of one of the fold's targets."""
+    from anomaly_gym.meta.benchmark.protocol import fold_sources
+
+    return fold_sources(pool, tasks, {name: str(f) for name, f in fold_of.items()}, str(fold))
+
+
+def _resume(out: Path, tasks: Sequence[Task], pool: Sequence[Task], fold_of: dict[str, int], progress) -> set[tuple[str, str, int]]:
     """Record the fold plan in ``folds.json``; return the finished (dataset, method, seed) that still hold.
 
     A meta-policy row holds only if its target's policy was trained on the same sources as
@@ -188,13 +201,12 @@ def _resume(out: Path, tasks: Sequence[Task], fold_of: dict[str, int], progress)
     folds: their rows stay, with the ``fold`` column rewritten to this plan.
     """
     import pandas as pd
-    from anomaly_gym.meta.benchmark.protocol import fold_sources
     from anomaly_gym.meta.benchmark.results import write_folds
 
     folds_path, results_path, curves_path = out / "folds.json", out / "results.csv", out / "curves.csv"
     plan = {name: str(fold) for name, fold in fold_of.items()}
     old = _policy_sources(folds_path)
-    new = {d: sorted(s.name for s in fold_sources(tasks, tasks, plan, plan[d])) for d in plan}
+    new = {d: sorted(s.name for s in _sources_of(pool, tasks, fold_of, fold_of[d])) for d in plan}
     done: set[tuple[str, str, int]] = set()
     if results_path.is_file():
         frame = pd.read_csv(results_path)
@@ -212,7 +224,7 @@ def _resume(out: Path, tasks: Sequence[Task], fold_of: dict[str, int], progress)
             frame = frame[~stale].assign(fold=refold[~stale])
             _replace_csv(frame, results_path)
         done = {(r.dataset, r.method, int(r.seed)) for r in frame.itertuples() if r.status == "ok"}
-    write_folds(out, tasks, tasks, plan)  # last: a run killed before this point still finds the old plan
+    write_folds(out, pool, tasks, plan)  # last: a run killed before this point still finds the old plan
     return done
 
 

@@ -25,7 +25,8 @@ def run_active(args: argparse.Namespace) -> int:
     from anomaly_gym.meta.discover import DiscoverTrainConfig
     from anomaly_gym.meta.discover_benchmark import METHODS, ActiveBenchmarkConfig, run_active_benchmark
 
-    specs = list(args.targets or []) + [s for s in (args.sources or []) if s not in (args.targets or [])]
+    specs = list(args.targets or [])
+    only_sources = [s for s in (args.sources or []) if s not in specs]
     if not specs:
         raise ValueError("--protocol active needs --targets (datasets that serve as targets and, in the other folds, as sources)")
     if args.budget < 1:
@@ -44,19 +45,21 @@ def run_active(args: argparse.Namespace) -> int:
     cfg = ActiveBenchmarkConfig(budget=args.budget, seeds=args.seeds, folds=args.folds, methods=methods, train=train)
 
     from anomaly_gym.envs.tasks import check_training_task, subsample
-    from anomaly_gym.meta.benchmark.protocol import load_task_sets
+    from anomaly_gym.meta.benchmark.protocol import join_twins, load_task_sets, parse_twins
 
-    tasks = load_task_sets(specs)
+    targets = load_task_sets(specs)
+    joined = join_twins([*targets, *(load_task_sets(only_sources) if only_sources else [])], parse_twins(args.twins))
+    tasks, sources = joined[: len(targets)], [subsample(t, args.max_rows, 0) for t in joined[len(targets) :]]
     if args.datasets:
         wanted = {d.strip().lower() for d in args.datasets.split(",") if d.strip()}
         missing = sorted(wanted - {t.name.lower() for t in tasks})
         if missing:
             raise ValueError(f"dataset(s) {missing} not among {specs}")
         tasks = [t for t in tasks if t.name.lower() in wanted]
-    for task in tasks:
+    for task in [*tasks, *sources]:
         check_training_task(task)
     tasks = [subsample(t, args.max_rows, 0) for t in tasks]
     say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    run_active_benchmark(tasks, Path(args.out), cfg, progress=say)
+    run_active_benchmark(tasks, Path(args.out), cfg, sources=sources, progress=say)
     print(f"wrote {Path(args.out) / 'summary.md'}")
     return 0

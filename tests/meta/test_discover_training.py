@@ -74,3 +74,53 @@ def test_cli_rejects_bad_active_arguments(capsys):
     assert "--budget must be positive" in capsys.readouterr().err
     assert main(["benchmark", "--protocol", "active", "--targets", "builtin", "--methods", "nope"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_source_only_tasks_train_every_fold_but_never_a_version_of_its_targets(tmp_path, monkeypatch):
+    import json
+
+    from anomaly_gym.detectors.active import RandomStrategy
+    from anomaly_gym.meta import discover_benchmark
+
+    trained_on = {}
+
+    def fake_fold_policy(out, fold, sources, *args):  # records what each fold's policy would train on
+        trained_on[str(fold)] = sorted(t.name for t in sources)
+
+    monkeypatch.setattr(discover_benchmark, "_fold_policy", fake_fold_policy)
+    monkeypatch.setattr(discover_benchmark, "make_strategy", lambda *args: RandomStrategy())
+    tasks = _tasks()
+    rng = np.random.default_rng(5)
+    extra = Task("extra", rng.normal(size=(80, 3)), np.r_[np.zeros(74), np.ones(6)])
+    child = Task("planted_child", rng.normal(size=(80, 3)), np.r_[np.zeros(74), np.ones(6)], parent=tasks[0].name)
+    cfg = ActiveBenchmarkConfig(budget=10, seeds=1, folds=2, methods=("meta-policy",))
+    frame = run_active_benchmark(tasks, tmp_path, cfg, sources=[extra, child], featurizer=TINY)
+    assert set(frame["dataset"]) == {t.name for t in tasks}  # source-only tasks are never targets
+    record = json.loads((tmp_path / "folds.json").read_text())
+    home = record["target_fold"][tasks[0].name]
+    assert set(trained_on) == set(record["folds"])
+    for fold, entry in record["folds"].items():
+        assert sorted(entry["sources"]) == trained_on[fold]
+        assert "extra" in entry["sources"]
+        assert not set(entry["held_out"]) & set(entry["sources"])
+        assert ("planted_child" in entry["sources"]) == (fold != home)  # a version of a held-out target stays out
+    with pytest.raises(ValueError, match="unique"):
+        run_active_benchmark(tasks, tmp_path, cfg, sources=[tasks[1]], featurizer=TINY)
+
+
+def test_cli_sources_train_the_policies_but_are_not_targets(tmp_path):
+    import json
+
+    rng = np.random.default_rng(0)
+    for folder, names in (("targets", ("t3", "t4", "t5")), ("extra", ("s3",))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            y = np.r_[np.zeros(54), np.ones(6)]
+            np.savez(tmp_path / folder / f"{name}.npz", X=rng.normal(size=(60, int(name[1]))) + 3 * y[:, None], y=y)
+    args = ["--targets", str(tmp_path / "targets"), "--sources", str(tmp_path / "extra"), "--folds", "2", "--seeds", "1"]
+    out = tmp_path / "out"
+    assert main(["benchmark", "--protocol", "active", *args, "--budget", "5", "--methods", "random", "--no-progress", "-o", str(out)]) == 0
+    assert set(pd.read_csv(out / "results.csv")["dataset"]) == {"t3", "t4", "t5"}
+    folds = json.loads((out / "folds.json").read_text())
+    assert set(folds["target_fold"]) == {"t3", "t4", "t5"}
+    assert all("s3" in entry["sources"] for entry in folds["folds"].values())
