@@ -107,13 +107,13 @@ def test_active_resume_reruns_the_meta_policy_where_the_fold_plan_changed(tmp_pa
     tasks = _collection()
     fold_of = dataset_folds(tasks, 3)
     _results(tmp_path, fold_of)  # a run without folds.json: its folds are unknown
-    done = _resume(tmp_path, tasks, fold_of, None)
+    done = _resume(tmp_path, tasks, tasks, fold_of, None)
     assert {m for _, m, _ in done} == {"random"}
     frame = pd.read_csv(tmp_path / "results.csv")
     assert set(frame["method"]) == {"random"} and frame.set_index("dataset")["fold"].to_dict() == fold_of
     assert set(pd.read_csv(tmp_path / "curves.csv")["method"]) == {"random"}
     _results(tmp_path, fold_of)
-    assert len(_resume(tmp_path, tasks, fold_of, None)) == 2 * len(tasks)  # same plan: everything holds
+    assert len(_resume(tmp_path, tasks, tasks, fold_of, None)) == 2 * len(tasks)  # same plan: everything holds
     fewer = [t for t in tasks if t.name != "tab4"]  # another plan: some folds' sources change
     changed = dataset_folds(fewer, 3)
 
@@ -124,9 +124,14 @@ def test_active_resume_reruns_the_meta_policy_where_the_fold_plan_changed(tmp_pa
     after = sources(changed, list(changed))
     expected = {d for d in changed if before[d] == after[d]}
     assert expected != set(changed)  # the check below sees a change
-    done = _resume(tmp_path, fewer, changed, None)
+    done = _resume(tmp_path, fewer, fewer, changed, None)
     assert {d for d, m, _ in done if m == POLICY} == expected
     assert "tab4" not in json.loads((tmp_path / "folds.json").read_text())["target_fold"]
+    _results(tmp_path, changed)
+    _resume(tmp_path, fewer, fewer, changed, None)
+    extra = _task("extra", 5, 99)  # a source-only task joins every fold's sources: every policy row runs again
+    done = _resume(tmp_path, fewer, [*fewer, extra], changed, None)
+    assert {m for _, m, _ in done} == {"random"}
 
 
 def test_twins_share_a_fold_and_leave_each_others_sources(tmp_path):
