@@ -52,8 +52,8 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SRC",
         help="source datasets: 'builtin', folders of ADBench NAME.npz files, or folders of NAME.csv.gz tables with "
-        "a 'label' column, categorical columns encoded by rarity (e.g. ../shared/data/tables); the policy and the "
-        "transfer baselines learn from these",
+        "a 'label' column, categorical columns encoded by rarity (e.g. ../shared/data/tables), or planted:SRC?...; the policy and the "
+        "transfer baselines learn from these (with --protocol active: every fold's discovery policy, and they are never targets)",
     )
     add_list_argument(
         p,
