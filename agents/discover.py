@@ -249,3 +249,24 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"cannot store a {type(obj).__name__} in bundle.json")
+
+
+#: The discovery policy shipped inside the package, relative to ``anomaly_gym.agents``.
+DEFAULT_DISCOVER_BUNDLE = ("models", "default.discover.bundle.zip")
+
+
+def load_default_discover_bundle(*, device: str = "cpu") -> DiscoverBundle:
+    """The discovery bundle shipped with the package (``anomaly-gym train --discover`` made it).
+
+    Raises:
+        FileNotFoundError: it is not installed (for example in a source tree without it).
+    """
+    from importlib import resources
+
+    location = resources.files("anomaly_gym.agents").joinpath(*DEFAULT_DISCOVER_BUNDLE)
+    if not location.is_file():
+        raise FileNotFoundError(
+            f"the default discovery bundle is not installed ({location}); train one with "
+            "`anomaly-gym train --discover --sources SRC -o BUNDLE` and pass --model BUNDLE, or use --model feedback-greedy"
+        )
+    return DiscoverBundle.from_bytes(location.read_bytes(), str(location), device=device)

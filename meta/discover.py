@@ -192,6 +192,48 @@ def train_discover_policy(
     return bundle
 
 
+def default_discover_featurizer() -> FeaturizerConfig:
+    """The shipped detection policy's featurizer config: discovery policies read the same features (and its zero-shot ranking)."""
+    from anomaly_gym.agents.bundle import load_default_bundle
+
+    return load_default_bundle(device="cpu").featurizer_config
+
+
+def train_discover_bundle(
+    sources: Sequence[str],
+    config: DiscoverTrainConfig | None = None,
+    *,
+    max_rows: int = 2000,
+    run_dir: str | Path | None = None,
+    progress=None,
+) -> DiscoverBundle:
+    """Train one discovery policy on every labelled task of the source specs (``builtin``, folders, ``planted:...``).
+
+    Tasks above ``max_rows`` rows are subsampled (stratified, seed 0), as the active
+    protocol does; features come from :func:`default_discover_featurizer` and the disk cache.
+    The datasets it trains on are in the bundle's ``metadata["train_tasks"]``.
+    """
+    from anomaly_gym.envs.features import featurize_task
+    from anomaly_gym.envs.tasks import check_training_task, subsample
+    from anomaly_gym.meta.benchmark.protocol import load_task_sets
+
+    if max_rows < 20:
+        raise ValueError(f"max_rows must be at least 20, got {max_rows}")
+    tasks = [t for t in load_task_sets(list(sources)) if t.labelled]
+    if not tasks:
+        raise ValueError(f"no labelled task in {list(sources)}: a discovery policy learns from labelled source tasks")
+    for task in tasks:
+        check_training_task(task)
+    tasks = [subsample(t, max_rows, 0) for t in tasks]
+    featurizer = default_discover_featurizer()
+    if progress:
+        progress(f"featurizing {len(tasks)} source tasks")
+    features = [featurize_task(t, featurizer) for t in tasks]
+    if progress:
+        progress(f"training on {len(tasks)} source tasks")
+    return train_discover_policy(tasks, config, featurizer=featurizer, features=features, run_dir=run_dir)
+
+
 class PolicyStrategy(ActiveStrategy):
     """A trained discovery policy behind the baselines' interface.
 

@@ -49,10 +49,12 @@ from anomaly_gym.detectors.active import (
 from anomaly_gym.envs.discover import default_prior
 from anomaly_gym.envs.features import FeaturizerConfig, featurize_task
 from anomaly_gym.envs.tasks import Task
+from anomaly_gym.meta.benchmark.protocol import check_not_trained_on
 from anomaly_gym.meta.discover import (
     DiscoverTrainConfig,
     FeedbackGreedyStrategy,
     PolicyStrategy,
+    default_discover_featurizer,
     train_discover_policy,
     zero_shot_ranking,
 )
@@ -128,6 +130,7 @@ def run_active_benchmark(
     config: ActiveBenchmarkConfig | None = None,
     *,
     sources: Sequence[Task] = (),
+    model: DiscoverBundle | None = None,
     featurizer: FeaturizerConfig | None = None,
     progress: Callable[[str], None] | None = None,
     only_folds: Sequence[int] | None = None,
@@ -137,14 +140,15 @@ def run_active_benchmark(
     ``sources`` are tasks the policies train on but that are never targets: every fold's
     policy trains on them as well, except on those that are a version of one of the
     fold's targets (:func:`~anomaly_gym.meta.benchmark.protocol.same_dataset`: anomalies
-    planted into a target's rows are that target).  ``only_folds`` runs those folds'
-    targets only (to split a run across machines; the summary then covers what ``out``
-    holds).
+    planted into a target's rows are that target).  ``model``: one trained discovery
+    bundle serves every target instead (no folds are trained; a target among its training
+    tasks becomes an error row).  ``only_folds`` runs those folds' targets only (to split a
+    run across machines; the summary then covers what ``out`` holds).
     """
     import pandas as pd
 
     cfg = config or ActiveBenchmarkConfig()
-    featurizer = featurizer or _default_featurizer()
+    featurizer = featurizer or default_discover_featurizer()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = [t.name for t in [*tasks, *sources]]
@@ -157,7 +161,8 @@ def run_active_benchmark(
     if n_folds < cfg.folds and progress:
         progress(f"{n_folds} folds, not {cfg.folds}: versions of one original dataset share a fold (see folds.json)")
     pool = [*tasks, *sources]
-    done = _resume(out, tasks, pool, fold_of, progress)
+    model_tasks = None if model is None else sorted(model.metadata.get("train_tasks", []))
+    done = _resume(out, tasks, pool, fold_of, progress, model_tasks)
     features = {t.name: featurize_task(t, featurizer) for t in pool}
     results_path, curves_path = out / "results.csv", out / "curves.csv"
     for fold in range(n_folds):
@@ -167,8 +172,8 @@ def run_active_benchmark(
         todo = [(t, m, s) for t in targets for s in range(cfg.seeds) for m in cfg.methods if (t.name, m, s) not in done]
         if not todo:
             continue
-        bundle = None
-        if POLICY in cfg.methods:
+        bundle = model
+        if POLICY in cfg.methods and model is None:
             bundle = _fold_policy(out, fold, _sources_of(pool, tasks, fold_of, fold), features, featurizer, cfg, progress)
         for task, method, seed in todo:
             if progress:
@@ -179,7 +184,7 @@ def run_active_benchmark(
             if curve is not None:
                 _append(curves_path, [{"dataset": task.name, "method": method, "seed": seed, "query": i + 1, "found": int(c)} for i, c in enumerate(curve)])
     frame = pd.read_csv(results_path)
-    write_summary(out, frame, cfg)
+    write_summary(out, frame, cfg, model_tasks)
     if curves_path.is_file():
         plot_curves(out, pd.read_csv(curves_path))
     return frame
@@ -192,11 +197,14 @@ def _sources_of(pool: Sequence[Task], tasks: Sequence[Task], fold_of: dict[str, 
     return fold_sources(pool, tasks, {name: str(f) for name, f in fold_of.items()}, str(fold))
 
 
-def _resume(out: Path, tasks: Sequence[Task], pool: Sequence[Task], fold_of: dict[str, int], progress) -> set[tuple[str, str, int]]:
+def _resume(
+    out: Path, tasks: Sequence[Task], pool: Sequence[Task], fold_of: dict[str, int], progress, model_tasks: list[str] | None = None
+) -> set[tuple[str, str, int]]:
     """Record the fold plan in ``folds.json``; return the finished (dataset, method, seed) that still hold.
 
     A meta-policy row holds only if its target's policy was trained on the same sources as
-    under this plan (``folds.json`` of the earlier run); the others are removed from
+    under this plan, or as ``model_tasks`` when one given bundle serves every target
+    (``folds.json`` of the earlier run); the others are removed from
     ``results.csv`` and ``curves.csv`` and run again.  The baselines do not depend on the
     folds: their rows stay, with the ``fold`` column rewritten to this plan.
     """
@@ -206,7 +214,10 @@ def _resume(out: Path, tasks: Sequence[Task], pool: Sequence[Task], fold_of: dic
     folds_path, results_path, curves_path = out / "folds.json", out / "results.csv", out / "curves.csv"
     plan = {name: str(fold) for name, fold in fold_of.items()}
     old = _policy_sources(folds_path)
-    new = {d: sorted(s.name for s in _sources_of(pool, tasks, fold_of, fold_of[d])) for d in plan}
+    if model_tasks is None:
+        new = {d: sorted(s.name for s in _sources_of(pool, tasks, fold_of, fold_of[d])) for d in plan}
+    else:
+        new = {d: list(model_tasks) for d in plan}
     done: set[tuple[str, str, int]] = set()
     if results_path.is_file():
         frame = pd.read_csv(results_path)
@@ -225,6 +236,12 @@ def _resume(out: Path, tasks: Sequence[Task], pool: Sequence[Task], fold_of: dic
             _replace_csv(frame, results_path)
         done = {(r.dataset, r.method, int(r.seed)) for r in frame.itertuples() if r.status == "ok"}
     write_folds(out, pool, tasks, plan)  # last: a run killed before this point still finds the old plan
+    if model_tasks is not None:
+        import json
+
+        record = json.loads(folds_path.read_text())
+        record["model_train_tasks"] = list(model_tasks)
+        folds_path.write_text(json.dumps(record, indent=2))
     return done
 
 
@@ -241,15 +258,10 @@ def _policy_sources(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         return {}
     record = json.loads(path.read_text())
+    if "model_train_tasks" in record:
+        return {name: sorted(record["model_train_tasks"]) for name in record.get("target_fold", {})}
     folds = record.get("folds", {})
     return {name: sorted(folds.get(fold, {}).get("sources", [])) for name, fold in record.get("target_fold", {}).items()}
-
-
-def _default_featurizer() -> FeaturizerConfig:
-    """The shipped detection policy's featurizer config (so its zero-shot ranking reads the same features)."""
-    from anomaly_gym.agents.bundle import load_default_bundle
-
-    return load_default_bundle(device="cpu").featurizer_config
 
 
 def _fold_policy(out: Path, fold: int, sources: list[Task], features: dict, featurizer, cfg, progress) -> DiscoverBundle:
@@ -272,6 +284,8 @@ def _run_one(task: Task, feats: np.ndarray, featurizer, method: str, seed: int, 
     data = DiscoveryData(task.X, feats, default_prior(feats, featurizer))
     start = time.perf_counter()
     try:
+        if method == POLICY:
+            check_not_trained_on(bundle, task.name)
         labels = run_discovery(make_strategy(method, bundle, cfg.budget, featurizer), data, task.y, cfg.budget, seed)
     except Exception as exc:  # one failing method must not sink the benchmark: recorded as an error row
         logger.exception("%s on %s (seed %d) failed", method, task.name, seed)
@@ -309,16 +323,18 @@ def compare(table, baseline: str) -> dict[str, float]:
     return {"wins": wins, "ties": ties, "losses": losses, "p": p, "mean_diff": float(diff.mean())}
 
 
-def write_summary(out: Path, frame, cfg: ActiveBenchmarkConfig) -> None:
-    """``summary.md``: per-budget tables, comparisons, and the share of targets where the policy beats every baseline."""
+def write_summary(out: Path, frame, cfg: ActiveBenchmarkConfig, model_tasks: list[str] | None = None) -> None:
+    """``summary.md``: per-budget tables, comparisons, and the share of targets where the policy beats every baseline.
+
+    ``model_tasks``: the training tasks of the one bundle that served every target (``None``: one policy per fold).
+    """
     tables = summary_tables(frame, cfg)
-    lines = [
-        "# Active discovery benchmark",
-        "",
-        f"Budget {cfg.budget}, seeds {cfg.seeds}, {cfg.folds} dataset-level folds "
-        f"(each fold's policy trained only on the other folds' datasets, {cfg.train.total_timesteps} steps).",
-        "",
-    ]
+    how = (
+        f"{cfg.folds} dataset-level folds (each fold's policy trained only on the other folds' datasets, {cfg.train.total_timesteps} steps)"
+        if model_tasks is None
+        else f"one given discovery bundle for every target (trained on {len(model_tasks)} datasets; a target among them is an error row)"
+    )
+    lines = ["# Active discovery benchmark", "", f"Budget {cfg.budget}, seeds {cfg.seeds}, {how}.", ""]
     for k, table in tables.items():
         methods = [m for m in METHODS if m in table.columns]
         table = table[methods]

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 STATE_FORMAT = "anomaly-gym-discovery-state"
+#: ``model`` naming the discovery bundle shipped with the package.
+DEFAULT_MODEL = "default"
 
 
 @dataclass
@@ -34,7 +36,9 @@ class DiscoveryRun:
     Args:
         X: The rows' feature values, shape (n, d), finite.
         budget: Rows the analyst will check at most.
-        model: Path of a discovery bundle, or ``None`` for the feedback-greedy strategy.
+        model: Path of a discovery bundle, ``"default"`` for the shipped one
+            (:func:`~anomaly_gym.agents.discover.load_default_discover_bundle`), or ``None``
+            for the untrained feedback-greedy strategy.
         seed: Seed of the candidate pool's random slots and of the featurizer.
         state_path: Where the answers are saved after each one (``None``: not saved).
         data_id: What identifies the input (default: a hash of ``X``).
@@ -159,9 +163,9 @@ class DiscoveryRun:
         from anomaly_gym.meta.discover import FeedbackGreedyStrategy, PolicyStrategy
 
         if self.model is not None:
-            from anomaly_gym.agents.discover import DiscoverBundle
+            from anomaly_gym.agents.discover import DiscoverBundle, load_default_discover_bundle
 
-            bundle = DiscoverBundle.load(self.model)
+            bundle = load_default_discover_bundle() if self.model == DEFAULT_MODEL else DiscoverBundle.load(self.model)
             config = bundle.featurizer_config
             strategy = PolicyStrategy(bundle, budget=self.budget)
         else:

@@ -60,6 +60,13 @@ def run_active(args: argparse.Namespace) -> int:
         check_training_task(task)
     tasks = [subsample(t, args.max_rows, 0) for t in tasks]
     say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    run_active_benchmark(tasks, Path(args.out), cfg, sources=sources, progress=say)
+    model = None
+    if args.model is not None:
+        from anomaly_gym.agents.discover import DiscoverBundle
+
+        if sources:
+            raise ValueError("--model serves every target with one trained discovery bundle; --sources would train none (drop one of them)")
+        model = DiscoverBundle.load(args.model)
+    run_active_benchmark(tasks, Path(args.out), cfg, sources=sources, model=model, progress=say)
     print(f"wrote {Path(args.out) / 'summary.md'}")
     return 0

@@ -107,7 +107,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="BUNDLE",
-        help="one trained policy bundle for every target (targets among its training tasks become error rows)",
+        help="one trained policy bundle for every target (targets among its training tasks become error rows); with --protocol active, "
+        "a discovery bundle (`anomaly-gym train --discover`)",
     )
     how.add_argument(
         "--train-config", type=Path, default=None, metavar="CONFIG", help="train the policy with this TOML config, holding each target out (see --folds)"

@@ -26,10 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--budget", type=int, default=100, help="rows to check at most (default 100)")
     p.add_argument(
         "--model",
-        type=Path,
-        default=None,
-        help="a discovery bundle (`benchmark --protocol active` trains them); default: the feedback-greedy "
-        "strategy, the same candidate pool and feedback features with no trained network",
+        default="default",
+        help="a discovery bundle (`anomaly-gym train --discover` trains one), 'default' (the shipped one, trained on the 31 "
+        "ADBench datasets) or 'feedback-greedy' (the same candidate pool and feedback features with no trained network)",
     )
     p.add_argument("--state", type=Path, default=None, help="state file, rewritten after every answer (default: OUT/state.json)")
     p.add_argument("--resume", type=Path, default=None, metavar="STATE", help="continue the session saved in STATE")
@@ -52,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if state.exists():
             raise ValueError(f"{state} already holds a session; continue it with --resume {state}, or pass --state NEW")
-        session = DiscoveryRun(X, budget=args.budget, model=None if args.model is None else str(args.model), seed=args.seed, state_path=state, data_id=data_id)
+        session = DiscoveryRun(
+            X, budget=args.budget, model=None if args.model == "feedback-greedy" else args.model, seed=args.seed, state_path=state, data_id=data_id
+        )
         session.save()
     asking = truth is None
     interrupted = False

@@ -46,6 +46,14 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_executor_arguments(p, "the featurizations of the source tasks (before training)")
     p.add_argument("--show-config", action="store_true", help="print the resolved config with each field's documentation, then exit")
+    g = p.add_argument_group("discovery policy (--discover)")
+    g.add_argument(
+        "--discover",
+        action="store_true",
+        help="train a discovery policy for `anomaly-gym discover --model` instead (supervised pretraining across --sources; "
+        "--total-steps adds PPO steps, default 0), written to -o BUNDLE",
+    )
+    g.add_argument("--max-rows", type=int, default=2000, help="with --discover: sources above this many rows are subsampled (default 2000)")
     p.set_defaults(func=run)
 
 
@@ -94,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
     from anomaly_gym.meta.training import MetaTrainer, make_run_path
     from rich.console import Console
 
+    if args.discover:
+        from anomaly_gym.scripts import _train_discover
+
+        return _train_discover.run(args)
     cfg = resolve_config(args)
     console = Console(stderr=True)
     if args.show_config:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,3 +126,20 @@ def test_cli_sources_train_the_policies_but_are_not_targets(tmp_path):
     folds = json.loads((out / "folds.json").read_text())
     assert set(folds["target_fold"]) == {"t3", "t4", "t5"}
     assert all("s3" in entry["sources"] for entry in folds["folds"].values())
+
+
+@pytest.mark.slow
+def test_one_given_bundle_serves_every_target_and_never_one_it_trained_on(tmp_path):
+    import json
+
+    tasks = _tasks()
+    bundle = train_discover_policy(tasks[:2], dataclasses.replace(SMALL, total_timesteps=0), featurizer=TINY)
+    cfg = ActiveBenchmarkConfig(budget=20, seeds=1, folds=2, methods=("meta-policy", "random"))
+    frame = run_active_benchmark(tasks, tmp_path, cfg, model=bundle, featurizer=TINY)
+    policy = frame[frame["method"] == "meta-policy"].set_index("dataset")["status"]
+    assert policy.to_dict() == {t.name: "error" if t in tasks[:2] else "ok" for t in tasks}  # its own sources are refused
+    assert not (tmp_path / "models").exists()  # no fold was trained
+    assert "one given discovery bundle for every target (trained on 2 datasets" in (tmp_path / "summary.md").read_text()
+    assert json.loads((tmp_path / "folds.json").read_text())["model_train_tasks"] == sorted(t.name for t in tasks[:2])
+    again = run_active_benchmark(tasks, tmp_path, cfg, model=bundle, featurizer=TINY)  # resumes: the ok rows hold
+    assert len(again[again["status"] == "ok"]) == len(frame[frame["status"] == "ok"])

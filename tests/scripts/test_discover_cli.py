@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 
+import numpy as np
 import pytest
 from anomaly_gym.envs import make_synthetic_task
 from anomaly_gym.scripts.cli import main
@@ -98,3 +99,50 @@ def test_bad_input_exits_2_with_a_message(data, tmp_path, capsys, case):
     capsys.readouterr()
     assert main(argv) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_the_default_model_is_the_shipped_discovery_policy(data, tmp_path):
+    from anomaly_gym.meta.discover import FeedbackGreedyStrategy, PolicyStrategy
+    from anomaly_gym.meta.discovery_run import DiscoveryRun
+
+    path, y = data
+    X = np.loadtxt(path, delimiter=",", skiprows=1, usecols=(1, 2, 3, 4))
+    run = DiscoveryRun(X, budget=5, model="default", state_path=tmp_path / "state.json")
+    assert isinstance(run.strategy, PolicyStrategy)
+    assert len(run.strategy.bundle.metadata["train_tasks"]) >= 20  # trained across many datasets, see README
+    for _ in range(3):
+        run.answer(int(y[run.next_row()]))
+    run.save()
+    again = DiscoveryRun.resume(tmp_path / "state.json", X)
+    assert again.model == "default" and again.answers == run.answers
+    assert isinstance(DiscoveryRun(X, budget=5, model=None).strategy, FeedbackGreedyStrategy)
+
+
+@pytest.mark.slow  # adapts the shipped policy at the end (about 10 s)
+def test_cli_names_the_untrained_strategy_feedback_greedy(data, tmp_path):
+    path, _ = data
+    args = ["discover", str(path), "--budget", "3", "--label-column", "label", "--model", "feedback-greedy"]
+    assert main([*args, "-o", str(tmp_path)]) == 0
+    assert _state(tmp_path / "state.json")["model"] is None
+
+
+def test_train_discover_refuses_detection_flags_and_needs_an_output(capsys):
+    assert main(["train", "--discover", "--sources", "builtin"]) == 2
+    assert "-o BUNDLE" in capsys.readouterr().err
+    assert main(["train", "--discover", "--sources", "builtin", "--algo", "a2c", "-o", "x.zip"]) == 2
+    assert "--algo configure(s) the detection policy" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains a discovery policy on three small tables (about 20 s)
+def test_train_discover_writes_a_bundle_that_discover_uses(data, tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "src").mkdir()
+    for i in range(3):
+        y = np.r_[np.zeros(90), np.ones(10)]
+        np.savez(tmp_path / "src" / f"s{i}.npz", X=rng.normal(size=(100, 3 + i)) + 3 * y[:, None], y=y)
+    bundle = tmp_path / "d.bundle.zip"
+    assert main(["train", "--discover", "--sources", str(tmp_path / "src"), "--no-progress", "-o", str(bundle)]) == 0
+    path, _ = data
+    args = ["discover", str(path), "--budget", "5", "--label-column", "label", "--model", str(bundle)]
+    assert main([*args, "-o", str(tmp_path / "out")]) == 0
+    assert _state(tmp_path / "out" / "state.json")["model"] == str(bundle)
