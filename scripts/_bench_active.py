@@ -29,6 +29,8 @@ def run_active(args: argparse.Namespace) -> int:
     only_sources = [s for s in (args.sources or []) if s not in specs]
     if not specs:
         raise ValueError("--protocol active needs --targets (datasets that serve as targets and, in the other folds, as sources)")
+    if args.model is not None and only_sources:
+        raise ValueError("--model serves every target with one trained discovery bundle; --sources would train none (drop one of them)")
     if args.budget < 1:
         raise ValueError(f"--budget must be positive, got {args.budget}")
     if args.max_rows < 20:
@@ -64,8 +66,6 @@ def run_active(args: argparse.Namespace) -> int:
     if args.model is not None:
         from anomaly_gym.agents.discover import DiscoverBundle
 
-        if sources:
-            raise ValueError("--model serves every target with one trained discovery bundle; --sources would train none (drop one of them)")
         model = DiscoverBundle.load(args.model)
     run_active_benchmark(tasks, Path(args.out), cfg, sources=sources, model=model, progress=say)
     print(f"wrote {Path(args.out) / 'summary.md'}")

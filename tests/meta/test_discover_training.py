@@ -76,6 +76,8 @@ def test_cli_rejects_bad_active_arguments(capsys):
     assert "--budget must be positive" in capsys.readouterr().err
     assert main(["benchmark", "--protocol", "active", "--targets", "builtin", "--methods", "nope"]) == 2
     assert "unknown method" in capsys.readouterr().err
+    assert main(["benchmark", "--protocol", "active", "--targets", "builtin", "--sources", "extra", "--model", "d.zip"]) == 2
+    assert "--sources would train none" in capsys.readouterr().err
 
 
 def test_source_only_tasks_train_every_fold_but_never_a_version_of_its_targets(tmp_path, monkeypatch):
