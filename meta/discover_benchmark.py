@@ -235,13 +235,8 @@ def _resume(
             frame = frame[~stale].assign(fold=refold[~stale])
             _replace_csv(frame, results_path)
         done = {(r.dataset, r.method, int(r.seed)) for r in frame.itertuples() if r.status == "ok"}
-    write_folds(out, pool, tasks, plan)  # last: a run killed before this point still finds the old plan
-    if model_tasks is not None:
-        import json
-
-        record = json.loads(folds_path.read_text())
-        record["model_train_tasks"] = list(model_tasks)
-        folds_path.write_text(json.dumps(record, indent=2))
+    extra = None if model_tasks is None else {"model_train_tasks": list(model_tasks)}
+    write_folds(out, pool, tasks, plan, extra)  # last: a run killed before this point still finds the old plan
     return done
 
 

@@ -46,12 +46,18 @@ def run_active(args: argparse.Namespace) -> int:
         train = DiscoverTrainConfig(device=args.device, budget=args.budget, total_timesteps=args.steps)
     cfg = ActiveBenchmarkConfig(budget=args.budget, seeds=args.seeds, folds=args.folds, methods=methods, train=train)
 
+    model = None
+    if args.model is not None:
+        from anomaly_gym.agents.discover import DiscoverBundle
+
+        model = DiscoverBundle.load(args.model)  # a wrong file is refused before any dataset is loaded
+
     from anomaly_gym.envs.tasks import check_training_task, subsample
     from anomaly_gym.meta.benchmark.protocol import join_twins, load_task_sets, parse_twins
 
     targets = load_task_sets(specs)
     joined = join_twins([*targets, *(load_task_sets(only_sources) if only_sources else [])], parse_twins(args.twins))
-    tasks, sources = joined[: len(targets)], [subsample(t, args.max_rows, 0) for t in joined[len(targets) :]]
+    tasks, sources = joined[: len(targets)], joined[len(targets) :]
     if args.datasets:
         wanted = {d.strip().lower() for d in args.datasets.split(",") if d.strip()}
         missing = sorted(wanted - {t.name.lower() for t in tasks})
@@ -60,13 +66,8 @@ def run_active(args: argparse.Namespace) -> int:
         tasks = [t for t in tasks if t.name.lower() in wanted]
     for task in [*tasks, *sources]:
         check_training_task(task)
-    tasks = [subsample(t, args.max_rows, 0) for t in tasks]
+    tasks, sources = ([subsample(t, args.max_rows, 0) for t in group] for group in (tasks, sources))
     say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    model = None
-    if args.model is not None:
-        from anomaly_gym.agents.discover import DiscoverBundle
-
-        model = DiscoverBundle.load(args.model)
     run_active_benchmark(tasks, Path(args.out), cfg, sources=sources, model=model, progress=say)
     print(f"wrote {Path(args.out) / 'summary.md'}")
     return 0

@@ -138,12 +138,12 @@ def has_policy_rows(results_path: Path) -> bool:
         return any(row.get("method") in POLICY_BACKED for row in csv.DictReader(fh))
 
 
-def write_folds(out: Path, sources: Sequence, targets: Sequence, folds: dict[str, str]) -> None:
+def write_folds(out: Path, sources: Sequence, targets: Sequence, folds: dict[str, str], extra: dict[str, Any] | None = None) -> None:
     """``folds.json``: each target's fold, each fold's held-out datasets and sources, the groups and any split group.
 
     ``groups`` are the versions-of-one-original groups (:func:`~anomaly_gym.meta.benchmark.protocol.dataset_groups`)
     among the numbered folds' targets; ``split`` lists those dealt across folds because
-    they were the only group (their figures may be inflated).
+    they were the only group (their figures may be inflated).  ``extra`` adds top-level fields.
     """
     held = [t for t in targets if folds.get(t.name, "all") != "all"]
     record: dict[str, Any] = {
@@ -157,4 +157,5 @@ def write_folds(out: Path, sources: Sequence, targets: Sequence, folds: dict[str
             "held_out": sorted(n for n, f in folds.items() if f == fold) if fold != "all" else [],
             "sources": [s.name for s in fold_sources(sources, targets, folds, fold)],
         }
+    record.update(extra or {})
     (out / "folds.json").write_text(json.dumps(record, indent=2))
