@@ -287,7 +287,7 @@ def score_corpus(
     files: Mapping[str, tuple[np.ndarray, int, Sequence[tuple[int, int]]]],
     profile: str | Profile = "standard",
     *,
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     groups: Mapping[str, str] | None = None,
 ) -> CorpusScore:
     """Score a detector on a corpus the NAB way.
@@ -295,7 +295,10 @@ def score_corpus(
     Args:
         files: ``name -> (scores, n_rows, windows)``; windows are inclusive row ranges.
         profile: A profile name or :class:`Profile`.
-        threshold: The detection threshold; ``None`` sweeps for the corpus-wide best.
+        threshold: The detection threshold; ``None`` sweeps for the corpus-wide best;
+            ``"per-file"`` gives every file its own best threshold (chosen with that file's
+            labels: an upper bound on what one corpus-wide threshold can reach with these
+            scores; the result's ``threshold`` is then NaN).
         groups: ``name -> group`` (for example the NAB category): each group is also
             normalised on its own, at the same threshold.
 
@@ -311,9 +314,16 @@ def score_corpus(
         raise ValueError("no files to score")
     prepared = {n: prepare_file(files[n][1], files[n][2], prof) for n in names}
     scores = {n: np.asarray(files[n][0], dtype=np.float64) for n in names}
-    if threshold is None:
-        threshold, _ = best_threshold([prepared[n] for n in names], [scores[n] for n in names])
-    per_file = {n: score_detections(prepared[n], scores[n] >= threshold) for n in names}
+    if isinstance(threshold, str):
+        if threshold != "per-file":
+            raise ValueError(f"threshold must be a number, None (the corpus-wide sweep) or 'per-file', got {threshold!r}")
+        cuts = {n: best_threshold([prepared[n]], [scores[n]])[0] for n in names}
+        threshold = float("nan")
+    else:
+        if threshold is None:
+            threshold, _ = best_threshold([prepared[n] for n in names], [scores[n] for n in names])
+        cuts = dict.fromkeys(names, threshold)
+    per_file = {n: score_detections(prepared[n], scores[n] >= cuts[n]) for n in names}
     result = CorpusScore(profile=prof.name, threshold=float(threshold), raw=0.0, null=0.0, perfect=0.0, score=0.0, files=per_file)
 
     def summary(members: list[str]) -> dict[str, float]:

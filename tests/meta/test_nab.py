@@ -122,6 +122,28 @@ def test_perfect_null_and_flag_everything():
     assert sum(v["false_positives"] for v in flagged.groups.values()) == outside
 
 
+def test_per_file_thresholds_give_each_file_its_own_best_cut():
+    rng = np.random.default_rng(2)
+    files = _corpus(rng, n_files=6)
+    groups = {k: k.split("/")[0] for k in files}
+    # one file scores on another scale: one corpus-wide cut cannot serve both
+    name = next(iter(files))
+    s, n, w = files[name]
+    files[name] = (10.0 + s, n, w)
+    per_file = nab.score_corpus(files, threshold="per-file", groups=groups)
+    corpus = nab.score_corpus(files, groups=groups)
+    assert np.isnan(per_file.threshold)
+    for k, (scores, n, wins) in files.items():
+        prepared = nab.prepare_file(n, wins)
+        assert per_file.files[k].score == pytest.approx(nab.best_threshold([prepared], [scores])[1])
+        assert per_file.files[k].score >= corpus.files[k].score - 1e-12
+    assert per_file.raw == pytest.approx(sum(f.score for f in per_file.files.values()))
+    assert per_file.score > corpus.score
+    assert per_file.groups.keys() == corpus.groups.keys()
+    with pytest.raises(ValueError, match="per-file"):
+        nab.score_corpus(files, threshold="each")
+
+
 def test_ties_between_thresholds_go_to_the_higher_one():
     prep = [nab.prepare_file(100, [])]  # no windows: flagging anything only costs
     t, raw = nab.best_threshold(prep, [np.linspace(0, 1, 100)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -60,6 +61,12 @@ def test_nab_commands(nab_like, tmp_path, capsys):
     assert main(["nab", "benchmark", "--data", str(nab_like), "--out", str(tmp_path), "--methods", "rolling_zscore", "--no-plots"]) == 0
     out = capsys.readouterr().out
     assert "rolling_zscore" in out and "where the points go" in out and " FP |" in out
+    assert "per-file threshold" in out and "upper bound" in out
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    best = {r["category"]: float(r["raw"]) for r in rows if r["threshold_rule"] == "per-file"}
+    corpus = {r["category"]: float(r["raw"]) for r in rows if r["threshold_rule"] == "corpus"}
+    assert best.keys() == corpus.keys() == {"catA", "catB", "ALL"}
+    assert all(best[c] >= corpus[c] - 1e-9 for c in best)
     assert main(["nab", "score", str(tmp_path / "results"), "--detector", "rolling_zscore", "--data", str(nab_like)]) == 0
     out = capsys.readouterr().out
     assert "corpus-wide sweep" in out and "catA" in out
