@@ -78,6 +78,9 @@ class NabBenchmarkConfig:
     """The policy's rising gate (``trainer="window"``, ``"logistic"`` or ``"search"``): see :class:`~anomaly_gym.envs.stream_policy.StreamPolicy`."""
     l2: float = 1.0
     """Ridge penalty of the logistic fit (``trainer="logistic"`` or ``"window"``)."""
+    monotone: bool = True
+    """Keep the policy's weights on directed features non-negative; False frees their signs
+    (``trainer="window"``, ``"logistic"`` or ``"ppo"``; the search is always monotone)."""
     total_steps: int = 150_000
     """PPO steps per fold (``trainer="ppo"``)."""
     seed: int = 0
@@ -119,11 +122,13 @@ def fit_policy(series: Sequence[Series], features: Sequence[np.ndarray], cfg: Na
     """A stream policy fitted on ``series`` by ``cfg.trainer``."""
     if cfg.trainer in ("logistic", "window"):
         pool = "rows" if cfg.trainer == "logistic" else "window"
-        return fit_logistic_stream_policy(series, features=features, gate_rows=cfg.gate_rows, l2=cfg.l2, profile=cfg.profile, pool=pool)
+        return fit_logistic_stream_policy(series, features=features, gate_rows=cfg.gate_rows, l2=cfg.l2, profile=cfg.profile, pool=pool, monotone=cfg.monotone)
     if cfg.trainer == "search":
+        if not cfg.monotone:
+            raise ValueError("the search trainer fits monotone policies only; free signs need trainer 'window', 'logistic' or 'ppo'")
         return search_stream_policy(series, features=features, iterations=cfg.search_iterations, gate_rows=cfg.gate_rows, seed=cfg.seed, profile=cfg.profile)
     if cfg.trainer == "ppo":
-        return train_stream_policy(series, features=features, total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile)
+        return train_stream_policy(series, features=features, total_steps=cfg.total_steps, seed=cfg.seed, profile=cfg.profile, monotone=cfg.monotone)
     raise ValueError(f"trainer must be 'logistic', 'window', 'search' or 'ppo', got {cfg.trainer!r}")
 
 

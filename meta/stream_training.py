@@ -289,8 +289,9 @@ def fit_logistic_stream_policy(
     l2: float = 1.0,
     profile: str = "standard",
     pool: str = "rows",
+    monotone: bool = True,
 ) -> StreamPolicy:
-    """A linear, monotone stream policy fitted by weighted logistic regression on NAB's trade-off.
+    """A linear stream policy, monotone by default, fitted by weighted logistic regression on NAB's trade-off.
 
     The rows of all ``series`` together (:func:`window_rows`: a window's rows share the
     cost of missing it, a row outside windows weighs what a false positive costs) fit a
@@ -314,6 +315,9 @@ def fit_logistic_stream_policy(
             enough and a feature need not stay high through the window; rows outside
             windows are negatives weighing what a false positive there costs.  Smooth, not
             convex; fitted from the same start.
+        monotone: Keep the weights on directed features non-negative (the default).  False
+            leaves every weight free, so that a feature can lower the score given the others
+            (a short spike that the seasonal and likelihood features do not confirm).
     """
     from scipy.optimize import minimize
 
@@ -334,7 +338,7 @@ def fit_logistic_stream_policy(
         loss, n_rows = _window_loss(x, cost, x_in, reward_bag, l2, nab.get_profile(profile).a_fn), len(x) + len(x_in)
     width = x.shape[1]
 
-    bounds = [(None, None) if n in FREE_FEATURES else (0.0, None) for n in OBSERVATION_NAMES[:width]] + [(None, None)]
+    bounds = [(None, None) if n in FREE_FEATURES or not monotone else (0.0, None) for n in OBSERVATION_NAMES[:width]] + [(None, None)]
     t0 = time.perf_counter()
     fit = minimize(loss, np.append(np.full(width, 0.1), -4.0), jac=True, method="L-BFGS-B", bounds=bounds)
     elapsed = time.perf_counter() - t0
@@ -348,6 +352,7 @@ def fit_logistic_stream_policy(
             "train_series": [s.name for s in series],
             "trainer": "logistic",
             "pool": pool,
+            "monotone": bool(monotone),
             "l2": float(l2),
             "profile": profile,
             "train_rows": int(n_rows),

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     b.add_argument("--profile", default="standard", help="NAB profile (standard, reward_low_FP_rate, reward_low_FN_rate)")
     b.add_argument("--trainer", choices=TRAINERS, default="window", help=TRAINER_HELP)
     b.add_argument("--l2", type=float, default=None, help="ridge penalty of the logistic and window fits (default 1.0)")
+    b.add_argument(
+        "--free-signs", action="store_true", help="let the policy's weights take either sign (default: monotone, none negative on directed features)"
+    )
     b.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     b.add_argument("--total-steps", type=int, default=None, help="PPO steps per fold (default 150000)")
     b.add_argument("--synthetic", type=int, default=None, help="synthetic training series per fold (default 60)")
@@ -40,6 +43,9 @@ def add_parser(sub) -> None:
     t.add_argument("--profile", default="standard", help="NAB profile of the reward and the threshold")
     t.add_argument("--trainer", choices=TRAINERS, default="window", help=TRAINER_HELP)
     t.add_argument("--l2", type=float, default=None, help="ridge penalty of the logistic and window fits (default 1.0)")
+    t.add_argument(
+        "--free-signs", action="store_true", help="let the policy's weights take either sign (default: monotone, none negative on directed features)"
+    )
     t.add_argument("--iterations", type=int, default=None, help="search steps (default 40)")
     t.add_argument("--total-steps", type=int, default=None, help="PPO steps (default 150000)")
     t.add_argument("--synthetic", type=int, default=None, help="synthetic training series (default 60)")
@@ -61,6 +67,9 @@ def _config(args: argparse.Namespace):
 
     cfg = NabBenchmarkConfig(profile=args.profile, seed=args.seed, plots=not getattr(args, "no_plots", False))
     cfg.trainer = args.trainer
+    cfg.monotone = not args.free_signs
+    if args.free_signs and args.trainer == "search":
+        raise ValueError("--free-signs needs --trainer window, logistic or ppo; the search fits monotone policies only")
     if args.l2 is not None:
         if not args.l2 >= 0:
             raise ValueError(f"--l2 must not be negative, got {args.l2}")

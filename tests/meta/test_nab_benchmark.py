@@ -191,6 +191,44 @@ def test_the_window_fit_is_monotone_and_the_cli_takes_the_trainer_and_penalty(na
     assert "--l2 must not be negative" in capsys.readouterr().err
 
 
+def test_free_signs_let_a_feature_lower_the_score_and_the_cli_takes_them(nab_like, tmp_path, capsys):
+    from anomaly_gym.envs.series import Series
+    from anomaly_gym.envs.stream_env import OBSERVATION_NAMES
+    from anomaly_gym.meta.stream_training import fit_logistic_stream_policy
+
+    # every window and some rows outside them raise season/lag; only those outside also raise level/fast
+    n = 2000
+    lag, fast = OBSERVATION_NAMES.index("season/lag"), OBSERVATION_NAMES.index("level/fast")
+    feats = np.random.default_rng(0).normal(scale=0.05, size=(n, len(OBSERVATION_NAMES) - 1))
+    windows = ((1000, 1099), (1500, 1599))
+    for a, _ in windows:
+        feats[a : a + 5, lag] = 3.0
+    spikes = np.arange(400, n, 37)
+    spikes = spikes[~np.any([(spikes >= a - 10) & (spikes <= b + 10) for a, b in windows], axis=0)]
+    feats[spikes, lag] = feats[spikes, fast] = 3.0
+    series = [Series("x/a.csv", np.zeros(n), np.arange(n).astype("datetime64[s]"), windows, "x")]
+    mono = fit_logistic_stream_policy(series, features=[feats], pool="window", l2=0.01)
+    free = fit_logistic_stream_policy(series, features=[feats], pool="window", l2=0.01, monotone=False)
+    assert mono.layers[0][0][0][fast] == 0.0 and mono.metadata["monotone"] is True
+    assert free.layers[0][0][0][fast] < -0.5 and free.metadata["monotone"] is False
+    x = np.hstack([feats, np.zeros((n, 1))])
+    starts = [a for a, _ in windows]
+    # the free policy scores the windows' onsets above the lone spikes; the monotone one cannot tell them apart
+    assert free.proba(x[starts]).min() > free.proba(x[spikes]).max()
+    assert mono.proba(x[starts]).min() <= mono.proba(x[spikes]).max() + 1e-9
+
+    out = tmp_path / "free.policy.json"
+    assert main(["nab", "train", "--data", str(nab_like), "--synthetic", "0", "--free-signs", "-o", str(out)]) == 0
+    assert StreamPolicy.load(out).metadata["monotone"] is False
+    capsys.readouterr()
+    assert main(["nab", "train", "--data", str(nab_like), "--free-signs", "--trainer", "search", "-o", str(out)]) == 2
+    assert "--free-signs needs --trainer window" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="monotone policies only"):
+        from anomaly_gym.meta.nab_benchmark import fit_policy
+
+        fit_policy(series, [feats], NabBenchmarkConfig(trainer="search", monotone=False))
+
+
 def test_the_window_fit_needs_a_window_after_the_probationary_period():
     from anomaly_gym.envs.series import Series
     from anomaly_gym.meta.stream_training import fit_logistic_stream_policy
