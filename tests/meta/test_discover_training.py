@@ -40,6 +40,28 @@ def test_compare_counts_wins_and_tests():
     assert (c["wins"], c["ties"], c["losses"]) == (5, 1, 0) and c["p"] < 0.1
 
 
+def test_summary_says_where_no_method_can_be_ahead(tmp_path):
+    from anomaly_gym.meta.discover_benchmark import write_summary
+
+    # found@10 per target: "easy" has 6 anomalies and the best baseline found all 6; "open" has 50
+    found = {
+        "easy": {"meta-policy": 6, "iforest": 6, "random": 2},
+        "open": {"meta-policy": 9, "iforest": 7, "random": 1},
+        "lost": {"meta-policy": 3, "iforest": 5, "random": 0},
+    }
+    anomalies = {"easy": 6, "open": 50, "lost": 40}
+    rows = [
+        {"dataset": d, "method": m, "seed": 0, "n_rows": 500, "n_anomalies": anomalies[d], "found@10": f, "status": "ok"}
+        for d, by in found.items()
+        for m, f in by.items()
+    ]
+    write_summary(tmp_path, pd.DataFrame(rows), ActiveBenchmarkConfig(budget=10, seeds=1))
+    text = (tmp_path / "summary.md").read_text()
+    assert "above every baseline on 33% of 3 targets (at least tied with the best on 67%)" in text
+    assert "On 1 of them the best baseline found every anomaly it could" in text
+    assert "on the other 2 the policy is above every baseline on 1." in text
+
+
 @pytest.mark.slow
 def test_training_logs_found_at_k_and_the_bundle_serves_a_new_target(tmp_path):
     tasks = _tasks()
