@@ -10,7 +10,7 @@ by row).  So no file is ever scored by a policy that trained on its category.  B
 (rolling z-score, windowed Gaussian, River's Half-Space Trees) need no training and score
 every file.
 
-Two thresholds are reported for each method:
+Three thresholds are reported for each method:
 
 - **corpus** (NAB's protocol): one threshold for the whole corpus, the best of NAB's sweep
   over all files' scores.  This is how NAB's scoreboard ranks detectors; it chooses the
@@ -18,10 +18,14 @@ Two thresholds are reported for each method:
 - **held-out**: for each category, the best threshold on the *other* categories' files
   (for the policy, scored by that fold's policy), applied to the category.  No label of a
   scored file is used at all.
+- **per-file**: every file at its own best threshold, chosen with its own labels.  No
+  detector's score: an upper bound on what one threshold can reach with the same scores, so
+  its gap to the corpus threshold is what the scores lose by not being comparable across
+  streams.
 
 Outputs in ``out_dir``: NAB-layout results files (``results/<method>/<category>/<method>_<file>.csv``),
 each fold's policy (``policies/<category>.policy.json``), ``summary.csv`` and ``summary.md``
-(per category and overall, both thresholds), and ``plots/<category>/<file>.png`` (the
+(per category and overall, the three thresholds), and ``plots/<category>/<file>.png`` (the
 series, its windows, each method's flags at its corpus threshold).
 """
 
