@@ -486,6 +486,9 @@ class MeanZEnsemble(BaseDetector):
         featurizer_: The fitted featurizer.
     """
 
+    #: The featurizer column that is the score.
+    column = "consensus/z_mean"
+
     def __init__(self, bank: str = "rich", random_state: int | None = 0):
         self.bank = bank
         self.random_state = random_state
@@ -497,13 +500,34 @@ class MeanZEnsemble(BaseDetector):
 
         if self.bank not in PRESETS:
             raise ValueError(f"bank must be one of {sorted(PRESETS)}, got {self.bank!r}")
-        config = dataclasses.replace(PRESETS[self.bank], seed=seed_int(self.random_state), consensus=True)
+        config = dataclasses.replace(PRESETS[self.bank], seed=seed_int(self.random_state), consensus=True, agreeing=self.column.startswith("agreeing/"))
         self.featurizer_ = Featurizer(config).fit(X)
-        self.column_ = config.feature_names().index("consensus/z_mean")
+        self.column_ = config.feature_names().index(self.column)
         self.decision_scores_ = self._decision_function(X)
 
     def _decision_function(self, X):
         return self.featurizer_.transform(X)[:, self.column_].astype(np.float64)
+
+
+class AgreeingZEnsemble(MeanZEnsemble):
+    """Mean robust z-score over the agreeing half of the bank: the featurizer's ``agreeing/z_mean``.
+
+    As :class:`MeanZEnsemble`, but only the half of the bank whose z-scores on the training
+    rows correlate best with the whole bank's mean z-score is averaged: an unsupervised,
+    per-dataset choice of detectors (vertical selection, as in Rayana and Akoglu's SELECT).
+    It is the feature that ``configs/default.toml``'s policy reads beside the bank's
+    consensus, used directly as a score: the baseline that tells what meta-training adds
+    to it.
+
+    Args:
+        bank: A featurizer preset: ``"rich"`` (18 detectors) or ``"default"`` (8).
+        random_state: Seed of the featurizer's fitting subsample and randomised detectors.
+
+    Attributes:
+        featurizer_: The fitted featurizer; ``featurizer_.agreeing_`` are the kept detectors.
+    """
+
+    column = "agreeing/z_mean"
 
 
 class ADEngineDetector(BaseDetector):

@@ -47,6 +47,7 @@ _Z_BOUND = float(np.log1p(Z_CLIP))
 
 CONSENSUS_FEATURES = ("pct_mean", "pct_max", "pct_min", "pct_std", "z_mean")
 DESCRIPTOR_FEATURES = ("log_rows", "log_cols", "discrete_share", "agreement")
+AGREEING_FEATURES = ("pct_mean", "z_mean")
 
 
 def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -335,6 +336,8 @@ class FeaturizerConfig:
     """Include each detector's percentile rank and robust z-score."""
     consensus: bool = True
     """Include the bank's consensus features (mean/max/min/std of percentiles, mean z)."""
+    agreeing: bool = False
+    """Include the agreeing half of the bank's mean percentile and mean z (its detectors that correlate best with the bank's mean z, per dataset)."""
     descriptors: bool = True
     """Include dataset-level descriptors (size, width, discrete share, detector agreement)."""
     seed: int = 0
@@ -350,8 +353,8 @@ class FeaturizerConfig:
             raise ValueError(f"max_fit_rows must be at least 20, got {self.max_fit_rows}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
-        if not (self.per_detector or self.consensus or self.descriptors):
-            raise ValueError("the featurizer must produce something: enable per_detector, consensus or descriptors")
+        if not (self.per_detector or self.consensus or self.agreeing or self.descriptors):
+            raise ValueError("the featurizer must produce something: enable per_detector, consensus, agreeing or descriptors")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeaturizerConfig:
@@ -370,6 +373,8 @@ class FeaturizerConfig:
         """Stable digest of everything that changes the features (``chunk_size`` does not)."""
         data = self.to_dict()
         data.pop("chunk_size")
+        if not data["agreeing"]:  # configs from before the option keep their cache keys
+            data.pop("agreeing")
         data["version"] = FEATURE_VERSION
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode(), usedforsecurity=False).hexdigest()[:16]
 
@@ -380,6 +385,8 @@ class FeaturizerConfig:
                 names += [f"{spec}/pct", f"{spec}/z"]
         if self.consensus:
             names += [f"consensus/{n}" for n in CONSENSUS_FEATURES]
+        if self.agreeing:
+            names += [f"agreeing/{n}" for n in AGREEING_FEATURES]
         if self.descriptors:
             names += [f"dataset/{n}" for n in DESCRIPTOR_FEATURES]
         return names
@@ -408,6 +415,10 @@ RICH_DETECTORS = DEFAULT_DETECTORS + (
 PRESETS: dict[str, FeaturizerConfig] = {
     "default": FeaturizerConfig(),
     "rich": FeaturizerConfig(detectors=RICH_DETECTORS, descriptors=False),
+    # The rich bank seen only through its agreeing half: the training default
+    # (configs/default.toml).  Per-detector columns let a linear policy fit the sources' own
+    # detector preferences; the agreeing half is chosen on each dataset instead.
+    "agreeing": FeaturizerConfig(detectors=RICH_DETECTORS, per_detector=False, consensus=False, agreeing=True, descriptors=False),
 }
 
 
@@ -446,6 +457,9 @@ class Featurizer:
         if self.config.consensus:
             lows += [0.0, 0.0, 0.0, 0.0, -_Z_BOUND]
             highs += [1.0, 1.0, 1.0, 0.5, _Z_BOUND]
+        if self.config.agreeing:
+            lows += [0.0, -_Z_BOUND]
+            highs += [1.0, _Z_BOUND]
         if self.config.descriptors:
             lows += [0.0, 0.0, 0.0, -1.0]
             highs += [2.0, 2.0, 1.0, 1.0]
@@ -506,6 +520,7 @@ class Featurizer:
         scale = np.where(mad > 1e-12, mad, np.where(iqr > 1e-12, iqr, np.where(std > 1e-12, std, 1.0)))
         self.median_ = med
         self.scale_ = scale
+        self.agreeing_ = self._agreeing_detectors(ref)
         self.descriptors_ = self._dataset_descriptors(X_fit, ref)
         return self
 
@@ -536,10 +551,8 @@ class Featurizer:
         n = len(X)
         ref = self.sorted_scores_
         pct = np.column_stack([percentile_rank(ref[:, j], scores[:, j]) for j in range(scores.shape[1])])
-        z = (scores - self.median_) / self.scale_
-        z = np.clip(np.nan_to_num(z, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP), -Z_CLIP, Z_CLIP)
-        z = np.sign(z) * np.log1p(np.abs(z))
-        dead = np.array([det is None for det in self.detectors_])
+        z = self._robust_z(scores)
+        dead = self._dead()
         pct[:, dead], z[:, dead] = 0.5, 0.0
         parts = []
         if cfg.per_detector:
@@ -548,6 +561,8 @@ class Featurizer:
             live = ~dead if (~dead).any() else np.ones_like(dead)
             p, zz = pct[:, live], z[:, live]
             parts.append(np.column_stack([p.mean(1), p.max(1), p.min(1), p.std(1), zz.mean(1)]))
+        if cfg.agreeing:
+            parts.append(np.column_stack([pct[:, self.agreeing_].mean(1), z[:, self.agreeing_].mean(1)]))
         if cfg.descriptors:
             parts.append(np.broadcast_to(self.descriptors_, (n, len(self.descriptors_))))
         feats = np.concatenate(parts, axis=1)
@@ -555,6 +570,37 @@ class Featurizer:
         return np.clip(np.nan_to_num(feats, nan=0.0), lo, hi).astype(np.float32)
 
     # -- helpers -----------------------------------------------------------------------
+    def _robust_z(self, scores: np.ndarray) -> np.ndarray:
+        """Robust z-scores of raw scores against the fitting rows' (clipped at +-``Z_CLIP``, log-compressed)."""
+        z = (scores - self.median_) / self.scale_
+        z = np.clip(np.nan_to_num(z, nan=0.0, posinf=Z_CLIP, neginf=-Z_CLIP), -Z_CLIP, Z_CLIP)
+        return np.sign(z) * np.log1p(np.abs(z))
+
+    def _dead(self) -> np.ndarray:
+        return np.array([det is None for det in self.detectors_])
+
+    def _agreeing_detectors(self, ref: np.ndarray) -> np.ndarray:
+        """Indices of the agreeing half of the bank on the fitting rows' raw scores ``ref``.
+
+        Each live detector's robust z-scores are correlated (Pearson) with the mean z-score
+        of the live bank; the ``ceil(live / 2)`` best-correlated detectors are kept, in bank
+        order.  Detectors that agree with the bank's consensus are the ones that see the
+        same structure in this dataset, so their mean is a pseudo ground truth with less of
+        the noise of the detectors that see something else (vertical selection, as in
+        Rayana and Akoglu's SELECT, 2016).  A detector with constant scores never agrees.
+        """
+        live = np.flatnonzero(~self._dead())
+        if len(live) == 0:
+            live = np.arange(len(self.detectors_))
+        z = self._robust_z(ref)[:, live]
+        centred = z - z.mean(axis=0)
+        consensus = centred.mean(axis=1)
+        norms = np.sqrt((centred**2).sum(axis=0) * (consensus**2).sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.where(norms > 1e-12, centred.T @ consensus / norms, -np.inf)
+        keep = np.argsort(-corr, kind="stable")[: (len(live) + 1) // 2]
+        return np.sort(live[keep])
+
     def _scale(self, X: np.ndarray) -> np.ndarray:
         return scale_rows(X, self.lo_, self.span_)
 

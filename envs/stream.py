@@ -744,6 +744,7 @@ class _RowFeatures:
         self.live = [j for j, d in enumerate(dead) if not d] or list(range(len(dead)))
         self.some_dead = len(self.live) < len(dead)
         self.per_detector, self.consensus = cfg.per_detector, cfg.consensus
+        self.agreeing = [int(j) for j in featurizer.agreeing_] if cfg.agreeing else []
         self.descriptors = np.asarray(featurizer.descriptors_, dtype=np.float64).tolist() if cfg.descriptors else []
         lo, hi = featurizer.feature_bounds()
         self.lo, self.hi = lo.astype(np.float64).tolist(), hi.astype(np.float64).tolist()
@@ -779,6 +780,9 @@ class _RowFeatures:
             dev = p - mean
             np.multiply(dev, dev, out=dev)
             feats += (mean, max(live_pct), min(live_pct), math.sqrt(float(np.add.reduce(dev)) / n), float(np.add.reduce(np.array(live_z))) / n)
+        if self.agreeing:
+            k = len(self.agreeing)
+            feats += (float(np.add.reduce(np.array([pct[j] for j in self.agreeing]))) / k, float(np.add.reduce(np.array([z[j] for j in self.agreeing]))) / k)
         feats += self.descriptors
         return np.array([lo if v < lo else (hi if v > hi else v) for v, lo, hi in zip(feats, self.lo, self.hi)], dtype=np.float32)
 

@@ -73,8 +73,8 @@ class TrainConfig:
     """Seed of task sampling, environments and the agent."""
     run_dir: str = "runs"
     """Parent folder of run folders."""
-    featurizer: FeaturizerConfig = field(default_factory=lambda: PRESETS["rich"])
-    """The observation features ([featurizer] table in TOML); default: the 'rich' preset of 18 detectors."""
+    featurizer: FeaturizerConfig = field(default_factory=lambda: PRESETS["agreeing"])
+    """The observation features ([featurizer] table in TOML); default: the 'agreeing' preset (18 detectors, their consensus and agreeing half)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.featurizer, dict):

@@ -71,10 +71,11 @@ def evaluate_feature_columns(items: Sequence[ValidationItem], config: Featurizer
 
     Keys are ``"bank/{detector}"``, ``"bank/mean_rank"`` (the consensus mean percentile,
     i.e. the mean-rank ensemble) and ``"bank/mean_z"`` (the consensus mean robust z-score,
-    the ensemble a monotone linear policy starts from), each mapping task name -> metrics.
+    the ensemble a monotone linear policy starts from) and, with the agreeing features,
+    ``"bank/agreeing_z"`` (the mean z of the agreeing half), each mapping task name -> metrics.
     """
     names = config.feature_names()
-    ensembles = {"consensus/pct_mean": "bank/mean_rank", "consensus/z_mean": "bank/mean_z"}
+    ensembles = {"consensus/pct_mean": "bank/mean_rank", "consensus/z_mean": "bank/mean_z", "agreeing/z_mean": "bank/agreeing_z"}
     out = {}
     for col, name in enumerate(names):
         if name.endswith("/pct") or name in ensembles:

@@ -95,7 +95,7 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
         metavar="M,...",
         help="methods to run (detector names, 'policy', 'default' for the default set, 'gan' for "
         "so_gaal, mo_gaal, meta_gan, gan_scratch, 'spectral' for transfer_spectral); default: the policy, "
-        "iforest, ecod, copod, hbos, knn, lof, pca, ocsvm, cblof, autoencoder, mean_rank, mean_z, feature_transfer_kmeans, model_transfer_kmeans, coral_kmeans, dtc, prototype_meta, and in few-shot xgbod, devnet, gradient_boosting",
+        "iforest, ecod, copod, hbos, knn, lof, pca, ocsvm, cblof, autoencoder, mean_rank, mean_z, agreeing_z, feature_transfer_kmeans, model_transfer_kmeans, coral_kmeans, dtc, prototype_meta, and in few-shot xgbod, devnet, gradient_boosting",
     )
 
 

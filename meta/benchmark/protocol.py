@@ -29,7 +29,7 @@ import numpy as np
 COLUMNS = ("dataset", "method", "protocol", "labels", "seed", "auroc", "auprc", "fit_seconds", "score_seconds", "status", "error")
 
 #: Unsupervised baselines run by default (PyOD's classics, one deep model, the ensemble).
-UNSUPERVISED = ("iforest", "ecod", "copod", "hbos", "knn", "lof", "pca", "ocsvm", "cblof", "autoencoder", "mean_rank", "mean_z")
+UNSUPERVISED = ("iforest", "ecod", "copod", "hbos", "knn", "lof", "pca", "ocsvm", "cblof", "autoencoder", "mean_rank", "mean_z", "agreeing_z")
 #: Transfer-clustering baselines run by default.
 TRANSFER = ("feature_transfer_kmeans", "model_transfer_kmeans", "coral_kmeans", "dtc", "prototype_meta")
 #: GAN-based baselines (PyOD's GAAL pair, the Reptile meta-GAN and its from-scratch twin) and

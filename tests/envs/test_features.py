@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import warnings
 
@@ -109,6 +110,7 @@ def test_feature_names_and_bounds_match_the_configuration():
         ({"consensus": False, "descriptors": False}, 6),
         ({"per_detector": False, "descriptors": False}, 5),
         ({"per_detector": False, "consensus": False}, 4),
+        ({"per_detector": False, "consensus": False, "descriptors": False, "agreeing": True}, 2),
     ],
 )
 def test_feature_groups_can_be_left_out(parts, width):
@@ -120,6 +122,52 @@ def test_feature_groups_can_be_left_out(parts, width):
 
     assert F.shape == (200, width) == (200, feat.n_features)
     assert ((F >= low) & (F <= high)).all()
+
+
+def test_agreeing_features_average_the_half_of_the_bank_that_agrees_with_it():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    X[:6] += 6.0  # far rows that every detector of this bank sees
+    bank = ("iforest", "knn", "knn:n_neighbors=20", "ecod", "pca")
+    feat = Featurizer(detectors=bank, agreeing=True, descriptors=False).fit(X)
+    F = feat.transform(X)
+
+    assert feat.feature_names[-2:] == ["agreeing/pct_mean", "agreeing/z_mean"]
+    kept = feat.agreeing_
+    assert len(kept) == 3 and list(kept) == sorted(kept)
+    np.testing.assert_allclose(_column(feat, F, "agreeing/pct_mean"), F[:, [2 * j for j in kept]].mean(1), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(_column(feat, F, "agreeing/z_mean"), F[:, [2 * j + 1 for j in kept]].mean(1), rtol=0, atol=1e-6)
+    # the kept detectors are those whose z-scores on the fitting rows correlate best with the bank's mean z
+    Z = F[:, 1 : 2 * len(bank) : 2].astype(np.float64)
+    corr = [np.corrcoef(Z[:, j], Z.mean(1))[0, 1] for j in range(len(bank))]
+    assert set(kept) == set(np.argsort(corr)[-3:])
+    assert roc_auc_score(np.r_[np.ones(6), np.zeros(294)], _column(feat, F, "agreeing/z_mean")) > 0.99
+
+
+def test_the_agreeing_preset_is_the_rich_bank_seen_through_its_agreeing_half(planted):
+    X, y = planted
+    feat = Featurizer(dataclasses.replace(features.PRESETS["agreeing"], max_fit_rows=300)).fit(X)
+    F = feat.transform(X)
+
+    assert feat.feature_names == ["agreeing/pct_mean", "agreeing/z_mean"] and F.shape == (len(X), 2)
+    assert len(feat.agreeing_) == 9 == (len(features.RICH_DETECTORS) + 1) // 2
+    assert roc_auc_score(y, F[:, 1]) > 0.99
+
+
+def test_a_detector_with_constant_scores_is_never_among_the_agreeing():
+    X = np.random.default_rng(1).normal(size=(200, 3))
+    feat = Featurizer(detectors=("iforest", "knn", "lof", "ecod"), agreeing=True, descriptors=False).fit(X)
+    ref = feat.raw_scores(X)
+    ref[:, 1] = 3.0  # a live detector that scores every row alike
+
+    assert 1 not in feat._agreeing_detectors(ref) and len(feat._agreeing_detectors(ref)) == 2
+    feat.detectors_[0] = None  # a detector that failed to fit is left out, and the half is of the live ones
+    assert list(feat._agreeing_detectors(ref)) == [2, 3]  # ceil(3 / 2) of the live, the constant one never
+
+
+def test_the_agreeing_option_keys_the_cache_only_when_on():
+    assert FeaturizerConfig(agreeing=True).key() != FeaturizerConfig().key()
+    assert FeaturizerConfig().key() == "743151605094a11a"  # the key from before the option: caches and bundles stay valid
 
 
 def test_width_does_not_depend_on_the_dataset_width():

@@ -92,13 +92,15 @@ def test_values_near_float64s_limits_scale_to_finite_features():
     np.testing.assert_array_equal(normal._scale(X[:30]), (X[:30] - X[:30].min(0)) / (X[:30].max(0) - X[:30].min(0)))
 
 
-@pytest.mark.parametrize("preset, kind", [("default", "continuous"), ("default", "discrete"), ("rich", "continuous")])
-def test_single_row_path_is_bit_identical_to_the_batch_code(preset, kind):
+@pytest.mark.parametrize(
+    "preset, kind, agreeing", [("default", "continuous", False), ("default", "discrete", False), ("rich", "continuous", False), ("rich", "continuous", True)]
+)
+def test_single_row_path_is_bit_identical_to_the_batch_code(preset, kind, agreeing):
     """transform_row's own code (row scorers, one-row post-processing) against the batch
     code on the same fast detector scores: fitting rows and far rows (outside HBOS's bins,
     beyond the scaling clip, with many candidate neighbours)."""
     X = _data(kind)
-    feat = Featurizer(dataclasses.replace(PRESETS[preset], max_fit_rows=300)).fit(X[:300])
+    feat = Featurizer(dataclasses.replace(PRESETS[preset], max_fit_rows=300, agreeing=agreeing)).fit(X[:300])
     fast = FastFeaturizer(feat)
     rows = np.vstack([X[::6], X[:20] * 3.0, X[:10] + 100.0, [X[0] + 1e9, np.full(4, -1e12)]])
     for x in rows:

@@ -26,8 +26,8 @@ def test_default_recipe_beats_iforest_zero_shot_on_held_out_adbench(adbench_dir,
     assert set(bundle.metadata["train_tasks"]).isdisjoint(HELD_OUT)
     policy = bundle.metadata["val_auroc"]
     iforest = mean_metric(baselines["iforest"])
-    mean_rank = mean_metric(baselines["bank/mean_rank"])
-    # 0.793 vs 0.761 (IForest) and 0.779 (mean rank) with the full 300k-step default
-    assert policy > iforest + 0.01
-    assert policy > mean_rank
+    agreeing = mean_metric(baselines["bank/agreeing_z"])
+    # 0.809 vs 0.761 (IForest) and 0.809 (the agreeing half it reads) with the full 300k-step default
+    assert policy > iforest + 0.02
+    assert policy > agreeing - 0.005  # meta-training must not spoil the ranking of the features it reads
     assert np.isfinite(policy)

@@ -113,6 +113,15 @@ def test_config_file_and_bad_overrides():
     assert proc.returncode == 2 and "n_envs must be a positive integer" in proc.stderr
 
 
+def test_the_rich_config_is_the_default_with_every_detector_feature():
+    from anomaly_gym.envs.features import PRESETS
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    rich, default = TrainConfig.from_toml(configs / "rich.toml"), TrainConfig.from_toml(configs / "default.toml")
+    assert rich == TrainConfig(name="rich", featurizer=PRESETS["rich"])
+    assert default.featurizer == PRESETS["agreeing"] and default.featurizer.detectors == rich.featurizer.detectors
+
+
 def _progress_steps(run: Path) -> list[int]:
     """``time/total_timesteps`` of every row SB3's CSV logger wrote in ``run`` (by the latest process)."""
     import csv
