@@ -520,7 +520,7 @@ class Featurizer:
         scale = np.where(mad > 1e-12, mad, np.where(iqr > 1e-12, iqr, np.where(std > 1e-12, std, 1.0)))
         self.median_ = med
         self.scale_ = scale
-        self.agreeing_ = self._agreeing_detectors(ref)
+        self.agreeing_ = self._agreeing_detectors(ref) if cfg.agreeing else None
         self.descriptors_ = self._dataset_descriptors(X_fit, ref)
         return self
 
