@@ -515,9 +515,8 @@ class AgreeingZEnsemble(MeanZEnsemble):
     As :class:`MeanZEnsemble`, but only the half of the bank whose z-scores on the training
     rows correlate best with the whole bank's mean z-score is averaged: an unsupervised,
     per-dataset choice of detectors (vertical selection, as in Rayana and Akoglu's SELECT).
-    It is the feature that ``configs/default.toml``'s policy reads beside the bank's
-    consensus, used directly as a score: the baseline that tells what meta-training adds
-    to it.
+    It is one of the two features ``configs/default.toml``'s policy reads, used directly
+    as a score: the baseline that tells what meta-training adds to it.
 
     Args:
         bank: A featurizer preset: ``"rich"`` (18 detectors) or ``"default"`` (8).

@@ -74,7 +74,7 @@ class TrainConfig:
     run_dir: str = "runs"
     """Parent folder of run folders."""
     featurizer: FeaturizerConfig = field(default_factory=lambda: PRESETS["agreeing"])
-    """The observation features ([featurizer] table in TOML); default: the 'agreeing' preset (18 detectors, their consensus and agreeing half)."""
+    """The observation features ([featurizer] table in TOML); default: the 'agreeing' preset (the agreeing half of 18 detectors)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.featurizer, dict):
