@@ -120,6 +120,8 @@ def test_the_rich_config_is_the_default_with_every_detector_feature():
     rich, default = TrainConfig.from_toml(configs / "rich.toml"), TrainConfig.from_toml(configs / "default.toml")
     assert rich == TrainConfig(name="rich", featurizer=PRESETS["rich"])
     assert default.featurizer == PRESETS["agreeing"] and default.featurizer.detectors == rich.featurizer.detectors
+    everything, detect = TrainConfig.from_toml(configs / "agreeing-all.toml"), TrainConfig.from_toml(configs / "detect-default.toml")
+    assert everything == TrainConfig(name="agreeing-all", sources=detect.sources, nan_policy=detect.nan_policy)  # default's recipe, detect's sources
 
 
 def _progress_steps(run: Path) -> list[int]:
