@@ -70,6 +70,10 @@ WEAK_FLOORS: dict[str, tuple[float, float]] = {
 }
 
 
+#: Holds the tiny bundle for the session; removed when the interpreter exits.
+_BUNDLE_DIR = tempfile.TemporaryDirectory(prefix="policy-detector-")
+
+
 @functools.lru_cache(maxsize=1)
 def tiny_policy_bundle() -> str:
     """A policy bundle trained briefly on synthetic 'global' tasks (the policy detector's model)."""
@@ -80,7 +84,7 @@ def tiny_policy_bundle() -> str:
     env = AnomalyDetectionEnv(tasks=tasks, featurizer=SMALL_FEATURIZER, episode_length=64)
     model = make_agent("ppo", env, net_arch=[8], device="cpu", seed=0, n_steps=256, batch_size=128, ent_coef=0.01)
     model.learn(2048)
-    path = Path(tempfile.mkdtemp(prefix="policy-detector-")) / "policy.zip"
+    path = Path(_BUNDLE_DIR.name) / "policy.zip"
     return str(PolicyBundle(model, SMALL_FEATURIZER).save(path))
 
 
