@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from anomaly_gym.agents import serialization as ser
 from anomaly_gym.agents.bundle import package_version
+from anomaly_gym.agents.factory import quiet_logger
 from anomaly_gym.agents.serialization import BundleError
 from anomaly_gym.envs.features import FeaturizerConfig
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
@@ -135,7 +136,7 @@ def make_discover_agent(
     from sb3_contrib import MaskablePPO
 
     kwargs = {"hidden": hidden, "heuristic_column": heuristic_column, "heuristic_weight": heuristic_weight, "tail_columns": tail_columns}
-    return MaskablePPO(CandidatePolicy, env, policy_kwargs=kwargs, seed=seed, device=device, verbose=0, **ppo_kwargs)
+    return quiet_logger(MaskablePPO(CandidatePolicy, env, policy_kwargs=kwargs, seed=seed, device=device, verbose=0, **ppo_kwargs))
 
 
 def candidate_logits(model, observation: np.ndarray) -> np.ndarray:

@@ -91,3 +91,12 @@ def test_tail_columns_keep_the_network_on_the_feedback_features():
     assert np.allclose(candidate_logits(model, obs), candidate_logits(model, changed), atol=1e-6)
     changed[:, -1] += 0.5  # a feedback feature does move the logits
     assert not np.allclose(candidate_logits(model, obs), candidate_logits(model, changed), atol=1e-4)
+
+
+def test_learning_writes_no_logger_folder_to_the_temporary_directory(agent, tmp_path, monkeypatch):
+    """Without a custom logger, SB3 makes an empty ``SB3-<date>`` folder in the temp dir on every ``learn()``."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    agent[0].learn(16)
+    assert not list(tmp_path.glob("SB3-*"))
