@@ -113,7 +113,7 @@ def test_config_file_and_bad_overrides():
     assert proc.returncode == 2 and "n_envs must be a positive integer" in proc.stderr
 
 
-def test_the_rich_config_is_the_default_with_every_detector_feature():
+def test_rich_and_agreeing_all_configs_are_the_default_with_one_documented_change():
     from anomaly_gym.envs.features import PRESETS
 
     configs = Path(__file__).resolve().parents[2] / "configs"
