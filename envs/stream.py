@@ -20,7 +20,11 @@ knn, lof   one neighbour search shared by all of them (they are fitted on the sa
            distances computed as the KD-tree computes them (sum of squares in column order,
            then the square root); rows with (nearly) tied neighbours are looked up in each
            detector's own fitted tree, since which tied rows are kept, and in what order, is
-           the tree's choice (identical scores).
+           the tree's choice (identical scores).  Above 15 columns scikit-learn fits no tree
+           and searches by brute force with the expansion ``|x|^2 - 2 x.y + |y|^2``: there
+           the exact sums agree with its distances to about 1e-13 (relative), not to the
+           bit, so a row whose score ties a fitting row's (the fitting rows themselves) can
+           rank on the other side of it, which moves its percentile feature by a step.
 iforest    the fitted trees flattened into padded arrays and walked level by level for all
            trees at once (path lengths, leaf corrections and the sum over trees in the order
            scikit-learn uses: identical scores).  Many rows go to scikit-learn's own ``apply``.

@@ -35,6 +35,17 @@ def test_fast_featurizer_gives_the_featurizers_features(preset, kind):
     np.testing.assert_allclose(fast.raw_scores(X[:5]), feat.raw_scores(X[:5]), rtol=1e-12, atol=1e-12)
 
 
+def test_wide_rows_searched_by_brute_force_agree_to_rounding():
+    """Above 15 columns scikit-learn searches by brute force (its own distance expansion): the
+    fast path agrees to rounding, and a fitting row can move one step in percentile rank."""
+    X = np.random.default_rng(0).normal(size=(600, 20))  # 300 fitting rows: one rank step is 1/300
+    feat = Featurizer(FeaturizerConfig(detectors=("knn", "lof"), descriptors=False, max_fit_rows=300)).fit(X)
+    assert feat.detectors_[0].neigh_._fit_method == "brute"
+    fast = FastFeaturizer(feat)
+    np.testing.assert_allclose(fast.raw_scores(X), feat.raw_scores(X), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(fast.transform(X), feat.transform(X), rtol=0, atol=1.0 / 300 + 1e-6)
+
+
 def test_fast_featurizer_checks_rows_like_the_featurizer():
     feat = Featurizer(FeaturizerConfig(detectors=("ecod", "pca"))).fit(_data("continuous"))
     fast = FastFeaturizer(feat)
