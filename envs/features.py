@@ -558,7 +558,7 @@ class Featurizer:
         if cfg.per_detector:
             parts.append(np.stack([pct, z], axis=2).reshape(n, -1))
         if cfg.consensus:
-            live = ~dead if (~dead).any() else np.ones_like(dead)
+            live = self._live()
             p, zz = pct[:, live], z[:, live]
             parts.append(np.column_stack([p.mean(1), p.max(1), p.min(1), p.std(1), zz.mean(1)]))
         if cfg.agreeing:
@@ -579,6 +579,11 @@ class Featurizer:
     def _dead(self) -> np.ndarray:
         return np.array([det is None for det in self.detectors_])
 
+    def _live(self) -> np.ndarray:
+        """Indices of the detectors that fitted, or of all of them when none did (their features are then neutral)."""
+        live = np.flatnonzero(~self._dead())
+        return live if len(live) else np.arange(len(self.detectors_))
+
     def _agreeing_detectors(self, ref: np.ndarray) -> np.ndarray:
         """Indices of the agreeing half of the bank on the fitting rows' raw scores ``ref``.
 
@@ -589,9 +594,7 @@ class Featurizer:
         the noise of the detectors that see something else (vertical selection, as in
         Rayana and Akoglu's SELECT, 2016).  A detector with constant scores never agrees.
         """
-        live = np.flatnonzero(~self._dead())
-        if len(live) == 0:
-            live = np.arange(len(self.detectors_))
+        live = self._live()
         z = self._robust_z(ref)[:, live]
         centred = z - z.mean(axis=0)
         consensus = centred.mean(axis=1)
@@ -623,7 +626,7 @@ class Featurizer:
         n, d = self.n_rows_seen_, self.n_columns_
         distinct = np.array([len(np.unique(X_fit[:, j])) for j in range(X_fit.shape[1])])
         discrete_share = float(np.mean(distinct <= 10))
-        live = [j for j, det in enumerate(self.detectors_) if det is not None]
+        live = np.flatnonzero(~self._dead())
         agreement = 0.0
         if len(live) >= 2:
             ranks = np.argsort(np.argsort(ref[:, live], axis=0), axis=0).astype(np.float64)
