@@ -10,7 +10,9 @@ head keeps the policy as the prior and learns only the difference:
 ``a`` and ``b`` calibrate the policy's logit to the target's labels (Platt scaling), and
 the trees are gradient-boosted (XGBoost) from that calibrated logit as their base margin,
 on the target's raw columns next to the transferable features.  With few labels, a short,
-shrunk boosting run moves the prior only where the labels insist.  P(anomaly) of the
+shrunk boosting run moves the prior only where the labels insist, and each round averages
+several trees grown on draws of rows and columns (bagging inside boosting), so that the
+correction depends less on which few anomalies happened to be labelled.  P(anomaly) of the
 adapted policy is ``sigmoid(margin)``.  :meth:`TargetHead.shrunk` blends a fitted head with
 the unadapted policy's own logit, ``(1 - w) * policy_margin + w * head_margin``, by the
 evidence the labels give (:mod:`anomaly_gym.meta.adapt`).
@@ -39,6 +41,14 @@ class HeadSettings:
     """Shrinkage of each round: small, so that a few labels move the prior only a little."""
     max_depth: int = 3
     """Depth of each tree."""
+    num_parallel_tree: int = 5
+    """Trees grown per round, each on its own draw of rows and columns, and averaged (bagging
+    inside boosting): with a handful of labelled anomalies, one tree per round follows the
+    draw of labels; several average that variance away.  1: plain gradient boosting."""
+    subsample: float = 0.7
+    """Share of the rows each tree sees (drawn per tree, without replacement)."""
+    colsample_bynode: float = 0.7
+    """Share of the columns each split may choose from."""
     unlabelled_as_normal: bool = True
     """Use the unlabelled rows as normal rows (anomalies are rare, so they are mostly normal: the
     semi-supervised convention of XGBOD and DevNet).  Off: fit on the labelled rows only."""
@@ -67,6 +77,11 @@ class HeadSettings:
     def __post_init__(self) -> None:
         if not self.evidence_high > self.evidence_low:
             raise ValueError(f"evidence_high ({self.evidence_high}) must be above evidence_low ({self.evidence_low})")
+        if self.num_parallel_tree < 1:
+            raise ValueError(f"num_parallel_tree must be at least 1, got {self.num_parallel_tree}")
+        for name in ("subsample", "colsample_bynode"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if not self.disagreement_se > 0:
             raise ValueError(f"disagreement_se must be positive, got {self.disagreement_se}")
 
@@ -168,6 +183,9 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
         n_estimators=settings.n_estimators,
         learning_rate=settings.learning_rate,
         max_depth=settings.max_depth,
+        num_parallel_tree=settings.num_parallel_tree,
+        subsample=settings.subsample,
+        colsample_bynode=settings.colsample_bynode,
         n_jobs=settings.n_jobs,
         random_state=int(seed),
         verbosity=0,
@@ -177,6 +195,9 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
         "n_estimators": settings.n_estimators,
         "learning_rate": settings.learning_rate,
         "max_depth": settings.max_depth,
+        "num_parallel_tree": settings.num_parallel_tree,
+        "subsample": settings.subsample,
+        "colsample_bynode": settings.colsample_bynode,
         "n_jobs": settings.n_jobs,
         "policy_prior": settings.policy_prior,
     }

@@ -195,6 +195,24 @@ def test_shrinkage_weight_counts_evidence_and_agreement():
         HeadSettings(evidence_low=2.0, evidence_high=1.0)
 
 
+def test_head_rounds_average_trees_grown_on_draws_of_rows_and_columns(bundle, target):
+    from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.agents.head import fit_head
+
+    features = adapt(bundle, target).featurizer.transform(target.X)
+    margin = policy_margin(bundle.model, features)
+    bagged = fit_head(target.X, features, margin, target.y, HeadSettings(n_estimators=8), seed=0)
+    plain = fit_head(target.X, features, margin, target.y, HeadSettings(n_estimators=8, num_parallel_tree=1, subsample=1.0, colsample_bynode=1.0), seed=0)
+    assert bagged.booster.num_boosted_rounds() == plain.booster.num_boosted_rounds() == 8
+    assert len(bagged.booster.get_dump()) == 8 * 5 and len(plain.booster.get_dump()) == 8
+    assert bagged.describe()["num_parallel_tree"] == 5 and bagged.describe()["subsample"] == 0.7
+    again = fit_head(target.X, features, margin, target.y, HeadSettings(n_estimators=8), seed=0)
+    np.testing.assert_array_equal(bagged.margin(target.X, features, margin), again.margin(target.X, features, margin))  # seeded
+    for bad in ({"num_parallel_tree": 0}, {"subsample": 0.0}, {"colsample_bynode": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            HeadSettings(**bad)
+
+
 def test_shrunk_head_blends_with_the_policy_logit_and_survives_a_round_trip(bundle, target, tmp_path):
     from anomaly_gym.agents import load_bundle
     from anomaly_gym.agents.factory import policy_margin
