@@ -49,6 +49,12 @@ class HeadSettings:
     """Share of the rows each tree sees (drawn per tree, without replacement)."""
     colsample_bynode: float = 0.7
     """Share of the columns each split may choose from."""
+    min_child_weight: float = 0.1
+    """Least summed Hessian a leaf may hold.  Boosting starts from the prior calibrated to the
+    labels, so a row weighs ``p (1 - p)`` with ``p`` near the base rate, and all rows together
+    weigh about as much as the labelled anomalies do in count.  XGBoost's usual 1 would then ask
+    each leaf for ``1 / n_anomalies`` of that total: with one labelled anomaly no tree could
+    split, with two only in halves.  0.1 lets a leaf hold a tenth of it."""
     unlabelled_as_normal: bool = True
     """Use the unlabelled rows as normal rows (anomalies are rare, so they are mostly normal: the
     semi-supervised convention of XGBOD and DevNet).  Off: fit on the labelled rows only."""
@@ -82,6 +88,8 @@ class HeadSettings:
         for name in ("subsample", "colsample_bynode"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not self.min_child_weight >= 0:
+            raise ValueError(f"min_child_weight must be non-negative, got {self.min_child_weight}")
         if not self.disagreement_se > 0:
             raise ValueError(f"disagreement_se must be positive, got {self.disagreement_se}")
 
@@ -186,6 +194,7 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
         num_parallel_tree=settings.num_parallel_tree,
         subsample=settings.subsample,
         colsample_bynode=settings.colsample_bynode,
+        min_child_weight=settings.min_child_weight,
         n_jobs=settings.n_jobs,
         random_state=int(seed),
         verbosity=0,
@@ -198,6 +207,7 @@ def fit_head(X: np.ndarray, features: np.ndarray, policy_margin: np.ndarray, y: 
         "num_parallel_tree": settings.num_parallel_tree,
         "subsample": settings.subsample,
         "colsample_bynode": settings.colsample_bynode,
+        "min_child_weight": settings.min_child_weight,
         "n_jobs": settings.n_jobs,
         "policy_prior": settings.policy_prior,
     }

@@ -65,10 +65,11 @@ class PolicyDetector(BaseDetector):
         return load_bundle(Path(self.model), device=self.device)
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, source: list[SourceData] | None) -> None:
-        from anomaly_gym.meta.adapt import adapt
+        from anomaly_gym.meta.adapt import adapt, min_anomalies
 
         labels = None
-        if self.adapt_with_labels and y is not None and y.sum() >= 2:
+        settings = self._settings()
+        if self.adapt_with_labels and y is not None and y.sum() >= min_anomalies(settings):
             rng = np.random.default_rng(self.random_state)
             anomalies = np.flatnonzero(y == 1)
             others = np.flatnonzero(y == 0)
@@ -78,7 +79,7 @@ class PolicyDetector(BaseDetector):
             labels[rng.choice(others, size=k, replace=False)] = 0
         seed = 0 if self.random_state is None else int(self.random_state)
         with seeded(seed):  # SB3 seeds the global generators when it loads or fine-tunes a model
-            self.bundle_ = adapt(self._load(), X, labels, seed=seed, settings=self._settings(), device=self.device)
+            self.bundle_ = adapt(self._load(), X, labels, seed=seed, settings=settings, device=self.device)
         self.adaptation_ = self.bundle_.metadata["adaptation"]
 
     def _settings(self):

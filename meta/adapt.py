@@ -125,7 +125,7 @@ def adapt(
     X = target.X if isinstance(target, Task) else np.asarray(target, dtype=np.float32)
     name = target.name if isinstance(target, Task) else "target"
     if labels is not None:
-        labels = _check_labels(labels, len(X))
+        labels = _check_labels(labels, len(X), min_anomalies(settings))
         if mode == "auto":
             mode = "few-shot"
     elif mode == "auto":
@@ -222,7 +222,12 @@ def read_labels_file(path, n_rows: int) -> np.ndarray:
 # --------------------------------------------------------------------------- internals
 
 
-def _check_labels(labels, n: int) -> np.ndarray:
+def min_anomalies(settings: AdaptSettings) -> int:
+    """Labelled anomalies few-shot adaptation needs: 1 for a target head, 2 for fine-tuning (one to hold out)."""
+    return 1 if settings.few_shot == "head" else 2
+
+
+def _check_labels(labels, n: int, least_anomalies: int = 2) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != n:
         raise ValueError(f"labels must have one entry per target row ({n}), got shape {labels.shape}")
@@ -233,8 +238,12 @@ def _check_labels(labels, n: int) -> np.ndarray:
         raise ValueError(f"labels must be 1 (anomaly), 0 (normal) or -1 (unknown); found {np.unique(labels[bad])[:5].tolist()}")
     labels = labels.astype(np.int8)
     n_anom, n_norm = int((labels == 1).sum()), int((labels == 0).sum())
-    if n_anom < 2 or n_norm < 2:
-        raise ValueError(f"few-shot adaptation needs at least 2 labelled anomalies and 2 labelled normal rows, got {n_anom} and {n_norm}")
+    if n_anom < least_anomalies or n_norm < 2:
+        raise ValueError(
+            f"few-shot adaptation needs at least {least_anomalies} labelled "
+            f"{'anomaly' if least_anomalies == 1 else 'anomalies'} and 2 labelled normal rows, got {n_anom} and {n_norm}"
+            + ("" if least_anomalies == 1 else " (a target head, --few-shot head, needs only one anomaly)")
+        )
     return labels
 
 
@@ -330,6 +339,8 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
         bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed)
         record.update(kept="adapted", head_weight=1.0, head=bundle.head.describe(), reason="the guard is off: the head is kept whole, without a held-out check")
         return record
+    if n_anomalies == 1:
+        return _single_anomaly_head(bundle, X, features, margin, labels, rows, y, settings, seed, record)
     k = max(2, min(settings.folds, n_anomalies, n_normals))
     strata = labels[rows].astype(np.int64) + 1  # unknown / normal / anomaly, each spread over the folds
     if (np.bincount(strata) < k)[np.bincount(strata) > 0].any():
@@ -378,6 +389,41 @@ def _fit_target_head(bundle: PolicyBundle, X: np.ndarray, features: np.ndarray, 
         reason=f"{summary}: the head is kept with weight {w:.2f} (held-out AUROC {auc_prior:.3f} -> {auc_after:.3f})",
     )
     return record
+
+
+def _single_anomaly_head(bundle, X, features, margin, labels, rows, y, settings: HeadSettings, seed: int, record: dict) -> dict:
+    """The guard with one labelled anomaly: nothing can be held out, so it asks whether the label agrees with the policy.
+
+    The head's weight is :func:`single_label_weight` of the unadapted policy's AUROC on the
+    labelled rows, that is, of where it ranks the one anomaly among the labelled normal rows.
+    """
+    known = labels[rows] != UNKNOWN
+    auc_prior = float(roc_auc_score(y[known], margin[rows][known]))
+    evidence = single_label_weight(auc_prior, int((y[known] == 0).sum()))
+    w = evidence["weight"]
+    record.update({"held_out_rows": 0, "labelled_auroc_before": round(auc_prior, 6), "evidence": evidence, "head_weight": w})
+    summary = f"one labelled anomaly, which the unadapted policy ranks above {auc_prior:.1%} of the labelled normal rows (z = {evidence['z']:.2f})"
+    if w == 0.0:
+        record.update(kept="unadapted", reason=f"{summary}: the label disagrees with the policy, the bundle keeps the unadapted policy")
+        return record
+    bundle.head = fit_head(X[rows], features[rows], margin[rows], y, settings, seed).shrunk(w)
+    record.update(kept="adapted", head=bundle.head.describe(), reason=f"{summary}: the head is kept with weight {w:.2f}")
+    return record
+
+
+def single_label_weight(auc_prior: float, n_normals: int) -> dict:
+    """How much of a head fitted on one labelled anomaly to keep, from the policy's rank of it.
+
+    With a single anomaly no out-of-fold check exists; what can be checked is whether the label
+    agrees with the policy.  ``auc_prior`` (the share of labelled normal rows the policy ranks
+    below the anomaly) is measured in standard errors of a one-anomaly AUROC under the null
+    (``se = sqrt((n0 + 2) / (12 n0))``, about 0.29): at or below the median (z <= 0) the label
+    contradicts the policy and none of the head is kept; at one standard error above (about
+    the 79th percentile) or more, all of it; linear in between.
+    """
+    se = float(np.sqrt((n_normals + 2) / (12.0 * n_normals)))
+    z = (auc_prior - 0.5) / se
+    return {"z": round(z, 4), "se": round(se, 6), "weight": round(float(np.clip(z, 0.0, 1.0)), 4)}
 
 
 def _head_rows(labels: np.ndarray, settings: HeadSettings, seed: int) -> np.ndarray:

@@ -130,7 +130,7 @@ def _one_seed(bundle, task, seed: int, args: argparse.Namespace, settings, no_pr
         "zero": roc_auc_score(y[rest], zero.score(X[rest], refit=False)),
         "few": roc_auc_score(y[rest], few.score(X[rest], refit=False)),
         "kept": rec["kept"] == "adapted",
-        "held": (rec["held_out_auroc_before"], rec["held_out_auroc_after"]),
+        "held": (rec.get("held_out_auroc_before", np.nan), rec.get("held_out_auroc_after", np.nan)),  # none with one labelled anomaly
         # the guard's decision judged on rows neither it nor the head ever saw
         "unseen": (roc_auc_score(split.test.y, zero.score(split.test.X, refit=False)), roc_auc_score(split.test.y, few.score(split.test.X, refit=False))),
     }

@@ -258,7 +258,7 @@ class _CellRunner:
             auroc, auprc, fit_s, score_s = evaluate(det, train.X, test.X, test.y, y=y)
             self._log_policy(method, setting, det)
             if setting.protocol == "few-shot" and det.adaptation_.get("mode") != "few-shot":
-                note = (note + "; " if note else "") + "fewer than 2 labelled anomalies: the policy ran zero-shot"
+                note = (note + "; " if note else "") + "too few labelled anomalies for its few-shot method: the policy ran zero-shot"
         elif DETECTORS[method].uses_source:
             if self.transfer_inputs is None:
                 self.transfer_inputs = self._transfer_inputs()

@@ -265,9 +265,57 @@ def test_bad_labels_are_rejected(bundle, target):
         adapt(bundle, target.X, np.zeros(5))
     with pytest.raises(ValueError, match="1 \\(anomaly\\), 0 \\(normal\\) or -1"):
         adapt(bundle, target.X, np.full(target.n_rows, 2))
-    with pytest.raises(ValueError, match="at least 2 labelled anomalies"):
-        adapt(bundle, target.X, few_shot_labels(target.y, 1, 5))
+    with pytest.raises(ValueError, match="at least 1 labelled anomaly and 2 labelled normal rows"):
+        adapt(bundle, target.X, few_shot_labels(target.y, 1, 1))
+    with pytest.raises(ValueError, match="at least 2 labelled anomalies.*needs only one"):
+        adapt(bundle, target.X, few_shot_labels(target.y, 1, 5), settings=AdaptSettings(few_shot="fine-tune"))
     with pytest.raises(ValueError, match="few_shot must be 'head' or 'fine-tune'"):
         adapt(bundle, target.X, few_shot_labels(target.y, 5, 5), settings=AdaptSettings(few_shot="boost"))
     with pytest.raises(ValueError, match="asked for 500 labelled anomalies"):
         few_shot_labels(target.y, 500, 5)
+
+
+def test_head_splits_on_a_single_labelled_anomaly_among_rare_ones():
+    """From a calibrated prior at a base rate of 1 in 2,000, all rows together weigh about one row's Hessian:
+    a leaf of at least 1 could never split off, so the head's default allows far lighter leaves."""
+    from anomaly_gym.agents.head import fit_head
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 3))
+    X[7] = 6.0  # the one labelled anomaly, far from the rest
+    y = np.zeros(2000, dtype=np.int8)
+    y[7] = 1
+    features, margin = rng.uniform(size=(2000, 2)), rng.normal(scale=0.01, size=2000)
+    light = fit_head(X, features, margin, y, HeadSettings(n_estimators=5), seed=0)
+    heavy = fit_head(X, features, margin, y, HeadSettings(n_estimators=5, min_child_weight=1.0), seed=0)
+    assert all(tree.count("leaf=") == 1 for tree in heavy.booster.get_dump())  # no tree could split
+    assert sum(tree.count("leaf=") > 1 for tree in light.booster.get_dump()) > 0
+    scores = light.margin(X, features, margin)
+    assert scores[7] > np.quantile(scores, 0.9)  # the split lifts the labelled anomaly's side
+    assert light.describe()["min_child_weight"] == 0.1
+    with pytest.raises(ValueError, match="min_child_weight"):
+        HeadSettings(min_child_weight=-1.0)
+
+
+def test_one_labelled_anomaly_adapts_a_head_weighted_by_where_the_policy_ranks_it(bundle, target):
+    """Nothing can be held out with one anomaly: the guard keeps the head as far as the label agrees with the policy."""
+    from anomaly_gym.agents.factory import policy_margin
+    from anomaly_gym.meta.adapt import single_label_weight
+
+    features = adapt(bundle, target).featurizer.transform(target.X)
+    margin = policy_margin(bundle.model, features)
+    normals = np.flatnonzero(target.y == 0)[:100]
+    anomalies = np.flatnonzero(target.y == 1)
+    for pick, kept in ((anomalies[np.argmax(margin[anomalies])], "adapted"), (normals[np.argmin(margin[normals])], "unadapted")):
+        labels = np.full(target.n_rows, -1, dtype=np.int8)
+        labels[normals] = 0
+        labels[pick] = 1  # the policy's top anomaly, or a "label" it ranks below every labelled normal row
+        record = adapt(bundle, target.X, labels, seed=0).metadata["adaptation"]
+        assert record["labelled_anomalies"] == 1 and record["kept"] == kept, record["reason"]
+        assert record["head_weight"] == record["evidence"]["weight"] == (1.0 if kept == "adapted" else 0.0)
+    # the ramp: none at the median, all from one standard error (about 0.29) above it
+    assert single_label_weight(0.5, 100)["weight"] == 0.0 and single_label_weight(0.4, 100)["weight"] == 0.0
+    assert single_label_weight(0.65, 100)["weight"] == pytest.approx(0.15 / np.sqrt(102 / 1200), abs=1e-3)
+    assert single_label_weight(0.8, 100)["weight"] == 1.0
+    unguarded = adapt(bundle, target.X, labels, seed=0, settings=AdaptSettings(head=HeadSettings(guard=False))).metadata["adaptation"]
+    assert unguarded["kept"] == "adapted" and unguarded["head_weight"] == 1.0
